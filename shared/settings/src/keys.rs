@@ -1,0 +1,145 @@
+//! Every setting bb2snyk reads, in one table: its path in the TOML file, the snyk-api-import variable that
+//! also sets it, its default and what it means. Defaults, error messages and `config/example.toml` all come
+//! from here, so they cannot drift apart.
+
+#[derive(Debug)]
+pub struct Key {
+    /// `section.key`, as in the TOML file.
+    pub path: &'static str,
+    /// The variable snyk-api-import users already set (or one we added in the same style).
+    pub env: Option<&'static str>,
+    pub default: Option<&'static str>,
+    pub secret: bool,
+    pub help: &'static str,
+}
+
+impl Key {
+    /// `BB2SNYK__SECTION__KEY`, the structured form that works for every key.
+    pub fn structured_env(&self) -> String {
+        format!("BB2SNYK__{}", self.path.replace('.', "__").to_uppercase())
+    }
+
+    /// How a person sets this key, for error messages: the familiar variable first.
+    pub fn how_to_set(&self) -> String {
+        let structured = self.structured_env();
+        match self.env {
+            Some(env) => format!(
+                "set {env} (or {structured}, or {} in the config file)",
+                self.path
+            ),
+            None => format!("set {structured} (or {} in the config file)", self.path),
+        }
+    }
+
+    /// The name to show first when this key is wrong.
+    pub fn name(&self) -> &'static str {
+        self.env.unwrap_or(self.path)
+    }
+}
+
+pub const KEYS: &[Key] = &[
+    Key {
+        path: "bitbucket.api_base",
+        env: Some("BITBUCKET_APP_API_BASE"),
+        default: Some("https://api.bitbucket.org/2.0"),
+        secret: false,
+        help: "Bitbucket Cloud REST API base URL",
+    },
+    Key {
+        path: "bitbucket.token_url",
+        env: Some("BITBUCKET_APP_TOKEN_URL"),
+        default: Some("https://bitbucket.org/site/oauth2/access_token"),
+        secret: false,
+        help: "OAuth2 token endpoint for the client_credentials grant",
+    },
+    Key {
+        path: "bitbucket.client_id",
+        env: Some("BITBUCKET_APP_CLIENT_ID"),
+        default: None,
+        secret: false,
+        help: "key of the private Bitbucket OAuth consumer",
+    },
+    Key {
+        path: "bitbucket.client_secret",
+        env: Some("BITBUCKET_APP_CLIENT_SECRET"),
+        default: None,
+        secret: true,
+        help: "secret of the private Bitbucket OAuth consumer",
+    },
+    Key {
+        path: "snyk.api_base",
+        env: Some("SNYK_API"),
+        default: Some("https://api.snyk.io/v1"),
+        secret: false,
+        help: "Snyk v1 API base URL (api.eu.snyk.io, api.au.snyk.io for other regions)",
+    },
+    Key {
+        path: "snyk.token",
+        env: Some("SNYK_TOKEN"),
+        default: None,
+        secret: true,
+        help: "Snyk API token with admin rights on the group",
+    },
+    Key {
+        path: "amqp.url",
+        env: Some("AMQP_URL"),
+        default: Some("amqp://guest:guest@127.0.0.1:5672/%2f"),
+        secret: true,
+        help: "RabbitMQ URL (amqp:// or amqps://, vhost URL-encoded)",
+    },
+    Key {
+        path: "amqp.prefix",
+        env: None,
+        default: Some("bb2snyk"),
+        secret: false,
+        help: "prefix of every exchange and queue name",
+    },
+    Key {
+        path: "redis.url",
+        env: Some("REDIS_URL"),
+        default: Some("redis://127.0.0.1:6379"),
+        secret: true,
+        help: "Redis URL (redis:// or rediss://)",
+    },
+    Key {
+        path: "redis.prefix",
+        env: None,
+        default: Some("bb2snyk:"),
+        secret: false,
+        help: "prefix of every Redis key",
+    },
+    Key {
+        path: "import.concurrent_imports",
+        env: Some("CONCURRENT_IMPORTS"),
+        default: Some("15"),
+        secret: false,
+        help: "imports in flight per importer (1 to 50)",
+    },
+    Key {
+        path: "import.log_path",
+        env: Some("SNYK_LOG_PATH"),
+        default: Some("."),
+        secret: false,
+        help: "folder for the seed workflow's files and logs (a leading ~ expands)",
+    },
+    Key {
+        path: "http.timeout_secs",
+        env: None,
+        default: Some("30"),
+        secret: false,
+        help: "whole-request timeout for Bitbucket and Snyk calls, in seconds",
+    },
+    Key {
+        path: "http.connect_timeout_secs",
+        env: None,
+        default: Some("5"),
+        secret: false,
+        help: "TCP and TLS connect timeout, in seconds",
+    },
+];
+
+pub fn key(path: &str) -> &'static Key {
+    KEYS.iter()
+        .find(|k| k.path == path)
+        .unwrap_or_else(|| panic!("settings key {path} is not in KEYS"))
+}

@@ -1,0 +1,169 @@
+//! bb2snyk settings: built-in defaults, then an optional TOML file, then snyk-api-import's variables
+//! (`SNYK_TOKEN`, `BITBUCKET_APP_CLIENT_ID`, ...), then `BB2SNYK__SECTION__KEY`. Each later layer wins.
+//!
+//! Every value is checked when loaded; a value a stage needs but that has no default (`SNYK_TOKEN`, the
+//! OAuth consumer) is checked by [`Settings::require`], so each binary asks only for what it uses.
+
+mod keys;
+mod load;
+
+use std::{path::PathBuf, time::Duration};
+
+pub use keys::{KEYS, Key};
+pub use load::{Sources, load};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// Exit codes shared by every bb2snyk binary (documented in the README).
+pub mod exit {
+    /// Some targets failed or were parked.
+    pub const FAILURES: u8 = 1;
+    /// Missing or malformed configuration.
+    pub const CONFIG: u8 = 2;
+    /// Bitbucket or Snyk rejected the credentials.
+    pub const CREDENTIALS: u8 = 3;
+    /// RabbitMQ, Redis, Bitbucket or Snyk could not be reached.
+    pub const UNAVAILABLE: u8 = 4;
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bitbucket: BitbucketSettings,
+    pub snyk: SnykSettings,
+    pub amqp: AmqpSettings,
+    pub redis: RedisSettings,
+    pub import: ImportSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct BitbucketSettings {
+    pub api_base: Url,
+    pub token_url: Url,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnykSettings {
+    pub api_base: Url,
+    pub token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// Secret: it usually carries the broker password.
+    pub url: SecretString,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Secret: it may carry the Redis password.
+    pub url: SecretString,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportSettings {
+    pub concurrent_imports: u32,
+    pub log_path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// What a binary needs beyond the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    SnykToken,
+    BitbucketConsumer,
+}
+
+/// A setting that is missing or malformed. Its `Display` is one line naming the variable and how to set it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not set: {how}")]
+    Missing { name: &'static str, how: String },
+    #[error("{name} is invalid ({problem}): {how}")]
+    Invalid {
+        name: &'static str,
+        problem: String,
+        how: String,
+    },
+    #[error("config file {path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+impl ConfigError {
+    pub(crate) fn missing(key: &Key) -> Self {
+        Self::Missing {
+            name: key.name(),
+            how: key.how_to_set(),
+        }
+    }
+
+    pub(crate) fn invalid(key: &Key, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            name: key.name(),
+            problem: problem.into(),
+            how: key.how_to_set(),
+        }
+    }
+}
+
+impl Settings {
+    /// Fails with the first thing in `needs` that is not configured.
+    pub fn require(&self, needs: &[Need]) -> Result<(), ConfigError> {
+        for need in needs {
+            match need {
+                Need::SnykToken => {
+                    self.snyk_token()?;
+                }
+                Need::BitbucketConsumer => {
+                    self.bitbucket_consumer()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn snyk_token(&self) -> Result<&SecretString, ConfigError> {
+        self.snyk
+            .token
+            .as_ref()
+            .ok_or_else(|| ConfigError::missing(keys::key("snyk.token")))
+    }
+
+    /// The OAuth consumer's key and secret.
+    pub fn bitbucket_consumer(&self) -> Result<(&str, &SecretString), ConfigError> {
+        let id = self
+            .bitbucket
+            .client_id
+            .as_deref()
+            .ok_or_else(|| ConfigError::missing(keys::key("bitbucket.client_id")))?;
+        let secret = self
+            .bitbucket
+            .client_secret
+            .as_ref()
+            .ok_or_else(|| ConfigError::missing(keys::key("bitbucket.client_secret")))?;
+        Ok((id, secret))
+    }
+}
+
+/// A URL with its password replaced, for logs and messages.
+pub fn redact_url(secret_url: &SecretString) -> String {
+    match Url::parse(secret_url.expose_secret()) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have a password, which this one just showed it has.
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}

@@ -1,0 +1,286 @@
+use std::{collections::HashMap, ops::RangeInclusive, path::PathBuf, time::Duration};
+
+use config::{Config, Environment, FileFormat, Map, Source, Value, ValueKind};
+use secrecy::SecretString;
+use url::Url;
+
+use crate::{
+    AmqpSettings, BitbucketSettings, ConfigError, HttpSettings, ImportSettings, RedisSettings,
+    Settings, SnykSettings,
+    keys::{KEYS, key},
+};
+
+const STRUCTURED_PREFIX: &str = "BB2SNYK__";
+
+/// Where settings come from. Tests build one by hand instead of touching the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    /// The process environment, and the file given by `--config` or else `BB2SNYK_CONFIG`.
+    pub fn from_process(config_flag: Option<PathBuf>) -> Self {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let file = config_flag.or_else(|| {
+            env.get("BB2SNYK_CONFIG")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
+        Self { file, env }
+    }
+}
+
+pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+    let mut builder = Config::builder();
+    for k in KEYS {
+        if let Some(default) = k.default {
+            builder = builder
+                .set_default(k.path, default)
+                .map_err(|e| ConfigError::invalid(k, e.to_string()))?;
+        }
+    }
+    if let Some(path) = &sources.file {
+        builder = builder.add_source(checked_file(path)?);
+    }
+    check_structured_env(&sources.env)?;
+    let structured: Map<String, String> = sources
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with(STRUCTURED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let config = builder
+        .add_source(SeedEnv::new(&sources.env))
+        .add_source(
+            Environment::with_prefix("BB2SNYK")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(structured)),
+        )
+        .build()
+        .map_err(|e| ConfigError::File {
+            path: "<settings>".into(),
+            problem: e.to_string(),
+        })?;
+    read(&Reader(config), sources.env.get("HOME").map(PathBuf::from))
+}
+
+fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
+    Ok(Settings {
+        bitbucket: BitbucketSettings {
+            api_base: r.http_url("bitbucket.api_base")?,
+            token_url: r.http_url("bitbucket.token_url")?,
+            client_id: r.text("bitbucket.client_id")?,
+            client_secret: r.text("bitbucket.client_secret")?.map(SecretString::from),
+        },
+        snyk: SnykSettings {
+            api_base: r.http_url("snyk.api_base")?,
+            token: r.text("snyk.token")?.map(SecretString::from),
+        },
+        amqp: AmqpSettings {
+            url: SecretString::from(r.url("amqp.url", &["amqp", "amqps"])?.to_string()),
+            prefix: r.name("amqp.prefix")?,
+        },
+        redis: RedisSettings {
+            url: SecretString::from(
+                r.url("redis.url", &["redis", "rediss", "unix"])?
+                    .to_string(),
+            ),
+            prefix: r.name("redis.prefix")?,
+        },
+        import: ImportSettings {
+            concurrent_imports: r.number("import.concurrent_imports", 1..=50)? as u32,
+            log_path: expand_home(&r.required("import.log_path")?, home),
+        },
+        http: HttpSettings {
+            timeout: Duration::from_secs(r.number("http.timeout_secs", 1..=600)?),
+            connect_timeout: Duration::from_secs(r.number("http.connect_timeout_secs", 1..=120)?),
+        },
+    })
+}
+
+/// Reads typed values and words each failure for the person who has to fix it.
+struct Reader(Config);
+
+impl Reader {
+    /// A value, or `None` when it is absent or blank.
+    fn text(&self, path: &str) -> Result<Option<String>, ConfigError> {
+        match self.0.get_string(path) {
+            Ok(s) if s.trim().is_empty() => Ok(None),
+            Ok(s) => Ok(Some(s.trim().to_owned())),
+            Err(config::ConfigError::NotFound(_)) => Ok(None),
+            Err(e) => Err(ConfigError::invalid(key(path), e.to_string())),
+        }
+    }
+
+    fn required(&self, path: &str) -> Result<String, ConfigError> {
+        self.text(path)?
+            .ok_or_else(|| ConfigError::missing(key(path)))
+    }
+
+    fn url(&self, path: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
+        let k = key(path);
+        let raw = self.required(path)?;
+        // Never echo a value that may hold a password.
+        let shown = if k.secret {
+            "the value".to_owned()
+        } else {
+            format!("{raw:?}")
+        };
+        let url = Url::parse(&raw)
+            .map_err(|e| ConfigError::invalid(k, format!("{shown} is not a URL: {e}")))?;
+        if !schemes.contains(&url.scheme()) {
+            return Err(ConfigError::invalid(
+                k,
+                format!("{shown} must start with {}://", schemes.join("://, ")),
+            ));
+        }
+        Ok(url)
+    }
+
+    fn http_url(&self, path: &str) -> Result<Url, ConfigError> {
+        self.url(path, &["https", "http"])
+    }
+
+    /// A prefix for queue or key names: printable, no spaces.
+    fn name(&self, path: &str) -> Result<String, ConfigError> {
+        let value = self.required(path)?;
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::invalid(
+                key(path),
+                format!("{value:?} must not contain spaces"),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn number(&self, path: &str, range: RangeInclusive<u64>) -> Result<u64, ConfigError> {
+        let raw = self.required(path)?;
+        let out_of_range = || {
+            ConfigError::invalid(
+                key(path),
+                format!(
+                    "{raw:?} is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        };
+        let n: u64 = raw.parse().map_err(|_| out_of_range())?;
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            Err(out_of_range())
+        }
+    }
+}
+
+fn expand_home(path: &str, home: Option<PathBuf>) -> PathBuf {
+    match (path.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            home.join(rest.trim_start_matches('/'))
+        }
+        _ => PathBuf::from(path),
+    }
+}
+
+/// The file as a source, after checking that it exists, parses, and names only keys we know.
+fn checked_file(
+    path: &std::path::Path,
+) -> Result<config::File<config::FileSourceFile, FileFormat>, ConfigError> {
+    let shown = path.display().to_string();
+    let file_error = |problem: String| ConfigError::File {
+        path: shown.clone(),
+        problem,
+    };
+    if !path.is_file() {
+        return Err(file_error(
+            "not found: pass an existing TOML file with --config or BB2SNYK_CONFIG".into(),
+        ));
+    }
+    let source = config::File::from(path)
+        .format(FileFormat::Toml)
+        .required(true);
+    let table = source
+        .collect()
+        .map_err(|e| file_error(format!("not valid TOML: {e}")))?;
+    for (section, value) in table {
+        let entries = match value.kind {
+            ValueKind::Table(entries) => entries,
+            _ => {
+                return Err(file_error(format!(
+                    "`{section}` must be a [section]; see config/example.toml"
+                )));
+            }
+        };
+        for name in entries.keys() {
+            let path = format!("{section}.{name}");
+            if !KEYS.iter().any(|k| k.path == path) {
+                return Err(file_error(format!(
+                    "unknown key `{path}`; see config/example.toml for every key"
+                )));
+            }
+        }
+    }
+    Ok(source)
+}
+
+/// A misspelt `BB2SNYK__` variable would otherwise be ignored without a word.
+fn check_structured_env(env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    for name in env.keys().filter(|k| k.starts_with(STRUCTURED_PREFIX)) {
+        if !KEYS.iter().any(|k| k.structured_env() == *name) {
+            return Err(ConfigError::File {
+                path: "environment".into(),
+                problem: format!("unknown variable {name}; see config/example.toml for every key"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// snyk-api-import's variables, mapped onto our keys.
+#[derive(Debug, Clone)]
+struct SeedEnv(Map<String, Value>);
+
+impl SeedEnv {
+    fn new(env: &HashMap<String, String>) -> Self {
+        let origin = "environment".to_owned();
+        let map = KEYS
+            .iter()
+            .filter_map(|k| {
+                let value = env.get(k.env?)?;
+                Some((
+                    k.path.to_owned(),
+                    Value::new(Some(&origin), ValueKind::String(value.clone())),
+                ))
+            })
+            .collect();
+        Self(map)
+    }
+}
+
+impl Source for SeedEnv {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        // config expects nested tables, so "snyk.token" becomes {snyk: {token: ..}}.
+        let mut root: Map<String, Value> = Map::new();
+        for (path, value) in &self.0 {
+            let (section, name) = path.split_once('.').unwrap_or((path.as_str(), ""));
+            let entry = root
+                .entry(section.to_owned())
+                .or_insert_with(|| Value::new(None, ValueKind::Table(Map::new())));
+            if let ValueKind::Table(table) = &mut entry.kind {
+                table.insert(name.to_owned(), value.clone());
+            }
+        }
+        Ok(root)
+    }
+}
+
+#[cfg(test)]
+mod tests;

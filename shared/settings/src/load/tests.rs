@@ -1,0 +1,273 @@
+use std::{collections::HashMap, io::Write, path::PathBuf};
+
+use secrecy::ExposeSecret;
+
+use crate::{ConfigError, KEYS, Need, Settings, Sources, load};
+
+fn env(pairs: &[(&str, &str)]) -> Sources {
+    Sources {
+        file: None,
+        env: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+fn loaded(pairs: &[(&str, &str)]) -> Settings {
+    match load(&env(pairs)) {
+        Ok(s) => s,
+        Err(e) => panic!("settings should load: {e}"),
+    }
+}
+
+fn error(pairs: &[(&str, &str)]) -> String {
+    match load(&env(pairs)) {
+        Ok(_) => panic!("settings should not load from {pairs:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn temp_toml(contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "bb2snyk-settings-{}.toml",
+        std::process::id() as u128 * 1000 + rand_suffix()
+    ));
+    let mut f = std::fs::File::create(&path).expect("temp file");
+    f.write_all(contents.as_bytes()).expect("write temp file");
+    path
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1000)
+        .unwrap_or(0)
+}
+
+#[test]
+fn defaults_match_the_seed_tool() {
+    let s = loaded(&[]);
+    assert_eq!(
+        s.bitbucket.api_base.as_str(),
+        "https://api.bitbucket.org/2.0"
+    );
+    assert_eq!(
+        s.bitbucket.token_url.as_str(),
+        "https://bitbucket.org/site/oauth2/access_token"
+    );
+    assert_eq!(s.snyk.api_base.as_str(), "https://api.snyk.io/v1");
+    assert_eq!(
+        s.amqp.url.expose_secret(),
+        "amqp://guest:guest@127.0.0.1:5672/%2f"
+    );
+    assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6379");
+    assert_eq!(s.import.concurrent_imports, 15);
+    assert_eq!(s.import.log_path, PathBuf::from("."));
+    assert!(s.snyk.token.is_none() && s.bitbucket.client_id.is_none());
+}
+
+#[test]
+fn seed_variables_work_as_they_are() {
+    let s = loaded(&[
+        ("BITBUCKET_APP_CLIENT_ID", "consumer-key"),
+        ("BITBUCKET_APP_CLIENT_SECRET", "consumer-secret"),
+        ("BITBUCKET_APP_API_BASE", "http://127.0.0.1:9/2.0"),
+        (
+            "BITBUCKET_APP_TOKEN_URL",
+            "http://127.0.0.1:9/site/oauth2/access_token",
+        ),
+        ("SNYK_TOKEN", "snyk-token"),
+        ("SNYK_API", "https://api.eu.snyk.io/v1"),
+        ("SNYK_LOG_PATH", "/tmp/logs"),
+        ("CONCURRENT_IMPORTS", "50"),
+        ("AMQP_URL", "amqps://u:p@mq.example:5671/prod"),
+        ("REDIS_URL", "rediss://:pw@cache.example:6380"),
+    ]);
+    assert_eq!(
+        s.bitbucket_consumer()
+            .map(|(id, secret)| (id.to_owned(), secret.expose_secret().to_owned()))
+            .ok(),
+        Some(("consumer-key".to_owned(), "consumer-secret".to_owned()))
+    );
+    assert_eq!(s.bitbucket.api_base.as_str(), "http://127.0.0.1:9/2.0");
+    assert_eq!(
+        s.snyk_token().map(|t| t.expose_secret().to_owned()).ok(),
+        Some("snyk-token".to_owned())
+    );
+    assert_eq!(s.snyk.api_base.host_str(), Some("api.eu.snyk.io"));
+    assert_eq!(s.import.log_path, PathBuf::from("/tmp/logs"));
+    assert_eq!(s.import.concurrent_imports, 50);
+    assert!(
+        s.require(&[Need::SnykToken, Need::BitbucketConsumer])
+            .is_ok()
+    );
+}
+
+#[test]
+fn structured_variables_win_over_seed_variables_and_the_file() {
+    let file = temp_toml(
+        "[snyk]\ntoken = \"from-file\"\n\n[import]\nconcurrent_imports = 7\nlog_path = \"/from/file\"\n",
+    );
+    let mut sources = env(&[
+        ("SNYK_TOKEN", "from-seed"),
+        ("BB2SNYK__IMPORT__CONCURRENT_IMPORTS", "9"),
+    ]);
+    sources.file = Some(file.clone());
+    let s = load(&sources).expect("loads");
+    assert_eq!(
+        s.snyk_token().map(|t| t.expose_secret().to_owned()).ok(),
+        Some("from-seed".to_owned())
+    );
+    assert_eq!(s.import.concurrent_imports, 9);
+    assert_eq!(s.import.log_path, PathBuf::from("/from/file"));
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn a_missing_snyk_token_names_the_variable_on_one_line() {
+    let s = loaded(&[]);
+    let message = s
+        .require(&[Need::SnykToken])
+        .expect_err("no token")
+        .to_string();
+    assert!(message.starts_with("SNYK_TOKEN is not set"), "{message}");
+    assert!(message.contains("BB2SNYK__SNYK__TOKEN"), "{message}");
+    assert!(!message.contains('\n'));
+    let consumer = s
+        .require(&[Need::BitbucketConsumer])
+        .expect_err("no consumer")
+        .to_string();
+    assert!(
+        consumer.starts_with("BITBUCKET_APP_CLIENT_ID is not set"),
+        "{consumer}"
+    );
+}
+
+#[test]
+fn malformed_values_name_the_variable() {
+    for value in ["abc", "0", "51", "-3", "1.5"] {
+        let message = error(&[("CONCURRENT_IMPORTS", value)]);
+        assert!(
+            message.starts_with("CONCURRENT_IMPORTS is invalid"),
+            "{message}"
+        );
+        assert!(message.contains("from 1 to 50"), "{message}");
+    }
+    assert!(error(&[("SNYK_API", "api.snyk.io/v1")]).starts_with("SNYK_API is invalid"));
+    assert!(
+        error(&[("BITBUCKET_APP_API_BASE", "ftp://x/2.0")])
+            .contains("must start with https://, http://")
+    );
+    assert!(error(&[("BB2SNYK__AMQP__PREFIX", "two words")]).starts_with("amqp.prefix is invalid"));
+}
+
+#[test]
+fn a_malformed_secret_url_is_not_echoed() {
+    let message = error(&[("AMQP_URL", "http://user:hunter2@mq:5672")]);
+    assert!(message.starts_with("AMQP_URL is invalid"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn typos_are_reported_not_ignored() {
+    assert!(
+        error(&[("BB2SNYK__SNYK__TOKNE", "x")]).contains("unknown variable BB2SNYK__SNYK__TOKNE")
+    );
+    let file = temp_toml("[snyk]\ntokn = \"x\"\n");
+    let sources = Sources {
+        file: Some(file.clone()),
+        env: HashMap::new(),
+    };
+    let message = load(&sources).expect_err("unknown key").to_string();
+    assert!(message.contains("unknown key `snyk.tokn`"), "{message}");
+    let _ = std::fs::remove_file(file);
+    let missing = Sources {
+        file: Some(PathBuf::from("/nonexistent/bb2snyk.toml")),
+        env: HashMap::new(),
+    };
+    assert!(matches!(load(&missing), Err(ConfigError::File { .. })));
+}
+
+#[test]
+fn debug_output_redacts_every_secret() {
+    let s = loaded(&[
+        ("BITBUCKET_APP_CLIENT_SECRET", "consumer-secret-value"),
+        ("SNYK_TOKEN", "snyk-token-value"),
+        ("AMQP_URL", "amqp://user:amqp-password@mq:5672/%2f"),
+        ("REDIS_URL", "redis://:redis-password@cache:6379"),
+    ]);
+    let debug = format!("{s:?}");
+    for secret in [
+        "consumer-secret-value",
+        "snyk-token-value",
+        "amqp-password",
+        "redis-password",
+    ] {
+        assert!(!debug.contains(secret), "{secret} leaked into {debug}");
+    }
+    assert_eq!(
+        crate::redact_url(&s.amqp.url),
+        "amqp://user:***@mq:5672/%2f"
+    );
+}
+
+#[test]
+fn a_leading_tilde_expands_to_home() {
+    let s = loaded(&[("SNYK_LOG_PATH", "~/snyk-logs"), ("HOME", "/home/ops")]);
+    assert_eq!(s.import.log_path, PathBuf::from("/home/ops/snyk-logs"));
+}
+
+/// `config/example.toml` documents every key with its default, so a new key cannot go undocumented.
+#[test]
+fn example_file_lists_every_key_with_its_default() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/example.toml");
+    let text = std::fs::read_to_string(path).expect("config/example.toml exists");
+    // Keys without a default are shown commented out (`# client_id = ""`); everything else is prose.
+    let uncommented: String = text
+        .lines()
+        .filter_map(|line| match line.strip_prefix('#').map(str::trim_start) {
+            Some(rest)
+                if rest.split_once(" = ").is_some_and(|(k, _)| {
+                    k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                }) =>
+            {
+                Some(rest)
+            }
+            Some(_) => None,
+            None => Some(line),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let table: toml::Table =
+        toml::from_str(&uncommented).expect("example.toml parses once uncommented");
+    for k in KEYS {
+        let (section, name) = k.path.split_once('.').expect("section.key");
+        let value = table.get(section).and_then(|s| s.get(name));
+        let value =
+            value.unwrap_or_else(|| panic!("{} is missing from config/example.toml", k.path));
+        if let Some(default) = k.default {
+            let shown = value
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            assert_eq!(
+                shown, default,
+                "{} default differs in config/example.toml",
+                k.path
+            );
+        }
+        if let Some(env) = k.env {
+            assert!(
+                text.contains(env),
+                "config/example.toml does not mention {env}"
+            );
+        }
+    }
+    // And the example itself loads.
+    let sources = Sources {
+        file: Some(PathBuf::from(path)),
+        env: HashMap::new(),
+    };
+    assert!(load(&sources).is_ok());
+}

@@ -1,0 +1,323 @@
+//! A faithful local simulator of Bitbucket Cloud (OAuth token endpoint, workspaces, repositories) and the
+//! Snyk v1 API (orgs, integrations, notification settings, import and job polling), following
+//! `bitbucket-and-snyk-apis.md`. It adds what tests and rehearsals need: a deterministic tenant, latency,
+//! 5xx faults, rolling-window rate limits with 429 + `Retry-After`, poison repositories, token revocation,
+//! and `/_sandbox/stats` with the ground truth to check a run against.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "handlers short-circuit with a ready axum Response"
+)]
+
+mod bitbucket;
+pub mod knobs;
+pub mod query;
+mod snyk;
+pub mod state;
+pub mod tenant;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{MatchedPath, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header::RETRY_AFTER},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+pub use knobs::Knobs;
+use serde_json::{Value, json};
+pub use state::{Stats, TruthSummary};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub(crate) struct App(Arc<state::Shared>);
+
+/// A running sandbox. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Sandbox {
+    addr: SocketAddr,
+    app: App,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Sandbox {
+    /// Starts on 127.0.0.1 and a free port.
+    pub async fn start(knobs: Knobs) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::on(listener, knobs)
+    }
+
+    pub fn on(listener: TcpListener, knobs: Knobs) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let app = App(Arc::new(state::Shared::new(knobs)));
+        let router = router(app.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "sandbox server stopped");
+            }
+        });
+        Ok(Self { addr, app, server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The variables that point bb2snyk (or snyk-api-import) at this sandbox, with its credentials.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let knobs = self.knobs();
+        let url = self.url();
+        vec![
+            ("BITBUCKET_APP_CLIENT_ID", knobs.client_id),
+            ("BITBUCKET_APP_CLIENT_SECRET", knobs.client_secret),
+            ("BITBUCKET_APP_API_BASE", format!("{url}/2.0")),
+            (
+                "BITBUCKET_APP_TOKEN_URL",
+                format!("{url}/site/oauth2/access_token"),
+            ),
+            ("SNYK_TOKEN", knobs.snyk_token),
+            ("SNYK_API", format!("{url}/v1")),
+        ]
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.app.0.lock().stats(std::time::Instant::now())
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        self.app.0.lock().knobs.clone()
+    }
+
+    /// Changes behaviour knobs at once (tenant knobs only apply at start).
+    pub fn update(&self, change: impl FnOnce(&mut Knobs)) {
+        change(&mut self.app.0.lock().knobs);
+    }
+
+    /// Every Bearer token issued so far stops working.
+    pub fn revoke_tokens(&self) -> usize {
+        revoke(&mut self.app.0.lock())
+    }
+
+    /// The generated tenant, with each repository's poison, as `/_sandbox/truth` serves it.
+    pub fn truth(&self) -> Value {
+        json!(self.app.0.lock().tenant)
+    }
+
+    /// Snyk orgs in the group, as the sandbox holds them.
+    pub fn orgs(&self) -> Vec<state::Org> {
+        self.app.0.lock().orgs.clone()
+    }
+}
+
+fn revoke(state: &mut state::State) -> usize {
+    state
+        .tokens
+        .values_mut()
+        .filter(|t| !t.revoked)
+        .map(|t| t.revoked = true)
+        .count()
+}
+
+fn router(app: App) -> Router {
+    let apis = Router::new()
+        .route("/site/oauth2/access_token", post(bitbucket::token))
+        .route("/2.0/user/workspaces", get(bitbucket::user_workspaces))
+        .route("/2.0/workspaces", get(bitbucket::workspaces))
+        .route(
+            "/2.0/repositories/{workspace}",
+            get(bitbucket::repositories),
+        )
+        .route("/v1/group/{group_id}/orgs", get(snyk::group_orgs))
+        .route("/v1/org", post(snyk::create_org))
+        .route("/v1/org/{org_id}/integrations", get(snyk::integrations))
+        .route(
+            "/v1/org/{org_id}/integrations/{kind}",
+            get(snyk::integration),
+        )
+        .route(
+            "/v1/org/{org_id}/notification-settings",
+            axum::routing::put(snyk::notification_settings),
+        )
+        .route(
+            "/v1/org/{org_id}/integrations/{integration_id}/import",
+            post(snyk::import),
+        )
+        .route(
+            "/v1/org/{org_id}/integrations/{integration_id}/import/{job_id}",
+            get(snyk::job),
+        )
+        .route_layer(middleware::from_fn_with_state(app.clone(), gate));
+    let admin = Router::new()
+        .route("/_sandbox/stats", get(admin_stats))
+        .route("/_sandbox/truth", get(admin_truth))
+        .route("/_sandbox/revoke-tokens", post(admin_revoke))
+        .route("/_sandbox/knobs", get(admin_knobs).patch(admin_patch_knobs));
+    apis.merge(admin).fallback(no_api).with_state(app)
+}
+
+/// Counts the request, then applies latency, the rate limits and fault injection, in that order.
+async fn gate(
+    State(app): State<App>,
+    matched: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = matched.as_str();
+    let api = if path.starts_with("/2.0/") {
+        Some("bitbucket")
+    } else if path.starts_with("/v1/") {
+        Some("snyk")
+    } else {
+        None
+    };
+    let latency = {
+        let mut state = app.0.lock();
+        *state
+            .counters
+            .requests
+            .entry(format!("{} {path}", request.method()))
+            .or_default() += 1;
+        Duration::from_millis(state.knobs.latency_ms)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let refused = {
+        let mut guard = app.0.lock();
+        let state = &mut *guard;
+        let now = std::time::Instant::now();
+        let limited = match api {
+            Some("bitbucket") => state.bitbucket_window.take(
+                state.knobs.bitbucket_rate_limit,
+                Duration::from_secs(state.knobs.bitbucket_window_secs),
+                now,
+            ),
+            Some(_) => state.snyk_window.take(
+                state.knobs.snyk_rate_limit,
+                Duration::from_secs(state.knobs.snyk_window_secs),
+                now,
+            ),
+            None => Ok(()),
+        };
+        match limited {
+            Err(wait) => {
+                *state
+                    .counters
+                    .rate_limited
+                    .entry(api.unwrap_or("token"))
+                    .or_default() += 1;
+                Some(too_many(api, wait, &state.knobs))
+            }
+            Ok(()) if state.knobs.fault_rate > 0.0 && state.rng.unit() < state.knobs.fault_rate => {
+                state.counters.server_errors += 1;
+                let status = [
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::BAD_GATEWAY,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ][state.rng.below(3)];
+                Some(server_error(api, status))
+            }
+            Ok(()) => None,
+        }
+    };
+    match refused {
+        Some(response) => response,
+        None => next.run(request).await,
+    }
+}
+
+fn too_many(api: Option<&str>, wait: Duration, knobs: &Knobs) -> Response {
+    let mut response = match api {
+        Some("snyk") => snyk::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests, please try again later",
+        ),
+        _ if knobs.plain_text_429 => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit for this resource has been exceeded",
+        )
+            .into_response(),
+        _ => bitbucket::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit for this resource has been exceeded",
+        ),
+    };
+    if !knobs.omit_retry_after {
+        // Whole seconds, rounded up, so a client that waits exactly this long is let in.
+        let seconds = wait.as_millis().div_ceil(1000).max(1);
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
+fn server_error(api: Option<&str>, status: StatusCode) -> Response {
+    match api {
+        Some("snyk") => (status, Json(json!({"statusCode": status.as_u16(), "error": {"message": "Error calling Snyk api"}})))
+            .into_response(),
+        _ => bitbucket::error(status, "Something went wrong"),
+    }
+}
+
+async fn no_api() -> Response {
+    bitbucket::error(StatusCode::NOT_FOUND, "There is no API hosted at this URL.")
+}
+
+async fn admin_stats(State(app): State<App>) -> Json<Stats> {
+    Json(app.0.lock().stats(std::time::Instant::now()))
+}
+
+async fn admin_truth(State(app): State<App>) -> Json<Value> {
+    Json(json!(app.0.lock().tenant))
+}
+
+async fn admin_revoke(State(app): State<App>) -> Json<Value> {
+    Json(json!({"revoked": revoke(&mut app.0.lock())}))
+}
+
+async fn admin_knobs(State(app): State<App>) -> Json<Knobs> {
+    Json(app.0.lock().knobs.clone())
+}
+
+/// Merges a partial knobs object into the current knobs.
+async fn admin_patch_knobs(State(app): State<App>, Json(patch): Json<Value>) -> Response {
+    let mut state = app.0.lock();
+    let mut current = json!(state.knobs);
+    let (Value::Object(target), Value::Object(changes)) = (&mut current, patch) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object of knobs",
+        )
+            .into_response();
+    };
+    target.extend(changes);
+    match serde_json::from_value::<Knobs>(current) {
+        Ok(knobs) => {
+            state.knobs = knobs.clone();
+            Json(knobs).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("invalid knobs: {e}")).into_response(),
+    }
+}
+
+/// `http://host:port` as the client addressed us, for absolute links.
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}

@@ -1,0 +1,301 @@
+//! The sandbox's mutable world. One mutex: handlers lock, change, unlock, and never await while holding it.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use crate::{
+    knobs::Knobs,
+    tenant::{self, Poison, Rng, Workspace},
+};
+
+#[derive(Debug)]
+pub struct Shared(Mutex<State>);
+
+impl Shared {
+    pub fn new(knobs: Knobs) -> Self {
+        Self(Mutex::new(State::new(knobs)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A handler that panicked left nothing half-written that matters to a simulator.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub knobs: Knobs,
+    pub tenant: Vec<Workspace>,
+    pub rng: Rng,
+    pub tokens: HashMap<String, Token>,
+    pub orgs: Vec<Org>,
+    pub jobs: HashMap<String, Job>,
+    pub bitbucket_window: SlidingWindow,
+    pub snyk_window: SlidingWindow,
+    pub counters: Counters,
+}
+
+#[derive(Debug)]
+pub struct Token {
+    pub expires_at: Instant,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub created: String,
+    pub source_org_id: Option<String>,
+    /// Integration type to integration id.
+    pub integrations: BTreeMap<String, String>,
+    pub notification_settings: Option<serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub org_id: String,
+    pub integration_id: String,
+    /// `workspace/slug`
+    pub target: String,
+    pub started: Instant,
+    pub outcome: JobOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    Complete { manifests: &'static [&'static str] },
+    Failed { reason: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub token_exchanges: u64,
+    pub token_failures: u64,
+    pub requests: BTreeMap<String, u64>,
+    pub rate_limited: BTreeMap<&'static str, u64>,
+    pub server_errors: u64,
+    pub orgs_created: u64,
+    pub import_posts: BTreeMap<String, u64>,
+}
+
+/// Requests accepted in the last `window`; Bitbucket and Snyk both count a rolling window.
+#[derive(Debug, Default)]
+pub struct SlidingWindow(VecDeque<Instant>);
+
+impl SlidingWindow {
+    /// Takes one request, or says how long until one would be allowed.
+    pub fn take(
+        &mut self,
+        limit: Option<u32>,
+        window: Duration,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let Some(limit) = limit else { return Ok(()) };
+        while self
+            .0
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            self.0.pop_front();
+        }
+        if self.0.len() >= limit as usize {
+            let oldest = self.0.front().copied().unwrap_or(now);
+            return Err(window.saturating_sub(now.duration_since(oldest)));
+        }
+        self.0.push_back(now);
+        Ok(())
+    }
+}
+
+pub const APP_INTEGRATION: &str = "bitbucket-connect-app";
+pub const TEMPLATE_ORG: &str = "bb2snyk-template";
+
+impl State {
+    fn new(knobs: Knobs) -> Self {
+        let tenant = tenant::generate(&knobs);
+        let mut state = Self {
+            rng: Rng::new(knobs.seed ^ 0x5eed),
+            tenant,
+            tokens: HashMap::new(),
+            orgs: Vec::new(),
+            jobs: HashMap::new(),
+            bitbucket_window: SlidingWindow::default(),
+            snyk_window: SlidingWindow::default(),
+            counters: Counters::default(),
+            knobs,
+        };
+        // The template org a user names with --sourceOrgPublicId; it has the app and a second integration.
+        let template = state.insert_org(TEMPLATE_ORG, None, true);
+        state.orgs[template]
+            .integrations
+            .insert("bitbucket-cloud".into(), state.rng.uuid());
+        for name in state.knobs.existing_orgs.clone() {
+            state.insert_org(&name, None, true);
+        }
+        state
+    }
+
+    /// Adds an org and returns its index.
+    pub fn insert_org(&mut self, name: &str, source: Option<&Org>, app: bool) -> usize {
+        let mut integrations = BTreeMap::new();
+        if let Some(source) = source {
+            for kind in source.integrations.keys().filter(|k| *k != APP_INTEGRATION) {
+                integrations.insert(kind.clone(), self.rng.uuid());
+            }
+        }
+        if app {
+            integrations.insert(APP_INTEGRATION.to_owned(), self.rng.uuid());
+        }
+        let slug: String = name
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        self.orgs.push(Org {
+            id: self.rng.uuid(),
+            name: name.to_owned(),
+            slug,
+            created: "2026-11-23T09:00:00.000Z".to_owned(),
+            source_org_id: source.map(|s| s.id.clone()),
+            integrations,
+            notification_settings: None,
+        });
+        self.orgs.len() - 1
+    }
+
+    pub fn org(&self, id: &str) -> Option<&Org> {
+        self.orgs.iter().find(|o| o.id == id)
+    }
+
+    /// The workspace and repository a Snyk target names, if the tenant has it.
+    pub fn repo(&self, owner: &str, name: &str) -> Option<(&Workspace, &tenant::Repo)> {
+        let ws = self.tenant.iter().find(|w| w.slug == owner)?;
+        ws.repos.iter().find(|r| r.slug == name).map(|r| (ws, r))
+    }
+
+    pub fn poison(&self, poison: Option<Poison>) -> Option<Poison> {
+        poison.filter(|_| !self.knobs.poison_paused)
+    }
+
+    pub fn stats(&self, now: Instant) -> Stats {
+        let mut names: HashMap<&str, u64> = HashMap::new();
+        for org in &self.orgs {
+            *names.entry(org.name.as_str()).or_default() += 1;
+        }
+        let finished = Duration::from_millis(self.knobs.job_ms);
+        let mut jobs = JobStats::default();
+        for job in self.jobs.values() {
+            match (&job.outcome, now.duration_since(job.started) >= finished) {
+                (_, false) => jobs.pending += 1,
+                (JobOutcome::Complete { .. }, true) => jobs.complete += 1,
+                (JobOutcome::Failed { .. }, true) => jobs.failed += 1,
+            }
+        }
+        let c = &self.counters;
+        Stats {
+            token_exchanges: c.token_exchanges,
+            token_failures: c.token_failures,
+            requests: c.requests.clone(),
+            requests_total: c.requests.values().sum(),
+            rate_limited: c
+                .rate_limited
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            server_errors: c.server_errors,
+            orgs: self.orgs.len() as u64,
+            orgs_created: c.orgs_created,
+            duplicate_org_names: names.values().filter(|n| **n > 1).count() as u64,
+            import_posts: c.import_posts.clone(),
+            import_posts_total: c.import_posts.values().sum(),
+            jobs,
+            truth: self.truth_summary(),
+        }
+    }
+
+    fn truth_summary(&self) -> TruthSummary {
+        let repos = || self.tenant.iter().flat_map(|w| &w.repos);
+        let count = |f: &dyn Fn(&tenant::Repo) -> bool| repos().filter(|r| f(r)).count() as u64;
+        TruthSummary {
+            workspaces: self.tenant.len() as u64,
+            repositories: count(&|_| true),
+            forks: count(&|r| r.parent.is_some()),
+            empty: count(&|r| r.mainbranch.is_none()),
+            poison_post: count(&|r| r.poison == Some(Poison::PostRejected)),
+            poison_job: count(&|r| r.poison == Some(Poison::JobFails)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Successful client_credentials exchanges.
+    pub token_exchanges: u64,
+    pub token_failures: u64,
+    /// Requests per endpoint, as `METHOD /path/{param}`.
+    pub requests: BTreeMap<String, u64>,
+    pub requests_total: u64,
+    /// 429s sent, per API (`bitbucket`, `snyk`).
+    pub rate_limited: BTreeMap<String, u64>,
+    /// 5xx sent by fault injection.
+    pub server_errors: u64,
+    /// Orgs in the group, the template and pre-existing ones included.
+    pub orgs: u64,
+    /// Orgs created through `POST /org`.
+    pub orgs_created: u64,
+    /// Names borne by more than one org in the group.
+    pub duplicate_org_names: u64,
+    /// Import POSTs per `workspace/slug`, so duplicates show.
+    pub import_posts: BTreeMap<String, u64>,
+    pub import_posts_total: u64,
+    pub jobs: JobStats,
+    pub truth: TruthSummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct JobStats {
+    pub pending: u64,
+    pub complete: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TruthSummary {
+    pub workspaces: u64,
+    pub repositories: u64,
+    pub forks: u64,
+    pub empty: u64,
+    pub poison_post: u64,
+    pub poison_job: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_rolls() {
+        let mut w = SlidingWindow::default();
+        let start = Instant::now();
+        let window = Duration::from_secs(10);
+        for _ in 0..3 {
+            assert!(w.take(Some(3), window, start).is_ok());
+        }
+        assert_eq!(
+            w.take(Some(3), window, start + Duration::from_secs(4)),
+            Err(Duration::from_secs(6))
+        );
+        assert!(
+            w.take(Some(3), window, start + Duration::from_secs(10))
+                .is_ok()
+        );
+        assert!(w.take(None, window, start).is_ok());
+    }
+}
