@@ -1,0 +1,172 @@
+//! Against the real RabbitMQ on this machine; every test uses its own queue names.
+
+use std::time::Duration;
+
+use bb2snyk_broker::{
+    BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue,
+};
+use bb2snyk_test_support::{amqp_url, unique};
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::{AMQPValue, FieldTable},
+};
+use secrecy::SecretString;
+
+/// Test queues expire on their own if a failing test leaves them behind.
+fn spec() -> QueueSpec {
+    QueueSpec {
+        expires: Some(Duration::from_secs(300)),
+        delivery_limit: Some(10),
+        ..QueueSpec::default()
+    }
+}
+
+#[tokio::test]
+async fn publish_with_confirm_and_consume_on_a_quorum_queue() {
+    let connection = connect(&amqp_url(), "bb2snyk-test", Reconnect::default())
+        .await
+        .expect("RabbitMQ is reachable");
+    let publisher = Publisher::new(&connection, "bb2snyk-test")
+        .await
+        .expect("confirm channel");
+    let queue = unique("work");
+    declare_quorum_queue(publisher.channel(), &queue, &spec())
+        .await
+        .expect("declared");
+
+    let mut headers = FieldTable::default();
+    headers.insert("bb2snyk-attempt".into(), AMQPValue::LongUInt(1));
+    let message = Outgoing {
+        body: br#"{"type":"repo.import.v1"}"#,
+        message_id: "m-1",
+        correlation_id: "run-1",
+        kind: "repo.import.v1",
+        headers,
+    };
+    publisher
+        .publish("", &queue, &message)
+        .await
+        .expect("confirmed");
+
+    let consumer_channel = connection.create_channel().await.expect("channel");
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "t".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("stream open")
+        .expect("delivery");
+    assert_eq!(delivery.data, message.body);
+    let p = &delivery.properties;
+    assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
+    assert_eq!(
+        p.correlation_id().as_ref().map(|s| s.as_str()),
+        Some("run-1")
+    );
+    assert_eq!(
+        p.kind().as_ref().map(|s| s.as_str()),
+        Some("repo.import.v1")
+    );
+    assert_eq!(*p.delivery_mode(), Some(2), "persistent");
+    let attempt = p
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("bb2snyk-attempt").cloned());
+    assert_eq!(attempt, Some(AMQPValue::LongUInt(1)));
+    assert!(
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("acked")
+    );
+
+    // Declaring the same name as a classic queue is refused: the queue really is a quorum queue.
+    let probe = connection.create_channel().await.expect("channel");
+    let classic = probe
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(
+        classic.is_err(),
+        "a classic redeclare of a quorum queue must fail"
+    );
+
+    let cleanup = connection.create_channel().await.expect("channel");
+    let deleted = cleanup
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("deleted");
+    assert_eq!(deleted, 0, "the one message was consumed and acked");
+}
+
+#[tokio::test]
+async fn an_unroutable_publish_is_an_error_not_a_loss() {
+    let connection = connect(&amqp_url(), "bb2snyk-test", Reconnect::default())
+        .await
+        .expect("RabbitMQ is reachable");
+    let publisher = Publisher::new(&connection, "bb2snyk-test")
+        .await
+        .expect("confirm channel");
+    let message = Outgoing {
+        body: b"{}",
+        message_id: "m",
+        correlation_id: "r",
+        kind: "k",
+        headers: FieldTable::default(),
+    };
+    let nowhere = unique("nowhere");
+    match publisher.publish("", &nowhere, &message).await {
+        Err(BrokerError::Unroutable { routing_key, .. }) => assert_eq!(routing_key, nowhere),
+        other => panic!("expected Unroutable, got {other:?}"),
+    }
+    // The channel stays usable after a returned message.
+    let queue = unique("after-return");
+    declare_quorum_queue(publisher.channel(), &queue, &spec())
+        .await
+        .expect("declared");
+    publisher
+        .publish("", &queue, &message)
+        .await
+        .expect("confirmed");
+    let _ = publisher
+        .channel()
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_named_without_its_password() {
+    let url = SecretString::from("amqp://ops:s3cr3t-pw@127.0.0.1:1/%2f".to_owned());
+    let error = connect(
+        &url,
+        "bb2snyk-test",
+        Reconnect {
+            attempts: 1,
+            max_delay: Duration::from_millis(100),
+        },
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("cannot reach RabbitMQ at amqp://ops:***@127.0.0.1:1/%2f"),
+        "{message}"
+    );
+    assert!(message.contains("AMQP_URL"), "{message}");
+    assert!(!format!("{message} {error:?}").contains("s3cr3t-pw"));
+}

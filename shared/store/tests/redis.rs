@@ -1,0 +1,73 @@
+//! Against the real Redis on this machine; every test uses its own key prefix.
+
+use std::time::Duration;
+
+use bb2snyk_store::Store;
+use bb2snyk_test_support::{redis_url, unique, wait_for};
+use secrecy::SecretString;
+
+async fn store() -> Store {
+    Store::connect(&redis_url(), &format!("{}:", unique("store")))
+        .await
+        .expect("Redis is reachable")
+}
+
+#[tokio::test]
+async fn set_with_px_then_get_then_expire() {
+    let store = store().await;
+    store
+        .set_px("token", b"value-1", Duration::from_millis(800))
+        .await
+        .expect("SET PX");
+    assert_eq!(
+        store.get("token").await.expect("GET"),
+        Some(b"value-1".to_vec())
+    );
+    let left = store
+        .ttl("token")
+        .await
+        .expect("PTTL")
+        .expect("has an expiry");
+    assert!(
+        left > Duration::ZERO && left <= Duration::from_millis(800),
+        "{left:?}"
+    );
+    wait_for("the key to expire", Duration::from_secs(5), || async {
+        store
+            .get("token")
+            .await
+            .expect("GET")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn prefixes_keep_tests_apart() {
+    let (a, b) = (store().await, store().await);
+    a.set_px("shared-name", b"a", Duration::from_secs(30))
+        .await
+        .expect("SET");
+    assert_eq!(b.get("shared-name").await.expect("GET"), None);
+    assert!(a.key("shared-name").starts_with(a.prefix()) && a.prefix() != b.prefix());
+    assert!(a.delete("shared-name").await.expect("DEL"));
+    assert_eq!(a.get("shared-name").await.expect("GET"), None);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_named_without_its_password() {
+    let url = SecretString::from("redis://:r3d1s-pw@127.0.0.1:1".to_owned());
+    let error = Store::connect(&url, "x:")
+        .await
+        .expect_err("nothing listens on port 1");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("cannot reach Redis at redis://:***@127.0.0.1:1"),
+        "{message}"
+    );
+    assert!(
+        message.contains("REDIS_URL") && !format!("{message} {error:?}").contains("r3d1s-pw"),
+        "{message}"
+    );
+}
