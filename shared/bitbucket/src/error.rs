@@ -1,0 +1,124 @@
+use std::time::Duration;
+
+use reqwest::{StatusCode, header::HeaderMap};
+
+/// A Bitbucket failure, worded so the reader knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum BitbucketError {
+    #[error(
+        "this OAuth consumer is public; client_credentials needs a private consumer: tick 'This is a private consumer' \
+         in the workspace's OAuth consumer settings"
+    )]
+    PublicConsumer,
+    #[error(
+        "the client id or secret is wrong (Bitbucket: {0}); check BITBUCKET_APP_CLIENT_ID and BITBUCKET_APP_CLIENT_SECRET"
+    )]
+    BadConsumer(String),
+    #[error(
+        "the OAuth consumer lacks the scopes {required}: grant them in the workspace's OAuth consumer settings (granted: {granted})"
+    )]
+    MissingScopes { required: String, granted: String },
+    #[error("Bitbucket rejected the token: {0}")]
+    Unauthorized(String),
+    #[error("Bitbucket: {0}")]
+    NotFound(String),
+    #[error("Bitbucket removed this endpoint (CHANGE-2770): {0}")]
+    Gone(String),
+    #[error("Bitbucket's rate limit was reached; retry after {retry_after:?}")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("Bitbucket answered {status}; this is usually passing, and is retried")]
+    Server { status: StatusCode },
+    #[error("cannot reach Bitbucket: {0}")]
+    Network(String),
+    #[error("Bitbucket answered {status} with an unexpected body: {body}")]
+    Unexpected { status: StatusCode, body: String },
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope {
+    error: Option<Inner>,
+}
+
+#[derive(serde::Deserialize)]
+struct Inner {
+    message: Option<String>,
+    detail: Option<serde_json::Value>,
+}
+
+impl BitbucketError {
+    pub(crate) fn network(e: reqwest::Error) -> Self {
+        // reqwest's message names the URL, which never carries a credential here.
+        Self::Network(e.to_string())
+    }
+
+    pub(crate) fn unexpected(status: StatusCode, body: &str) -> Self {
+        Self::Unexpected {
+            status,
+            body: body.chars().take(200).collect(),
+        }
+    }
+
+    pub(crate) fn from_oauth(
+        status: StatusCode,
+        error: Option<&str>,
+        description: Option<&str>,
+    ) -> Self {
+        let description = description.unwrap_or("");
+        match error {
+            Some("invalid_grant") if description.contains("public") => Self::PublicConsumer,
+            Some("unauthorized_client") | Some("invalid_client") => {
+                Self::BadConsumer(description.to_owned())
+            }
+            _ if status.is_server_error() => Self::Server { status },
+            _ => Self::Unexpected {
+                status,
+                body: format!("{} {description}", error.unwrap_or(""))
+                    .trim()
+                    .to_owned(),
+            },
+        }
+    }
+
+    pub(crate) fn from_api(status: StatusCode, headers: &HeaderMap, body: &str) -> Self {
+        let inner = serde_json::from_str::<Envelope>(body)
+            .ok()
+            .and_then(|e| e.error);
+        let message = inner
+            .as_ref()
+            .and_then(|i| i.message.clone())
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        match status {
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(message),
+            StatusCode::FORBIDDEN => {
+                let detail = inner.and_then(|i| i.detail);
+                let list = |key: &str| {
+                    detail
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .and_then(|v| v.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default()
+                };
+                Self::MissingScopes {
+                    required: list("required"),
+                    granted: list("granted"),
+                }
+            }
+            StatusCode::NOT_FOUND => Self::NotFound(message),
+            StatusCode::GONE => Self::Gone(message),
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited {
+                retry_after: bb2snyk_http::retry_after(headers),
+            },
+            s if s.is_server_error() => Self::Server { status },
+            _ => Self::Unexpected {
+                status,
+                body: message,
+            },
+        }
+    }
+}
