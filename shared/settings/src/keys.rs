@@ -95,6 +95,13 @@ pub const KEYS: &[Key] = &[
         help: "prefix of every exchange and queue name",
     },
     Key {
+        path: "amqp.connect_attempts",
+        env: None,
+        default: Some("8"),
+        secret: false,
+        help: "TCP attempts, with backoff, before RabbitMQ counts as unreachable (start-up and recovery)",
+    },
+    Key {
         path: "redis.url",
         env: Some("REDIS_URL"),
         default: Some("redis://127.0.0.1:6379"),

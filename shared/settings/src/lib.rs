@@ -55,6 +55,7 @@ pub struct AmqpSettings {
     /// Secret: it usually carries the broker password.
     pub url: SecretString,
     pub prefix: String,
+    pub connect_attempts: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -165,5 +166,37 @@ pub fn redact_url(secret_url: &SecretString) -> String {
             url.to_string()
         }
         Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+impl Settings {
+    /// Every key with the value in force, secrets shown only as set or not: what `bb2snyk config` prints.
+    pub fn describe(&self) -> Vec<(&'static Key, String)> {
+        let secret =
+            |s: &Option<SecretString>| if s.is_some() { "(set)" } else { "(not set)" }.to_owned();
+        let text = |s: &Option<String>| s.clone().unwrap_or_else(|| "(not set)".to_owned());
+        KEYS.iter()
+            .map(|k| {
+                let value = match k.path {
+                    "bitbucket.api_base" => self.bitbucket.api_base.to_string(),
+                    "bitbucket.token_url" => self.bitbucket.token_url.to_string(),
+                    "bitbucket.client_id" => text(&self.bitbucket.client_id),
+                    "bitbucket.client_secret" => secret(&self.bitbucket.client_secret),
+                    "snyk.api_base" => self.snyk.api_base.to_string(),
+                    "snyk.token" => secret(&self.snyk.token),
+                    "amqp.url" => redact_url(&self.amqp.url),
+                    "amqp.prefix" => self.amqp.prefix.clone(),
+                    "amqp.connect_attempts" => self.amqp.connect_attempts.to_string(),
+                    "redis.url" => redact_url(&self.redis.url),
+                    "redis.prefix" => self.redis.prefix.clone(),
+                    "import.concurrent_imports" => self.import.concurrent_imports.to_string(),
+                    "import.log_path" => self.import.log_path.display().to_string(),
+                    "http.timeout_secs" => self.http.timeout.as_secs().to_string(),
+                    "http.connect_timeout_secs" => self.http.connect_timeout.as_secs().to_string(),
+                    other => format!("(no description for {other})"),
+                };
+                (k, value)
+            })
+            .collect()
     }
 }

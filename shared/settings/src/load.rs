@@ -82,6 +82,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
         amqp: AmqpSettings {
             url: SecretString::from(r.url("amqp.url", &["amqp", "amqps"])?.to_string()),
             prefix: r.name("amqp.prefix")?,
+            connect_attempts: r.number("amqp.connect_attempts", 1..=100)? as u32,
         },
         redis: RedisSettings {
             url: SecretString::from(

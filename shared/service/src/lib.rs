@@ -1,0 +1,145 @@
+//! The frame around every bb2snyk service: read `--config`, load and check settings, start logging, turn
+//! SIGTERM and Ctrl-C into a cancellation, run the stage, and exit with the documented code.
+
+use std::{future::Future, path::PathBuf, process::ExitCode};
+
+use bb2snyk_broker::{BrokerError, Reconnect};
+use bb2snyk_settings::{ConfigError, Need, Settings, Sources, exit};
+use bb2snyk_store::{Store, StoreError};
+use clap::Parser;
+pub use tokio_util::sync::CancellationToken;
+
+/// Why a service stopped before its time; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Credentials(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => exit::CONFIG,
+            Self::Credentials(_) => exit::CREDENTIALS,
+            Self::Broker(_) | Self::Store(_) => exit::UNAVAILABLE,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// TOML settings file (see config/example.toml); also BB2SNYK_CONFIG.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+/// Runs a service to completion. `needs` are the settings without defaults this service cannot start without.
+pub async fn main<F, Fut>(
+    name: &'static str,
+    about: &'static str,
+    needs: &[Need],
+    run: F,
+) -> ExitCode
+where
+    F: FnOnce(Settings, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), ServiceError>>,
+{
+    let command = <Args as clap::CommandFactory>::command()
+        .name(name)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"));
+    let args = match command
+        .try_get_matches()
+        .and_then(|m| <Args as clap::FromArgMatches>::from_arg_matches(&m))
+    {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::CONFIG } else { 0 });
+        }
+    };
+    bb2snyk_telemetry::init();
+    let settings = match bb2snyk_settings::load(&Sources::from_process(args.config))
+        .and_then(|s| s.require(needs).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(name, &ServiceError::Config(e)),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tracing::info!(
+        service = name,
+        version = env!("CARGO_PKG_VERSION"),
+        "starting"
+    );
+    match run(settings, shutdown).await {
+        Ok(()) => {
+            tracing::info!(service = name, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(name, &e),
+    }
+}
+
+fn fail(name: &str, error: &ServiceError) -> ExitCode {
+    // One plain line on stderr whatever the log format, so a person sees it first.
+    eprintln!("{name}: {error}");
+    tracing::error!(service = name, error = %error, "exiting");
+    ExitCode::from(error.exit_code())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
+
+/// The RabbitMQ connection and the Redis store every stage works with.
+#[derive(Debug)]
+pub struct Infrastructure {
+    pub amqp: lapin::Connection,
+    pub store: Store,
+}
+
+impl Infrastructure {
+    pub async fn connect(settings: &Settings, service: &str) -> Result<Self, ServiceError> {
+        let reconnect = Reconnect {
+            attempts: settings.amqp.connect_attempts as usize,
+            ..Reconnect::default()
+        };
+        let amqp = bb2snyk_broker::connect(&settings.amqp.url, service, reconnect).await?;
+        let store = Store::connect(&settings.redis.url, &settings.redis.prefix).await?;
+        tracing::info!(
+            amqp = %bb2snyk_settings::redact_url(&settings.amqp.url),
+            redis = %bb2snyk_settings::redact_url(&settings.redis.url),
+            "connected to RabbitMQ and Redis"
+        );
+        Ok(Self { amqp, store })
+    }
+
+    pub async fn close(self) {
+        let _ = self.amqp.close(200, "shutdown".into()).await;
+    }
+}

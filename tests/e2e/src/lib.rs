@@ -1,0 +1,1 @@
+//! End-to-end tests live in `tests/`; this crate holds no library code of its own.
