@@ -15,9 +15,10 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Value, json};
 
 use crate::{
-    App, base_url,
+    App, Knobs, base_url,
     query::{self, DEFAULT_PAGELEN, Filter, MAX_PAGELEN},
     state::{State as World, Token},
+    tenant::Workspace,
 };
 
 /// The 2.0 API's error envelope.
@@ -242,18 +243,14 @@ pub async fn user_workspaces(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let items = {
-        let state = app.0.lock();
-        if state.knobs.user_workspaces_gone {
-            return gone();
-        }
-        if let Err(response) = authorize(&state, &headers, "account") {
-            return response;
-        }
-        let base = base_url(&headers);
-        state.tenant.iter().map(|w| w.access_json(&base)).collect()
-    };
-    list(items, &headers, "/2.0/user/workspaces", raw.as_deref())
+    workspace_list(
+        &app,
+        &headers,
+        raw.as_deref(),
+        "/2.0/user/workspaces",
+        |k| k.user_workspaces_gone,
+        Workspace::access_json,
+    )
 }
 
 pub async fn workspaces(
@@ -261,18 +258,37 @@ pub async fn workspaces(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    workspace_list(
+        &app,
+        &headers,
+        raw.as_deref(),
+        "/2.0/workspaces",
+        |k| k.workspaces_gone,
+        Workspace::json,
+    )
+}
+
+/// Both workspace lists: the same checks and paging, items shaped by `item`.
+fn workspace_list(
+    app: &App,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    path: &str,
+    gone: impl Fn(&Knobs) -> bool,
+    item: impl Fn(&Workspace, &str) -> Value,
+) -> Response {
     let items = {
         let state = app.0.lock();
-        if state.knobs.workspaces_gone {
-            return gone();
+        if gone(&state.knobs) {
+            return self::gone();
         }
-        if let Err(response) = authorize(&state, &headers, "account") {
+        if let Err(response) = authorize(&state, headers, "account") {
             return response;
         }
-        let base = base_url(&headers);
-        state.tenant.iter().map(|w| w.json(&base)).collect()
+        let base = base_url(headers);
+        state.tenant.iter().map(|w| item(w, &base)).collect()
     };
-    list(items, &headers, "/2.0/workspaces", raw.as_deref())
+    list(items, headers, path, raw)
 }
 
 pub async fn repositories(
