@@ -43,7 +43,7 @@ fn config(file: Option<PathBuf>) -> ExitCode {
     for (key, value) in settings.describe() {
         println!("{:<28} {:<40} {}", key.path, value, key.env.unwrap_or(""));
     }
-    match settings.require(&[Need::SnykToken, Need::BitbucketConsumer]) {
+    match settings.require(&[Need::SnykToken, Need::BitbucketCredentials]) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bb2snyk: {e}");

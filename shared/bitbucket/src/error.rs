@@ -18,8 +18,16 @@ pub enum BitbucketError {
         "the OAuth consumer lacks the scopes {required}: grant them in the workspace's OAuth consumer settings (granted: {granted})"
     )]
     MissingScopes { required: String, granted: String },
+    #[error("Bitbucket rejected the credentials ({0}); check the {1} bb2snyk is configured with")]
+    Rejected(String, &'static str),
     #[error("Bitbucket rejected the token: {0}")]
     Unauthorized(String),
+    #[error(
+        "Bitbucket lists no workspaces for this credential: /2.0/user/workspaces and /2.0/workspaces both answered \
+         {0}; name the workspaces instead with bitbucket.workspaces in the config file (or BB2SNYK__BITBUCKET__WORKSPACES), \
+         comma-separated slugs"
+    )]
+    WorkspacesUnlisted(StatusCode),
     #[error("Bitbucket: {0}")]
     NotFound(String),
     #[error("Bitbucket removed this endpoint (CHANGE-2770): {0}")]
@@ -46,6 +54,26 @@ struct Inner {
 }
 
 impl BitbucketError {
+    /// Worth trying again later: the network, Bitbucket's servers or its rate limit, not our request.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Network(_) | Self::Server { .. } | Self::RateLimited { .. }
+        )
+    }
+
+    /// The credentials or their scopes are wrong: a person has to change the configuration.
+    pub fn is_credentials(&self) -> bool {
+        matches!(
+            self,
+            Self::PublicConsumer
+                | Self::BadConsumer(_)
+                | Self::MissingScopes { .. }
+                | Self::Rejected(..)
+                | Self::Unauthorized(_)
+        )
+    }
+
     pub(crate) fn network(e: reqwest::Error) -> Self {
         // reqwest's message names the URL, which never carries a credential here.
         Self::Network(e.to_string())

@@ -32,6 +32,16 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
+/// The wait before retry number `attempt` (0-based) of a passing failure: exponential from 500 ms, capped at
+/// `max`, drawn at random from its upper half so replicas that failed together do not retry together.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
+    let ceiling = Duration::from_millis(500)
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(max);
+    let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(fastrand::u64(millis / 2..=millis))
+}
+
 #[cfg(test)]
 mod tests {
     use reqwest::header::HeaderValue;
@@ -45,6 +55,18 @@ mod tests {
             HeaderValue::from_str(value).expect("header value"),
         );
         h
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_stays_jittered() {
+        let max = Duration::from_secs(30);
+        for attempt in 0..40 {
+            let ceiling = Duration::from_millis(500)
+                .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+                .min(max);
+            let wait = backoff(attempt, max);
+            assert!(wait <= ceiling && wait >= ceiling / 2, "{attempt}: {wait:?}");
+        }
     }
 
     #[test]

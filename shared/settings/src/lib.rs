@@ -29,6 +29,7 @@ pub mod exit {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bitbucket: BitbucketSettings,
+    pub discovery: DiscoverySettings,
     pub snyk: SnykSettings,
     pub amqp: AmqpSettings,
     pub redis: RedisSettings,
@@ -42,6 +43,50 @@ pub struct BitbucketSettings {
     pub token_url: Url,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretString>,
+    pub auth: BitbucketAuth,
+    pub access_token: Option<SecretString>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Explicit workspace slugs; empty means discover them.
+    pub workspaces: Vec<String>,
+    pub rate_budget: u32,
+    pub rate_window: Duration,
+}
+
+/// How bb2snyk signs in to Bitbucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitbucketAuth {
+    /// A private OAuth consumer, exchanged for Bearer tokens with client_credentials.
+    OAuth,
+    /// A pre-issued workspace, project or repository access token.
+    AccessToken,
+    /// A username or e-mail with an API token or app password.
+    Basic,
+}
+
+/// The credential in force, as [`Settings::bitbucket_credentials`] resolves it.
+#[derive(Debug, Clone, Copy)]
+pub enum BitbucketCredentials<'a> {
+    OAuth {
+        client_id: &'a str,
+        client_secret: &'a SecretString,
+    },
+    AccessToken(&'a SecretString),
+    Basic {
+        username: &'a str,
+        password: &'a SecretString,
+    },
+}
+
+/// Which repositories discovery hands on; each list empty means no filter of that kind.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoverySettings {
+    pub exclude_forks: bool,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub project_keys: Vec<String>,
+    /// `YYYY-MM-DD`, compared with the repository's `updated_on`.
+    pub updated_since: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +126,8 @@ pub struct HttpSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
     SnykToken,
-    BitbucketConsumer,
+    /// Whatever `bitbucket.auth` asks for: the OAuth consumer, an access token, or a username and password.
+    BitbucketCredentials,
 }
 
 /// A setting that is missing or malformed. Its `Display` is one line naming the variable and how to set it.
@@ -124,8 +170,8 @@ impl Settings {
                 Need::SnykToken => {
                     self.snyk_token()?;
                 }
-                Need::BitbucketConsumer => {
-                    self.bitbucket_consumer()?;
+                Need::BitbucketCredentials => {
+                    self.bitbucket_credentials()?;
                 }
             }
         }
@@ -137,6 +183,36 @@ impl Settings {
             .token
             .as_ref()
             .ok_or_else(|| ConfigError::missing(keys::key("snyk.token")))
+    }
+
+    /// The credential `bitbucket.auth` selects, or the first part of it that is missing.
+    pub fn bitbucket_credentials(&self) -> Result<BitbucketCredentials<'_>, ConfigError> {
+        let b = &self.bitbucket;
+        let missing = |path| ConfigError::missing(keys::key(path));
+        Ok(match b.auth {
+            BitbucketAuth::OAuth => {
+                let (client_id, client_secret) = self.bitbucket_consumer()?;
+                BitbucketCredentials::OAuth {
+                    client_id,
+                    client_secret,
+                }
+            }
+            BitbucketAuth::AccessToken => BitbucketCredentials::AccessToken(
+                b.access_token
+                    .as_ref()
+                    .ok_or_else(|| missing("bitbucket.access_token"))?,
+            ),
+            BitbucketAuth::Basic => BitbucketCredentials::Basic {
+                username: b
+                    .username
+                    .as_deref()
+                    .ok_or_else(|| missing("bitbucket.username"))?,
+                password: b
+                    .password
+                    .as_ref()
+                    .ok_or_else(|| missing("bitbucket.password"))?,
+            },
+        })
     }
 
     /// The OAuth consumer's key and secret.
@@ -175,6 +251,13 @@ impl Settings {
         let secret =
             |s: &Option<SecretString>| if s.is_some() { "(set)" } else { "(not set)" }.to_owned();
         let text = |s: &Option<String>| s.clone().unwrap_or_else(|| "(not set)".to_owned());
+        let list = |l: &Vec<String>, none: &str| {
+            if l.is_empty() {
+                none.to_owned()
+            } else {
+                l.join(",")
+            }
+        };
         KEYS.iter()
             .map(|k| {
                 let value = match k.path {
@@ -182,6 +265,23 @@ impl Settings {
                     "bitbucket.token_url" => self.bitbucket.token_url.to_string(),
                     "bitbucket.client_id" => text(&self.bitbucket.client_id),
                     "bitbucket.client_secret" => secret(&self.bitbucket.client_secret),
+                    "bitbucket.auth" => match self.bitbucket.auth {
+                        BitbucketAuth::OAuth => "oauth",
+                        BitbucketAuth::AccessToken => "access-token",
+                        BitbucketAuth::Basic => "basic",
+                    }
+                    .to_owned(),
+                    "bitbucket.access_token" => secret(&self.bitbucket.access_token),
+                    "bitbucket.username" => text(&self.bitbucket.username),
+                    "bitbucket.password" => secret(&self.bitbucket.password),
+                    "bitbucket.workspaces" => list(&self.bitbucket.workspaces, "(discover)"),
+                    "bitbucket.rate_budget" => self.bitbucket.rate_budget.to_string(),
+                    "bitbucket.rate_window_secs" => self.bitbucket.rate_window.as_secs().to_string(),
+                    "discovery.exclude_forks" => self.discovery.exclude_forks.to_string(),
+                    "discovery.include" => list(&self.discovery.include, "(all)"),
+                    "discovery.exclude" => list(&self.discovery.exclude, "(none)"),
+                    "discovery.project_keys" => list(&self.discovery.project_keys, "(all)"),
+                    "discovery.updated_since" => text(&self.discovery.updated_since),
                     "snyk.api_base" => self.snyk.api_base.to_string(),
                     "snyk.token" => secret(&self.snyk.token),
                     "amqp.url" => redact_url(&self.amqp.url),

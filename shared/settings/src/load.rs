@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::{
-    AmqpSettings, BitbucketSettings, ConfigError, HttpSettings, ImportSettings, RedisSettings,
+    AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, DiscoverySettings, HttpSettings, ImportSettings, RedisSettings,
     Settings, SnykSettings,
     keys::{KEYS, key},
 };
@@ -74,6 +74,20 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             token_url: r.http_url("bitbucket.token_url")?,
             client_id: r.text("bitbucket.client_id")?,
             client_secret: r.text("bitbucket.client_secret")?.map(SecretString::from),
+            auth: r.auth("bitbucket.auth")?,
+            access_token: r.text("bitbucket.access_token")?.map(SecretString::from),
+            username: r.text("bitbucket.username")?,
+            password: r.text("bitbucket.password")?.map(SecretString::from),
+            workspaces: r.list("bitbucket.workspaces")?,
+            rate_budget: r.number("bitbucket.rate_budget", 1..=100_000)? as u32,
+            rate_window: Duration::from_secs(r.number("bitbucket.rate_window_secs", 1..=86_400)?),
+        },
+        discovery: DiscoverySettings {
+            exclude_forks: r.flag("discovery.exclude_forks")?,
+            include: r.globs("discovery.include")?,
+            exclude: r.globs("discovery.exclude")?,
+            project_keys: r.list("discovery.project_keys")?,
+            updated_since: r.date("discovery.updated_since")?,
         },
         snyk: SnykSettings {
             api_base: r.http_url("snyk.api_base")?,
@@ -139,6 +153,68 @@ impl Reader {
             ));
         }
         Ok(url)
+    }
+
+    /// A comma-separated list, blanks dropped.
+    fn list(&self, path: &str) -> Result<Vec<String>, ConfigError> {
+        Ok(self
+            .text(path)?
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn globs(&self, path: &str) -> Result<Vec<String>, ConfigError> {
+        let globs = self.list(path)?;
+        for glob in &globs {
+            globset::Glob::new(glob)
+                .map_err(|e| ConfigError::invalid(key(path), format!("{glob:?}: {e}")))?;
+        }
+        Ok(globs)
+    }
+
+    fn flag(&self, path: &str) -> Result<bool, ConfigError> {
+        match self.required(path)?.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            other => Err(ConfigError::invalid(
+                key(path),
+                format!("{other:?} is not true or false"),
+            )),
+        }
+    }
+
+    /// `YYYY-MM-DD`, the form Bitbucket's `updated_on` begins with.
+    fn date(&self, path: &str) -> Result<Option<String>, ConfigError> {
+        let Some(value) = self.text(path)? else {
+            return Ok(None);
+        };
+        let digits = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_digit());
+        let parts: Vec<&str> = value.split('-').collect();
+        match parts.as_slice() {
+            [y, m, d] if digits(y, 4) && digits(m, 2) && digits(d, 2) => Ok(Some(value)),
+            _ => Err(ConfigError::invalid(
+                key(path),
+                format!("{value:?} is not a date like 2024-01-31"),
+            )),
+        }
+    }
+
+    fn auth(&self, path: &str) -> Result<BitbucketAuth, ConfigError> {
+        match self.required(path)?.to_ascii_lowercase().as_str() {
+            "oauth" => Ok(BitbucketAuth::OAuth),
+            "access-token" | "access_token" => Ok(BitbucketAuth::AccessToken),
+            "basic" => Ok(BitbucketAuth::Basic),
+            other => Err(ConfigError::invalid(
+                key(path),
+                format!("{other:?} is not oauth, access-token or basic"),
+            )),
+        }
     }
 
     fn http_url(&self, path: &str) -> Result<Url, ConfigError> {

@@ -1,10 +1,20 @@
 //! Redis for bb2snyk: one multiplexed, self-reconnecting connection per process, and every key under the
 //! configured prefix so several deployments (or tests) share a server without meeting.
+//!
+//! Redis is a cache and a coordinator here, never the only copy of anything a call needs. So every command
+//! goes through a health guard: after a failure the store answers [`StoreError::Degraded`] at once for a
+//! short while instead of making each caller wait on a dead server, warns at most once a minute, and counts
+//! the failures for `/metrics`. Callers fall back to their in-process state and try Redis again later.
 
-use std::time::Duration;
+mod budget;
+mod health;
+
+use std::{future::Future, sync::Arc, time::Duration};
 
 use bb2snyk_settings::redact_url;
-use redis::{AsyncCommands, aio::ConnectionManager, aio::ConnectionManagerConfig};
+pub use budget::{Budget, BudgetConfig};
+use health::Health;
+use redis::{AsyncCommands, RedisResult, aio::ConnectionManager, aio::ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,12 +26,15 @@ pub enum StoreError {
     },
     #[error("Redis: {0}")]
     Command(#[from] redis::RedisError),
+    #[error("Redis is unavailable; working from in-process state until it is back")]
+    Degraded,
 }
 
 #[derive(Clone)]
 pub struct Store {
     connection: ConnectionManager,
     prefix: String,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Store {
@@ -31,6 +44,11 @@ impl std::fmt::Debug for Store {
             .finish_non_exhaustive()
     }
 }
+
+/// Deletes `KEYS[1]` only while it still holds `ARGV[1]`: releases a lock we own, or drops a value we read.
+const COMPARE_AND_DELETE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
 
 impl Store {
     /// Connects once; later failures reconnect in the background while commands fail fast.
@@ -43,13 +61,14 @@ impl Store {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_number_of_retries(2);
+            .set_number_of_retries(1);
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unreachable)?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
+            health: Arc::new(Health::default()),
         })
     }
 
@@ -62,36 +81,119 @@ impl Store {
         &self.prefix
     }
 
-    /// A clone of the managed connection, for commands and scripts this type does not wrap.
-    pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
+    /// Commands that failed since start: the degraded-mode metric.
+    pub fn failures(&self) -> u64 {
+        self.health.failures()
+    }
+
+    /// True while the store skips Redis after a failure.
+    pub fn is_degraded(&self) -> bool {
+        self.health.is_resting()
+    }
+
+    /// Runs one command (or script) on the shared connection, through the health guard.
+    pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        if self.health.is_resting() {
+            return Err(StoreError::Degraded);
+        }
+        match command(self.connection.clone()).await {
+            Ok(value) => {
+                self.health.succeeded();
+                Ok(value)
+            }
+            Err(e) if is_connection_trouble(&e) => {
+                self.health.failed(&e);
+                Err(StoreError::Degraded)
+            }
+            Err(e) => Err(StoreError::Command(e)),
+        }
     }
 
     /// `SET key value PX ttl`.
     pub async fn set_px(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let _: () = redis::cmd("SET")
-            .arg(self.key(name))
-            .arg(value)
-            .arg("PX")
-            .arg(millis)
-            .query_async(&mut self.connection())
+        let key = self.key(name);
+        self.run(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// `SET key value NX PX ttl`: true when this call set it.
+    pub async fn set_nx_px(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        let answer: Option<String> = self
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .query_async(&mut c)
+                    .await
+            })
             .await?;
-        Ok(())
+        Ok(answer.is_some())
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.connection().get(self.key(name)).await?)
+        let key = self.key(name);
+        self.run(|mut c| async move { c.get(key).await }).await
     }
 
     /// Milliseconds the key has left; `None` when it is gone or has no expiry.
     pub async fn ttl(&self, name: &str) -> Result<Option<Duration>, StoreError> {
-        let millis: i64 = self.connection().pttl(self.key(name)).await?;
+        let key = self.key(name);
+        let millis: i64 = self.run(|mut c| async move { c.pttl(key).await }).await?;
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
     }
 
     pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
-        let removed: u64 = self.connection().del(self.key(name)).await?;
+        let key = self.key(name);
+        let removed: u64 = self.run(|mut c| async move { c.del(key).await }).await?;
         Ok(removed > 0)
     }
+
+    /// Deletes the key only if it still holds `expected`; true when it did.
+    pub async fn compare_and_delete(&self, name: &str, expected: &[u8]) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        let removed: u64 = self
+            .run(|mut c| async move {
+                redis::Script::new(COMPARE_AND_DELETE)
+                    .key(key)
+                    .arg(expected)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(removed > 0)
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Errors that say the server is gone or slow, as opposed to a command Redis refused.
+fn is_connection_trouble(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }

@@ -99,7 +99,7 @@ fn seed_variables_work_as_they_are() {
     assert_eq!(s.import.log_path, PathBuf::from("/tmp/logs"));
     assert_eq!(s.import.concurrent_imports, 50);
     assert!(
-        s.require(&[Need::SnykToken, Need::BitbucketConsumer])
+        s.require(&[Need::SnykToken, Need::BitbucketCredentials])
             .is_ok()
     );
 }
@@ -135,7 +135,7 @@ fn a_missing_snyk_token_names_the_variable_on_one_line() {
     assert!(message.contains("BB2SNYK__SNYK__TOKEN"), "{message}");
     assert!(!message.contains('\n'));
     let consumer = s
-        .require(&[Need::BitbucketConsumer])
+        .require(&[Need::BitbucketCredentials])
         .expect_err("no consumer")
         .to_string();
     assert!(

@@ -1,0 +1,260 @@
+//! The 2.0 API as bb2snyk uses it: every request paced by the fleet's budget, signed by the configured
+//! credential, refreshed once on a 401, paused fleet-wide on a 429, and retried with backoff on 5xx and
+//! network failures.
+
+use std::{sync::Arc, time::Duration};
+
+use bb2snyk_settings::{ConfigError, Settings};
+use bb2snyk_store::{Budget, BudgetConfig, Store};
+use reqwest::{StatusCode, header::HeaderMap};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::{
+    Authorization, BitbucketError, Credential, Page, RepoFilter, Repository, UserWorkspace,
+    Workspace, credentials,
+};
+
+/// The fields bb2snyk reads from a repository; asking for only these keeps pages small.
+pub const REPOSITORY_FIELDS: &str = "next,size,values.slug,values.name,values.full_name,values.mainbranch.name,\
+values.parent.full_name,values.project.key,values.workspace.slug,values.updated_on,values.is_private";
+
+/// Tries of one request that meets 429s, 5xx or network failures before its error is returned.
+const ATTEMPTS: u32 = 8;
+/// The longest backoff between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A `Retry-After` longer than this is cut to it; the caller's own retry policy covers the rest.
+const MAX_PAUSE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct Bitbucket {
+    http: reqwest::Client,
+    api_base: String,
+    credential: Arc<dyn Credential>,
+    budget: Arc<Budget>,
+    workspaces: Vec<String>,
+}
+
+impl Bitbucket {
+    /// A client whose requests are paced by `budget`.
+    pub fn new(
+        http: reqwest::Client,
+        api_base: &Url,
+        credential: Arc<dyn Credential>,
+        budget: Arc<Budget>,
+    ) -> Self {
+        Self {
+            http,
+            api_base: api_base.as_str().trim_end_matches('/').to_owned(),
+            credential,
+            budget,
+            workspaces: Vec::new(),
+        }
+    }
+
+    /// Everything from settings: the credential `bitbucket.auth` selects, a budget of `bitbucket.rate_budget`
+    /// per `bitbucket.rate_window_secs` shared through `store`, and the explicit workspace list if any.
+    pub fn from_settings(
+        settings: &Settings,
+        http: reqwest::Client,
+        store: Option<Store>,
+    ) -> Result<Self, ConfigError> {
+        let credential = credentials::from_settings(settings, http.clone(), store.clone())?;
+        let budget = Budget::new(
+            store,
+            BudgetConfig {
+                api: "bitbucket",
+                credential: credential.account(),
+                limit: settings.bitbucket.rate_budget,
+                window: settings.bitbucket.rate_window,
+            },
+        );
+        Ok(
+            Self::new(http, &settings.bitbucket.api_base, credential, Arc::new(budget))
+                .with_workspaces(settings.bitbucket.workspaces.clone()),
+        )
+    }
+
+    /// Imports these workspaces instead of discovering them.
+    pub fn with_workspaces(mut self, slugs: Vec<String>) -> Self {
+        self.workspaces = slugs;
+        self
+    }
+
+    pub fn credential(&self) -> &Arc<dyn Credential> {
+        &self.credential
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// The workspaces to import, keyed by slug: the explicit list when there is one, else every page of
+    /// `/user/workspaces`, falling back to `/workspaces` when Bitbucket has removed the first (404 or 410).
+    pub async fn workspaces(&self) -> Result<Vec<Workspace>, BitbucketError> {
+        if !self.workspaces.is_empty() {
+            return Ok(self
+                .workspaces
+                .iter()
+                .map(|slug| Workspace {
+                    slug: slug.clone(),
+                    name: None,
+                    uuid: None,
+                })
+                .collect());
+        }
+        let first = format!("{}/user/workspaces?pagelen=100", self.api_base);
+        match self.collect::<UserWorkspace>(first).await {
+            Ok(items) => return Ok(items.into_iter().map(|i| i.workspace).collect()),
+            Err(e) if endpoint_gone(&e).is_some() => {
+                tracing::info!(error = %e, "/user/workspaces is gone; trying /workspaces");
+            }
+            Err(e) => return Err(e),
+        }
+        let second = format!("{}/workspaces?pagelen=100", self.api_base);
+        match self.collect::<Workspace>(second).await {
+            Err(e) => Err(match endpoint_gone(&e) {
+                Some(status) => BitbucketError::WorkspacesUnlisted(status),
+                None => e,
+            }),
+            ok => ok,
+        }
+    }
+
+    /// A workspace's repositories, one page of up to 100 at a time, so memory stays flat whatever its size.
+    pub fn repositories(&self, workspace: &str, filter: &RepoFilter) -> RepositoryPages<'_> {
+        let mut url = format!("{}/repositories/", self.api_base);
+        url.extend(url::form_urlencoded::byte_serialize(workspace.as_bytes()));
+        url.push_str("?pagelen=100&fields=");
+        url.extend(url::form_urlencoded::byte_serialize(
+            REPOSITORY_FIELDS.as_bytes(),
+        ));
+        if let Some(q) = filter.query() {
+            url.push_str("&q=");
+            url.extend(url::form_urlencoded::byte_serialize(q.as_bytes()));
+        }
+        RepositoryPages {
+            client: self,
+            next: Some(url),
+        }
+    }
+
+    /// Every item of a list, following `next` to the end. For short lists (workspaces) only.
+    async fn collect<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, BitbucketError> {
+        let mut items = Vec::new();
+        let mut next = Some(first);
+        while let Some(url) = next {
+            let page: Page<T> = self.get(&url).await?;
+            items.extend(page.values);
+            next = page.next;
+        }
+        Ok(items)
+    }
+
+    /// One GET, with the budget, the credential and the retry rules above.
+    pub async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, BitbucketError> {
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            self.budget.acquire().await;
+            let authorization = self.credential.authorization().await?;
+            let error = match self.send(&authorization, url).await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            match error {
+                BitbucketError::Unauthorized(message) => {
+                    if !refreshed && self.credential.rejected(&authorization).await {
+                        tracing::info!(%message, "Bitbucket refused the token; refreshing once");
+                        refreshed = true;
+                        continue;
+                    }
+                    return Err(BitbucketError::Rejected(message, self.credential.what()));
+                }
+                BitbucketError::RateLimited { retry_after } if attempt + 1 < ATTEMPTS => {
+                    let pause = retry_after
+                        .map(|d| d.min(MAX_PAUSE))
+                        .unwrap_or_else(|| bb2snyk_http::backoff(attempt, MAX_BACKOFF));
+                    tracing::warn!(?pause, "Bitbucket answered 429; pausing every replica");
+                    self.budget.pause(pause).await;
+                }
+                e if e.is_transient() && attempt + 1 < ATTEMPTS => {
+                    let wait = bb2snyk_http::backoff(attempt, MAX_BACKOFF);
+                    tracing::warn!(error = %e, ?wait, %url, "Bitbucket call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                e => return Err(e),
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        authorization: &Authorization,
+        url: &str,
+    ) -> Result<T, BitbucketError> {
+        let response = authorization
+            .sign(self.http.get(url))
+            .send()
+            .await
+            .map_err(BitbucketError::network)?;
+        let status = response.status();
+        tracing::debug!(%url, %status, "bitbucket GET");
+        let headers: HeaderMap = response.headers().clone();
+        let text = response.text().await.map_err(BitbucketError::network)?;
+        if !status.is_success() {
+            return Err(BitbucketError::from_api(status, &headers, &text));
+        }
+        serde_json::from_str(&text).map_err(|_| BitbucketError::unexpected(status, &text))
+    }
+}
+
+/// The status that says an endpoint no longer exists (CHANGE-2770), if that is what `e` is.
+fn endpoint_gone(e: &BitbucketError) -> Option<StatusCode> {
+    match e {
+        BitbucketError::Gone(_) => Some(StatusCode::GONE),
+        BitbucketError::NotFound(_) => Some(StatusCode::NOT_FOUND),
+        _ => None,
+    }
+}
+
+/// The pages of one workspace's repositories, fetched as they are asked for.
+#[derive(Debug)]
+pub struct RepositoryPages<'a> {
+    client: &'a Bitbucket,
+    next: Option<String>,
+}
+
+impl RepositoryPages<'_> {
+    /// The next page, or `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Repository>>, BitbucketError> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        match self.client.get::<Page<Repository>>(&url).await {
+            Ok(page) => {
+                self.next = page.next;
+                Ok(Some(page.values))
+            }
+            Err(e) => {
+                // Kept, so a caller may try the same page again.
+                self.next = Some(url);
+                Err(e)
+            }
+        }
+    }
+
+    /// Where the walk resumes: hand it to [`RepositoryPages::resume`] to go on elsewhere (another delivery).
+    pub fn next_url(&self) -> Option<&str> {
+        self.next.as_deref()
+    }
+
+    /// Continues a walk at a `next` link Bitbucket gave earlier.
+    pub fn resume(client: &Bitbucket, next: String) -> RepositoryPages<'_> {
+        RepositoryPages {
+            client,
+            next: Some(next),
+        }
+    }
+}

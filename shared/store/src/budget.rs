@@ -1,0 +1,203 @@
+//! A request budget shared by every replica: at most `limit` requests in any rolling `window`, the way
+//! Bitbucket and Snyk count. A small tenant spends the budget at full speed; pacing starts only as it runs
+//! out. A 429 sets a fleet-wide pause that every replica honours before its next request.
+//!
+//! The shared state is a sliding log (a sorted set of grant times, read with Redis's own clock so replicas'
+//! clocks never disagree) in one Lua script. A GCRA or token bucket would be smaller, but it lets up to twice
+//! the budget into one rolling window after a burst, which a rolling-window server answers with 429s.
+//! When Redis is unavailable each process keeps its own log, so it still never exceeds the budget alone.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{Store, millis};
+
+/// `KEYS[1]` the log, `KEYS[2]` the pause; `ARGV` window ms, limit, a unique member. Returns 0 when a request
+/// may go now, else the milliseconds to wait.
+const TAKE: &str = r"
+local pause = redis.call('PTTL', KEYS[2])
+if pause > 0 then return pause end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)";
+
+/// Extends the pause in `KEYS[1]` to `ARGV[1]` ms unless it already lasts longer.
+const PAUSE: &str = r"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 0";
+
+/// The longest single sleep, so a waiter notices a shortened pause or a freed slot soon enough.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    /// `bitbucket` or `snyk`: the API this budget paces.
+    pub api: &'static str,
+    /// Names the credential the API counts against, without revealing it (a hash).
+    pub credential: String,
+    pub limit: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug)]
+pub struct Budget {
+    store: Option<Store>,
+    log_key: String,
+    pause_key: String,
+    limit: u32,
+    window: Duration,
+    local: Mutex<Local>,
+    waited_ms: AtomicU64,
+}
+
+/// This process's own view: its grants and the latest pause it heard of.
+#[derive(Debug, Default)]
+struct Local {
+    grants: VecDeque<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl Budget {
+    /// `store: None` paces this process alone.
+    pub fn new(store: Option<Store>, config: BudgetConfig) -> Self {
+        // The tag in braces keeps both keys of the script in one Redis Cluster slot.
+        let tag = format!("{{{}:{}}}", config.api, config.credential);
+        Self {
+            store,
+            log_key: format!("budget:{tag}"),
+            pause_key: format!("pause:{tag}"),
+            limit: config.limit.max(1),
+            window: config.window,
+            local: Mutex::new(Local::default()),
+            waited_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Total time callers have waited for the budget: the limiter-wait metric.
+    pub fn waited(&self) -> Duration {
+        Duration::from_millis(self.waited_ms.load(Ordering::Relaxed))
+    }
+
+    /// Waits until one request may be sent. Never fails: without Redis it paces this process alone.
+    pub async fn acquire(&self) {
+        let started = Instant::now();
+        loop {
+            let wait = match self.local_pause() {
+                Some(wait) => wait,
+                None => match self.take_shared().await {
+                    Some(wait) => wait,
+                    None => self.take_local(),
+                },
+            };
+            if wait.is_zero() {
+                self.record_local();
+                let waited = millis(started.elapsed()).saturating_sub(1);
+                self.waited_ms.fetch_add(waited, Ordering::Relaxed);
+                return;
+            }
+            let jitter = Duration::from_millis(fastrand::u64(0..=(millis(wait) / 10).min(50)));
+            tokio::time::sleep(wait.min(MAX_SLEEP) + jitter).await;
+        }
+    }
+
+    /// Holds every replica's requests for `duration` (after a 429).
+    pub async fn pause(&self, duration: Duration) {
+        {
+            let mut local = self.lock();
+            let until = Instant::now() + duration;
+            if local.paused_until.is_none_or(|p| p < until) {
+                local.paused_until = Some(until);
+            }
+        }
+        if let Some(store) = &self.store {
+            let key = store.key(&self.pause_key);
+            let result: Result<i64, _> = store
+                .run(|mut c| async move {
+                    redis::Script::new(PAUSE)
+                        .key(key)
+                        .arg(millis(duration))
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "the pause is kept in this process only");
+            }
+        }
+    }
+
+    /// `Some(wait)` from the shared log, `None` when Redis cannot answer.
+    async fn take_shared(&self) -> Option<Duration> {
+        let store = self.store.as_ref()?;
+        let log = store.key(&self.log_key);
+        let pause = store.key(&self.pause_key);
+        let member = format!("{:016x}", fastrand::u64(..));
+        let wait: Result<u64, _> = store
+            .run(|mut c| async move {
+                redis::Script::new(TAKE)
+                    .key(log)
+                    .key(pause)
+                    .arg(millis(self.window))
+                    .arg(self.limit)
+                    .arg(member)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        wait.ok().map(Duration::from_millis)
+    }
+
+    fn local_pause(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let until = self.lock().paused_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// The wait this process's own log asks for.
+    fn take_local(&self) -> Duration {
+        let now = Instant::now();
+        let mut local = self.lock();
+        while local
+            .grants
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            local.grants.pop_front();
+        }
+        if local.grants.len() < self.limit as usize {
+            return Duration::ZERO;
+        }
+        let oldest = local.grants.front().copied().unwrap_or(now);
+        (self.window.saturating_sub(now.duration_since(oldest))).max(Duration::from_millis(1))
+    }
+
+    /// Every grant is also kept locally, so a fallback starts from what this process already spent.
+    fn record_local(&self) {
+        let now = Instant::now();
+        let mut local = self.lock();
+        local.grants.push_back(now);
+        while local.grants.len() > self.limit as usize {
+            local.grants.pop_front();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

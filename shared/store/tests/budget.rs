@@ -1,0 +1,84 @@
+//! The shared request budget, against real Redis: one budget for every instance, a rolling window, a
+//! fleet-wide pause, and per-process pacing while Redis is down.
+
+use std::time::{Duration, Instant};
+
+use bb2snyk_store::{Budget, BudgetConfig, Store};
+use bb2snyk_test_support::{RedisServer, redis_url, unique, wait_for};
+use secrecy::SecretString;
+
+async fn store(url: &SecretString, prefix: &str) -> Store {
+    Store::connect(url, prefix).await.expect("Redis is reachable")
+}
+
+fn budget(store: Store, limit: u32, window: Duration) -> Budget {
+    Budget::new(
+        Some(store),
+        BudgetConfig {
+            api: "test",
+            credential: "c0ffee".into(),
+            limit,
+            window,
+        },
+    )
+}
+
+#[tokio::test]
+async fn two_instances_share_one_rolling_window() {
+    let prefix = format!("{}:", unique("budget"));
+    let window = Duration::from_millis(1500);
+    let a = budget(store(&redis_url(), &prefix).await, 5, window);
+    let b = budget(store(&redis_url(), &prefix).await, 5, window);
+    let started = Instant::now();
+    for i in 0..5 {
+        if i % 2 == 0 { a.acquire().await } else { b.acquire().await }
+    }
+    let burst = started.elapsed();
+    assert!(burst < Duration::from_millis(500), "the first 5 went at once: {burst:?}");
+    b.acquire().await;
+    let sixth = started.elapsed();
+    // Redis's clock and ours may differ by a few milliseconds; the window is what matters.
+    assert!(sixth >= window - Duration::from_millis(50), "the 6th waited for the window: {sixth:?}");
+    assert!(b.waited() >= Duration::from_millis(1000), "{:?}", b.waited());
+}
+
+#[tokio::test]
+async fn a_pause_holds_every_instance() {
+    let prefix = format!("{}:", unique("pause"));
+    let a = budget(store(&redis_url(), &prefix).await, 100, Duration::from_secs(60));
+    let b = budget(store(&redis_url(), &prefix).await, 100, Duration::from_secs(60));
+    b.acquire().await;
+    let started = Instant::now();
+    a.pause(Duration::from_millis(800)).await;
+    b.acquire().await;
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(750), "b waited out a's pause: {held:?}");
+}
+
+#[tokio::test]
+async fn without_redis_each_process_keeps_its_own_budget() {
+    let mut server = RedisServer::start().await;
+    let store = store(&server.url(), "b:").await;
+    let window = Duration::from_millis(1200);
+    let budget = budget(store.clone(), 3, window);
+    budget.acquire().await;
+    server.stop();
+    let started = Instant::now();
+    budget.acquire().await;
+    budget.acquire().await;
+    assert!(started.elapsed() < Duration::from_millis(500), "no wait within the budget");
+    assert!(store.failures() > 0, "the failure was counted");
+    budget.acquire().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the 4th waited for the local window: {:?}",
+        started.elapsed()
+    );
+
+    server.restart().await;
+    wait_for("the store to use Redis again", Duration::from_secs(10), || async {
+        store.get("probe").await.ok()
+    })
+    .await;
+    assert!(!store.is_degraded());
+}
