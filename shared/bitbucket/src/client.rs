@@ -69,10 +69,13 @@ impl Bitbucket {
                 window: settings.bitbucket.rate_window,
             },
         );
-        Ok(
-            Self::new(http, &settings.bitbucket.api_base, credential, Arc::new(budget))
-                .with_workspaces(settings.bitbucket.workspaces.clone()),
+        Ok(Self::new(
+            http,
+            &settings.bitbucket.api_base,
+            credential,
+            Arc::new(budget),
         )
+        .with_workspaces(settings.bitbucket.workspaces.clone()))
     }
 
     /// Imports these workspaces instead of discovering them.

@@ -64,10 +64,18 @@ impl RepoFilter {
         if self.exclude_forks && repo.is_fork() {
             return Err(Skip::Fork);
         }
-        if self.include.as_ref().is_some_and(|g| !g.is_match(&repo.slug)) {
+        if self
+            .include
+            .as_ref()
+            .is_some_and(|g| !g.is_match(&repo.slug))
+        {
             return Err(Skip::NotIncluded);
         }
-        if self.exclude.as_ref().is_some_and(|g| g.is_match(&repo.slug)) {
+        if self
+            .exclude
+            .as_ref()
+            .is_some_and(|g| g.is_match(&repo.slug))
+        {
             return Err(Skip::Excluded);
         }
         if !self.project_keys.is_empty() {
@@ -78,7 +86,11 @@ impl RepoFilter {
         }
         if let Some(since) = &self.updated_since {
             // ISO-8601 in UTC compares as text; `2024-01-31` sorts before any time on that day.
-            if repo.updated_on.as_deref().is_none_or(|u| u < since.as_str()) {
+            if repo
+                .updated_on
+                .as_deref()
+                .is_none_or(|u| u < since.as_str())
+            {
                 return Err(Skip::NotUpdated);
             }
         }
@@ -125,7 +137,13 @@ mod tests {
 
     #[test]
     fn each_filter_skips_with_its_reason() {
-        let plain = repo("api-core", false, false, "PRJ1", "2024-03-01T10:00:00.000000+00:00");
+        let plain = repo(
+            "api-core",
+            false,
+            false,
+            "PRJ1",
+            "2024-03-01T10:00:00.000000+00:00",
+        );
         assert_eq!(RepoFilter::default().check(&plain), Ok(()));
         assert_eq!(
             RepoFilter::default().check(&repo("x", false, true, "P", "2024-01-01")),

@@ -12,7 +12,9 @@ mod seal;
 mod token;
 
 pub use client::{Bitbucket, REPOSITORY_FIELDS, RepositoryPages};
-pub use credentials::{Authorization, Credential, Fixed, from_settings as credential_from_settings};
+pub use credentials::{
+    Authorization, Credential, Fixed, from_settings as credential_from_settings,
+};
 pub use error::BitbucketError;
 pub use filter::{RepoFilter, Skip};
 pub use model::{Page, Repository, UserWorkspace, Workspace};

@@ -152,10 +152,10 @@ impl TokenProvider {
                 _ => return,
             }
         };
-        if let (Some(store), Some(value)) = (&self.store, shared_value) {
-            if let Err(e) = store.compare_and_delete(&self.token_key, &value).await {
-                tracing::debug!(error = %e, "could not drop the rejected token from Redis");
-            }
+        if let (Some(store), Some(value)) = (&self.store, shared_value)
+            && let Err(e) = store.compare_and_delete(&self.token_key, &value).await
+        {
+            tracing::debug!(error = %e, "could not drop the rejected token from Redis");
         }
     }
 
@@ -243,7 +243,9 @@ impl TokenProvider {
         )
         .await?;
         self.stats.exchanges.fetch_add(1, Ordering::Relaxed);
-        let fresh_for = token.lifetime.saturating_sub(refresh_margin(token.lifetime));
+        let fresh_for = token
+            .lifetime
+            .saturating_sub(refresh_margin(token.lifetime));
         tracing::info!(lifetime = ?token.lifetime, ?fresh_for, "new Bitbucket token");
         let mut cached = Cached {
             token: token.secret,

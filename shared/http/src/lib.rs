@@ -65,7 +65,10 @@ mod tests {
                 .saturating_mul(2u32.saturating_pow(attempt.min(16)))
                 .min(max);
             let wait = backoff(attempt, max);
-            assert!(wait <= ceiling && wait >= ceiling / 2, "{attempt}: {wait:?}");
+            assert!(
+                wait <= ceiling && wait >= ceiling / 2,
+                "{attempt}: {wait:?}"
+            );
         }
     }
 

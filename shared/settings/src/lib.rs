@@ -276,7 +276,9 @@ impl Settings {
                     "bitbucket.password" => secret(&self.bitbucket.password),
                     "bitbucket.workspaces" => list(&self.bitbucket.workspaces, "(discover)"),
                     "bitbucket.rate_budget" => self.bitbucket.rate_budget.to_string(),
-                    "bitbucket.rate_window_secs" => self.bitbucket.rate_window.as_secs().to_string(),
+                    "bitbucket.rate_window_secs" => {
+                        self.bitbucket.rate_window.as_secs().to_string()
+                    }
                     "discovery.exclude_forks" => self.discovery.exclude_forks.to_string(),
                     "discovery.include" => list(&self.discovery.include, "(all)"),
                     "discovery.exclude" => list(&self.discovery.exclude, "(none)"),

@@ -5,8 +5,8 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::{
-    AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, DiscoverySettings, HttpSettings, ImportSettings, RedisSettings,
-    Settings, SnykSettings,
+    AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, DiscoverySettings, HttpSettings,
+    ImportSettings, RedisSettings, Settings, SnykSettings,
     keys::{KEYS, key},
 };
 

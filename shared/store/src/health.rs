@@ -60,7 +60,9 @@ impl Health {
         if state.down {
             state.down = false;
             state.resting_until = None;
-            tracing::info!("Redis is back: the shared token cache and rate budget are in use again");
+            tracing::info!(
+                "Redis is back: the shared token cache and rate budget are in use again"
+            );
         }
     }
 

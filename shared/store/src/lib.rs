@@ -170,7 +170,11 @@ impl Store {
     }
 
     /// Deletes the key only if it still holds `expected`; true when it did.
-    pub async fn compare_and_delete(&self, name: &str, expected: &[u8]) -> Result<bool, StoreError> {
+    pub async fn compare_and_delete(
+        &self,
+        name: &str,
+        expected: &[u8],
+    ) -> Result<bool, StoreError> {
         let key = self.key(name);
         let removed: u64 = self
             .run(|mut c| async move {

@@ -8,7 +8,9 @@ use bb2snyk_test_support::{RedisServer, redis_url, unique, wait_for};
 use secrecy::SecretString;
 
 async fn store(url: &SecretString, prefix: &str) -> Store {
-    Store::connect(url, prefix).await.expect("Redis is reachable")
+    Store::connect(url, prefix)
+        .await
+        .expect("Redis is reachable")
 }
 
 fn budget(store: Store, limit: u32, window: Duration) -> Budget {
@@ -31,28 +33,53 @@ async fn two_instances_share_one_rolling_window() {
     let b = budget(store(&redis_url(), &prefix).await, 5, window);
     let started = Instant::now();
     for i in 0..5 {
-        if i % 2 == 0 { a.acquire().await } else { b.acquire().await }
+        if i % 2 == 0 {
+            a.acquire().await
+        } else {
+            b.acquire().await
+        }
     }
     let burst = started.elapsed();
-    assert!(burst < Duration::from_millis(500), "the first 5 went at once: {burst:?}");
+    assert!(
+        burst < Duration::from_millis(500),
+        "the first 5 went at once: {burst:?}"
+    );
     b.acquire().await;
     let sixth = started.elapsed();
     // Redis's clock and ours may differ by a few milliseconds; the window is what matters.
-    assert!(sixth >= window - Duration::from_millis(50), "the 6th waited for the window: {sixth:?}");
-    assert!(b.waited() >= Duration::from_millis(1000), "{:?}", b.waited());
+    assert!(
+        sixth >= window - Duration::from_millis(50),
+        "the 6th waited for the window: {sixth:?}"
+    );
+    assert!(
+        b.waited() >= Duration::from_millis(1000),
+        "{:?}",
+        b.waited()
+    );
 }
 
 #[tokio::test]
 async fn a_pause_holds_every_instance() {
     let prefix = format!("{}:", unique("pause"));
-    let a = budget(store(&redis_url(), &prefix).await, 100, Duration::from_secs(60));
-    let b = budget(store(&redis_url(), &prefix).await, 100, Duration::from_secs(60));
+    let a = budget(
+        store(&redis_url(), &prefix).await,
+        100,
+        Duration::from_secs(60),
+    );
+    let b = budget(
+        store(&redis_url(), &prefix).await,
+        100,
+        Duration::from_secs(60),
+    );
     b.acquire().await;
     let started = Instant::now();
     a.pause(Duration::from_millis(800)).await;
     b.acquire().await;
     let held = started.elapsed();
-    assert!(held >= Duration::from_millis(750), "b waited out a's pause: {held:?}");
+    assert!(
+        held >= Duration::from_millis(750),
+        "b waited out a's pause: {held:?}"
+    );
 }
 
 #[tokio::test]
@@ -66,7 +93,10 @@ async fn without_redis_each_process_keeps_its_own_budget() {
     let started = Instant::now();
     budget.acquire().await;
     budget.acquire().await;
-    assert!(started.elapsed() < Duration::from_millis(500), "no wait within the budget");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "no wait within the budget"
+    );
     assert!(store.failures() > 0, "the failure was counted");
     budget.acquire().await;
     assert!(
@@ -76,9 +106,11 @@ async fn without_redis_each_process_keeps_its_own_budget() {
     );
 
     server.restart().await;
-    wait_for("the store to use Redis again", Duration::from_secs(10), || async {
-        store.get("probe").await.ok()
-    })
+    wait_for(
+        "the store to use Redis again",
+        Duration::from_secs(10),
+        || async { store.get("probe").await.ok() },
+    )
     .await;
     assert!(!store.is_degraded());
 }

@@ -7,16 +7,19 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use bb2snyk_bitbucket::{Client as Bitbucket, Consumer, Page, UserWorkspace, exchange};
+use bb2snyk_bitbucket::{Authorization, Bitbucket, Consumer, Fixed, RepoFilter, exchange};
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_settings::{Settings, Sources};
 use bb2snyk_snyk::Client as Snyk;
+use bb2snyk_store::Store;
 use bb2snyk_telemetry::Format;
+use bb2snyk_test_support::{redis_url, unique};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
 
 const CLIENT_SECRET: &str = "cs-4f8a1d7e9b2c6a30-very-secret";
 const SNYK_TOKEN: &str = "st-0c1b2a3d4e5f6a7b-very-secret";
+const ACCESS_TOKEN: &str = "at-9e8d7c6b5a4f3e2d-very-secret";
 
 /// Everything written to it, kept for inspection.
 #[derive(Clone, Default)]
@@ -48,39 +51,36 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-/// Runs a whole session: settings from the environment, token, Bitbucket, Snyk, and failures of each.
-/// Returns the Bearer token it used and the Debug text of everything it held.
-async fn session(sandbox: &Sandbox) -> (String, String) {
-    let env: HashMap<String, String> = sandbox
+/// Runs a whole session: settings from the environment, the shared token cache on real Redis, Bitbucket,
+/// Snyk, and failures of each. Returns the Bearer tokens it used and the Debug text of everything it held.
+async fn session(sandbox: &Sandbox) -> (Vec<String>, String) {
+    let mut env: HashMap<String, String> = sandbox
         .env()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+    env.insert(
+        "BB2SNYK__REDIS__PREFIX".into(),
+        format!("{}:", unique("secrets")),
+    );
+    env.insert("REDIS_URL".into(), redis_url().expose_secret().to_owned());
     let settings: Settings =
         bb2snyk_settings::load(&Sources { file: None, env }).expect("settings load");
     let mut debug = format!("{settings:?}\n");
     let http = bb2snyk_http::client(&settings.http).expect("HTTP client");
-    let (client_id, client_secret) = settings.bitbucket_consumer().expect("consumer");
-    let consumer = Consumer {
-        client_id: client_id.to_owned(),
-        client_secret: client_secret.clone(),
+    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+        .await
+        .expect("Redis");
+    let bitbucket =
+        Bitbucket::from_settings(&settings, http.clone(), Some(store)).expect("credentials");
+    let bearer = || async {
+        match bitbucket.credential().authorization().await.expect("token") {
+            Authorization::Bearer(token) => token.expose_secret().to_owned(),
+            other => panic!("expected a Bearer token, got {other:?}"),
+        }
     };
-    let token = exchange(&http, &settings.bitbucket.token_url, &consumer)
-        .await
-        .expect("token");
-    debug += &format!("{token:?} {consumer:?}\n");
-
-    let bitbucket = Bitbucket::new(http.clone(), &settings.bitbucket.api_base);
-    let page: Page<UserWorkspace> = bitbucket
-        .page(&token.secret, &bitbucket.user_workspaces_url())
-        .await
-        .expect("workspaces");
-    for ws in page.values {
-        bitbucket
-            .walk_repositories(&token.secret, &ws.workspace.slug, |_| {})
-            .await
-            .expect("repositories");
-    }
+    let mut bearers = vec![bearer().await];
+    walk_everything(&bitbucket).await;
     let snyk = Snyk::new(
         http.clone(),
         &settings.snyk.api_base,
@@ -91,12 +91,13 @@ async fn session(sandbox: &Sandbox) -> (String, String) {
         .expect("orgs");
     debug += &format!("{snyk:?} {bitbucket:?}\n");
 
-    // The error paths: a revoked Bearer token, a wrong consumer secret, a rejected Snyk token.
+    // A revoked Bearer token is refreshed (the 401 and the refresh are logged), and the walk goes on.
     sandbox.revoke_tokens();
-    let revoked = bitbucket
-        .walk_repositories(&token.secret, "acme-000", |_| {})
-        .await
-        .expect_err("revoked");
+    walk_everything(&bitbucket).await;
+    bearers.push(bearer().await);
+
+    // The error paths: a wrong consumer secret, a rejected access token, a rejected Snyk token.
+    let (client_id, _) = settings.bitbucket_consumer().expect("consumer");
     let wrong = Consumer {
         client_id: client_id.to_owned(),
         client_secret: SecretString::from(format!("{CLIENT_SECRET}-wrong")),
@@ -104,6 +105,15 @@ async fn session(sandbox: &Sandbox) -> (String, String) {
     let refused = exchange(&http, &settings.bitbucket.token_url, &wrong)
         .await
         .expect_err("wrong secret");
+    let fixed = Bitbucket::new(
+        http.clone(),
+        &settings.bitbucket.api_base,
+        Arc::new(Fixed::access_token(SecretString::from(
+            ACCESS_TOKEN.to_owned(),
+        ))),
+        bitbucket.budget().clone(),
+    );
+    let rejected = fixed.workspaces().await.expect_err("unknown access token");
     let bad_snyk = Snyk::new(
         http,
         &settings.snyk.api_base,
@@ -113,9 +123,17 @@ async fn session(sandbox: &Sandbox) -> (String, String) {
         .group_orgs(&sandbox.knobs().group_id)
         .await
         .expect_err("401");
-    debug +=
-        &format!("{revoked:?} {revoked} {refused:?} {refused} {unauthorised:?} {unauthorised}\n");
-    (token.secret.expose_secret().to_owned(), debug)
+    debug += &format!(
+        "{refused:?} {refused} {rejected:?} {rejected} {fixed:?} {unauthorised:?} {unauthorised}\n"
+    );
+    (bearers, debug)
+}
+
+async fn walk_everything(bitbucket: &Bitbucket) {
+    for ws in bitbucket.workspaces().await.expect("workspaces") {
+        let mut pages = bitbucket.repositories(&ws.slug, &RepoFilter::default());
+        while pages.next_page().await.expect("repositories").is_some() {}
+    }
 }
 
 async fn captured_session(format: Format) {
@@ -129,7 +147,7 @@ async fn captured_session(format: Format) {
     let subscriber =
         bb2snyk_telemetry::subscriber(EnvFilter::new("trace"), format, captured.clone(), false);
     let guard = tracing::subscriber::set_default(subscriber);
-    let (bearer, debug) = session(&sandbox).await;
+    let (bearers, debug) = session(&sandbox).await;
     drop(guard);
     let logs = captured.text();
 
@@ -147,12 +165,18 @@ async fn captured_session(format: Format) {
         "trace output from the HTTP stack is missing ({} lines)",
         logs.lines().count()
     );
-    assert!(bearer.len() > 20);
+    assert!(
+        logs.contains("refreshing once"),
+        "the 401 and its refresh are missing"
+    );
+    assert!(bearers.len() == 2 && bearers[0] != bearers[1] && bearers[0].len() > 20);
 
     for (name, secret) in [
         ("client secret", CLIENT_SECRET),
         ("Snyk token", SNYK_TOKEN),
-        ("Bearer token", bearer.as_str()),
+        ("access token", ACCESS_TOKEN),
+        ("first Bearer token", bearers[0].as_str()),
+        ("second Bearer token", bearers[1].as_str()),
     ] {
         assert!(
             !logs.contains(secret),

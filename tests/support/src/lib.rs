@@ -90,9 +90,11 @@ impl RedisServer {
             .expect("redis-server is installed (apt-get install redis-server)");
         self.child = Some(child);
         let port = self.port;
-        wait_for("the test's Redis to answer", Duration::from_secs(10), || async move {
-            ping(port).await.then_some(())
-        })
+        wait_for(
+            "the test's Redis to answer",
+            Duration::from_secs(10),
+            || async move { ping(port).await.then_some(()) },
+        )
         .await;
     }
 }
