@@ -16,6 +16,8 @@ pub enum ServiceError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Credentials(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -27,7 +29,7 @@ impl ServiceError {
         match self {
             Self::Config(_) => exit::CONFIG,
             Self::Credentials(_) => exit::CREDENTIALS,
-            Self::Broker(_) | Self::Store(_) => exit::UNAVAILABLE,
+            Self::Broker(_) | Self::Store(_) | Self::Unavailable(_) => exit::UNAVAILABLE,
         }
     }
 }

@@ -52,6 +52,10 @@ fn gone() -> Response {
 
 pub async fn token(State(app): State<App>, headers: HeaderMap, body: String) -> Response {
     let mut state = app.0.lock();
+    if state.knobs.token_fault_rate > 0.0 && state.rng.unit() < state.knobs.token_fault_rate {
+        state.counters.server_errors += 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+    }
     let outcome = exchange(&mut state, &headers, &body);
     match &outcome {
         Ok(_) => state.counters.token_exchanges += 1,

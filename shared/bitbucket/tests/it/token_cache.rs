@@ -63,6 +63,32 @@ async fn eight_replicas_make_one_exchange_per_lifetime() {
 }
 
 #[tokio::test]
+async fn a_flaky_token_endpoint_is_retried_and_still_exchanged_once() {
+    let sandbox = Sandbox::start(Knobs {
+        token_fault_rate: 0.6,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let settings = settings(&sandbox, &[]);
+    let replicas = join_all((0..4).map(|_| replica(&settings, redis_url()))).await;
+    fifty_callers_each(&replicas).await;
+    let stats = sandbox.stats();
+    assert_eq!(stats.token_exchanges, 1);
+    assert!(stats.server_errors >= 1, "the endpoint did fail");
+    assert_eq!(
+        stats.server_errors,
+        stats
+            .requests
+            .get("POST /site/oauth2/access_token")
+            .copied()
+            .unwrap_or(0)
+            - 1,
+        "every 503 was followed by another try, and the one success ended them"
+    );
+}
+
+#[tokio::test]
 async fn a_token_revoked_mid_walk_is_refreshed_once_and_the_walk_completes() {
     let sandbox = Sandbox::start(Knobs {
         workspaces: 1,

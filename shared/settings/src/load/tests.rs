@@ -271,3 +271,66 @@ fn example_file_lists_every_key_with_its_default() {
     };
     assert!(load(&sources).is_ok());
 }
+
+#[test]
+fn each_bitbucket_auth_mode_asks_for_its_own_credential() {
+    use crate::{BitbucketAuth, BitbucketCredentials};
+    let s = loaded(&[("BB2SNYK__BITBUCKET__AUTH", "access-token")]);
+    assert_eq!(s.bitbucket.auth, BitbucketAuth::AccessToken);
+    let missing = s
+        .require(&[Need::BitbucketCredentials])
+        .expect_err("no token")
+        .to_string();
+    assert!(
+        missing.starts_with("BITBUCKET_ACCESS_TOKEN is not set"),
+        "{missing}"
+    );
+    let s = loaded(&[
+        ("BB2SNYK__BITBUCKET__AUTH", "basic"),
+        ("BITBUCKET_CLOUD_USERNAME", "ops@example.com"),
+        ("BITBUCKET_CLOUD_PASSWORD", "api-token-value"),
+    ]);
+    assert!(matches!(
+        s.bitbucket_credentials(),
+        Ok(BitbucketCredentials::Basic {
+            username: "ops@example.com",
+            ..
+        })
+    ));
+    assert!(!format!("{s:?}").contains("api-token-value"));
+    let wrong = error(&[("BB2SNYK__BITBUCKET__AUTH", "password")]);
+    assert!(
+        wrong.starts_with(
+            "bitbucket.auth is invalid (\"password\" is not oauth, access-token or basic)"
+        ),
+        "{wrong}"
+    );
+}
+
+#[test]
+fn discovery_lists_dates_and_globs_are_checked() {
+    let s = loaded(&[
+        ("BB2SNYK__BITBUCKET__WORKSPACES", " acme , globex,,"),
+        ("BB2SNYK__DISCOVERY__INCLUDE", "api-*, web-?"),
+        ("BB2SNYK__DISCOVERY__EXCLUDE_FORKS", "true"),
+        ("BB2SNYK__DISCOVERY__UPDATED_SINCE", "2024-01-31"),
+        ("BB2SNYK__BITBUCKET__RATE_BUDGET", "500"),
+    ]);
+    assert_eq!(s.bitbucket.workspaces, ["acme", "globex"]);
+    assert_eq!(s.discovery.include, ["api-*", "web-?"]);
+    assert!(s.discovery.exclude_forks);
+    assert_eq!(s.discovery.updated_since.as_deref(), Some("2024-01-31"));
+    assert_eq!(s.bitbucket.rate_budget, 500);
+    assert_eq!(loaded(&[]).bitbucket.rate_budget, 950);
+    assert_eq!(loaded(&[]).bitbucket.rate_window.as_secs(), 3600);
+
+    let date = error(&[("BB2SNYK__DISCOVERY__UPDATED_SINCE", "31/01/2024")]);
+    assert!(date.contains("is not a date like 2024-01-31"), "{date}");
+    let glob = error(&[("BB2SNYK__DISCOVERY__EXCLUDE", "api-[")]);
+    assert!(
+        glob.starts_with("discovery.exclude is invalid (\"api-[\""),
+        "{glob}"
+    );
+    let flag = error(&[("BB2SNYK__DISCOVERY__EXCLUDE_FORKS", "maybe")]);
+    assert!(flag.contains("is not true or false"), "{flag}");
+}
