@@ -2,7 +2,7 @@
 //! credential, refreshed once on a 401, paused fleet-wide on a 429, and retried with backoff on 5xx and
 //! network failures.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use bb2snyk_settings::{ConfigError, Settings};
 use bb2snyk_store::{Budget, BudgetConfig, Store};
@@ -18,13 +18,6 @@ use crate::{
 /// The fields bb2snyk reads from a repository; asking for only these keeps pages small.
 pub const REPOSITORY_FIELDS: &str = "next,size,values.slug,values.name,values.full_name,values.mainbranch.name,\
 values.parent.full_name,values.project.key,values.workspace.slug,values.updated_on,values.is_private";
-
-/// Tries of one request that meets 429s, 5xx or network failures before its error is returned.
-const ATTEMPTS: u32 = 8;
-/// The longest backoff between two tries.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A `Retry-After` longer than this is cut to it; the caller's own retry policy covers the rest.
-const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct Bitbucket {
@@ -156,40 +149,22 @@ impl Bitbucket {
 
     /// One GET, with the budget, the credential and the retry rules above.
     pub async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, BitbucketError> {
-        let mut refreshed = false;
-        let mut attempt = 0;
-        loop {
-            self.budget.acquire().await;
-            let authorization = self.credential.authorization().await?;
-            let error = match self.send(&authorization, url).await {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
-            };
-            match error {
-                BitbucketError::Unauthorized(message) => {
-                    if !refreshed && self.credential.rejected(&authorization).await {
-                        tracing::info!(%message, "Bitbucket refused the token; refreshing once");
-                        refreshed = true;
-                        continue;
-                    }
+        self.budget
+            .call(|| async {
+                let authorization = self.credential.authorization().await?;
+                let message = match self.send(&authorization, url).await {
+                    Err(BitbucketError::Unauthorized(message)) => message,
+                    other => return other,
+                };
+                if !self.credential.rejected(&authorization).await {
                     return Err(BitbucketError::Rejected(message, self.credential.what()));
                 }
-                BitbucketError::RateLimited { retry_after } if attempt + 1 < ATTEMPTS => {
-                    let pause = retry_after
-                        .map(|d| d.min(MAX_PAUSE))
-                        .unwrap_or_else(|| bb2snyk_http::backoff(attempt, MAX_BACKOFF));
-                    tracing::warn!(?pause, "Bitbucket answered 429; pausing every replica");
-                    self.budget.pause(pause).await;
-                }
-                e if e.is_transient() && attempt + 1 < ATTEMPTS => {
-                    let wait = bb2snyk_http::backoff(attempt, MAX_BACKOFF);
-                    tracing::warn!(error = %e, ?wait, %url, "Bitbucket call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                e => return Err(e),
-            }
-            attempt += 1;
-        }
+                tracing::info!(%message, "Bitbucket refused the token; refreshing once");
+                self.budget.acquire().await;
+                let fresh = self.credential.authorization().await?;
+                self.send(&fresh, url).await
+            })
+            .await
     }
 
     async fn send<T: DeserializeOwned>(

@@ -53,6 +53,17 @@ struct Inner {
     detail: Option<serde_json::Value>,
 }
 
+impl bb2snyk_store::Retry for BitbucketError {
+    fn next(&self) -> bb2snyk_store::Next {
+        use bb2snyk_store::Next;
+        match self {
+            Self::RateLimited { retry_after } => Next::Pause(*retry_after),
+            Self::Network(_) | Self::Server { .. } => Next::Backoff,
+            _ => Next::Fail,
+        }
+    }
+}
+
 impl BitbucketError {
     /// Worth trying again later: the network, Bitbucket's servers or its rate limit, not our request.
     pub fn is_transient(&self) -> bool {

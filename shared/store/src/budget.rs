@@ -18,6 +18,29 @@ use std::{
 
 use crate::{Store, millis};
 
+/// What to do after a failed call, as its error says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Final: return the error.
+    Fail,
+    /// The API is rate limiting: pause every replica (for `Retry-After` when given), then try again.
+    Pause(Option<Duration>),
+    /// A passing failure (5xx, network): back off, then try again.
+    Backoff,
+}
+
+/// Classifies an API's errors for [`Budget::call`].
+pub trait Retry {
+    fn next(&self) -> Next;
+}
+
+/// Tries of one call that meets 429s, 5xx or network failures before its error is returned.
+const ATTEMPTS: u32 = 8;
+/// The longest backoff between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A `Retry-After` longer than this is cut to it; the caller's own retry policy covers the rest.
+const MAX_PAUSE: Duration = Duration::from_secs(300);
+
 /// `KEYS[1]` the log, `KEYS[2]` the pause; `ARGV` window ms, limit, a unique member. Returns 0 when a request
 /// may go now, else the milliseconds to wait.
 const TAKE: &str = r"
@@ -113,6 +136,41 @@ impl Budget {
             }
             let jitter = Duration::from_millis(fastrand::u64(0..=(millis(wait) / 10).min(50)));
             tokio::time::sleep(wait.min(MAX_SLEEP) + jitter).await;
+        }
+    }
+
+    /// Runs `call` under the budget: one slot per try, a fleet-wide pause on 429, backoff on passing failures,
+    /// up to 8 tries.
+    pub async fn call<T, E, F, Fut>(&self, mut call: F) -> Result<T, E>
+    where
+        E: Retry + std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut attempt = 0;
+        loop {
+            self.acquire().await;
+            let error = match call().await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            attempt += 1;
+            match error.next() {
+                _ if attempt >= ATTEMPTS => return Err(error),
+                Next::Fail => return Err(error),
+                Next::Pause(retry_after) => {
+                    let pause = retry_after
+                        .map(|d| d.min(MAX_PAUSE))
+                        .unwrap_or_else(|| bb2snyk_http::backoff(attempt - 1, MAX_BACKOFF));
+                    tracing::warn!(%error, ?pause, "rate limited; pausing every replica");
+                    self.pause(pause).await;
+                }
+                Next::Backoff => {
+                    let wait = bb2snyk_http::backoff(attempt - 1, MAX_BACKOFF);
+                    tracing::warn!(%error, ?wait, "call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 

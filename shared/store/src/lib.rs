@@ -12,7 +12,7 @@ mod health;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bb2snyk_settings::redact_url;
-pub use budget::{Budget, BudgetConfig};
+pub use budget::{Budget, BudgetConfig, Next, Retry};
 use health::Health;
 use redis::{AsyncCommands, RedisResult, aio::ConnectionManager, aio::ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
