@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use bb2snyk_settings::{BitbucketCredentials, ConfigError, Settings};
-use bb2snyk_store::Store;
+use bb2snyk_store::{Store, fingerprint};
 use futures_util::future::BoxFuture;
 use reqwest::RequestBuilder;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{BitbucketError, Consumer, TokenProvider, seal::fingerprint};
+use crate::{BitbucketError, Consumer, TokenProvider};
 
 /// What one request is signed with. Debug shows no secret.
 #[derive(Debug, Clone)]

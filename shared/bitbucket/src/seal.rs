@@ -8,7 +8,7 @@ use aes_gcm::{
 };
 use hkdf::Hkdf;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// Changes whenever the sealed format does, so an old value is a miss rather than garbage.
 const VERSION: &[u8] = b"v1:";
@@ -74,12 +74,6 @@ impl Seal {
     }
 }
 
-/// A short, stable name for a credential that does not reveal it: key names carry this, never the id.
-pub(crate) fn fingerprint(what: &str) -> String {
-    let digest = Sha256::digest(format!("bb2snyk:{what}").as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,13 +100,5 @@ mod tests {
     fn two_seals_of_one_value_differ() {
         let s = seal("s1");
         assert_ne!(s.seal(b"t", "k"), s.seal(b"t", "k"));
-    }
-
-    #[test]
-    fn fingerprints_are_stable_and_hide_the_input() {
-        assert_eq!(fingerprint("client-id"), fingerprint("client-id"));
-        assert_ne!(fingerprint("client-id"), fingerprint("client-iD"));
-        assert_eq!(fingerprint("client-id").len(), 16);
-        assert!(!fingerprint("client-id").contains("client"));
     }
 }

@@ -17,12 +17,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bb2snyk_store::{Store, StoreError};
+use bb2snyk_store::{Store, StoreError, fingerprint};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::{BitbucketError, Consumer, oauth, seal::Seal, seal::fingerprint};
+use crate::{BitbucketError, Consumer, oauth, seal::Seal};
 
 /// How long one exchange, with its retries, may take.
 const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);

@@ -93,6 +93,11 @@ pub struct DiscoverySettings {
 pub struct SnykSettings {
     pub api_base: Url,
     pub token: Option<SecretString>,
+    pub rate_budget: u32,
+    pub rate_window: Duration,
+    /// Where each org lists the Bitbucket Cloud App; `None` tries the known keys.
+    pub integration_type: Option<String>,
+    pub quiet_notifications: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +291,10 @@ impl Settings {
                     "discovery.updated_since" => text(&self.discovery.updated_since),
                     "snyk.api_base" => self.snyk.api_base.to_string(),
                     "snyk.token" => secret(&self.snyk.token),
+                    "snyk.rate_budget" => self.snyk.rate_budget.to_string(),
+                    "snyk.rate_window_secs" => self.snyk.rate_window.as_secs().to_string(),
+                    "snyk.integration_type" => text(&self.snyk.integration_type),
+                    "snyk.quiet_notifications" => self.snyk.quiet_notifications.to_string(),
                     "amqp.url" => redact_url(&self.amqp.url),
                     "amqp.prefix" => self.amqp.prefix.clone(),
                     "amqp.connect_attempts" => self.amqp.connect_attempts.to_string(),

@@ -92,6 +92,10 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
         snyk: SnykSettings {
             api_base: r.http_url("snyk.api_base")?,
             token: r.text("snyk.token")?.map(SecretString::from),
+            rate_budget: r.number("snyk.rate_budget", 1..=100_000)? as u32,
+            rate_window: Duration::from_secs(r.number("snyk.rate_window_secs", 1..=3600)?),
+            integration_type: r.text("snyk.integration_type")?,
+            quiet_notifications: r.flag("snyk.quiet_notifications")?,
         },
         amqp: AmqpSettings {
             url: SecretString::from(r.url("amqp.url", &["amqp", "amqps"])?.to_string()),

@@ -1,89 +1,87 @@
-//! The Snyk v1 API for bb2snyk, authenticated with `Authorization: token <SNYK_TOKEN>`.
+//! The Snyk v1 API for bb2snyk, authenticated with `Authorization: token <SNYK_TOKEN>`: a group's orgs, org
+//! creation, integrations, notification settings, import and job polling. Every call is paced by a budget
+//! shared by every replica, and 429s pause the whole fleet.
 
-use std::time::Duration;
+mod error;
+mod model;
 
-use reqwest::StatusCode;
+use std::sync::Arc;
+
+use bb2snyk_settings::{ConfigError, Settings};
+use bb2snyk_store::{Budget, BudgetConfig, Store, fingerprint};
+pub use error::SnykError;
+pub use model::{
+    CreatedOrg, ImportOptions, Job, JobLog, JobStatus, OrgSummary, Project, Target,
+    quiet_notifications,
+};
+use reqwest::{Method, StatusCode, header::LOCATION};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
 use url::Url;
 
 /// The most orgs a page of `/group/{id}/orgs` holds.
 const ORGS_PER_PAGE: usize = 100;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SnykError {
-    #[error(
-        "Snyk rejected SNYK_TOKEN (401 Not authorised): set a valid API token with admin rights on the group"
-    )]
-    Unauthorized,
-    #[error("Snyk: {message} ({status})")]
-    Rejected { status: StatusCode, message: String },
-    #[error("Snyk's rate limit was reached; retry after {retry_after:?}")]
-    RateLimited { retry_after: Option<Duration> },
-    #[error("Snyk answered {status}; this is usually passing, and is retried")]
-    Server { status: StatusCode },
-    #[error("cannot reach Snyk: {0}")]
-    Network(String),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct OrgSummary {
-    pub id: String,
-    pub name: String,
-    pub slug: Option<String>,
-}
+/// Where the Bitbucket Cloud App integration is listed: Snyk's own key first, then the source's name.
+pub const APP_INTEGRATION_TYPES: [&str; 2] = ["bitbucket-connect-app", "bitbucket-cloud-app"];
 
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     api_base: String,
     token: SecretString,
+    budget: Arc<Budget>,
+}
+
+/// A successful answer: its status, its `Location`, its body.
+struct Answer {
+    location: Option<String>,
+    body: String,
 }
 
 impl Client {
-    pub fn new(http: reqwest::Client, api_base: &Url, token: SecretString) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        api_base: &Url,
+        token: SecretString,
+        budget: Arc<Budget>,
+    ) -> Self {
         Self {
             http,
             api_base: api_base.as_str().trim_end_matches('/').to_owned(),
             token,
+            budget,
         }
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        path_and_query: &str,
-    ) -> Result<T, SnykError> {
-        let url = format!("{}{path_and_query}", self.api_base);
-        let response = self
-            .http
-            .get(&url)
-            .header(
-                "authorization",
-                format!("token {}", self.token.expose_secret()),
-            )
-            .send()
-            .await
-            .map_err(|e| SnykError::Network(e.to_string()))?;
-        let status = response.status();
-        tracing::debug!(%url, %status, "snyk GET");
-        let retry_after = bb2snyk_http::retry_after(response.headers());
-        let text = response
-            .text()
-            .await
-            .map_err(|e| SnykError::Network(e.to_string()))?;
-        match status {
-            s if s.is_success() => serde_json::from_str(&text).map_err(|e| SnykError::Rejected {
-                status,
-                message: format!("unexpected body ({e})"),
-            }),
-            StatusCode::UNAUTHORIZED => Err(SnykError::Unauthorized),
-            StatusCode::TOO_MANY_REQUESTS => Err(SnykError::RateLimited { retry_after }),
-            s if s.is_server_error() => Err(SnykError::Server { status }),
-            _ => Err(SnykError::Rejected {
-                status,
-                message: message_of(&text),
-            }),
-        }
+    /// `SNYK_TOKEN` and `SNYK_API` from settings, with a budget of `snyk.rate_budget` per
+    /// `snyk.rate_window_secs` shared through `store` (or per process without one).
+    pub fn from_settings(
+        settings: &Settings,
+        http: reqwest::Client,
+        store: Option<Store>,
+    ) -> Result<Self, ConfigError> {
+        let token = settings.snyk_token()?.clone();
+        let budget = Budget::new(
+            store,
+            BudgetConfig {
+                api: "snyk",
+                credential: fingerprint(&format!("snyk:{}", token.expose_secret())),
+                limit: settings.snyk.rate_budget,
+                window: settings.snyk.rate_window,
+            },
+        );
+        Ok(Self::new(
+            http,
+            &settings.snyk.api_base,
+            token,
+            Arc::new(budget),
+        ))
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// Every org in the group: pages of 100 until a short one, as the API has no next link.
@@ -92,13 +90,15 @@ impl Client {
         struct Page {
             orgs: Vec<OrgSummary>,
         }
-        let group: String = url::form_urlencoded::byte_serialize(group_id.as_bytes()).collect();
+        let group = segment(group_id);
         let mut all = Vec::new();
         for page in 1.. {
             let batch: Page = self
-                .get(&format!(
-                    "/group/{group}/orgs?perPage={ORGS_PER_PAGE}&page={page}"
-                ))
+                .json(
+                    Method::GET,
+                    &format!("/group/{group}/orgs?perPage={ORGS_PER_PAGE}&page={page}"),
+                    None,
+                )
                 .await?;
             let short = batch.orgs.len() < ORGS_PER_PAGE;
             all.extend(batch.orgs);
@@ -108,15 +108,167 @@ impl Client {
         }
         Ok(all)
     }
+
+    /// `POST /org`; Snyk answers 201. `source_org_id` copies that org's integrations and settings.
+    pub async fn create_org(
+        &self,
+        name: &str,
+        group_id: &str,
+        source_org_id: Option<&str>,
+    ) -> Result<CreatedOrg, SnykError> {
+        let mut body = json!({"name": name, "groupId": group_id});
+        if let Some(source) = source_org_id {
+            body["sourceOrgId"] = json!(source);
+        }
+        self.json(Method::POST, "/org", Some(&body)).await
+    }
+
+    /// The org's integrations: type to integration id.
+    pub async fn integrations(
+        &self,
+        org_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, SnykError> {
+        self.json(
+            Method::GET,
+            &format!("/org/{}/integrations", segment(org_id)),
+            None,
+        )
+        .await
+    }
+
+    /// The Bitbucket Cloud App integration's id: under `kind` when given, else under
+    /// [`APP_INTEGRATION_TYPES`] in order. `None` when the app is not connected to this org.
+    pub async fn app_integration(
+        &self,
+        org_id: &str,
+        kind: Option<&str>,
+    ) -> Result<Option<String>, SnykError> {
+        let integrations = self.integrations(org_id).await?;
+        let found = match kind {
+            Some(kind) => integrations.get(kind),
+            None => APP_INTEGRATION_TYPES
+                .iter()
+                .find_map(|k| integrations.get(*k)),
+        };
+        Ok(found.cloned())
+    }
+
+    pub async fn set_notification_settings(
+        &self,
+        org_id: &str,
+        settings: &Value,
+    ) -> Result<(), SnykError> {
+        let _: Value = self
+            .json(
+                Method::PUT,
+                &format!("/org/{}/notification-settings", segment(org_id)),
+                Some(settings),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Starts an import; Snyk answers 201 with the job's absolute URL in `Location`, returned here.
+    pub async fn import(
+        &self,
+        org_id: &str,
+        integration_id: &str,
+        target: &Target,
+        options: &ImportOptions,
+    ) -> Result<String, SnykError> {
+        let mut body = json!({"target": target});
+        if !options.files.is_empty() {
+            body["files"] = json!(
+                options
+                    .files
+                    .iter()
+                    .map(|p| json!({"path": p}))
+                    .collect::<Vec<_>>()
+            );
+        }
+        if let Some(globs) = &options.exclusion_globs {
+            body["exclusionGlobs"] = json!(globs);
+        }
+        let path = format!(
+            "/org/{}/integrations/{}/import",
+            segment(org_id),
+            segment(integration_id)
+        );
+        let answer = self
+            .request(Method::POST, &self.url(&path), Some(&body))
+            .await?;
+        answer.location.ok_or(SnykError::Unexpected {
+            status: StatusCode::CREATED,
+            what: "Location header",
+        })
+    }
+
+    /// Polls a job at the `Location` [`Client::import`] returned.
+    pub async fn job(&self, location: &str) -> Result<Job, SnykError> {
+        let answer = self.request(Method::GET, location, None).await?;
+        parse(&answer.body)
+    }
+
+    fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.api_base)
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<T, SnykError> {
+        let answer = self
+            .request(method, &self.url(path_and_query), body)
+            .await?;
+        parse(&answer.body)
+    }
+
+    /// One call under the budget and its retry rules.
+    async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, SnykError> {
+        self.budget
+            .call(|| async {
+                let mut request = self.http.request(method.clone(), url).header(
+                    "authorization",
+                    format!("token {}", self.token.expose_secret()),
+                );
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
+                let response = request.send().await.map_err(SnykError::network)?;
+                let status = response.status();
+                tracing::debug!(%method, %url, %status, "snyk call");
+                let retry_after = bb2snyk_http::retry_after(response.headers());
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .map(str::to_owned);
+                let body = response.text().await.map_err(SnykError::network)?;
+                if status.is_success() {
+                    Ok(Answer { location, body })
+                } else {
+                    Err(SnykError::from_status(status, retry_after, &body))
+                }
+            })
+            .await
+    }
 }
 
-/// The human part of a Snyk error body, whichever of its shapes it has.
-fn message_of(body: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    value["message"]
-        .as_str()
-        .or_else(|| value["error"]["message"].as_str())
-        .or_else(|| value["error"].as_str())
-        .map(str::to_owned)
-        .unwrap_or_else(|| body.chars().take(200).collect())
+fn parse<T: DeserializeOwned>(body: &str) -> Result<T, SnykError> {
+    serde_json::from_str(body).map_err(|_| SnykError::Unexpected {
+        status: StatusCode::OK,
+        what: "JSON body",
+    })
+}
+
+/// A path segment, percent-encoded.
+fn segment(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }

@@ -189,6 +189,13 @@ impl Store {
     }
 }
 
+/// A short, stable name for a credential that does not reveal it: key names carry this, never the credential.
+pub fn fingerprint(what: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("bb2snyk:{what}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

@@ -81,11 +81,7 @@ async fn session(sandbox: &Sandbox) -> (Vec<String>, String) {
     };
     let mut bearers = vec![bearer().await];
     walk_everything(&bitbucket).await;
-    let snyk = Snyk::new(
-        http.clone(),
-        &settings.snyk.api_base,
-        settings.snyk_token().expect("token").clone(),
-    );
+    let snyk = Snyk::from_settings(&settings, http.clone(), None).expect("SNYK_TOKEN");
     snyk.group_orgs(&sandbox.knobs().group_id)
         .await
         .expect("orgs");
@@ -118,6 +114,7 @@ async fn session(sandbox: &Sandbox) -> (Vec<String>, String) {
         http,
         &settings.snyk.api_base,
         SecretString::from(format!("{SNYK_TOKEN}-wrong")),
+        snyk.budget().clone(),
     );
     let unauthorised = bad_snyk
         .group_orgs(&sandbox.knobs().group_id)

@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+use bb2snyk_store::{Next, Retry};
+use reqwest::StatusCode;
+
+/// A Snyk failure, classified: 401 is a configuration error, 400/404/422 are final for that request, 429,
+/// 5xx and the network pass.
+#[derive(Debug, thiserror::Error)]
+pub enum SnykError {
+    #[error(
+        "Snyk rejected SNYK_TOKEN ({status}: {message}): set an API token with admin rights on the group"
+    )]
+    Unauthorized { status: StatusCode, message: String },
+    #[error("Snyk: {message} ({status})")]
+    Rejected { status: StatusCode, message: String },
+    #[error("Snyk's rate limit was reached; retry after {retry_after:?}")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("Snyk answered {status}; this is usually passing, and is retried")]
+    Server { status: StatusCode },
+    #[error("cannot reach Snyk: {0}")]
+    Network(String),
+    #[error("Snyk answered {status} without the {what} it documents")]
+    Unexpected {
+        status: StatusCode,
+        what: &'static str,
+    },
+}
+
+impl SnykError {
+    pub(crate) fn network(e: reqwest::Error) -> Self {
+        Self::Network(e.to_string())
+    }
+
+    pub(crate) fn from_status(
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &str,
+    ) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => Self::Unauthorized {
+                status,
+                message: message_of(body),
+            },
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited { retry_after },
+            StatusCode::REQUEST_TIMEOUT => Self::Server { status },
+            s if s.is_server_error() => Self::Server { status },
+            _ => Self::Rejected {
+                status,
+                message: message_of(body),
+            },
+        }
+    }
+
+    /// Worth trying again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Network(_)
+        )
+    }
+
+    /// The token itself is wrong: no message will fare better until a person fixes it.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Unauthorized { .. })
+    }
+}
+
+impl Retry for SnykError {
+    fn next(&self) -> Next {
+        match self {
+            Self::RateLimited { retry_after } => Next::Pause(*retry_after),
+            Self::Server { .. } | Self::Network(_) => Next::Backoff,
+            _ => Next::Fail,
+        }
+    }
+}
+
+/// The human part of a Snyk error body, whichever of its shapes it has.
+fn message_of(body: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    value["message"]
+        .as_str()
+        .or_else(|| value["error"]["message"].as_str())
+        .or_else(|| value["error"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}

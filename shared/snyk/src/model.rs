@@ -1,0 +1,120 @@
+//! The parts of Snyk's v1 objects bb2snyk reads and sends.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct OrgSummary {
+    pub id: String,
+    pub name: String,
+    pub slug: Option<String>,
+}
+
+/// What `POST /org` answers (201).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CreatedOrg {
+    pub id: String,
+    pub name: String,
+    pub slug: Option<String>,
+    pub created: Option<String>,
+}
+
+/// The import body's target for Bitbucket Cloud (App): workspace slug, repository slug, optional branch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Target {
+    pub owner: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ImportOptions {
+    /// Only these manifest paths, relative to the repository root.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub files: Vec<String>,
+    /// Comma-separated folder names to skip (Open Source and Container only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exclusion_globs: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Complete,
+    Failed,
+    Aborted,
+}
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        self != Self::Pending
+    }
+}
+
+/// An import job, as polling its `Location` answers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub logs: Vec<JobLog>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct JobLog {
+    pub name: Option<String>,
+    pub status: Option<JobStatus>,
+    #[serde(default)]
+    pub projects: Vec<Project>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Project {
+    #[serde(rename = "targetFile")]
+    pub target_file: Option<String>,
+    #[serde(default)]
+    pub success: bool,
+    #[serde(rename = "projectUrl")]
+    pub project_url: Option<String>,
+    #[serde(rename = "projectId")]
+    pub project_id: Option<String>,
+    #[serde(rename = "userMessage")]
+    pub user_message: Option<String>,
+}
+
+impl Job {
+    /// Every project of every log.
+    pub fn projects(&self) -> impl Iterator<Item = &Project> {
+        self.logs.iter().flat_map(|l| l.projects.iter())
+    }
+
+    /// Why the job failed, as far as its logs say.
+    pub fn failure(&self) -> String {
+        let messages: Vec<&str> = self
+            .projects()
+            .filter(|p| !p.success)
+            .filter_map(|p| p.user_message.as_deref())
+            .collect();
+        if messages.is_empty() {
+            format!("import job {} ended {:?}", self.id, self.status)
+        } else {
+            format!(
+                "import job {} ended {:?}: {}",
+                self.id,
+                self.status,
+                messages.join("; ")
+            )
+        }
+    }
+}
+
+/// The payload snyk-api-import applies to every org it creates: no notification e-mails for an import.
+pub fn quiet_notifications() -> serde_json::Value {
+    serde_json::json!({
+        "new-issues-remediations": {"enabled": false, "issueType": "none", "issueSeverity": "high"},
+        "project-imported": {"enabled": false},
+        "test-limit": {"enabled": false},
+        "weekly-report": {"enabled": false}
+    })
+}
