@@ -150,7 +150,7 @@ async fn captured_session(format: Format) {
 
     // The capture is real: it saw our calls and the HTTP stack's trace output.
     assert!(
-        logs.contains("bitbucket token exchange") && logs.contains("snyk GET"),
+        logs.contains("bitbucket token exchange") && logs.contains("snyk call"),
         "our debug lines are missing"
     );
     assert!(
