@@ -1,0 +1,228 @@
+//! RabbitMQ for bb2snyk: connection, durable quorum queues, and publishing with confirms.
+
+use std::time::Duration;
+
+use bb2snyk_settings::redact_url;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, ShortString},
+};
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot reach RabbitMQ at {url}: {cause}; start RabbitMQ or set AMQP_URL")]
+    Unreachable { url: String, cause: lapin::Error },
+    #[error(
+        "nothing is bound to exchange {exchange:?} with routing key {routing_key:?}; the topology is missing"
+    )]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error(
+        "RabbitMQ refused the message (nack) on exchange {exchange:?}; it will be published again"
+    )]
+    Nacked { exchange: String },
+    #[error("RabbitMQ did not confirm the message within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+}
+
+/// How hard to try before a connection counts as lost: TCP attempts, with exponential backoff between them.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    pub attempts: usize,
+    pub max_delay: Duration,
+}
+
+impl Default for Reconnect {
+    /// About half a minute of attempts: a broker restart fits, a dead broker is reported soon enough.
+    fn default() -> Self {
+        Self {
+            attempts: 8,
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+/// Connects with automatic recovery, under a name that shows in the management UI. The same backoff
+/// applies to the first connection and to every recovery.
+pub async fn connect(
+    url: &SecretString,
+    name: &str,
+    reconnect: Reconnect,
+) -> Result<Connection, BrokerError> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .configure_backoff(|b| {
+            b.with_min_delay(Duration::from_millis(200))
+                .with_max_delay(reconnect.max_delay)
+                .with_max_times(reconnect.attempts)
+                .with_jitter()
+        })
+        .enable_auto_recover();
+    Connection::connect(url.expose_secret(), properties)
+        .await
+        .map_err(|cause| BrokerError::Unreachable {
+            url: redact_url(url),
+            cause,
+        })
+}
+
+/// What a quorum queue is declared with. Every queue bb2snyk owns is durable and quorum.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSpec {
+    /// Deliveries after which the broker dead-letters the message (`x-delivery-limit`).
+    pub delivery_limit: Option<u32>,
+    /// Where the broker sends rejected, expired or over-limit messages.
+    pub dead_letter: Option<(String, String)>,
+    /// `x-message-ttl`: how long a message waits before it is dead-lettered (retry tiers).
+    pub message_ttl: Option<Duration>,
+    /// `x-expires`: the queue goes away after this long unused (test and per-run queues).
+    pub expires: Option<Duration>,
+}
+
+pub async fn declare_quorum_queue(
+    channel: &Channel,
+    name: &str,
+    spec: &QueueSpec,
+) -> Result<(), BrokerError> {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    if let Some(limit) = spec.delivery_limit {
+        args.insert("x-delivery-limit".into(), AMQPValue::LongUInt(limit));
+    }
+    if let Some((exchange, routing_key)) = &spec.dead_letter {
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(exchange.as_str().into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(routing_key.as_str().into()),
+        );
+        // Quorum queues then dead-letter with their own confirms, so nothing is lost on the way to parking.
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+    }
+    if let Some(ttl) = spec.message_ttl {
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis(ttl)));
+    }
+    if let Some(expires) = spec.expires {
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(millis(expires)));
+    }
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel.queue_declare(name.into(), options, args).await?;
+    Ok(())
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A message to publish: its body and the properties every bb2snyk message carries.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub body: &'a [u8],
+    /// Deterministic, so a redelivered or replayed message keeps its identity.
+    pub message_id: &'a str,
+    /// The run id.
+    pub correlation_id: &'a str,
+    /// The versioned message type, e.g. `repo.import.v1`.
+    pub kind: &'a str,
+    pub headers: FieldTable,
+}
+
+/// Publishes on its own channel in confirm mode; each publish returns once the broker has the message.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    channel: Channel,
+    app_id: String,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    pub async fn new(connection: &Connection, app_id: &str) -> Result<Self, BrokerError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            app_id: app_id.to_owned(),
+            confirm_timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Publishes persistently with `mandatory`: an unroutable or nacked message is an error, not a loss.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &Outgoing<'_>,
+    ) -> Result<(), BrokerError> {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(message.message_id.into())
+            .with_correlation_id(message.correlation_id.into())
+            .with_type(ShortString::from(message.kind))
+            .with_app_id(self.app_id.as_str().into())
+            .with_headers(message.headers.clone());
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                message.body,
+                properties,
+            )
+            .await?;
+        let confirmation = tokio_timeout(self.confirm_timeout, confirm).await?;
+        match confirmation? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_returned)) => Err(BrokerError::Unroutable {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+            }),
+            Confirmation::Nack(_) => Err(BrokerError::Nacked {
+                exchange: exchange.to_owned(),
+            }),
+            // confirm_select ran in `new`, so the broker always answers.
+            Confirmation::NotRequested => Ok(()),
+        }
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+async fn tokio_timeout<F: std::future::IntoFuture>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, BrokerError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| BrokerError::ConfirmTimeout(limit))
+}

@@ -1,0 +1,62 @@
+//! What handlers see and say, whatever the transport.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+/// A message as the broker carries it: a JSON body and the properties every bb2snyk message has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The versioned type, e.g. `repo.import.v1`; also the body's `type` field.
+    pub kind: String,
+    /// Deterministic, so a redelivered or replayed message keeps its identity.
+    pub message_id: String,
+    /// The run id.
+    pub correlation_id: String,
+    /// How many times this message has been retried by the retry tiers (0 on first delivery).
+    pub attempt: u32,
+    pub body: Vec<u8>,
+}
+
+/// A message to send to a work queue (by its short name, e.g. `importer`), now or after `delay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub queue: String,
+    pub message: Message,
+    /// Sent through the shortest retry tier at least this long (polls, pacing); `None` is at once.
+    pub delay: Option<Duration>,
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; publish these first (each confirmed), then ack.
+    Ack(Vec<Publish>),
+    /// A passing failure: try again later under the retry policy, or park once attempts run out.
+    Retry { reason: String },
+    /// A permanent failure: keep the message in the parking queue with this reason for a person to replay.
+    Park { reason: String },
+}
+
+impl Outcome {
+    pub fn ack() -> Self {
+        Self::Ack(Vec::new())
+    }
+
+    pub fn retry(reason: impl Into<String>) -> Self {
+        Self::Retry {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn park(reason: impl Into<String>) -> Self {
+        Self::Park {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Stage logic. It never sees the transport, so it is tested with plain values.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: Message) -> BoxFuture<'_, Outcome>;
+}

@@ -1,0 +1,203 @@
+//! An in-process broker with the same rules as RabbitMQ's topology: work queues, retry tiers (timers),
+//! parking queues. `bb2snyk run` and handler tests use it; nothing survives the process.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{Handler, Message, RetryPolicy, Settlement, settle};
+
+#[derive(Debug, Clone)]
+pub struct MemoryBroker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: RetryPolicy,
+    queues: Mutex<HashMap<String, Queue>>,
+    /// Messages sent and not yet settled, waiting in a tier included: zero means the pipeline is idle.
+    pending: AtomicUsize,
+    idle: Notify,
+}
+
+#[derive(Debug)]
+struct Queue {
+    sender: mpsc::UnboundedSender<Message>,
+    receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>>,
+    parked: Vec<(Message, String)>,
+}
+
+impl Queue {
+    fn new() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            receiver: Arc::new(tokio::sync::Mutex::new(receiver)),
+            parked: Vec::new(),
+        }
+    }
+}
+
+impl MemoryBroker {
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                policy,
+                queues: Mutex::new(HashMap::new()),
+                pending: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    /// Sends a message to a work queue.
+    pub fn publish(&self, queue: &str, message: Message) {
+        self.inner.pending.fetch_add(1, Ordering::SeqCst);
+        self.inner.send(queue, message);
+    }
+
+    /// Messages parked on `queue`, with their reasons.
+    pub fn parked(&self, queue: &str) -> Vec<(Message, String)> {
+        self.inner
+            .lock()
+            .get(queue)
+            .map(|q| q.parked.clone())
+            .unwrap_or_default()
+    }
+
+    /// Moves every parked message of `queue` back to it, attempts reset; returns how many moved.
+    pub fn replay(&self, queue: &str) -> usize {
+        let parked = self
+            .inner
+            .lock()
+            .get_mut(queue)
+            .map(|q| std::mem::take(&mut q.parked))
+            .unwrap_or_default();
+        let moved = parked.len();
+        for (message, _) in parked {
+            self.publish(
+                queue,
+                Message {
+                    attempt: 0,
+                    ..message
+                },
+            );
+        }
+        moved
+    }
+
+    /// Resolves once every message sent has been settled and no retry is waiting.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.inner.pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs `handler` on `queue`, `concurrency` deliveries at a time, until `shutdown`; in-flight handlers
+    /// finish before it returns.
+    pub async fn serve(
+        &self,
+        queue: &str,
+        handler: Arc<dyn Handler>,
+        concurrency: usize,
+        shutdown: CancellationToken,
+    ) {
+        let receiver = self
+            .inner
+            .lock()
+            .entry(queue.to_owned())
+            .or_insert_with(Queue::new)
+            .receiver
+            .clone();
+        let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+        let tracker = TaskTracker::new();
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                message = async { receiver.lock().await.recv().await } => message,
+            };
+            let Some(message) = message else { break };
+            let inner = self.inner.clone();
+            let handler = handler.clone();
+            let queue = queue.to_owned();
+            tracker.spawn(async move {
+                let outcome = handler.handle(message.clone()).await;
+                for settlement in settle(&inner.policy, &queue, &message, outcome) {
+                    inner.apply(settlement);
+                }
+                inner.settled();
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, queue: &str, message: Message) {
+        let mut queues = self.lock();
+        let q = queues.entry(queue.to_owned()).or_insert_with(Queue::new);
+        // The receiver lives in the map as long as the sender, so this cannot fail.
+        let _ = q.sender.send(message);
+    }
+
+    fn apply(self: &Arc<Self>, settlement: Settlement) {
+        match settlement {
+            Settlement::Work { queue, message } => {
+                self.pending.fetch_add(1, Ordering::SeqCst);
+                self.send(&queue, message);
+            }
+            Settlement::Later {
+                queue,
+                tier,
+                message,
+            } => {
+                self.pending.fetch_add(1, Ordering::SeqCst);
+                let wait = self.policy.tiers.get(tier).copied().unwrap_or_default();
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    inner.send(&queue, message);
+                });
+            }
+            Settlement::Parked {
+                queue,
+                message,
+                reason,
+            } => {
+                tracing::warn!(%queue, message_id = %message.message_id, %reason, "parked");
+                self.lock()
+                    .entry(queue)
+                    .or_insert_with(Queue::new)
+                    .parked
+                    .push((message, reason));
+            }
+        }
+    }
+
+    fn settled(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}

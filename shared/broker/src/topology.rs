@@ -1,0 +1,103 @@
+//! Queue names and the retry policy, shared by both transports and by the ops tooling.
+
+use std::time::Duration;
+
+/// How often, and after how long, a message that asked to be retried is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Waits before retry 1, 2, ...; the last repeats.
+    pub tiers: Vec<Duration>,
+    /// Tries in all, the first included, before the message is parked.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    /// 10 s, 1 min, 10 min, 1 h; 6 tries in all.
+    fn default() -> Self {
+        Self {
+            tiers: [10, 60, 600, 3600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_attempts: 6,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The tier index for a message that has been retried `attempt` times so far.
+    pub fn tier(&self, attempt: u32) -> usize {
+        (attempt as usize).min(self.tiers.len().saturating_sub(1))
+    }
+
+    /// The shortest tier at least `delay` long (the longest if none is).
+    pub fn tier_for_delay(&self, delay: Duration) -> usize {
+        let mut best = self.tiers.len().saturating_sub(1);
+        for (i, tier) in self.tiers.iter().enumerate() {
+            if *tier >= delay && *tier < self.tiers[best] {
+                best = i;
+            }
+        }
+        best
+    }
+}
+
+/// Every name under the prefix: `<prefix>.<queue>`, its retry tiers `<prefix>.<queue>.retry.<n>s`, its
+/// parking queue `<prefix>.<queue>.parked`, and the `<prefix>.events` exchange.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub prefix: String,
+    /// Short names of the work queues, e.g. `discoverer`, `org-creator`, `importer`.
+    pub queues: Vec<String>,
+    pub retry: RetryPolicy,
+}
+
+impl Topology {
+    pub fn work(&self, queue: &str) -> String {
+        format!("{}.{queue}", self.prefix)
+    }
+
+    pub fn retry_queue(&self, queue: &str, tier: usize) -> String {
+        let secs = self
+            .retry
+            .tiers
+            .get(tier)
+            .map(Duration::as_secs)
+            .unwrap_or(0);
+        format!("{}.{queue}.retry.{secs}s", self.prefix)
+    }
+
+    pub fn parked(&self, queue: &str) -> String {
+        format!("{}.{queue}.parked", self.prefix)
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_grow_then_stay_at_the_last() {
+        let p = RetryPolicy::default();
+        assert_eq!((p.tier(0), p.tier(1), p.tier(3), p.tier(9)), (0, 1, 3, 3));
+        assert_eq!(p.tier_for_delay(Duration::from_secs(5)), 0);
+        assert_eq!(p.tier_for_delay(Duration::from_secs(30)), 1);
+        assert_eq!(p.tier_for_delay(Duration::from_secs(99_999)), 3);
+    }
+
+    #[test]
+    fn names_sit_under_the_prefix() {
+        let t = Topology {
+            prefix: "bb2snyk".into(),
+            queues: vec!["importer".into()],
+            retry: RetryPolicy::default(),
+        };
+        assert_eq!(t.work("importer"), "bb2snyk.importer");
+        assert_eq!(t.retry_queue("importer", 1), "bb2snyk.importer.retry.60s");
+        assert_eq!(t.parked("importer"), "bb2snyk.importer.parked");
+    }
+}
