@@ -9,6 +9,7 @@ mod envelope;
 pub mod memory;
 mod settle;
 mod topology;
+mod transport;
 
 pub use amqp::{
     BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue,
@@ -16,3 +17,4 @@ pub use amqp::{
 pub use envelope::{Handler, Message, Outcome, Publish};
 pub use settle::{Settlement, settle};
 pub use topology::{RetryPolicy, Topology};
+pub use transport::{ATTEMPT_HEADER, AmqpBroker, REASON_HEADER, decode, parked_reason};

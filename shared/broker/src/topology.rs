@@ -50,6 +50,8 @@ pub struct Topology {
     /// Short names of the work queues, e.g. `discoverer`, `org-creator`, `importer`.
     pub queues: Vec<String>,
     pub retry: RetryPolicy,
+    /// Every queue goes away after this long unused: for tests and rehearsals, `None` in production.
+    pub expires: Option<Duration>,
 }
 
 impl Topology {
@@ -95,6 +97,7 @@ mod tests {
             prefix: "bb2snyk".into(),
             queues: vec!["importer".into()],
             retry: RetryPolicy::default(),
+            expires: None,
         };
         assert_eq!(t.work("importer"), "bb2snyk.importer");
         assert_eq!(t.retry_queue("importer", 1), "bb2snyk.importer.retry.60s");

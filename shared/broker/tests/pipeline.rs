@@ -1,0 +1,165 @@
+//! The pipeline's transport on the real RabbitMQ: the topology, retry tiers that come back, parking with
+//! the reason, follow-ups confirmed before the ack. Each test has its own queue prefix.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use bb2snyk_broker::{
+    AmqpBroker, Handler, Message, Outcome, Publish, Reconnect, RetryPolicy, Topology, connect,
+};
+use bb2snyk_test_support::{amqp_url, unique, wait_for};
+use futures_util::future::BoxFuture;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use tokio_util::sync::CancellationToken;
+
+fn message(id: &str) -> Message {
+    Message {
+        kind: "test.v1".into(),
+        message_id: id.into(),
+        correlation_id: "run-1".into(),
+        attempt: 0,
+        body: id.as_bytes().to_vec(),
+    }
+}
+
+struct Stage(AtomicU32);
+
+impl Handler for Stage {
+    fn handle(&self, m: Message) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let id = m.message_id.clone();
+            if id.starts_with("ok") {
+                Outcome::Ack(vec![Publish {
+                    queue: "done".into(),
+                    message: message(&format!("{id}-next")),
+                    delay: None,
+                }])
+            } else if id.starts_with("flaky") && m.attempt < 1 {
+                Outcome::retry("503")
+            } else if id.starts_with("flaky") {
+                Outcome::ack()
+            } else if id.starts_with("bad") {
+                Outcome::park("400 Bad Request")
+            } else {
+                Outcome::retry("still failing")
+            }
+        })
+    }
+}
+
+struct Sink(AtomicU32);
+
+impl Handler for Sink {
+    fn handle(&self, _m: Message) -> BoxFuture<'_, Outcome> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Outcome::ack() })
+    }
+}
+
+#[tokio::test]
+async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
+    let connection = Arc::new(
+        connect(&amqp_url(), "bb2snyk-test", Reconnect::default())
+            .await
+            .expect("RabbitMQ"),
+    );
+    let topology = Topology {
+        prefix: unique("pipe"),
+        queues: vec!["work".into(), "done".into()],
+        retry: RetryPolicy {
+            tiers: vec![Duration::from_secs(1), Duration::from_secs(2)],
+            max_attempts: 3,
+        },
+        expires: Some(Duration::from_secs(120)),
+    };
+    let broker = AmqpBroker::new(connection.clone(), topology.clone(), "test")
+        .await
+        .expect("topology");
+    // Declaring again, as every replica does at start, is harmless.
+    AmqpBroker::new(connection.clone(), topology.clone(), "test")
+        .await
+        .expect("idempotent");
+    let stage = Arc::new(Stage(AtomicU32::new(0)));
+    let sink = Arc::new(Sink(AtomicU32::new(0)));
+    let shutdown = CancellationToken::new();
+    let drain = Duration::from_secs(5);
+    let work = tokio::spawn({
+        let (b, s, stop) = (broker.clone(), stage.clone(), shutdown.clone());
+        async move { b.serve("work", s, 4, stop, drain).await }
+    });
+    let done = tokio::spawn({
+        let (b, s, stop) = (broker.clone(), sink.clone(), shutdown.clone());
+        async move { b.serve("done", s, 4, stop, drain).await }
+    });
+    for id in ["ok-1", "ok-2", "flaky-1", "bad-1", "never-1"] {
+        broker
+            .publish("work", &message(id))
+            .await
+            .expect("confirmed");
+    }
+
+    let channel = connection.create_channel().await.expect("channel");
+    let parked = topology.parked("work");
+    let depth = |queue: String| {
+        let channel = channel.clone();
+        async move {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .expect("passive declare")
+                .message_count()
+        }
+    };
+    wait_for("two parked messages", Duration::from_secs(20), || async {
+        (depth(parked.clone()).await == 2).then_some(())
+    })
+    .await;
+    wait_for("both follow-ups", Duration::from_secs(10), || async {
+        (sink.0.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    // ok ×2, flaky twice, bad once, never three times.
+    assert_eq!(stage.0.load(Ordering::SeqCst), 2 + 2 + 1 + 3);
+
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let got = channel
+            .basic_get(parked.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+            .expect("a parked message");
+        let message = bb2snyk_broker::decode(&got.delivery);
+        let reason = bb2snyk_broker::parked_reason(&got.delivery);
+        reasons.push(format!("{}: {reason}", message.message_id));
+    }
+    reasons.sort();
+    assert!(
+        reasons[0].starts_with("bad-1") && reasons[0].contains("400 Bad Request"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("never-1")
+            && reasons[1].contains("gave up after 3 tries: still failing"),
+        "{reasons:?}"
+    );
+    for queue in ["work", "done"] {
+        assert_eq!(depth(topology.work(queue)).await, 0);
+    }
+
+    shutdown.cancel();
+    work.await.expect("joined").expect("served");
+    done.await.expect("joined").expect("served");
+}
