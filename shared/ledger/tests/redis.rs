@@ -1,0 +1,63 @@
+//! The ledger on real Redis, under a prefix of its own.
+
+use bb2snyk_ledger::{Ledger, OrgMapping, Record, State};
+use bb2snyk_store::Store;
+use bb2snyk_test_support::{redis_url, unique};
+
+#[tokio::test]
+async fn records_move_between_states_and_counts_stay_exact() {
+    let store = Store::connect(&redis_url(), &format!("{}:", unique("ledger")))
+        .await
+        .expect("Redis");
+    let ledger = Ledger::new(store);
+    assert_eq!(
+        ledger.target("o:i:api:acme:main").await.expect("read"),
+        None
+    );
+    let mut record = Record {
+        state: State::Requested,
+        run: "run-1".into(),
+        attempts: 0,
+        last_error: None,
+        job_url: Some("http://snyk/job/1".into()),
+        projects: vec![],
+    };
+    for _ in 0..3 {
+        // Redelivered three times: still one target.
+        ledger
+            .record("o:i:api:acme:main", &record)
+            .await
+            .expect("write");
+    }
+    record.state = State::Imported;
+    record.projects = vec!["p1".into(), "p2".into()];
+    ledger
+        .record("o:i:api:acme:main", &record)
+        .await
+        .expect("write");
+    ledger
+        .mark("run-1", "discovered", "acme/api")
+        .await
+        .expect("mark");
+    ledger
+        .mark("run-1", "discovered", "acme/api")
+        .await
+        .expect("mark");
+    assert_eq!(
+        ledger.target("o:i:api:acme:main").await.expect("read"),
+        Some(record)
+    );
+    let counts = ledger.counts("run-1").await.expect("counts");
+    assert_eq!(counts["imported"], 1);
+    assert_eq!(counts["requested"], 0);
+    assert_eq!(counts["discovered"], 1);
+
+    let mapping = OrgMapping {
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        name: "Acme".into(),
+    };
+    ledger.set_org("g", "acme", &mapping).await.expect("write");
+    assert_eq!(ledger.org("g", "acme").await.expect("read"), Some(mapping));
+    assert_eq!(ledger.org("g", "globex").await.expect("read"), None);
+}
