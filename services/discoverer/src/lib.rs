@@ -1,13 +1,16 @@
 //! The discoverer service: lists Bitbucket workspaces and repositories and publishes them for the other stages.
 
-use bb2snyk_bitbucket::{Bitbucket, BitbucketError};
+mod handler;
+
+use std::sync::Arc;
+
+use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter};
+use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
+pub use handler::Discoverer;
 
-/// Connects to RabbitMQ and Redis, proves the Bitbucket credentials, and serves until `shutdown` is cancelled.
-///
-/// The stage's handlers arrive with the pipeline issue; until then the service proves its configuration,
-/// its connections and its credentials, then waits.
+/// Proves the Bitbucket credentials, then serves the discoverer's queue until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(&settings, "discoverer").await?;
     let http = bb2snyk_http::client(&settings.http)
@@ -18,13 +21,27 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         .authorization()
         .await
         .map_err(bitbucket_failure)?;
+    let broker = infrastructure.broker(&settings, "discoverer").await?;
+    let discoverer = Discoverer {
+        filter: RepoFilter::new(&settings.discovery),
+        ledger: Ledger::new(infrastructure.store.clone()),
+        bitbucket,
+    };
     tracing::info!(
-        credential = bitbucket.credential().what(),
+        credential = discoverer.bitbucket.credential().what(),
         "discoverer ready"
     );
-    shutdown.cancelled().await;
+    let served = broker
+        .serve(
+            bb2snyk_messages::DISCOVERER,
+            Arc::new(discoverer),
+            4,
+            shutdown,
+            settings.pipeline.drain,
+        )
+        .await;
     infrastructure.close().await;
-    Ok(())
+    Ok(served?)
 }
 
 /// Credential problems exit 3, everything else (network, Bitbucket down) exits 4.

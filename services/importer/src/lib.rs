@@ -1,16 +1,47 @@
 //! The importer service: imports each repository into Snyk and follows its import job.
 
+mod handler;
+
+use std::sync::Arc;
+
+use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
+use bb2snyk_snyk::{Client as Snyk, ImportOptions};
+pub use handler::{Importer, Policy};
 
-/// Connects to RabbitMQ and Redis and serves until `shutdown` is cancelled.
-///
-/// The stage's handlers arrive with the pipeline issue; until then the service proves its configuration and
-/// its connections, then waits.
+/// Serves the importer's queue with `CONCURRENT_IMPORTS` deliveries in flight until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(&settings, "importer").await?;
+    let broker = infrastructure.broker(&settings, "importer").await?;
+    let http = bb2snyk_http::client(&settings.http)
+        .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
+    let importer = Importer {
+        snyk: Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
+        ledger: Ledger::new(infrastructure.store.clone()),
+        options: ImportOptions::default(),
+        policy: Policy {
+            // Polls wait in the shortest retry tier.
+            poll_every: settings
+                .pipeline
+                .retry_tiers
+                .first()
+                .copied()
+                .unwrap_or_default(),
+            ..Policy::default()
+        },
+    };
     tracing::info!("importer ready");
-    shutdown.cancelled().await;
+    let concurrency = u16::try_from(settings.import.concurrent_imports).unwrap_or(u16::MAX);
+    let served = broker
+        .serve(
+            bb2snyk_messages::IMPORTER,
+            Arc::new(importer),
+            concurrency,
+            shutdown,
+            settings.pipeline.drain,
+        )
+        .await;
     infrastructure.close().await;
-    Ok(())
+    Ok(served?)
 }

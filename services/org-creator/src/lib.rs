@@ -1,16 +1,37 @@
 //! The org-creator service: ensures one Snyk organization per Bitbucket workspace.
 
+mod handler;
+
+use std::sync::Arc;
+
+use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
+use bb2snyk_snyk::Client as Snyk;
+pub use handler::OrgCreator;
 
-/// Connects to RabbitMQ and Redis and serves until `shutdown` is cancelled.
-///
-/// The stage's handlers arrive with the pipeline issue; until then the service proves its configuration and
-/// its connections, then waits.
+/// Serves the org-creator's queue until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(&settings, "org-creator").await?;
+    let broker = infrastructure.broker(&settings, "org-creator").await?;
+    let http = bb2snyk_http::client(&settings.http)
+        .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
+    let creator = OrgCreator {
+        snyk: Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
+        ledger: Ledger::new(infrastructure.store.clone()),
+        integration_type: settings.snyk.integration_type.clone(),
+        quiet_notifications: settings.snyk.quiet_notifications,
+    };
     tracing::info!("org-creator ready");
-    shutdown.cancelled().await;
+    let served = broker
+        .serve(
+            bb2snyk_messages::ORG_CREATOR,
+            Arc::new(creator),
+            4,
+            shutdown,
+            settings.pipeline.drain,
+        )
+        .await;
     infrastructure.close().await;
-    Ok(())
+    Ok(served?)
 }

@@ -1,9 +1,9 @@
 //! The frame around every bb2snyk service: read `--config`, load and check settings, start logging, turn
 //! SIGTERM and Ctrl-C into a cancellation, run the stage, and exit with the documented code.
 
-use std::{future::Future, path::PathBuf, process::ExitCode};
+use std::{future::Future, path::PathBuf, process::ExitCode, sync::Arc};
 
-use bb2snyk_broker::{BrokerError, Reconnect};
+use bb2snyk_broker::{AmqpBroker, BrokerError, Reconnect, RetryPolicy, Topology};
 use bb2snyk_settings::{ConfigError, Need, Settings, Sources, exit};
 use bb2snyk_store::{Store, StoreError};
 use clap::Parser;
@@ -121,8 +121,24 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 /// The RabbitMQ connection and the Redis store every stage works with.
 #[derive(Debug)]
 pub struct Infrastructure {
-    pub amqp: lapin::Connection,
+    pub amqp: Arc<lapin::Connection>,
     pub store: Store,
+}
+
+/// The queues, retry tiers and parking of the pipeline, as settings name them.
+pub fn topology(settings: &Settings) -> Topology {
+    Topology {
+        prefix: settings.amqp.prefix.clone(),
+        queues: bb2snyk_messages::QUEUES
+            .iter()
+            .map(|q| (*q).to_owned())
+            .collect(),
+        retry: RetryPolicy {
+            tiers: settings.pipeline.retry_tiers.clone(),
+            max_attempts: settings.pipeline.max_attempts,
+        },
+        expires: None,
+    }
 }
 
 impl Infrastructure {
@@ -138,7 +154,19 @@ impl Infrastructure {
             redis = %bb2snyk_settings::redact_url(&settings.redis.url),
             "connected to RabbitMQ and Redis"
         );
-        Ok(Self { amqp, store })
+        Ok(Self {
+            amqp: Arc::new(amqp),
+            store,
+        })
+    }
+
+    /// The pipeline's broker, its topology declared.
+    pub async fn broker(
+        &self,
+        settings: &Settings,
+        service: &str,
+    ) -> Result<AmqpBroker, ServiceError> {
+        Ok(AmqpBroker::new(self.amqp.clone(), topology(settings), service).await?)
     }
 
     pub async fn close(self) {

@@ -214,6 +214,27 @@ pub const KEYS: &[Key] = &[
         help: "TCP attempts, with backoff, before RabbitMQ counts as unreachable (start-up and recovery)",
     },
     Key {
+        path: "pipeline.retry_tiers_secs",
+        env: None,
+        default: Some("10,60,600,3600"),
+        secret: false,
+        help: "waits before each retry of a message, in seconds, comma-separated; the last repeats",
+    },
+    Key {
+        path: "pipeline.max_attempts",
+        env: None,
+        default: Some("6"),
+        secret: false,
+        help: "tries of one message, the first included, before it is parked with its reason",
+    },
+    Key {
+        path: "pipeline.drain_secs",
+        env: None,
+        default: Some("30"),
+        secret: false,
+        help: "on SIGTERM, how long in-flight messages may take to finish before the service exits",
+    },
+    Key {
         path: "redis.url",
         env: Some("REDIS_URL"),
         default: Some("redis://127.0.0.1:6379"),

@@ -32,6 +32,7 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
     pub snyk: SnykSettings,
     pub amqp: AmqpSettings,
+    pub pipeline: PipelineSettings,
     pub redis: RedisSettings,
     pub import: ImportSettings,
     pub http: HttpSettings,
@@ -106,6 +107,14 @@ pub struct AmqpSettings {
     pub url: SecretString,
     pub prefix: String,
     pub connect_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Waits before retry 1, 2, ...; the last repeats.
+    pub retry_tiers: Vec<Duration>,
+    pub max_attempts: u32,
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +307,15 @@ impl Settings {
                     "amqp.url" => redact_url(&self.amqp.url),
                     "amqp.prefix" => self.amqp.prefix.clone(),
                     "amqp.connect_attempts" => self.amqp.connect_attempts.to_string(),
+                    "pipeline.retry_tiers_secs" => self
+                        .pipeline
+                        .retry_tiers
+                        .iter()
+                        .map(|d| d.as_secs().to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    "pipeline.max_attempts" => self.pipeline.max_attempts.to_string(),
+                    "pipeline.drain_secs" => self.pipeline.drain.as_secs().to_string(),
                     "redis.url" => redact_url(&self.redis.url),
                     "redis.prefix" => self.redis.prefix.clone(),
                     "import.concurrent_imports" => self.import.concurrent_imports.to_string(),

@@ -6,7 +6,7 @@ use url::Url;
 
 use crate::{
     AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, DiscoverySettings, HttpSettings,
-    ImportSettings, RedisSettings, Settings, SnykSettings,
+    ImportSettings, PipelineSettings, RedisSettings, Settings, SnykSettings,
     keys::{KEYS, key},
 };
 
@@ -102,6 +102,11 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             prefix: r.name("amqp.prefix")?,
             connect_attempts: r.number("amqp.connect_attempts", 1..=100)? as u32,
         },
+        pipeline: PipelineSettings {
+            retry_tiers: r.durations("pipeline.retry_tiers_secs")?,
+            max_attempts: r.number("pipeline.max_attempts", 1..=100)? as u32,
+            drain: Duration::from_secs(r.number("pipeline.drain_secs", 1..=3600)?),
+        },
         redis: RedisSettings {
             url: SecretString::from(
                 r.url("redis.url", &["redis", "rediss", "unix"])?
@@ -171,6 +176,30 @@ impl Reader {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Whole seconds, comma-separated, at least one, each from 1 s to a day.
+    fn durations(&self, path: &str) -> Result<Vec<Duration>, ConfigError> {
+        let items = self.list(path)?;
+        let parsed: Option<Vec<Duration>> = items
+            .iter()
+            .map(|s| {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=86_400).contains(n))
+                    .map(Duration::from_secs)
+            })
+            .collect();
+        match parsed {
+            Some(tiers) if !tiers.is_empty() => Ok(tiers),
+            _ => Err(ConfigError::invalid(
+                key(path),
+                format!(
+                    "{:?} is not a list of seconds like 10,60,600",
+                    items.join(",")
+                ),
+            )),
+        }
     }
 
     fn globs(&self, path: &str) -> Result<Vec<String>, ConfigError> {

@@ -1,0 +1,132 @@
+//! The discoverer's stage: a run request becomes one message per workspace (for the org-creator); a
+//! workspace whose org is ready becomes its repositories, one page per delivery so none stays unacked for
+//! long, each page one import message per repository and, while Bitbucket has more, a message for the next.
+
+use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter, Repository, RepositoryPages};
+use bb2snyk_broker::{Handler, Message, Outcome, Publish};
+use bb2snyk_ledger::{Ledger, Record, State};
+use bb2snyk_messages::{
+    Body, ImportRepo, OrgReady, ReposPage, RunRequested, Target, WorkspaceDiscovered,
+};
+use futures_util::future::BoxFuture;
+
+#[derive(Debug, Clone)]
+pub struct Discoverer {
+    pub bitbucket: Bitbucket,
+    pub filter: RepoFilter,
+    pub ledger: Ledger,
+}
+
+impl Handler for Discoverer {
+    fn handle(&self, message: Message) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            match Body::from_message(&message) {
+                Ok(Body::RunRequested(run)) => self.workspaces(run).await,
+                Ok(Body::OrgReady(org)) => self.page(org, None, 1).await,
+                Ok(Body::ReposPage(p)) => self.page(p.org, Some(p.next), p.page).await,
+                Ok(other) => Outcome::park(format!(
+                    "{} does not belong on the discoverer's queue",
+                    other.kind()
+                )),
+                Err(reason) => Outcome::park(reason),
+            }
+        })
+    }
+}
+
+/// Passing Bitbucket failures are retried; credentials, scopes and missing workspaces are parked.
+fn failure(e: BitbucketError) -> Outcome {
+    if e.is_transient() {
+        Outcome::retry(e.to_string())
+    } else {
+        Outcome::park(e.to_string())
+    }
+}
+
+impl Discoverer {
+    async fn workspaces(&self, run: RunRequested) -> Outcome {
+        let workspaces = match self.bitbucket.workspaces().await {
+            Ok(w) => w,
+            Err(e) => return failure(e),
+        };
+        tracing::info!(run = %run.run_id, workspaces = workspaces.len(), "discovered workspaces");
+        let publishes = workspaces
+            .into_iter()
+            .map(|w| {
+                Body::WorkspaceDiscovered(WorkspaceDiscovered {
+                    run_id: run.run_id.clone(),
+                    group_id: run.group_id.clone(),
+                    source_org_id: run.source_org_id.clone(),
+                    workspace: w.slug,
+                    name: w.name,
+                })
+                .publish()
+            })
+            .collect();
+        Outcome::Ack(publishes)
+    }
+
+    async fn page(&self, org: OrgReady, next: Option<String>, page: u32) -> Outcome {
+        let mut pages = match next {
+            Some(url) => RepositoryPages::resume(&self.bitbucket, url),
+            None => self.bitbucket.repositories(&org.workspace, &self.filter),
+        };
+        let repos = match pages.next_page().await {
+            Ok(repos) => repos.unwrap_or_default(),
+            Err(e) => return failure(e),
+        };
+        let mut publishes: Vec<Publish> = Vec::with_capacity(repos.len() + 1);
+        for repo in repos {
+            match self.accept(&org, repo).await {
+                Ok(Some(import)) => publishes.push(import.publish()),
+                Ok(None) => {}
+                Err(e) => return Outcome::retry(format!("ledger: {e}")),
+            }
+        }
+        if let Some(next) = pages.next_url() {
+            let more = Body::ReposPage(ReposPage {
+                org: org.clone(),
+                next: next.to_owned(),
+                page: page + 1,
+            });
+            publishes.push(more.publish());
+        }
+        Outcome::Ack(publishes)
+    }
+
+    /// The import message for `repo`, or `None` when it is skipped (recorded with the reason).
+    async fn accept(
+        &self,
+        org: &OrgReady,
+        repo: Repository,
+    ) -> Result<Option<Body>, bb2snyk_store::StoreError> {
+        let import = ImportRepo {
+            run_id: org.run_id.clone(),
+            org_id: org.org_id.clone(),
+            integration_id: org.integration_id.clone(),
+            target: Target {
+                owner: org.workspace.clone(),
+                name: repo.slug.clone(),
+                branch: repo.branch().map(str::to_owned),
+            },
+            failed_jobs: 0,
+        };
+        let id = import.target_id();
+        self.ledger.mark(&org.run_id, "discovered", &id).await?;
+        match self.filter.check(&repo) {
+            Ok(()) => Ok(Some(Body::ImportRepo(import))),
+            Err(skip) => {
+                let record = Record {
+                    state: State::Skipped,
+                    run: org.run_id.clone(),
+                    attempts: 0,
+                    last_error: Some(skip.to_string()),
+                    job_url: None,
+                    projects: Vec::new(),
+                };
+                self.ledger.record(&id, &record).await?;
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The org-creator's stage: one Snyk org per workspace, never two. The ledger maps the workspace to its
+//! org once made; until then a Redis lock per group and workspace keeps concurrent deliveries from creating
+//! it twice, and an org of the same name already in the group is reused.
+
+use std::time::Duration;
+
+use bb2snyk_broker::{Handler, Message, Outcome};
+use bb2snyk_ledger::{Ledger, OrgMapping};
+use bb2snyk_messages::{Body, OrgReady, WorkspaceDiscovered};
+use bb2snyk_snyk::{Client as Snyk, SnykError, quiet_notifications};
+use futures_util::future::BoxFuture;
+
+/// Longer than ensuring one org takes; a crashed holder's lock expires after it.
+const LOCK_TTL: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct OrgCreator {
+    pub snyk: Snyk,
+    pub ledger: Ledger,
+    /// Where orgs list the Bitbucket Cloud App; `None` tries the known keys.
+    pub integration_type: Option<String>,
+    pub quiet_notifications: bool,
+}
+
+impl Handler for OrgCreator {
+    fn handle(&self, message: Message) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            match Body::from_message(&message) {
+                Ok(Body::WorkspaceDiscovered(w)) => self.ensure(w).await,
+                Ok(other) => Outcome::park(format!(
+                    "{} does not belong on the org-creator's queue",
+                    other.kind()
+                )),
+                Err(reason) => Outcome::park(reason),
+            }
+        })
+    }
+}
+
+impl OrgCreator {
+    async fn ensure(&self, w: WorkspaceDiscovered) -> Outcome {
+        match self.ledger.org(&w.group_id, &w.workspace).await {
+            Ok(Some(mapping)) => return self.ready(&w, mapping).await,
+            Ok(None) => {}
+            Err(e) => return Outcome::retry(format!("ledger: {e}")),
+        }
+        let store = self.ledger.store();
+        let lock = format!("org-lock:{}:{}", w.group_id, w.workspace);
+        let owner = uuid::Uuid::new_v4().to_string();
+        match store.set_nx_px(&lock, owner.as_bytes(), LOCK_TTL).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Outcome::retry("another org-creator is ensuring this workspace's org");
+            }
+            Err(e) => return Outcome::retry(format!("Redis: {e}")),
+        }
+        let outcome = match self.find_or_create(&w).await {
+            Ok(Ok(mapping)) => match self
+                .ledger
+                .set_org(&w.group_id, &w.workspace, &mapping)
+                .await
+            {
+                Ok(()) => self.ready(&w, mapping).await,
+                Err(e) => Outcome::retry(format!("ledger: {e}")),
+            },
+            Ok(Err(parked)) => parked,
+            Err(e) if e.is_transient() => Outcome::retry(e.to_string()),
+            Err(e) => Outcome::park(e.to_string()),
+        };
+        if let Err(e) = store.compare_and_delete(&lock, owner.as_bytes()).await {
+            tracing::debug!(error = %e, "org lock left to expire");
+        }
+        outcome
+    }
+
+    /// The org's mapping, or the outcome to park with when the app is not connected to it.
+    async fn find_or_create(
+        &self,
+        w: &WorkspaceDiscovered,
+    ) -> Result<Result<OrgMapping, Outcome>, SnykError> {
+        let name = w.name.clone().unwrap_or_else(|| w.workspace.clone());
+        let existing = self
+            .snyk
+            .group_orgs(&w.group_id)
+            .await?
+            .into_iter()
+            .find(|o| o.name == name);
+        let (org_id, created) = match existing {
+            Some(org) => (org.id, false),
+            None => {
+                let org = self
+                    .snyk
+                    .create_org(&name, &w.group_id, w.source_org_id.as_deref())
+                    .await?;
+                tracing::info!(workspace = %w.workspace, org = %org.id, %name, "created Snyk org");
+                (org.id, true)
+            }
+        };
+        let Some(integration_id) = self
+            .snyk
+            .app_integration(&org_id, self.integration_type.as_deref())
+            .await?
+        else {
+            return Ok(Err(Outcome::park(format!(
+                "Snyk org {name:?} ({org_id}) has no Bitbucket Cloud App integration: connect the Snyk Bitbucket \
+                 Cloud App to workspace {} for that org, then replay this message (bb2snyk replay)",
+                w.workspace
+            ))));
+        };
+        if created && self.quiet_notifications {
+            self.snyk
+                .set_notification_settings(&org_id, &quiet_notifications())
+                .await?;
+        }
+        Ok(Ok(OrgMapping {
+            org_id,
+            integration_id,
+            name,
+        }))
+    }
+
+    async fn ready(&self, w: &WorkspaceDiscovered, mapping: OrgMapping) -> Outcome {
+        if let Err(e) = self.ledger.mark(&w.run_id, "orgs", &w.workspace).await {
+            return Outcome::retry(format!("ledger: {e}"));
+        }
+        let ready = Body::OrgReady(OrgReady {
+            run_id: w.run_id.clone(),
+            group_id: w.group_id.clone(),
+            workspace: w.workspace.clone(),
+            org_id: mapping.org_id,
+            integration_id: mapping.integration_id,
+        });
+        Outcome::Ack(vec![ready.publish()])
+    }
+}

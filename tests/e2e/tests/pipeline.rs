@@ -1,0 +1,179 @@
+//! The whole pipeline on real RabbitMQ and Redis against the sandbox, each stage as 2 replicas running the
+//! services' own `run`: every repository ends imported, skipped or parked with its reason, exactly once.
+
+use std::{collections::HashMap, time::Duration};
+
+use bb2snyk_broker::AmqpBroker;
+use bb2snyk_ledger::Ledger;
+use bb2snyk_messages::{Body, DISCOVERER, RunRequested, new_run_id};
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use bb2snyk_service::{CancellationToken, Infrastructure};
+use bb2snyk_settings::{Settings, Sources};
+use bb2snyk_store::Store;
+use bb2snyk_test_support::{amqp_url, redis_url, unique, wait_for};
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+
+fn settings(sandbox: &Sandbox) -> Settings {
+    let mut env: HashMap<String, String> = sandbox
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    for (k, v) in [
+        ("AMQP_URL", amqp_url().expose_secret().to_owned()),
+        ("REDIS_URL", redis_url().expose_secret().to_owned()),
+        ("BB2SNYK__AMQP__PREFIX", unique("e2e")),
+        ("BB2SNYK__REDIS__PREFIX", format!("{}:", unique("e2e"))),
+        ("BB2SNYK__PIPELINE__RETRY_TIERS_SECS", "1,2".into()),
+        ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "4".into()),
+        ("BB2SNYK__PIPELINE__DRAIN_SECS", "5".into()),
+        ("BB2SNYK__SNYK__RATE_BUDGET", "20000".into()),
+    ] {
+        env.insert(k.to_owned(), v);
+    }
+    bb2snyk_settings::load(&Sources { file: None, env }).expect("settings")
+}
+
+/// Two replicas of each stage, as separate connections, like separate processes.
+fn fleet(settings: &Settings, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (s, stop) = (settings.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            bb2snyk_discoverer::run(s, stop).await.expect("discoverer");
+        }));
+        let (s, stop) = (settings.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            bb2snyk_org_creator::run(s, stop)
+                .await
+                .expect("org-creator");
+        }));
+        let (s, stop) = (settings.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            bb2snyk_importer::run(s, stop).await.expect("importer");
+        }));
+    }
+    tasks
+}
+
+/// Publishes a run request and waits until every discovered target is imported, skipped or parked.
+async fn run_to_the_end(settings: &Settings, sandbox: &Sandbox, expected_targets: u64) -> String {
+    let infrastructure = Infrastructure::connect(settings, "e2e")
+        .await
+        .expect("infrastructure");
+    let broker: AmqpBroker = infrastructure
+        .broker(settings, "e2e")
+        .await
+        .expect("broker");
+    let run_id = new_run_id();
+    let request = Body::RunRequested(RunRequested {
+        run_id: run_id.clone(),
+        group_id: sandbox.knobs().group_id,
+        source_org_id: None,
+    });
+    broker
+        .publish(DISCOVERER, &request.to_message())
+        .await
+        .expect("published");
+    let ledger = Ledger::new(infrastructure.store.clone());
+    wait_for("every target settled", Duration::from_secs(120), || async {
+        let c = ledger.counts(&run_id).await.ok()?;
+        let settled = c["imported"] + c["skipped"] + c["parked"];
+        (c["discovered"] == expected_targets && settled == expected_targets).then_some(())
+    })
+    .await;
+    run_id
+}
+
+#[tokio::test]
+async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 30,
+        repos_per_workspace: 40,
+        fork_rate: 0.1,
+        empty_rate: 0.05,
+        poison_post_rate: 0.02,
+        poison_job_rate: 0.02,
+        job_ms: 300,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let settings = settings(&sandbox);
+    let shutdown = CancellationToken::new();
+    let tasks = fleet(&settings, &shutdown);
+    let truth = sandbox.stats().truth;
+    assert_eq!(truth.repositories, 1200);
+
+    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+        .await
+        .expect("Redis");
+    let ledger = Ledger::new(store);
+    let counts = ledger.counts(&run_id).await.expect("counts");
+    assert_eq!(counts["skipped"], truth.empty, "empty repositories skipped");
+    assert_eq!(
+        counts["parked"],
+        truth.poison_post + truth.poison_job,
+        "poison parked"
+    );
+    assert_eq!(
+        counts["imported"],
+        truth.repositories - truth.empty - truth.poison_post - truth.poison_job
+    );
+    for id in ledger.members(&run_id, "skipped").await.expect("skipped") {
+        let record = ledger.target(&id).await.expect("read").expect("record");
+        assert_eq!(
+            record.last_error.as_deref(),
+            Some("empty repository (no main branch): nothing to import")
+        );
+    }
+    for id in ledger.members(&run_id, "parked").await.expect("parked") {
+        let record = ledger.target(&id).await.expect("read").expect("record");
+        let reason = record.last_error.expect("a reason");
+        assert!(
+            reason.contains("(400 Bad Request)") || reason.contains("failed jobs"),
+            "{id}: {reason}"
+        );
+    }
+
+    let stats = sandbox.stats();
+    assert_eq!(stats.orgs_created, 30, "one org per workspace");
+    assert_eq!(stats.duplicate_org_names, 0);
+    assert_eq!(stats.token_exchanges, 1, "one token for the whole fleet");
+    let tenant = sandbox.truth();
+    for ws in tenant.as_array().expect("tenant") {
+        for repo in ws["repos"].as_array().expect("repos") {
+            let full = format!(
+                "{}/{}",
+                ws["slug"].as_str().unwrap_or(""),
+                repo["slug"].as_str().unwrap_or("")
+            );
+            let posts = stats.import_posts.get(&full).copied().unwrap_or(0);
+            let expected = match (repo["mainbranch"].is_null(), repo["poison"].as_str()) {
+                (true, _) => 0,
+                (false, None) => 1,
+                (false, Some("post_rejected")) => 1,
+                (false, Some(_)) => 3,
+            };
+            assert_eq!(posts, expected, "{full}");
+        }
+    }
+
+    // The same run again: nothing new is created or imported.
+    let again = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    assert_ne!(again, run_id);
+    let after = sandbox.stats();
+    assert_eq!(
+        after.import_posts_total - stats.import_posts_total,
+        truth.poison_post + 3 * truth.poison_job,
+        "only the parked ones are tried again"
+    );
+    assert_eq!(after.orgs_created, 30);
+
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("a replica stopped cleanly");
+    }
+}
