@@ -177,3 +177,146 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
         task.await.expect("a replica stopped cleanly");
     }
 }
+
+#[tokio::test]
+async fn malformed_messages_are_parked_with_their_reason_and_nothing_crashes() {
+    use bb2snyk_broker::Message;
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 1,
+        repos_per_workspace: 3,
+        empty_rate: 0.0,
+        fork_rate: 0.0,
+        job_ms: 100,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let settings = settings(&sandbox);
+    let shutdown = CancellationToken::new();
+    let tasks = fleet(&settings, &shutdown);
+    let infrastructure = Infrastructure::connect(&settings, "e2e")
+        .await
+        .expect("infrastructure");
+    let broker = infrastructure
+        .broker(&settings, "e2e")
+        .await
+        .expect("broker");
+    let bad = |kind: &str, body: &[u8]| Message {
+        kind: kind.to_owned(),
+        message_id: unique("bad"),
+        correlation_id: "run-bad".into(),
+        attempt: 0,
+        body: body.to_vec(),
+    };
+    let cases: [(&str, &str, &[u8], &str); 3] = [
+        (
+            "repo.import.v1",
+            "malformed",
+            b"{not json",
+            "malformed message (repo.import.v1)",
+        ),
+        (
+            "repo.delete.v1",
+            "unknown",
+            br#"{"type":"repo.delete.v1"}"#,
+            "unknown variant `repo.delete.v1`",
+        ),
+        (
+            "org.ready.v1",
+            "missing",
+            br#"{"type":"org.ready.v1","run_id":"r"}"#,
+            "missing field `group_id`",
+        ),
+    ];
+    for queue in bb2snyk_messages::QUEUES {
+        for (kind, _, body, _) in &cases {
+            broker
+                .publish(queue, &bad(kind, body))
+                .await
+                .expect("published");
+        }
+    }
+    // The stages still work: a real run completes after the bad messages.
+    run_to_the_end(&settings, &sandbox, 3).await;
+    let channel = infrastructure.amqp.create_channel().await.expect("channel");
+    for queue in bb2snyk_messages::QUEUES {
+        let parked = broker.topology().parked(queue);
+        let mut reasons = Vec::new();
+        for _ in 0..3 {
+            let got = channel
+                .basic_get(
+                    parked.as_str().into(),
+                    lapin::options::BasicGetOptions { no_ack: true },
+                )
+                .await
+                .expect("basic.get")
+                .unwrap_or_else(|| panic!("three messages parked on {queue}"));
+            reasons.push(bb2snyk_broker::parked_reason(&got.delivery));
+        }
+        for (_, what, _, expected) in &cases {
+            assert!(
+                reasons.iter().any(|r| r.contains(expected)),
+                "{queue}: the {what} message's reason {expected:?} is missing from {reasons:?}"
+            );
+        }
+    }
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("no replica crashed");
+    }
+}
+
+/// 5 % of API calls answer 5xx, and both APIs allow far less than the fleet's budgets, so 429s come in
+/// bursts: every repository still ends imported (or parked for its poison), each imported exactly once.
+#[tokio::test]
+async fn server_errors_and_429_bursts_lose_nothing() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 8,
+        repos_per_workspace: 25,
+        poison_post_rate: 0.04,
+        job_ms: 200,
+        fault_rate: 0.05,
+        snyk_rate_limit: Some(60),
+        snyk_window_secs: 2,
+        bitbucket_rate_limit: Some(4),
+        bitbucket_window_secs: 2,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let settings = settings(&sandbox);
+    let shutdown = CancellationToken::new();
+    let tasks = fleet(&settings, &shutdown);
+    let truth = sandbox.stats().truth;
+    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+
+    let stats = sandbox.stats();
+    assert!(stats.server_errors > 0, "faults were injected");
+    assert!(
+        stats.rate_limited.get("snyk").copied().unwrap_or(0) > 0
+            && stats.rate_limited.get("bitbucket").copied().unwrap_or(0) > 0,
+        "both APIs sent 429s: {:?}",
+        stats.rate_limited
+    );
+    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+        .await
+        .expect("Redis");
+    let counts = Ledger::new(store).counts(&run_id).await.expect("counts");
+    assert_eq!(
+        counts["parked"], truth.poison_post,
+        "only the poison is parked"
+    );
+    assert_eq!(
+        counts["imported"],
+        truth.repositories - truth.empty - truth.poison_post
+    );
+    assert!(
+        stats.import_posts.values().all(|n| *n == 1),
+        "no repository was imported twice"
+    );
+    assert_eq!(stats.orgs_created, 8);
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("a replica stopped cleanly");
+    }
+}
