@@ -10,6 +10,9 @@ use bb2snyk_messages::{Body, ImportRepo, PollImport};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, JobStatus, SnykError};
 use futures_util::future::BoxFuture;
 
+/// Longer than one import request with its retries takes; a crashed holder's lock expires after it.
+const IMPORT_LOCK_TTL: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Time between two polls of a job.
@@ -78,6 +81,27 @@ impl Importer {
             }) => return Outcome::Ack(vec![self.poll_later(import, job_url, 0)]),
             _ => {}
         }
+        // While one delivery is between its POST and its ledger record, a redelivery of the same message
+        // (after a broker reconnect) must not POST again: it comes back later and finds the job.
+        let store = self.ledger.store();
+        let lock = format!("import-lock:{id}");
+        let owner = uuid::Uuid::new_v4().to_string();
+        match store
+            .set_nx_px(&lock, owner.as_bytes(), IMPORT_LOCK_TTL)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::retry("another importer is importing this target"),
+            Err(e) => return Outcome::retry(format!("Redis: {e}")),
+        }
+        let outcome = self.request(import, &id).await;
+        if let Err(e) = store.compare_and_delete(&lock, owner.as_bytes()).await {
+            tracing::debug!(error = %e, "import lock left to expire");
+        }
+        outcome
+    }
+
+    async fn request(&self, import: ImportRepo, id: &str) -> Outcome {
         let job_url = match self
             .snyk
             .import(
@@ -91,7 +115,7 @@ impl Importer {
             Ok(url) => url,
             Err(e) => {
                 return self
-                    .failed_call(&id, &import.run_id, import.failed_jobs, e)
+                    .failed_call(id, &import.run_id, import.failed_jobs, e)
                     .await;
             }
         };
@@ -103,7 +127,7 @@ impl Importer {
             job_url: Some(job_url.clone()),
             projects: Vec::new(),
         };
-        if let Err(e) = self.ledger.record(&id, &record).await {
+        if let Err(e) = self.ledger.record(id, &record).await {
             // The job exists; a retry finds no record and imports again, which Snyk tolerates.
             return Outcome::retry(format!("ledger: {e}"));
         }

@@ -170,7 +170,28 @@ impl Publisher {
     }
 
     /// Publishes persistently with `mandatory`: an unroutable or nacked message is an error, not a loss.
+    /// When the connection drops, it waits for lapin's recovery and publishes again (a duplicate at worst,
+    /// which the idempotent handlers absorb).
     pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &Outgoing<'_>,
+    ) -> Result<(), BrokerError> {
+        let mut recoveries = 0;
+        loop {
+            match self.publish_once(exchange, routing_key, message).await {
+                Err(BrokerError::Amqp(e)) if recoveries < 3 => {
+                    recoveries += 1;
+                    tracing::warn!(error = %e, "publish failed; waiting for the connection to recover");
+                    self.channel.wait_for_recovery(e).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn publish_once(
         &self,
         exchange: &str,
         routing_key: &str,

@@ -138,7 +138,17 @@ impl AmqpBroker {
             };
             let delivery = match delivery {
                 Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => break Err(BrokerError::from(e)),
+                Some(Err(e)) => {
+                    // lapin recovers the connection, channel and consumer; unacked deliveries come back.
+                    tracing::warn!(error = %e, %queue, "consumer interrupted; waiting for recovery");
+                    match channel.wait_for_recovery(e).await {
+                        Ok(()) => {
+                            tracing::info!(%queue, "consumer recovered");
+                            continue;
+                        }
+                        Err(e) => break Err(BrokerError::from(e)),
+                    }
+                }
                 None => break Ok(()),
             };
             let (broker, handler, queue) = (self.clone(), handler.clone(), queue.to_owned());

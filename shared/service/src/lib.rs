@@ -147,7 +147,9 @@ impl Infrastructure {
             attempts: settings.amqp.connect_attempts as usize,
             ..Reconnect::default()
         };
-        let amqp = bb2snyk_broker::connect(&settings.amqp.url, service, reconnect).await?;
+        // The prefix tells deployments (and tests) apart in the management UI.
+        let name = format!("{service}/{}", settings.amqp.prefix);
+        let amqp = bb2snyk_broker::connect(&settings.amqp.url, &name, reconnect).await?;
         let store = Store::connect(&settings.redis.url, &settings.redis.prefix).await?;
         tracing::info!(
             amqp = %bb2snyk_settings::redact_url(&settings.amqp.url),

@@ -320,3 +320,71 @@ async fn server_errors_and_429_bursts_lose_nothing() {
         task.await.expect("a replica stopped cleanly");
     }
 }
+
+/// Every connection of the fleet is closed by the broker mid-run (as `rabbitmqctl close_all_connections`
+/// would, but only this test's): lapin recovers, unacked deliveries come back, and nothing is lost.
+#[tokio::test]
+async fn the_broker_dropping_every_connection_loses_nothing() {
+    let sandbox = std::sync::Arc::new(
+        Sandbox::start(Knobs {
+            workspaces: 10,
+            repos_per_workspace: 20,
+            job_ms: 500,
+            ..Knobs::default()
+        })
+        .await
+        .expect("sandbox"),
+    );
+    let mut settings = settings(&sandbox);
+    // Paced to 10 Snyk calls a second after a burst of 100, about 30 s, so the drop lands mid-run.
+    settings.snyk.rate_budget = 100;
+    settings.snyk.rate_window = Duration::from_secs(10);
+    let shutdown = CancellationToken::new();
+    let tasks = fleet(&settings, &shutdown);
+    let truth = sandbox.stats().truth;
+    let expected = truth.repositories - truth.empty;
+    let chaos = tokio::spawn({
+        let (prefix, sandbox) = (settings.amqp.prefix.clone(), sandbox.clone());
+        async move {
+            wait_for(
+                "the management API to list the fleet",
+                Duration::from_secs(30),
+                || async { (bb2snyk_test_support::connections(&prefix).await >= 6).then_some(()) },
+            )
+            .await;
+            let posts = wait_for("imports under way", Duration::from_secs(60), || async {
+                let posts = sandbox.stats().import_posts_total;
+                (posts >= 20).then_some(posts)
+            })
+            .await;
+            (
+                bb2snyk_test_support::close_connections(&prefix).await,
+                posts,
+            )
+        }
+    });
+    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    let (closed, posts_at_close) = chaos.await.expect("chaos");
+    assert!(
+        closed >= 6,
+        "the fleet's connections were closed ({closed})"
+    );
+    assert!(
+        posts_at_close < expected,
+        "the drop came mid-run ({posts_at_close} of {expected} imports)"
+    );
+
+    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+        .await
+        .expect("Redis");
+    let counts = Ledger::new(store).counts(&run_id).await.expect("counts");
+    assert_eq!(counts["imported"], expected);
+    let stats = sandbox.stats();
+    let duplicates: u64 = stats.import_posts.values().map(|n| n - 1).sum();
+    assert_eq!(duplicates, 0, "no repository was imported twice");
+    assert_eq!(stats.orgs_created, 10);
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("a replica stopped cleanly");
+    }
+}

@@ -115,3 +115,89 @@ async fn ping(port: u16) -> bool {
         && stream.read_exact(&mut answer).await.is_ok()
         && &answer == b"+PONG\r\n"
 }
+
+/// `BB2SNYK_TEST_MANAGEMENT_URL`, or the local broker's management API.
+pub fn management_url() -> String {
+    std::env::var("BB2SNYK_TEST_MANAGEMENT_URL")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
+}
+
+/// The management API, and the ids of connections whose name contains `marker`.
+async fn management(
+    marker: &str,
+) -> (
+    reqwest::Client,
+    reqwest::Url,
+    String,
+    Option<String>,
+    Vec<String>,
+) {
+    let mut base = reqwest::Url::parse(&management_url()).expect("management URL");
+    let user = base.username().to_owned();
+    let password = base.password().map(str::to_owned);
+    // Sent as a header instead: credentials left in the URL would be sent as well, and refused.
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    let http = reqwest::Client::new();
+    let connections: Vec<serde_json::Value> = http
+        .get(base.join("/api/connections").expect("URL"))
+        .basic_auth(&user, password.as_deref())
+        .send()
+        .await
+        .expect("the management API answers (rabbitmq-plugins enable rabbitmq_management)")
+        .json()
+        .await
+        .expect("a JSON list");
+    let ids = connections
+        .iter()
+        .filter(|c| {
+            c["client_properties"]["connection_name"]
+                .as_str()
+                .is_some_and(|n| n.contains(marker))
+        })
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    (http, base, user, password, ids)
+}
+
+/// How many connections whose name contains `marker` the management API lists (it lags a few seconds).
+pub async fn connections(marker: &str) -> usize {
+    management(marker).await.4.len()
+}
+
+/// Closes every RabbitMQ connection whose name contains `marker`, through the management API, as
+/// `rabbitmqctl close_connection` would; other tests' connections are left alone. Returns how many.
+pub async fn close_connections(marker: &str) -> usize {
+    let (http, base, user, password, ids) = management(marker).await;
+    let mut closed = 0;
+    for id in ids {
+        let response = http
+            .delete(
+                base.join(&format!("/api/connections/{}", url_encode(&id)))
+                    .expect("URL"),
+            )
+            .basic_auth(&user, password.as_deref())
+            .header(
+                "X-Reason",
+                "bb2snyk test: the broker drops every connection",
+            )
+            .send()
+            .await
+            .expect("DELETE");
+        if response.status().is_success() {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
