@@ -2,16 +2,14 @@
 //! slot waits on Snyk. The ledger makes it idempotent: an imported target is skipped, and a target whose
 //! job was already requested is polled again, not imported again.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bb2snyk_broker::{Handler, Message, Outcome, Publish};
 use bb2snyk_ledger::{Ledger, Record, State};
 use bb2snyk_messages::{Body, ImportRepo, PollImport};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, JobStatus, SnykError};
 use futures_util::future::BoxFuture;
-
-/// Longer than one import request with its retries takes; a crashed holder's lock expires after it.
-const IMPORT_LOCK_TTL: Duration = Duration::from_secs(120);
+use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -21,6 +19,8 @@ pub struct Policy {
     pub max_polls: u32,
     /// Failed jobs of one target before it is parked with the job's log.
     pub max_failed_jobs: u32,
+    /// How long one import request may hold its target's lock; a crashed holder's lock expires after it.
+    pub import_lock: Duration,
 }
 
 impl Default for Policy {
@@ -29,6 +29,7 @@ impl Default for Policy {
             poll_every: Duration::from_secs(10),
             max_polls: 360,
             max_failed_jobs: 3,
+            import_lock: Duration::from_secs(60),
         }
     }
 }
@@ -39,6 +40,22 @@ pub struct Importer {
     pub ledger: Ledger,
     pub options: ImportOptions,
     pub policy: Policy,
+    /// Import requests in flight in this process. Between Snyk accepting a request and the ledger recording
+    /// its job, a crash leaves the import unrecorded, and its redelivery imports again: one permit bounds
+    /// that to one duplicate per crash. Polls, most of an import's life, do not take it.
+    pub requests: Arc<Semaphore>,
+}
+
+impl Importer {
+    pub fn new(snyk: Snyk, ledger: Ledger, options: ImportOptions, policy: Policy) -> Self {
+        Self {
+            snyk,
+            ledger,
+            options,
+            policy,
+            requests: Arc::new(Semaphore::new(1)),
+        }
+    }
 }
 
 impl Handler for Importer {
@@ -87,11 +104,18 @@ impl Importer {
         let lock = format!("import-lock:{id}");
         let owner = uuid::Uuid::new_v4().to_string();
         match store
-            .set_nx_px(&lock, owner.as_bytes(), IMPORT_LOCK_TTL)
+            .set_nx_px(&lock, owner.as_bytes(), self.policy.import_lock)
             .await
         {
             Ok(true) => {}
-            Ok(false) => return Outcome::retry("another importer is importing this target"),
+            // Not a failure, so it spends no attempt: the same message comes back after a poll interval.
+            Ok(false) => {
+                let again = Body::ImportRepo(import);
+                return Outcome::Ack(vec![Publish {
+                    delay: Some(self.policy.poll_every),
+                    ..again.publish()
+                }]);
+            }
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
         }
         let outcome = self.request(import, &id).await;
@@ -102,6 +126,9 @@ impl Importer {
     }
 
     async fn request(&self, import: ImportRepo, id: &str) -> Outcome {
+        let Ok(_one_at_a_time) = self.requests.acquire().await else {
+            return Outcome::retry("the importer is stopping");
+        };
         let job_url = match self
             .snyk
             .import(

@@ -16,11 +16,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let broker = infrastructure.broker(&settings, "importer").await?;
     let http = bb2snyk_http::client(&settings.http)
         .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
-    let importer = Importer {
-        snyk: Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
-        ledger: Ledger::new(infrastructure.store.clone()),
-        options: ImportOptions::default(),
-        policy: Policy {
+    let importer = Importer::new(
+        Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
+        Ledger::new(infrastructure.store.clone()),
+        ImportOptions::default(),
+        Policy {
             // Polls wait in the shortest retry tier.
             poll_every: settings
                 .pipeline
@@ -30,7 +30,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 .unwrap_or_default(),
             ..Policy::default()
         },
-    };
+    );
     tracing::info!("importer ready");
     let concurrency = u16::try_from(settings.import.concurrent_imports).unwrap_or(u16::MAX);
     let served = broker

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bb2snyk_broker::{Handler, Message, Outcome};
+use bb2snyk_broker::{Handler, Message, Outcome, Publish};
 use bb2snyk_ledger::{Ledger, OrgMapping};
 use bb2snyk_messages::{Body, OrgReady, WorkspaceDiscovered};
 use bb2snyk_snyk::{Client as Snyk, SnykError, quiet_notifications};
@@ -49,8 +49,13 @@ impl OrgCreator {
         let owner = uuid::Uuid::new_v4().to_string();
         match store.set_nx_px(&lock, owner.as_bytes(), LOCK_TTL).await {
             Ok(true) => {}
+            // Another delivery is ensuring this org: come back through the shortest retry tier, spending no
+            // attempt, and find its mapping then.
             Ok(false) => {
-                return Outcome::retry("another org-creator is ensuring this workspace's org");
+                return Outcome::Ack(vec![Publish {
+                    delay: Some(Duration::ZERO),
+                    ..Body::WorkspaceDiscovered(w).publish()
+                }]);
             }
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
         }
