@@ -154,9 +154,15 @@ impl Importer {
             job_url: Some(job_url.clone()),
             projects: Vec::new(),
         };
-        if let Err(e) = self.ledger.record(id, &record).await {
-            // The job exists; a retry finds no record and imports again, which Snyk tolerates.
-            return Outcome::retry(format!("ledger: {e}"));
+        // The job exists now: losing its record would import the repository again, so a Redis restart is
+        // waited out here rather than handed to the retry tiers.
+        let mut tries = 0;
+        while let Err(e) = self.ledger.record(id, &record).await {
+            tries += 1;
+            if tries >= 10 {
+                return Outcome::retry(format!("ledger: {e}"));
+            }
+            tokio::time::sleep(bb2snyk_http::backoff(tries, Duration::from_secs(5))).await;
         }
         Outcome::Ack(vec![self.poll_later(import, job_url, 0)])
     }

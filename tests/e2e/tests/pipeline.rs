@@ -388,3 +388,63 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
         task.await.expect("a replica stopped cleanly");
     }
 }
+
+/// Redis (with its append-only file, as in production) restarts mid-run: the stages wait it out, and
+/// every repository is imported, none twice.
+#[tokio::test]
+async fn a_redis_restart_mid_run_loses_nothing() {
+    let mut redis = bb2snyk_test_support::RedisServer::start_persistent().await;
+    let sandbox = std::sync::Arc::new(
+        Sandbox::start(Knobs {
+            workspaces: 10,
+            repos_per_workspace: 20,
+            job_ms: 500,
+            ..Knobs::default()
+        })
+        .await
+        .expect("sandbox"),
+    );
+    let mut settings = settings(&sandbox);
+    settings.redis.url = redis.url();
+    settings.snyk.rate_budget = 100;
+    settings.snyk.rate_window = Duration::from_secs(10);
+    let shutdown = CancellationToken::new();
+    let tasks = fleet(&settings, &shutdown);
+    let truth = sandbox.stats().truth;
+    let expected = truth.repositories - truth.empty;
+    let chaos = tokio::spawn({
+        let sandbox = sandbox.clone();
+        async move {
+            let posts = wait_for("imports under way", Duration::from_secs(60), || async {
+                let posts = sandbox.stats().import_posts_total;
+                (posts >= 40).then_some(posts)
+            })
+            .await;
+            redis.restart().await;
+            (redis, posts)
+        }
+    });
+    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    let (_redis, posts_at_restart) = chaos.await.expect("chaos");
+    assert!(
+        posts_at_restart < expected,
+        "restarted mid-run ({posts_at_restart} of {expected})"
+    );
+    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+        .await
+        .expect("Redis");
+    let counts = Ledger::new(store).counts(&run_id).await.expect("counts");
+    assert_eq!(counts["imported"], expected);
+    assert_eq!(counts["parked"], 0);
+    let stats = sandbox.stats();
+    let duplicates: u64 = stats.import_posts.values().map(|n| n - 1).sum();
+    assert!(
+        duplicates <= 1,
+        "{duplicates} duplicate imports for one restart"
+    );
+    assert_eq!(stats.orgs_created, 10);
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("a replica stopped cleanly");
+    }
+}

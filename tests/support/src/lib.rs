@@ -54,15 +54,33 @@ where
 pub struct RedisServer {
     port: u16,
     child: Option<std::process::Child>,
+    /// Where an append-only file keeps the data across restarts, as a production Redis would.
+    data: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
+    /// Empty on every start.
     pub async fn start() -> Self {
+        Self::launch(None).await
+    }
+
+    /// Keeps its data across [`RedisServer::restart`] (append-only file, fsync always).
+    pub async fn start_persistent() -> Self {
+        let dir = std::env::temp_dir().join(unique("redis-data"));
+        std::fs::create_dir_all(&dir).expect("a data folder");
+        Self::launch(Some(dir)).await
+    }
+
+    async fn launch(data: Option<std::path::PathBuf>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            data,
+        };
         server.restart().await;
         server
     }
@@ -82,9 +100,17 @@ impl RedisServer {
     /// Starts it again on the same port, empty, and waits until it answers.
     pub async fn restart(&mut self) {
         self.stop();
-        let child = std::process::Command::new("redis-server")
+        let mut command = std::process::Command::new("redis-server");
+        command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""]);
+        match &self.data {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed (apt-get install redis-server)");
@@ -102,6 +128,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.data {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
