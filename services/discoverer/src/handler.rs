@@ -6,7 +6,7 @@ use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter, Repository, Repos
 use bb2snyk_broker::{Handler, Message, Outcome, Publish};
 use bb2snyk_ledger::{Ledger, Record, State};
 use bb2snyk_messages::{
-    Body, ImportRepo, OrgReady, ReposPage, RunRequested, Target, WorkspaceDiscovered,
+    Body, ImportRepo, OrgReady, ReposPage, RunRequested, Target, WorkspaceDiscovered, event,
 };
 use futures_util::future::BoxFuture;
 
@@ -78,8 +78,7 @@ impl Discoverer {
         let mut publishes: Vec<Publish> = Vec::with_capacity(repos.len() + 1);
         for repo in repos {
             match self.accept(&org, repo).await {
-                Ok(Some(import)) => publishes.push(import.publish()),
-                Ok(None) => {}
+                Ok(publish) => publishes.push(publish),
                 Err(e) => return Outcome::retry(format!("ledger: {e}")),
             }
         }
@@ -94,12 +93,12 @@ impl Discoverer {
         Outcome::Ack(publishes)
     }
 
-    /// The import message for `repo`, or `None` when it is skipped (recorded with the reason).
+    /// The import message for `repo`, or the event that says why it is skipped (and recorded so).
     async fn accept(
         &self,
         org: &OrgReady,
         repo: Repository,
-    ) -> Result<Option<Body>, bb2snyk_store::StoreError> {
+    ) -> Result<Publish, bb2snyk_store::StoreError> {
         let import = ImportRepo {
             run_id: org.run_id.clone(),
             org_id: org.org_id.clone(),
@@ -114,7 +113,7 @@ impl Discoverer {
         let id = import.target_id();
         self.ledger.mark(&org.run_id, "discovered", &id).await?;
         match self.filter.check(&repo) {
-            Ok(()) => Ok(Some(Body::ImportRepo(import))),
+            Ok(()) => Ok(Body::ImportRepo(import).publish()),
             Err(skip) => {
                 let record = Record {
                     state: State::Skipped,
@@ -125,7 +124,8 @@ impl Discoverer {
                     projects: Vec::new(),
                 };
                 self.ledger.record(&id, &record).await?;
-                Ok(None)
+                let details = serde_json::json!({"reason": skip.to_string()});
+                Ok(event("repo.skipped", &org.run_id, &id, details))
             }
         }
     }

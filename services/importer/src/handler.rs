@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use bb2snyk_broker::{Handler, Message, Outcome, Publish};
 use bb2snyk_ledger::{Ledger, Record, State};
-use bb2snyk_messages::{Body, ImportRepo, PollImport};
+use bb2snyk_messages::{Body, ImportRepo, PollImport, event};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, JobStatus, SnykError};
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
@@ -206,10 +206,12 @@ impl Importer {
                     .filter(|p| p.success)
                     .filter_map(|p| p.project_id.clone())
                     .collect();
-                match self.ledger.record(&id, &record).await {
-                    Ok(()) => Outcome::ack(),
-                    Err(e) => Outcome::retry(format!("ledger: {e}")),
+                if let Err(e) = self.ledger.record(&id, &record).await {
+                    return Outcome::retry(format!("ledger: {e}"));
                 }
+                let details =
+                    serde_json::json!({"projects": record.projects, "job_url": poll.job_url});
+                Outcome::Ack(vec![event("import.completed", &record.run, &id, details)])
             }
             JobStatus::Failed | JobStatus::Aborted => {
                 let reason = job.failure();
@@ -240,10 +242,15 @@ impl Importer {
                     failed_jobs,
                     ..poll.import
                 });
-                Outcome::Ack(vec![Publish {
-                    delay: Some(self.policy.poll_every),
-                    ..again.publish()
-                }])
+                let details =
+                    serde_json::json!({"error": record.last_error, "failed_jobs": failed_jobs});
+                Outcome::Ack(vec![
+                    Publish {
+                        delay: Some(self.policy.poll_every),
+                        ..again.publish()
+                    },
+                    event("import.failed", &record.run, &id, details),
+                ])
             }
         }
     }

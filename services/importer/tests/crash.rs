@@ -49,6 +49,7 @@ impl Rig {
             ("BB2SNYK__REDIS__PREFIX", format!("{}:", unique("crash"))),
             ("BB2SNYK__PIPELINE__RETRY_TIERS_SECS", "1,2".into()),
             ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "4".into()),
+            ("BB2SNYK__AMQP__EXPIRES_SECS", "300".into()),
             ("BB2SNYK__PIPELINE__DRAIN_SECS", "5".into()),
             ("BB2SNYK__HTTP__TIMEOUT_SECS", "5".into()),
             // 10 Snyk calls a second after a burst of 100: the run lasts long enough to be interrupted.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bb2snyk_broker::{Handler, Message, Outcome, Publish};
 use bb2snyk_ledger::{Ledger, OrgMapping};
-use bb2snyk_messages::{Body, OrgReady, WorkspaceDiscovered};
+use bb2snyk_messages::{Body, OrgReady, WorkspaceDiscovered, event};
 use bb2snyk_snyk::{Client as Snyk, SnykError, quiet_notifications};
 use futures_util::future::BoxFuture;
 
@@ -128,6 +128,7 @@ impl OrgCreator {
         if let Err(e) = self.ledger.mark(&w.run_id, "orgs", &w.workspace).await {
             return Outcome::retry(format!("ledger: {e}"));
         }
+        let details = serde_json::json!({"org_id": mapping.org_id, "org_name": mapping.name});
         let ready = Body::OrgReady(OrgReady {
             run_id: w.run_id.clone(),
             group_id: w.group_id.clone(),
@@ -135,6 +136,9 @@ impl OrgCreator {
             org_id: mapping.org_id,
             integration_id: mapping.integration_id,
         });
-        Outcome::Ack(vec![ready.publish()])
+        Outcome::Ack(vec![
+            ready.publish(),
+            event("org.ready", &w.run_id, &w.workspace, details),
+        ])
     }
 }

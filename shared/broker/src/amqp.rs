@@ -146,6 +146,8 @@ pub struct Outgoing<'a> {
     /// The versioned message type, e.g. `repo.import.v1`.
     pub kind: &'a str,
     pub headers: FieldTable,
+    /// Refuse it when no queue would take it. Work always is; events go to whoever is listening, if anyone.
+    pub mandatory: bool,
 }
 
 /// Publishes on its own channel in confirm mode; each publish returns once the broker has the message.
@@ -206,7 +208,7 @@ impl Publisher {
             .with_app_id(self.app_id.as_str().into())
             .with_headers(message.headers.clone());
         let options = BasicPublishOptions {
-            mandatory: true,
+            mandatory: message.mandatory,
             ..BasicPublishOptions::default()
         };
         let confirm = self

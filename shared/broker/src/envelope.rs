@@ -27,6 +27,26 @@ pub struct Publish {
     pub delay: Option<Duration>,
 }
 
+/// Marks a [`Publish`] as an event rather than work.
+const EVENT: &str = "@event:";
+
+impl Publish {
+    /// An event on the events exchange under `routing_key`, for ops tools that bind a queue to it; it is
+    /// confirmed, but nobody has to be listening.
+    pub fn event(routing_key: &str, message: Message) -> Self {
+        Self {
+            queue: format!("{EVENT}{routing_key}"),
+            message,
+            delay: None,
+        }
+    }
+
+    /// The routing key, when this is an event.
+    pub fn event_key(&self) -> Option<&str> {
+        self.queue.strip_prefix(EVENT)
+    }
+}
+
 /// What became of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

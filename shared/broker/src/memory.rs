@@ -35,6 +35,9 @@ struct Queue {
     parked: Vec<(Message, String)>,
 }
 
+/// Where events go in memory: kept, in order, for the caller to read.
+const EVENTS: &str = "@events";
+
 impl Queue {
     fn new() -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
@@ -71,6 +74,11 @@ impl MemoryBroker {
             .get(queue)
             .map(|q| q.parked.clone())
             .unwrap_or_default()
+    }
+
+    /// Every event so far, with its routing key, oldest first.
+    pub fn events(&self) -> Vec<(Message, String)> {
+        self.parked(EVENTS)
     }
 
     /// Moves every parked message of `queue` back to it, attempts reset; returns how many moved.
@@ -179,6 +187,17 @@ impl Inner {
                     tokio::time::sleep(wait).await;
                     inner.send(&queue, message);
                 });
+            }
+            Settlement::Event {
+                routing_key,
+                message,
+            } => {
+                tracing::debug!(%routing_key, "event");
+                self.lock()
+                    .entry(EVENTS.to_owned())
+                    .or_insert_with(Queue::new)
+                    .parked
+                    .push((message, routing_key));
             }
             Settlement::Parked {
                 queue,

@@ -14,6 +14,11 @@ pub enum Settlement {
         tier: usize,
         message: Message,
     },
+    /// To the events exchange, under a routing key such as `import.completed`.
+    Event {
+        routing_key: String,
+        message: Message,
+    },
     /// Into a work queue's parking queue, with the reason, for a person to look at and replay.
     Parked {
         queue: String,
@@ -33,12 +38,16 @@ pub fn settle(
     match outcome {
         Outcome::Ack(publishes) => publishes
             .into_iter()
-            .map(|p| match p.delay {
-                None => Settlement::Work {
+            .map(|p| match (p.event_key(), p.delay) {
+                (Some(key), _) => Settlement::Event {
+                    routing_key: key.to_owned(),
+                    message: p.message,
+                },
+                (None, None) => Settlement::Work {
                     queue: p.queue,
                     message: p.message,
                 },
-                Some(delay) => Settlement::Later {
+                (None, Some(delay)) => Settlement::Later {
                     queue: p.queue,
                     tier: policy.tier_for_delay(delay),
                     message: p.message,

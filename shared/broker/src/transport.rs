@@ -57,7 +57,8 @@ impl AmqpBroker {
 
     /// Sends `message` to work queue `queue` and waits for the broker's confirm.
     pub async fn publish(&self, queue: &str, message: &Message) -> Result<(), BrokerError> {
-        self.send(&self.topology.work(queue), message, None).await
+        self.send("", &self.topology.work(queue), message, None)
+            .await
     }
 
     /// Sends one settlement, confirmed.
@@ -69,7 +70,7 @@ impl AmqpBroker {
                 tier,
                 message,
             } => {
-                self.send(&self.topology.retry_queue(queue, *tier), message, None)
+                self.send("", &self.topology.retry_queue(queue, *tier), message, None)
                     .await
             }
             Settlement::Parked {
@@ -78,7 +79,14 @@ impl AmqpBroker {
                 reason,
             } => {
                 tracing::warn!(%queue, message_id = %message.message_id, %reason, "parked");
-                self.send(&self.topology.parked(queue), message, Some(reason))
+                self.send("", &self.topology.parked(queue), message, Some(reason))
+                    .await
+            }
+            Settlement::Event {
+                routing_key,
+                message,
+            } => {
+                self.send(&self.topology.events(), routing_key, message, None)
                     .await
             }
         }
@@ -86,6 +94,7 @@ impl AmqpBroker {
 
     async fn send(
         &self,
+        exchange: &str,
         routing_key: &str,
         message: &Message,
         reason: Option<&str>,
@@ -101,9 +110,13 @@ impl AmqpBroker {
             correlation_id: &message.correlation_id,
             kind: &message.kind,
             headers,
+            // The default exchange routes work by queue name, and a missing queue is an error; events may
+            // have no listener.
+            mandatory: exchange.is_empty(),
         };
-        // The default exchange routes by queue name; `mandatory` turns a missing queue into an error.
-        self.publisher.publish("", routing_key, &outgoing).await
+        self.publisher
+            .publish(exchange, routing_key, &outgoing)
+            .await
     }
 
     /// Serves `handler` on work queue `queue` with `concurrency` deliveries in flight (the prefetch), until

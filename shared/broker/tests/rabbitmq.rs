@@ -43,6 +43,7 @@ async fn publish_with_confirm_and_consume_on_a_quorum_queue() {
         correlation_id: "run-1",
         kind: "repo.import.v1",
         headers,
+        mandatory: true,
     };
     publisher
         .publish("", &queue, &message)
@@ -128,6 +129,7 @@ async fn an_unroutable_publish_is_an_error_not_a_loss() {
         correlation_id: "r",
         kind: "k",
         headers: FieldTable::default(),
+        mandatory: true,
     };
     let nowhere = unique("nowhere");
     match publisher.publish("", &nowhere, &message).await {

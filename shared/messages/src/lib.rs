@@ -198,6 +198,33 @@ impl Body {
     }
 }
 
+/// A result event for ops tools (routing key `import.completed`, `import.failed`, `repo.skipped`,
+/// `org.ready`): `{"type": "<key>.v1", "run_id", "subject", ...details}`, where `subject` is the target id or
+/// the workspace.
+pub fn event(
+    routing_key: &str,
+    run_id: &str,
+    subject: &str,
+    details: serde_json::Value,
+) -> Publish {
+    let kind = format!("{routing_key}.v1");
+    let mut body = serde_json::json!({"type": kind, "run_id": run_id, "subject": subject});
+    if let (Some(body), serde_json::Value::Object(details)) = (body.as_object_mut(), details) {
+        body.extend(details);
+    }
+    let digest = Sha256::digest(format!("{kind}|{run_id}|{subject}").as_bytes());
+    Publish::event(
+        routing_key,
+        Message {
+            message_id: digest[..16].iter().map(|b| format!("{b:02x}")).collect(),
+            correlation_id: run_id.to_owned(),
+            attempt: 0,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+            kind,
+        },
+    )
+}
+
 /// A new run id: time-ordered enough to read, unique enough to never collide.
 pub fn new_run_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();

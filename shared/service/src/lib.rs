@@ -137,7 +137,7 @@ pub fn topology(settings: &Settings) -> Topology {
             tiers: settings.pipeline.retry_tiers.clone(),
             max_attempts: settings.pipeline.max_attempts,
         },
-        expires: None,
+        expires: settings.amqp.expires,
     }
 }
 

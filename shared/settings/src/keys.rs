@@ -214,6 +214,13 @@ pub const KEYS: &[Key] = &[
         help: "TCP attempts, with backoff, before RabbitMQ counts as unreachable (start-up and recovery)",
     },
     Key {
+        path: "amqp.expires_secs",
+        env: None,
+        default: None,
+        secret: false,
+        help: "queues of this deployment are deleted after this long unused (for rehearsals and tests; not in production)",
+    },
+    Key {
         path: "pipeline.retry_tiers_secs",
         env: None,
         default: Some("10,60,600,3600"),

@@ -107,6 +107,8 @@ pub struct AmqpSettings {
     pub url: SecretString,
     pub prefix: String,
     pub connect_attempts: u32,
+    /// Queues are deleted after this long unused; `None` keeps them.
+    pub expires: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +309,11 @@ impl Settings {
                     "amqp.url" => redact_url(&self.amqp.url),
                     "amqp.prefix" => self.amqp.prefix.clone(),
                     "amqp.connect_attempts" => self.amqp.connect_attempts.to_string(),
+                    "amqp.expires_secs" => self
+                        .amqp
+                        .expires
+                        .map(|d| d.as_secs().to_string())
+                        .unwrap_or_else(|| "(never)".to_owned()),
                     "pipeline.retry_tiers_secs" => self
                         .pipeline
                         .retry_tiers

@@ -101,6 +101,12 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             url: SecretString::from(r.url("amqp.url", &["amqp", "amqps"])?.to_string()),
             prefix: r.name("amqp.prefix")?,
             connect_attempts: r.number("amqp.connect_attempts", 1..=100)? as u32,
+            expires: match r.text("amqp.expires_secs")? {
+                None => None,
+                Some(_) => Some(Duration::from_secs(
+                    r.number("amqp.expires_secs", 10..=604_800)?,
+                )),
+            },
         },
         pipeline: PipelineSettings {
             retry_tiers: r.durations("pipeline.retry_tiers_secs")?,

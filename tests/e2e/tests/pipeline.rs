@@ -27,6 +27,7 @@ fn settings(sandbox: &Sandbox) -> Settings {
         ("BB2SNYK__REDIS__PREFIX", format!("{}:", unique("e2e"))),
         ("BB2SNYK__PIPELINE__RETRY_TIERS_SECS", "1,2".into()),
         ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "4".into()),
+        ("BB2SNYK__AMQP__EXPIRES_SECS", "300".into()),
         ("BB2SNYK__PIPELINE__DRAIN_SECS", "5".into()),
         ("BB2SNYK__SNYK__RATE_BUDGET", "20000".into()),
     ] {
@@ -55,6 +56,53 @@ fn fleet(settings: &Settings, shutdown: &CancellationToken) -> Vec<JoinHandle<()
         }));
     }
     tasks
+}
+
+/// A queue of the test's own, bound to every event, as an ops tool would bind one.
+async fn listen_to_events(settings: &Settings) -> (lapin::Channel, String) {
+    let connection = bb2snyk_broker::connect(&settings.amqp.url, "e2e-events", Default::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    // Kept alive by the channel's handle.
+    std::mem::forget(connection);
+    let exchange = bb2snyk_service::topology(settings).events();
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("events exchange");
+    let queue = format!("{}.ops", exchange);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("ops queue");
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bound");
+    (channel, queue)
 }
 
 /// Publishes a run request and waits until every discovered target is imported, skipped or parked.
@@ -105,6 +153,7 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
     let tasks = fleet(&settings, &shutdown);
     let truth = sandbox.stats().truth;
     assert_eq!(truth.repositories, 1200);
+    let (events_channel, events) = listen_to_events(&settings).await;
 
     let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
     let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
@@ -160,6 +209,31 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
             assert_eq!(posts, expected, "{full}");
         }
     }
+
+    // An ops tool bound to the events exchange heard every result.
+    let heard: std::sync::Mutex<HashMap<String, u64>> = Default::default();
+    let heard = wait_for("every event", Duration::from_secs(10), || async {
+        while let Ok(Some(got)) = events_channel
+            .basic_get(
+                events.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+        {
+            let key = got.delivery.routing_key.to_string();
+            *heard.lock().expect("tally").entry(key).or_default() += 1;
+        }
+        let tally = heard.lock().expect("tally").clone();
+        (tally.get("import.completed") == Some(&counts["imported"])).then_some(tally)
+    })
+    .await;
+    assert_eq!(heard["repo.skipped"], truth.empty);
+    assert_eq!(heard["org.ready"], 30);
+    assert_eq!(
+        heard["import.failed"],
+        2 * truth.poison_job,
+        "two failed jobs each before the third parks"
+    );
 
     // The same run again: nothing new is created or imported.
     let again = run_to_the_end(&settings, &sandbox, truth.repositories).await;
