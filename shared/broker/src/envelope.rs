@@ -80,3 +80,25 @@ impl Outcome {
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: Message) -> BoxFuture<'_, Outcome>;
 }
+
+/// A transport the stages run on: RabbitMQ in the services, memory in one process. Handlers and the code
+/// that starts runs are written against this, so they work on either.
+pub trait Broker: Send + Sync {
+    /// Sends `message` to work queue `queue`; returns once the transport has it (confirmed, on RabbitMQ).
+    fn publish<'a>(
+        &'a self,
+        queue: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), crate::BrokerError>>;
+
+    /// Runs `handler` on `queue`, `concurrency` deliveries at a time, until `shutdown`; in-flight deliveries
+    /// get `drain` to finish.
+    fn serve<'a>(
+        &'a self,
+        queue: &'a str,
+        handler: std::sync::Arc<dyn Handler>,
+        concurrency: u16,
+        shutdown: tokio_util::sync::CancellationToken,
+        drain: Duration,
+    ) -> BoxFuture<'a, Result<(), crate::BrokerError>>;
+}

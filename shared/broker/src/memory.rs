@@ -157,6 +157,32 @@ impl MemoryBroker {
     }
 }
 
+impl crate::Broker for MemoryBroker {
+    fn publish<'a>(
+        &'a self,
+        queue: &'a str,
+        message: &'a Message,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::BrokerError>> {
+        MemoryBroker::publish(self, queue, message.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Memory has nothing to drain to: in-flight handlers always finish.
+    fn serve<'a>(
+        &'a self,
+        queue: &'a str,
+        handler: Arc<dyn Handler>,
+        concurrency: u16,
+        shutdown: CancellationToken,
+        _drain: std::time::Duration,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::BrokerError>> {
+        Box::pin(async move {
+            MemoryBroker::serve(self, queue, handler, usize::from(concurrency), shutdown).await;
+            Ok(())
+        })
+    }
+}
+
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)

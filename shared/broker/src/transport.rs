@@ -208,6 +208,34 @@ impl AmqpBroker {
     }
 }
 
+impl crate::Broker for AmqpBroker {
+    fn publish<'a>(
+        &'a self,
+        queue: &'a str,
+        message: &'a Message,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(AmqpBroker::publish(self, queue, message))
+    }
+
+    fn serve<'a>(
+        &'a self,
+        queue: &'a str,
+        handler: Arc<dyn Handler>,
+        concurrency: u16,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(AmqpBroker::serve(
+            self,
+            queue,
+            handler,
+            concurrency,
+            shutdown,
+            drain,
+        ))
+    }
+}
+
 /// A delivery as a [`Message`]; missing properties become empty, for the handler to park.
 pub fn decode(delivery: &Delivery) -> Message {
     let p = &delivery.properties;

@@ -8,7 +8,9 @@ use std::{
     time::Duration,
 };
 
-use bb2snyk_broker::{Handler, Message, Outcome, Publish, RetryPolicy, memory::MemoryBroker};
+use bb2snyk_broker::{
+    Broker, Handler, Message, Outcome, Publish, RetryPolicy, memory::MemoryBroker,
+};
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -76,12 +78,20 @@ async fn retries_park_and_follow_ups_settle_then_the_broker_is_idle() {
         let (b, s, stop) = (broker.clone(), stage.clone(), shutdown.clone());
         async move { b.serve("work", s, 4, stop).await }
     });
+    // Through the transport-neutral trait, as `bb2snyk run` drives it.
     let sinking = tokio::spawn({
         let (b, s, stop) = (broker.clone(), sink.clone(), shutdown.clone());
-        async move { b.serve("done", s, 2, stop).await }
+        async move {
+            let transport: &dyn Broker = &b;
+            transport.serve("done", s, 2, stop, Duration::ZERO).await
+        }
     });
     for id in ["ok-1", "ok-2", "flaky-1", "bad-1", "never-1"] {
-        broker.publish("work", message(id));
+        let transport: &dyn Broker = &broker;
+        transport
+            .publish("work", &message(id))
+            .await
+            .expect("accepted");
     }
     tokio::time::timeout(Duration::from_secs(5), broker.idle())
         .await
@@ -113,5 +123,5 @@ async fn retries_park_and_follow_ups_settle_then_the_broker_is_idle() {
     );
     shutdown.cancel();
     serving.await.expect("serve ends");
-    sinking.await.expect("serve ends");
+    sinking.await.expect("serve ends").expect("served");
 }

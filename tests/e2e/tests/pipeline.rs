@@ -210,6 +210,49 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
         }
     }
 
+    // Queues are empty but for the parked poison.
+    let topology = bb2snyk_service::topology(&settings);
+    let depth = |queue: String| {
+        let channel = events_channel.clone();
+        async move {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .map(|q| u64::from(q.message_count()))
+                .unwrap_or(u64::MAX)
+        }
+    };
+    wait_for("every queue drained", Duration::from_secs(10), || async {
+        let mut waiting = 0;
+        for queue in bb2snyk_messages::QUEUES {
+            waiting += depth(topology.work(queue)).await;
+            for tier in 0..topology.retry.tiers.len() {
+                waiting += depth(topology.retry_queue(queue, tier)).await;
+            }
+        }
+        (waiting == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        depth(topology.parked(bb2snyk_messages::IMPORTER)).await,
+        truth.poison_post + truth.poison_job
+    );
+    assert_eq!(
+        depth(topology.parked(bb2snyk_messages::DISCOVERER)).await,
+        0
+    );
+    assert_eq!(
+        depth(topology.parked(bb2snyk_messages::ORG_CREATOR)).await,
+        0
+    );
+
     // An ops tool bound to the events exchange heard every result.
     let heard: std::sync::Mutex<HashMap<String, u64>> = Default::default();
     let heard = wait_for("every event", Duration::from_secs(10), || async {
