@@ -13,8 +13,7 @@ use bb2snyk_messages::{Body, DISCOVERER, RunRequested, new_run_id};
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_service::{CancellationToken, Infrastructure};
 use bb2snyk_settings::{Settings, Sources};
-use bb2snyk_test_support::{amqp_url, redis_url, unique, wait_for};
-use secrecy::ExposeSecret;
+use bb2snyk_test_support::{pipeline_env, wait_for};
 use tokio::process::{Child, Command};
 
 struct Rig {
@@ -37,27 +36,15 @@ impl Rig {
             .await
             .expect("sandbox"),
         );
-        let mut env: HashMap<String, String> = sandbox
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let mut env = pipeline_env(sandbox.env(), "crash");
         for (k, v) in [
-            ("AMQP_URL", amqp_url().expose_secret().to_owned()),
-            ("REDIS_URL", redis_url().expose_secret().to_owned()),
-            ("BB2SNYK__AMQP__PREFIX", unique("crash")),
-            ("BB2SNYK__REDIS__PREFIX", format!("{}:", unique("crash"))),
-            ("BB2SNYK__PIPELINE__RETRY_TIERS_SECS", "1,2".into()),
-            ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "4".into()),
-            ("BB2SNYK__AMQP__EXPIRES_SECS", "300".into()),
-            ("BB2SNYK__PIPELINE__DRAIN_SECS", "5".into()),
-            ("BB2SNYK__HTTP__TIMEOUT_SECS", "5".into()),
+            ("BB2SNYK__HTTP__TIMEOUT_SECS", "5"),
             // 10 Snyk calls a second after a burst of 100: the run lasts long enough to be interrupted.
-            ("BB2SNYK__SNYK__RATE_BUDGET", "100".into()),
-            ("BB2SNYK__SNYK__RATE_WINDOW_SECS", "10".into()),
-            ("RUST_LOG", "warn".into()),
+            ("BB2SNYK__SNYK__RATE_BUDGET", "100"),
+            ("BB2SNYK__SNYK__RATE_WINDOW_SECS", "10"),
+            ("RUST_LOG", "warn"),
         ] {
-            env.insert(k.to_owned(), v);
+            env.insert(k.to_owned(), v.to_owned());
         }
         let settings = bb2snyk_settings::load(&Sources {
             file: None,

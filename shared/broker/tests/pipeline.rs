@@ -1,66 +1,15 @@
 //! The pipeline's transport on the real RabbitMQ: the topology, retry tiers that come back, parking with
 //! the reason, follow-ups confirmed before the ack. Each test has its own queue prefix.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
-    time::Duration,
-};
+mod common;
 
-use bb2snyk_broker::{
-    AmqpBroker, Handler, Message, Outcome, Publish, Reconnect, RetryPolicy, Topology, connect,
-};
+use std::{sync::Arc, time::Duration};
+
+use bb2snyk_broker::{AmqpBroker, Reconnect, RetryPolicy, Topology, connect};
 use bb2snyk_test_support::{amqp_url, unique, wait_for};
-use futures_util::future::BoxFuture;
+use common::{Sink, Stage, message};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use tokio_util::sync::CancellationToken;
-
-fn message(id: &str) -> Message {
-    Message {
-        kind: "test.v1".into(),
-        message_id: id.into(),
-        correlation_id: "run-1".into(),
-        attempt: 0,
-        body: id.as_bytes().to_vec(),
-    }
-}
-
-struct Stage(AtomicU32);
-
-impl Handler for Stage {
-    fn handle(&self, m: Message) -> BoxFuture<'_, Outcome> {
-        Box::pin(async move {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            let id = m.message_id.clone();
-            if id.starts_with("ok") {
-                Outcome::Ack(vec![Publish {
-                    queue: "done".into(),
-                    message: message(&format!("{id}-next")),
-                    delay: None,
-                }])
-            } else if id.starts_with("flaky") && m.attempt < 1 {
-                Outcome::retry("503")
-            } else if id.starts_with("flaky") {
-                Outcome::ack()
-            } else if id.starts_with("bad") {
-                Outcome::park("400 Bad Request")
-            } else {
-                Outcome::retry("still failing")
-            }
-        })
-    }
-}
-
-struct Sink(AtomicU32);
-
-impl Handler for Sink {
-    fn handle(&self, _m: Message) -> BoxFuture<'_, Outcome> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Outcome::ack() })
-    }
-}
 
 #[tokio::test]
 async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
@@ -85,8 +34,8 @@ async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
     AmqpBroker::new(connection.clone(), topology.clone(), "test")
         .await
         .expect("idempotent");
-    let stage = Arc::new(Stage(AtomicU32::new(0)));
-    let sink = Arc::new(Sink(AtomicU32::new(0)));
+    let stage = Arc::new(Stage::new(1));
+    let sink = Arc::new(Sink::default());
     let shutdown = CancellationToken::new();
     let drain = Duration::from_secs(5);
     let work = tokio::spawn({
@@ -128,11 +77,11 @@ async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
     })
     .await;
     wait_for("both follow-ups", Duration::from_secs(10), || async {
-        (sink.0.load(Ordering::SeqCst) == 2).then_some(())
+        (sink.received() == 2).then_some(())
     })
     .await;
     // ok ×2, flaky twice, bad once, never three times.
-    assert_eq!(stage.0.load(Ordering::SeqCst), 2 + 2 + 1 + 3);
+    assert_eq!(stage.handled(), 2 + 2 + 1 + 3);
 
     let mut reasons = Vec::new();
     for _ in 0..2 {

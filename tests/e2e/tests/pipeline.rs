@@ -10,29 +10,12 @@ use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_service::{CancellationToken, Infrastructure};
 use bb2snyk_settings::{Settings, Sources};
 use bb2snyk_store::Store;
-use bb2snyk_test_support::{amqp_url, redis_url, unique, wait_for};
-use secrecy::ExposeSecret;
+use bb2snyk_test_support::{pipeline_env, unique, wait_for};
 use tokio::task::JoinHandle;
 
 fn settings(sandbox: &Sandbox) -> Settings {
-    let mut env: HashMap<String, String> = sandbox
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    for (k, v) in [
-        ("AMQP_URL", amqp_url().expose_secret().to_owned()),
-        ("REDIS_URL", redis_url().expose_secret().to_owned()),
-        ("BB2SNYK__AMQP__PREFIX", unique("e2e")),
-        ("BB2SNYK__REDIS__PREFIX", format!("{}:", unique("e2e"))),
-        ("BB2SNYK__PIPELINE__RETRY_TIERS_SECS", "1,2".into()),
-        ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "4".into()),
-        ("BB2SNYK__AMQP__EXPIRES_SECS", "300".into()),
-        ("BB2SNYK__PIPELINE__DRAIN_SECS", "5".into()),
-        ("BB2SNYK__SNYK__RATE_BUDGET", "20000".into()),
-    ] {
-        env.insert(k.to_owned(), v);
-    }
+    let mut env = pipeline_env(sandbox.env(), "e2e");
+    env.insert("BB2SNYK__SNYK__RATE_BUDGET".into(), "20000".into());
     bb2snyk_settings::load(&Sources { file: None, env }).expect("settings")
 }
 

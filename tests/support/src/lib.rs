@@ -230,3 +230,28 @@ fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The environment a pipeline test runs its stages with: `api` (the sandbox's variables), the local
+/// RabbitMQ and Redis under fresh names (`what` in them), short retry tiers, a short drain, and queues that
+/// expire when the test is done.
+pub fn pipeline_env(
+    api: Vec<(&'static str, String)>,
+    what: &str,
+) -> std::collections::HashMap<String, String> {
+    use secrecy::ExposeSecret;
+    let mut env: std::collections::HashMap<String, String> =
+        api.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    for (k, v) in [
+        ("AMQP_URL", amqp_url().expose_secret().to_owned()),
+        ("REDIS_URL", redis_url().expose_secret().to_owned()),
+        ("BB2SNYK__AMQP__PREFIX", unique(what)),
+        ("BB2SNYK__REDIS__PREFIX", format!("{}:", unique(what))),
+        ("BB2SNYK__AMQP__EXPIRES_SECS", "300".into()),
+        ("BB2SNYK__PIPELINE__RETRY_TIERS_SECS", "1,2".into()),
+        ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "4".into()),
+        ("BB2SNYK__PIPELINE__DRAIN_SECS", "5".into()),
+    ] {
+        env.insert(k.to_owned(), v);
+    }
+    env
+}
