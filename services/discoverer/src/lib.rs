@@ -13,8 +13,7 @@ pub use handler::Discoverer;
 /// Proves the Bitbucket credentials, then serves the discoverer's queue until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(&settings, "discoverer").await?;
-    let http = bb2snyk_http::client(&settings.http)
-        .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
+    let http = infrastructure.http.clone();
     let bitbucket = Bitbucket::from_settings(&settings, http, Some(infrastructure.store.clone()))?;
     bitbucket
         .credential()

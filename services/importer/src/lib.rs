@@ -14,8 +14,7 @@ pub use handler::{Importer, Policy};
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(&settings, "importer").await?;
     let broker = infrastructure.broker(&settings, "importer").await?;
-    let http = bb2snyk_http::client(&settings.http)
-        .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
+    let http = infrastructure.http.clone();
     let importer = Importer::new(
         Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
         Ledger::new(infrastructure.store.clone()),

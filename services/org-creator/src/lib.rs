@@ -14,8 +14,7 @@ pub use handler::OrgCreator;
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(&settings, "org-creator").await?;
     let broker = infrastructure.broker(&settings, "org-creator").await?;
-    let http = bb2snyk_http::client(&settings.http)
-        .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
+    let http = infrastructure.http.clone();
     let creator = OrgCreator {
         snyk: Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
         ledger: Ledger::new(infrastructure.store.clone()),

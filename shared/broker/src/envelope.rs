@@ -18,32 +18,42 @@ pub struct Message {
     pub body: Vec<u8>,
 }
 
-/// A message to send to a work queue (by its short name, e.g. `importer`), now or after `delay`.
+/// Where a published message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A work queue, by its short name (e.g. `importer`).
+    Queue(String),
+    /// The events exchange, under this routing key (e.g. `import.completed`), for ops tools that bind a queue
+    /// to it; the broker confirms it, but nobody has to be listening.
+    Event(String),
+}
+
+/// A message to send, now or (to a work queue) after `delay`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
-    pub queue: String,
+    pub to: Route,
     pub message: Message,
     /// Sent through the shortest retry tier at least this long (polls, pacing); `None` is at once.
     pub delay: Option<Duration>,
 }
 
-/// Marks a [`Publish`] as an event rather than work.
-const EVENT: &str = "@event:";
-
 impl Publish {
-    /// An event on the events exchange under `routing_key`, for ops tools that bind a queue to it; it is
-    /// confirmed, but nobody has to be listening.
-    pub fn event(routing_key: &str, message: Message) -> Self {
+    /// To work queue `queue`, at once.
+    pub fn to_queue(queue: impl Into<String>, message: Message) -> Self {
         Self {
-            queue: format!("{EVENT}{routing_key}"),
+            to: Route::Queue(queue.into()),
             message,
             delay: None,
         }
     }
 
-    /// The routing key, when this is an event.
-    pub fn event_key(&self) -> Option<&str> {
-        self.queue.strip_prefix(EVENT)
+    /// To the events exchange under `routing_key`.
+    pub fn event(routing_key: impl Into<String>, message: Message) -> Self {
+        Self {
+            to: Route::Event(routing_key.into()),
+            message,
+            delay: None,
+        }
     }
 }
 

@@ -14,7 +14,7 @@ mod transport;
 pub use amqp::{
     BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue,
 };
-pub use envelope::{Broker, Handler, Message, Outcome, Publish};
+pub use envelope::{Broker, Handler, Message, Outcome, Publish, Route};
 pub use settle::{Settlement, settle};
 pub use topology::{RetryPolicy, Topology};
 pub use transport::{ATTEMPT_HEADER, AmqpBroker, REASON_HEADER, decode, parked_reason};

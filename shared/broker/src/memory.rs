@@ -26,6 +26,8 @@ struct Inner {
     /// Messages sent and not yet settled, waiting in a tier included: zero means the pipeline is idle.
     pending: AtomicUsize,
     idle: Notify,
+    /// Events with their routing keys, oldest first, for the caller to read.
+    events: Mutex<Vec<(Message, String)>>,
 }
 
 #[derive(Debug)]
@@ -34,9 +36,6 @@ struct Queue {
     receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>>,
     parked: Vec<(Message, String)>,
 }
-
-/// Where events go in memory: kept, in order, for the caller to read.
-const EVENTS: &str = "@events";
 
 impl Queue {
     fn new() -> Self {
@@ -57,6 +56,7 @@ impl MemoryBroker {
                 queues: Mutex::new(HashMap::new()),
                 pending: AtomicUsize::new(0),
                 idle: Notify::new(),
+                events: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -78,7 +78,11 @@ impl MemoryBroker {
 
     /// Every event so far, with its routing key, oldest first.
     pub fn events(&self) -> Vec<(Message, String)> {
-        self.parked(EVENTS)
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Moves every parked message of `queue` back to it, attempts reset; returns how many moved.
@@ -219,10 +223,9 @@ impl Inner {
                 message,
             } => {
                 tracing::debug!(%routing_key, "event");
-                self.lock()
-                    .entry(EVENTS.to_owned())
-                    .or_insert_with(Queue::new)
-                    .parked
+                self.events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
                     .push((message, routing_key));
             }
             Settlement::Parked {

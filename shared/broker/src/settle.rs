@@ -1,7 +1,7 @@
 //! The one set of rules that turns a handler's [`Outcome`] into messages to send before the delivery is
 //! acked. Both transports follow it, so `bb2snyk run` behaves as the services do.
 
-use crate::{Message, Outcome, RetryPolicy};
+use crate::{Message, Outcome, RetryPolicy, Route};
 
 /// Where one message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +38,17 @@ pub fn settle(
     match outcome {
         Outcome::Ack(publishes) => publishes
             .into_iter()
-            .map(|p| match (p.event_key(), p.delay) {
-                (Some(key), _) => Settlement::Event {
-                    routing_key: key.to_owned(),
+            .map(|p| match (p.to, p.delay) {
+                (Route::Event(routing_key), _) => Settlement::Event {
+                    routing_key,
                     message: p.message,
                 },
-                (None, None) => Settlement::Work {
-                    queue: p.queue,
+                (Route::Queue(queue), None) => Settlement::Work {
+                    queue,
                     message: p.message,
                 },
-                (None, Some(delay)) => Settlement::Later {
-                    queue: p.queue,
+                (Route::Queue(queue), Some(delay)) => Settlement::Later {
+                    queue,
                     tier: policy.tier_for_delay(delay),
                     message: p.message,
                 },
@@ -128,9 +128,8 @@ mod tests {
     #[test]
     fn follow_ups_go_now_or_through_the_tier_that_fits_their_delay() {
         let publish = |delay| Publish {
-            queue: "importer".into(),
-            message: message(0),
             delay,
+            ..Publish::to_queue("importer", message(0))
         };
         let settled = settle(
             &RetryPolicy::default(),

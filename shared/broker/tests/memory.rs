@@ -40,6 +40,17 @@ async fn retries_park_and_follow_ups_settle_then_the_broker_is_idle() {
         .await
         .expect("the pipeline goes idle");
     assert_eq!(sink.received(), 2, "both follow-ups arrived");
+    let events: Vec<(String, String)> = broker
+        .events()
+        .into_iter()
+        .map(|(m, key)| (m.message_id, key))
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert!(
+        events
+            .iter()
+            .all(|(id, key)| id.ends_with("-done") && key == "test.done")
+    );
     // ok ×2, flaky 3 tries, bad once, never 4 tries.
     assert_eq!(stage.handled(), 2 + 3 + 1 + 4);
     let parked = broker.parked("work");

@@ -176,11 +176,7 @@ impl Body {
 
     /// A follow-up for the queue it belongs to.
     pub fn publish(&self) -> Publish {
-        Publish {
-            queue: self.queue().to_owned(),
-            message: self.to_message(),
-            delay: None,
-        }
+        Publish::to_queue(self.queue(), self.to_message())
     }
 
     /// Reads a delivery; the error is the reason to park it with.

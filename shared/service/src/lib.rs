@@ -118,11 +118,13 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// The RabbitMQ connection and the Redis store every stage works with.
+/// The RabbitMQ connection, the Redis store and the HTTP client every stage works with.
 #[derive(Debug)]
 pub struct Infrastructure {
     pub amqp: Arc<lapin::Connection>,
     pub store: Store,
+    /// The process's one HTTP client for Bitbucket and Snyk; clone it.
+    pub http: reqwest::Client,
 }
 
 /// The queues, retry tiers and parking of the pipeline, as settings name them.
@@ -156,9 +158,12 @@ impl Infrastructure {
             redis = %bb2snyk_settings::redact_url(&settings.redis.url),
             "connected to RabbitMQ and Redis"
         );
+        let http = bb2snyk_http::client(&settings.http)
+            .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             amqp: Arc::new(amqp),
             store,
+            http,
         })
     }
 

@@ -41,6 +41,26 @@ fn fleet(settings: &Settings, shutdown: &CancellationToken) -> Vec<JoinHandle<()
     tasks
 }
 
+/// Stops the fleet; every replica must end cleanly.
+async fn stop(shutdown: CancellationToken, tasks: Vec<JoinHandle<()>>) {
+    shutdown.cancel();
+    for task in tasks {
+        task.await.expect("a replica stopped cleanly");
+    }
+}
+
+async fn ledger(settings: &Settings) -> Ledger {
+    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+        .await
+        .expect("Redis");
+    Ledger::new(store)
+}
+
+/// Import POSTs beyond the first, over every repository.
+fn duplicate_imports(stats: &bb2snyk_sandbox::Stats) -> u64 {
+    stats.import_posts.values().map(|n| n - 1).sum()
+}
+
 /// A queue of the test's own, bound to every event, as an ops tool would bind one.
 async fn listen_to_events(settings: &Settings) -> (lapin::Channel, String) {
     let connection = bb2snyk_broker::connect(&settings.amqp.url, "e2e-events", Default::default())
@@ -139,10 +159,7 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
     let (events_channel, events) = listen_to_events(&settings).await;
 
     let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
-    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
-        .await
-        .expect("Redis");
-    let ledger = Ledger::new(store);
+    let ledger = ledger(&settings).await;
     let counts = ledger.counts(&run_id).await.expect("counts");
     assert_eq!(counts["skipped"], truth.empty, "empty repositories skipped");
     assert_eq!(
@@ -272,10 +289,7 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
     );
     assert_eq!(after.orgs_created, 30);
 
-    shutdown.cancel();
-    for task in tasks {
-        task.await.expect("a replica stopped cleanly");
-    }
+    stop(shutdown, tasks).await;
 }
 
 #[tokio::test]
@@ -360,10 +374,7 @@ async fn malformed_messages_are_parked_with_their_reason_and_nothing_crashes() {
             );
         }
     }
-    shutdown.cancel();
-    for task in tasks {
-        task.await.expect("no replica crashed");
-    }
+    stop(shutdown, tasks).await;
 }
 
 /// 5 % of API calls answer 5xx, and both APIs allow far less than the fleet's budgets, so 429s come in
@@ -398,10 +409,11 @@ async fn server_errors_and_429_bursts_lose_nothing() {
         "both APIs sent 429s: {:?}",
         stats.rate_limited
     );
-    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+    let counts = ledger(&settings)
         .await
-        .expect("Redis");
-    let counts = Ledger::new(store).counts(&run_id).await.expect("counts");
+        .counts(&run_id)
+        .await
+        .expect("counts");
     assert_eq!(
         counts["parked"], truth.poison_post,
         "only the poison is parked"
@@ -415,10 +427,7 @@ async fn server_errors_and_429_bursts_lose_nothing() {
         "no repository was imported twice"
     );
     assert_eq!(stats.orgs_created, 8);
-    shutdown.cancel();
-    for task in tasks {
-        task.await.expect("a replica stopped cleanly");
-    }
+    stop(shutdown, tasks).await;
 }
 
 /// Every connection of the fleet is closed by the broker mid-run (as `rabbitmqctl close_all_connections`
@@ -474,19 +483,17 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
         "the drop came mid-run ({posts_at_close} of {expected} imports)"
     );
 
-    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+    let counts = ledger(&settings)
         .await
-        .expect("Redis");
-    let counts = Ledger::new(store).counts(&run_id).await.expect("counts");
+        .counts(&run_id)
+        .await
+        .expect("counts");
     assert_eq!(counts["imported"], expected);
     let stats = sandbox.stats();
-    let duplicates: u64 = stats.import_posts.values().map(|n| n - 1).sum();
+    let duplicates = duplicate_imports(&stats);
     assert_eq!(duplicates, 0, "no repository was imported twice");
     assert_eq!(stats.orgs_created, 10);
-    shutdown.cancel();
-    for task in tasks {
-        task.await.expect("a replica stopped cleanly");
-    }
+    stop(shutdown, tasks).await;
 }
 
 /// Redis (with its append-only file, as in production) restarts mid-run: the stages wait it out, and
@@ -530,21 +537,19 @@ async fn a_redis_restart_mid_run_loses_nothing() {
         posts_at_restart < expected,
         "restarted mid-run ({posts_at_restart} of {expected})"
     );
-    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+    let counts = ledger(&settings)
         .await
-        .expect("Redis");
-    let counts = Ledger::new(store).counts(&run_id).await.expect("counts");
+        .counts(&run_id)
+        .await
+        .expect("counts");
     assert_eq!(counts["imported"], expected);
     assert_eq!(counts["parked"], 0);
     let stats = sandbox.stats();
-    let duplicates: u64 = stats.import_posts.values().map(|n| n - 1).sum();
+    let duplicates = duplicate_imports(&stats);
     assert!(
         duplicates <= 1,
         "{duplicates} duplicate imports for one restart"
     );
     assert_eq!(stats.orgs_created, 10);
-    shutdown.cancel();
-    for task in tasks {
-        task.await.expect("a replica stopped cleanly");
-    }
+    stop(shutdown, tasks).await;
 }

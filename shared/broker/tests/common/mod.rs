@@ -15,7 +15,7 @@ pub fn message(id: &str) -> Message {
     }
 }
 
-/// `ok-*` sends one follow-up to `done`; `flaky-*` asks for a retry `flaky_failures` times, then succeeds;
+/// `ok-*` sends one follow-up to `done` and a `test.done` event; `flaky-*` asks for a retry `flaky_failures` times, then succeeds;
 /// `bad-*` is parked; anything else always asks for a retry.
 pub struct Stage {
     pub handled: AtomicU32,
@@ -41,11 +41,10 @@ impl Handler for Stage {
             self.handled.fetch_add(1, Ordering::SeqCst);
             let id = m.message_id.clone();
             if id.starts_with("ok") {
-                Outcome::Ack(vec![Publish {
-                    queue: "done".into(),
-                    message: message(&format!("{id}-next")),
-                    delay: None,
-                }])
+                Outcome::Ack(vec![
+                    Publish::to_queue("done", message(&format!("{id}-next"))),
+                    Publish::event("test.done", message(&format!("{id}-done"))),
+                ])
             } else if id.starts_with("flaky") && m.attempt < self.flaky_failures {
                 Outcome::retry("503")
             } else if id.starts_with("flaky") {
