@@ -12,15 +12,23 @@ pub use handler::Discoverer;
 
 /// Proves the Bitbucket credentials, then serves the discoverer's queue until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
-    let infrastructure = Infrastructure::connect(&settings, "discoverer").await?;
+    bb2snyk_service::supervise("discoverer", &shutdown, || {
+        serve(&settings, shutdown.clone())
+    })
+    .await
+}
+
+/// One life of the service, from connecting to a clean stop or a failure.
+async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    let infrastructure = Infrastructure::connect(settings, "discoverer").await?;
     let http = infrastructure.http.clone();
-    let bitbucket = Bitbucket::from_settings(&settings, http, Some(infrastructure.store.clone()))?;
+    let bitbucket = Bitbucket::from_settings(settings, http, Some(infrastructure.store.clone()))?;
     bitbucket
         .credential()
         .authorization()
         .await
         .map_err(bitbucket_failure)?;
-    let broker = infrastructure.broker(&settings, "discoverer").await?;
+    let broker = infrastructure.broker(settings, "discoverer").await?;
     let discoverer = Discoverer {
         filter: RepoFilter::new(&settings.discovery),
         ledger: Ledger::new(infrastructure.store.clone()),

@@ -12,11 +12,16 @@ pub use handler::{Importer, Policy};
 
 /// Serves the importer's queue with `CONCURRENT_IMPORTS` deliveries in flight until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
-    let infrastructure = Infrastructure::connect(&settings, "importer").await?;
-    let broker = infrastructure.broker(&settings, "importer").await?;
+    bb2snyk_service::supervise("importer", &shutdown, || serve(&settings, shutdown.clone())).await
+}
+
+/// One life of the service, from connecting to a clean stop or a failure.
+async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    let infrastructure = Infrastructure::connect(settings, "importer").await?;
+    let broker = infrastructure.broker(settings, "importer").await?;
     let http = infrastructure.http.clone();
     let importer = Importer::new(
-        Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
+        Snyk::from_settings(settings, http, Some(infrastructure.store.clone()))?,
         Ledger::new(infrastructure.store.clone()),
         ImportOptions::default(),
         Policy {
@@ -27,6 +32,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 .first()
                 .copied()
                 .unwrap_or_default(),
+            // An import request lasts at most about two whole-request timeouts.
+            import_lock: settings.http.timeout * 2,
             ..Policy::default()
         },
     );

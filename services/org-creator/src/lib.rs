@@ -12,11 +12,19 @@ pub use handler::OrgCreator;
 
 /// Serves the org-creator's queue until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
-    let infrastructure = Infrastructure::connect(&settings, "org-creator").await?;
-    let broker = infrastructure.broker(&settings, "org-creator").await?;
+    bb2snyk_service::supervise("org-creator", &shutdown, || {
+        serve(&settings, shutdown.clone())
+    })
+    .await
+}
+
+/// One life of the service, from connecting to a clean stop or a failure.
+async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    let infrastructure = Infrastructure::connect(settings, "org-creator").await?;
+    let broker = infrastructure.broker(settings, "org-creator").await?;
     let http = infrastructure.http.clone();
     let creator = OrgCreator {
-        snyk: Snyk::from_settings(&settings, http, Some(infrastructure.store.clone()))?,
+        snyk: Snyk::from_settings(settings, http, Some(infrastructure.store.clone()))?,
         ledger: Ledger::new(infrastructure.store.clone()),
         integration_type: settings.snyk.integration_type.clone(),
         quiet_notifications: settings.snyk.quiet_notifications,

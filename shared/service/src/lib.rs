@@ -118,6 +118,40 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// Broker failures lapin could not recover from, in a row, before the service gives up (exit 4).
+const RESTARTS: u32 = 5;
+
+/// Runs `serve` until it returns without error, rebuilding everything after a broker failure that lapin's
+/// own recovery could not mend (a hard connection error, say), with backoff. An unreachable broker or any
+/// other error ends the service with its exit code, as does the sixth failure in a row.
+pub async fn supervise<F, Fut>(
+    service: &str,
+    shutdown: &CancellationToken,
+    mut serve: F,
+) -> Result<(), ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ServiceError>>,
+{
+    let mut failures = 0;
+    loop {
+        match serve().await {
+            Err(ServiceError::Broker(BrokerError::Amqp(e)))
+                if failures < RESTARTS && !shutdown.is_cancelled() =>
+            {
+                let wait = bb2snyk_http::backoff(failures, std::time::Duration::from_secs(30));
+                tracing::warn!(service, error = %e, ?wait, "the broker connection failed; starting again");
+                failures += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The RabbitMQ connection, the Redis store and the HTTP client every stage works with.
 #[derive(Debug)]
 pub struct Infrastructure {
