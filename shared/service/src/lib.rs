@@ -120,6 +120,8 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 /// Broker failures lapin could not recover from, in a row, before the service gives up (exit 4).
 const RESTARTS: u32 = 5;
+/// Serving this long before a failure counts as healthy: the failure starts a new row.
+const HEALTHY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs `serve` until it returns without error, rebuilding everything after a broker failure that lapin's
 /// own recovery could not mend (a hard connection error, say), with backoff. An unreachable broker or any
@@ -135,10 +137,15 @@ where
 {
     let mut failures = 0;
     loop {
+        let started = tokio::time::Instant::now();
         match serve().await {
             Err(ServiceError::Broker(BrokerError::Amqp(e)))
                 if failures < RESTARTS && !shutdown.is_cancelled() =>
             {
+                // A service that served for a while before failing starts a new row of failures.
+                if started.elapsed() >= HEALTHY {
+                    failures = 0;
+                }
                 let wait = bb2snyk_http::backoff(failures, std::time::Duration::from_secs(30));
                 tracing::warn!(service, error = %e, ?wait, "the broker connection failed; starting again");
                 failures += 1;
@@ -212,5 +219,85 @@ impl Infrastructure {
 
     pub async fn close(self) {
         let _ = self.amqp.close(200, "shutdown".into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn broker_failure() -> ServiceError {
+        ServiceError::Broker(BrokerError::Amqp(
+            lapin::ErrorKind::ChannelsLimitReached.into(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broker_failure_restarts_the_service_until_it_serves() {
+        let calls = AtomicU32::new(0);
+        let result = supervise("test", &CancellationToken::new(), || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0..3 => Err(broker_failure()),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sixth_failure_in_a_row_ends_the_service_with_exit_4() {
+        let calls = AtomicU32::new(0);
+        let result = supervise("test", &CancellationToken::new(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(broker_failure())
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), RESTARTS + 1);
+        assert_eq!(result.map_err(|e| e.exit_code()), Err(exit::UNAVAILABLE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_after_healthy_service_start_a_new_row() {
+        let calls = AtomicU32::new(0);
+        let result = supervise("test", &CancellationToken::new(), || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if n == 12 {
+                return Ok(());
+            }
+            // Every third life is a long healthy one.
+            if n % 3 == 2 {
+                tokio::time::sleep(HEALTHY).await;
+            }
+            Err(broker_failure())
+        })
+        .await;
+        assert!(result.is_ok(), "never {RESTARTS} failures in a row");
+        assert_eq!(calls.load(Ordering::SeqCst), 13);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_and_shutdown_are_not_restarted() {
+        let calls = AtomicU32::new(0);
+        let result = supervise("test", &CancellationToken::new(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(ServiceError::Unavailable("redis".into()))
+        })
+        .await;
+        assert!(matches!(result, Err(ServiceError::Unavailable(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let result = supervise("test", &cancelled, || async {
+            Err::<(), _>(broker_failure())
+        })
+        .await;
+        assert!(
+            result.is_err(),
+            "a failure during shutdown is reported, not retried"
+        );
     }
 }
