@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use bb2snyk_store::{Store, StoreError};
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 /// Where a target stands.
@@ -20,6 +19,14 @@ pub enum State {
     Parked,
     Skipped,
 }
+
+const STATES: [State; 5] = [
+    State::Requested,
+    State::Imported,
+    State::Failed,
+    State::Parked,
+    State::Skipped,
+];
 
 impl State {
     pub fn as_str(self) -> &'static str {
@@ -76,61 +83,29 @@ impl Ledger {
     /// Writes the target's record and files it under its state in the run's counts.
     pub async fn record(&self, target_id: &str, record: &Record) -> Result<(), StoreError> {
         self.write(&format!("target:{target_id}"), record).await?;
-        let key = |state: State| {
-            self.store
-                .key(&format!("run:{}:{}", record.run, state.as_str()))
-        };
-        let keys: Vec<String> = [
-            State::Requested,
-            State::Imported,
-            State::Failed,
-            State::Parked,
-            State::Skipped,
-        ]
-        .into_iter()
-        .map(key)
-        .collect();
-        let current = key(record.state);
-        let member = target_id.to_owned();
+        let set = |state: State| format!("run:{}:{}", record.run, state.as_str());
+        let others: Vec<String> = STATES.into_iter().map(set).collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
         self.store
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                for k in &keys {
-                    pipe.srem(k, &member).ignore();
-                }
-                pipe.sadd(&current, &member).ignore();
-                pipe.query_async::<()>(&mut c).await
-            })
+            .move_member(&others, &set(record.state), target_id)
             .await
     }
 
     /// Marks something seen in a run (`discovered`, `orgs`): the set's size is the count.
     pub async fn mark(&self, run: &str, what: &str, member: &str) -> Result<(), StoreError> {
-        let key = self.store.key(&format!("run:{run}:{what}"));
-        let member = member.to_owned();
         self.store
-            .run(|mut c| async move { c.sadd::<_, _, ()>(key, member).await })
+            .add_member(&format!("run:{run}:{what}"), member)
             .await
     }
 
     /// Every count of a run: `discovered`, `orgs`, and one per [`State`].
     pub async fn counts(&self, run: &str) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut counts = BTreeMap::new();
-        for what in [
-            "discovered",
-            "orgs",
-            "requested",
-            "imported",
-            "failed",
-            "parked",
-            "skipped",
-        ] {
-            let key = self.store.key(&format!("run:{run}:{what}"));
-            let n: u64 = self
-                .store
-                .run(|mut c| async move { c.scard(key).await })
-                .await?;
+        for what in ["discovered", "orgs"]
+            .into_iter()
+            .chain(STATES.map(State::as_str))
+        {
+            let n = self.store.count(&format!("run:{run}:{what}")).await?;
             counts.insert(what.to_owned(), n);
         }
         Ok(counts)
@@ -138,10 +113,7 @@ impl Ledger {
 
     /// Members of a run's set, e.g. the targets parked.
     pub async fn members(&self, run: &str, what: &str) -> Result<Vec<String>, StoreError> {
-        let key = self.store.key(&format!("run:{run}:{what}"));
-        self.store
-            .run(|mut c| async move { c.smembers(key).await })
-            .await
+        self.store.members(&format!("run:{run}:{what}")).await
     }
 
     pub async fn org(
@@ -175,9 +147,6 @@ impl Ledger {
 
     async fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
         let raw = serde_json::to_vec(value).unwrap_or_default();
-        let key = self.store.key(name);
-        self.store
-            .run(|mut c| async move { c.set::<_, _, ()>(key, raw).await })
-            .await
+        self.store.set(name, &raw, None).await
     }
 }

@@ -97,8 +97,9 @@ struct Local {
 }
 
 impl Budget {
-    /// `store: None` paces this process alone.
+    /// `store: None` (or an in-process store) paces this process alone.
     pub fn new(store: Option<Store>, config: BudgetConfig) -> Self {
+        let store = store.filter(Store::is_shared);
         // The tag in braces keeps both keys of the script in one Redis Cluster slot.
         let tag = format!("{{{}:{}}}", config.api, config.credential);
         Self {

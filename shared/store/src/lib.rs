@@ -8,6 +8,7 @@
 
 mod budget;
 mod health;
+mod memory;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -28,19 +29,29 @@ pub enum StoreError {
     Command(#[from] redis::RedisError),
     #[error("Redis is unavailable; working from in-process state until it is back")]
     Degraded,
+    #[error("this command needs Redis; the in-process store cannot run it")]
+    NotShared,
 }
 
 #[derive(Clone)]
 pub struct Store {
-    connection: ConnectionManager,
+    backend: Backend,
     prefix: String,
     health: Arc<Health>,
+}
+
+/// Redis for a fleet; a map in this process for the embedded `bb2snyk run` and `import`.
+#[derive(Clone)]
+enum Backend {
+    Redis(ConnectionManager),
+    Memory(Arc<memory::Memory>),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("prefix", &self.prefix)
+            .field("shared", &self.is_shared())
             .finish_non_exhaustive()
     }
 }
@@ -66,10 +77,24 @@ impl Store {
             .await
             .map_err(unreachable)?;
         Ok(Self {
-            connection,
+            backend: Backend::Redis(connection),
             prefix: prefix.to_owned(),
             health: Arc::new(Health::default()),
         })
+    }
+
+    /// A store in this process only: same commands, nothing shared, nothing kept after exit.
+    pub fn memory() -> Self {
+        Self {
+            backend: Backend::Memory(Arc::default()),
+            prefix: String::new(),
+            health: Arc::new(Health::default()),
+        }
+    }
+
+    /// True on Redis: what this store holds is seen by every replica.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
     }
 
     /// The full key for `name`.
@@ -91,16 +116,20 @@ impl Store {
         self.health.is_resting()
     }
 
-    /// Runs one command (or script) on the shared connection, through the health guard.
+    /// Runs one command (or script) on the shared connection, through the health guard. Redis only: an
+    /// in-process store answers [`StoreError::NotShared`], and its callers keep their own state.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        let Backend::Redis(connection) = &self.backend else {
+            return Err(StoreError::NotShared);
+        };
         if self.health.is_resting() {
             return Err(StoreError::Degraded);
         }
-        match command(self.connection.clone()).await {
+        match command(connection.clone()).await {
             Ok(value) => {
                 self.health.succeeded();
                 Ok(value)
@@ -113,19 +142,40 @@ impl Store {
         }
     }
 
-    /// `SET key value PX ttl`.
-    pub async fn set_px(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    /// The in-process map, when this store is one.
+    fn local(&self) -> Option<memory::Keys<'_>> {
+        match &self.backend {
+            Backend::Memory(memory) => Some(memory.keys()),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// `SET key value [PX ttl]`.
+    pub async fn set(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
         let key = self.key(name);
+        if let Some(mut keys) = self.local() {
+            keys.set(&key, value, ttl);
+            return Ok(());
+        }
         self.run(|mut c| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(millis(ttl))
-                .query_async(&mut c)
-                .await
+            let mut set = redis::cmd("SET");
+            set.arg(key).arg(value);
+            if let Some(ttl) = ttl {
+                set.arg("PX").arg(millis(ttl));
+            }
+            set.query_async(&mut c).await
         })
         .await
+    }
+
+    /// `SET key value PX ttl`.
+    pub async fn set_px(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.set(name, value, Some(ttl)).await
     }
 
     /// `SET key value NX PX ttl`: true when this call set it.
@@ -136,6 +186,9 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let key = self.key(name);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.set_nx(&key, value, ttl));
+        }
         let answer: Option<String> = self
             .run(|mut c| async move {
                 redis::cmd("SET")
@@ -153,18 +206,27 @@ impl Store {
 
     pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.key(name);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.get(&key));
+        }
         self.run(|mut c| async move { c.get(key).await }).await
     }
 
     /// Milliseconds the key has left; `None` when it is gone or has no expiry.
     pub async fn ttl(&self, name: &str) -> Result<Option<Duration>, StoreError> {
         let key = self.key(name);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.ttl(&key));
+        }
         let millis: i64 = self.run(|mut c| async move { c.pttl(key).await }).await?;
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
     }
 
     pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
         let key = self.key(name);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.delete(&key));
+        }
         let removed: u64 = self.run(|mut c| async move { c.del(key).await }).await?;
         Ok(removed > 0)
     }
@@ -176,6 +238,9 @@ impl Store {
         expected: &[u8],
     ) -> Result<bool, StoreError> {
         let key = self.key(name);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.compare_and_delete(&key, expected));
+        }
         let removed: u64 = self
             .run(|mut c| async move {
                 redis::Script::new(COMPARE_AND_DELETE)
@@ -186,6 +251,59 @@ impl Store {
             })
             .await?;
         Ok(removed > 0)
+    }
+
+    /// `SADD`.
+    pub async fn add_member(&self, set: &str, member: &str) -> Result<(), StoreError> {
+        self.move_member(&[], set, member).await
+    }
+
+    /// Takes `member` out of every set in `from` and adds it to `to`, in one step.
+    pub async fn move_member(
+        &self,
+        from: &[&str],
+        to: &str,
+        member: &str,
+    ) -> Result<(), StoreError> {
+        let from: Vec<String> = from.iter().map(|name| self.key(name)).collect();
+        let to = self.key(to);
+        if let Some(mut keys) = self.local() {
+            for key in &from {
+                keys.remove(key, member);
+            }
+            keys.add(&to, member);
+            return Ok(());
+        }
+        let member = member.to_owned();
+        self.run(|mut c| async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for key in &from {
+                pipe.srem(key, &member).ignore();
+            }
+            pipe.sadd(&to, &member).ignore();
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    /// `SMEMBERS`.
+    pub async fn members(&self, set: &str) -> Result<Vec<String>, StoreError> {
+        let key = self.key(set);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.members(&key));
+        }
+        self.run(|mut c| async move { c.smembers(key).await })
+            .await
+    }
+
+    /// `SCARD`.
+    pub async fn count(&self, set: &str) -> Result<u64, StoreError> {
+        let key = self.key(set);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.len(&key));
+        }
+        self.run(|mut c| async move { c.scard(key).await }).await
     }
 }
 

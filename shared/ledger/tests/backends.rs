@@ -1,15 +1,23 @@
-//! The ledger on real Redis, under a prefix of its own.
+//! The ledger on real Redis, under a prefix of its own, and on the in-process store: the same behaviour.
 
 use bb2snyk_ledger::{Ledger, OrgMapping, Record, State};
 use bb2snyk_store::Store;
 use bb2snyk_test_support::{redis_url, unique};
 
 #[tokio::test]
-async fn records_move_between_states_and_counts_stay_exact() {
+async fn on_redis_records_move_between_states_and_counts_stay_exact() {
     let store = Store::connect(&redis_url(), &format!("{}:", unique("ledger")))
         .await
         .expect("Redis");
-    let ledger = Ledger::new(store);
+    records_move_between_states_and_counts_stay_exact(Ledger::new(store)).await;
+}
+
+#[tokio::test]
+async fn in_process_records_move_between_states_and_counts_stay_exact() {
+    records_move_between_states_and_counts_stay_exact(Ledger::new(Store::memory())).await;
+}
+
+async fn records_move_between_states_and_counts_stay_exact(ledger: Ledger) {
     assert_eq!(
         ledger.target("o:i:api:acme:main").await.expect("read"),
         None
