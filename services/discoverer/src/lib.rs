@@ -8,6 +8,7 @@ use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter};
 use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
+use bb2snyk_store::Store;
 pub use handler::Discoverer;
 
 /// Proves the Bitbucket credentials, then serves the discoverer's queue until `shutdown`.
@@ -21,19 +22,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 /// One life of the service, from connecting to a clean stop or a failure.
 async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(settings, "discoverer").await?;
-    let http = infrastructure.http.clone();
-    let bitbucket = Bitbucket::from_settings(settings, http, Some(infrastructure.store.clone()))?;
-    bitbucket
+    let discoverer = discoverer(
+        settings,
+        infrastructure.http.clone(),
+        infrastructure.store.clone(),
+    )?;
+    discoverer
+        .bitbucket
         .credential()
         .authorization()
         .await
         .map_err(bitbucket_failure)?;
     let broker = infrastructure.broker(settings, "discoverer").await?;
-    let discoverer = Discoverer {
-        filter: RepoFilter::new(&settings.discovery),
-        ledger: Ledger::new(infrastructure.store.clone()),
-        bitbucket,
-    };
     tracing::info!(
         credential = discoverer.bitbucket.credential().what(),
         "discoverer ready"
@@ -52,10 +52,23 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
 }
 
 /// Credential problems exit 3, everything else (network, Bitbucket down) exits 4.
-fn bitbucket_failure(e: BitbucketError) -> ServiceError {
+pub fn bitbucket_failure(e: BitbucketError) -> ServiceError {
     if e.is_credentials() {
         ServiceError::Credentials(e.to_string())
     } else {
         ServiceError::Unavailable(e.to_string())
     }
+}
+
+/// The discoverer's handler, on Redis for a fleet or on an in-process store for `bb2snyk run`.
+pub fn discoverer(
+    settings: &Settings,
+    http: reqwest::Client,
+    store: Store,
+) -> Result<Discoverer, ServiceError> {
+    Ok(Discoverer {
+        filter: RepoFilter::new(&settings.discovery),
+        bitbucket: Bitbucket::from_settings(settings, http, Some(store.clone()))?,
+        ledger: Ledger::new(store),
+    })
 }

@@ -164,7 +164,13 @@ impl Importer {
             }
             tokio::time::sleep(bb2snyk_http::backoff(tries, Duration::from_secs(5))).await;
         }
-        Outcome::Ack(vec![self.poll_later(import, job_url, 0)])
+        let requested = event(
+            "import.requested",
+            &import.run_id,
+            id,
+            about(&import, serde_json::json!({"job_url": job_url})),
+        );
+        Outcome::Ack(vec![self.poll_later(import, job_url, 0), requested])
     }
 
     async fn poll(&self, poll: PollImport) -> Outcome {
@@ -209,8 +215,10 @@ impl Importer {
                 if let Err(e) = self.ledger.record(&id, &record).await {
                     return Outcome::retry(format!("ledger: {e}"));
                 }
-                let details =
-                    serde_json::json!({"projects": record.projects, "job_url": poll.job_url});
+                let details = about(
+                    &poll.import,
+                    serde_json::json!({"projects": record.projects, "job_url": poll.job_url}),
+                );
                 Outcome::Ack(vec![event("import.completed", &record.run, &id, details)])
             }
             JobStatus::Failed | JobStatus::Aborted => {
@@ -238,12 +246,14 @@ impl Importer {
                 if let Err(e) = self.ledger.record(&id, &record).await {
                     return Outcome::retry(format!("ledger: {e}"));
                 }
+                let details = about(
+                    &poll.import,
+                    serde_json::json!({"error": record.last_error, "failed_jobs": failed_jobs}),
+                );
                 let again = Body::ImportRepo(ImportRepo {
                     failed_jobs,
                     ..poll.import
                 });
-                let details =
-                    serde_json::json!({"error": record.last_error, "failed_jobs": failed_jobs});
                 Outcome::Ack(vec![
                     Publish {
                         delay: Some(self.policy.poll_every),
@@ -291,4 +301,17 @@ impl Importer {
             Err(e) => Outcome::retry(format!("ledger: {e}")),
         }
     }
+}
+
+/// An event's details about the target it concerns, so ops tools (and `bb2snyk import`'s logs) need no lookup.
+fn about(import: &ImportRepo, mut details: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(map) = &mut details {
+        map.insert("org_id".into(), import.org_id.clone().into());
+        map.insert("integration_id".into(), import.integration_id.clone().into());
+        map.insert(
+            "target".into(),
+            serde_json::to_value(&import.target).unwrap_or_default(),
+        );
+    }
+    details
 }

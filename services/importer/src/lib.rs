@@ -8,6 +8,7 @@ use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::{Client as Snyk, ImportOptions};
+use bb2snyk_store::Store;
 pub use handler::{Importer, Policy};
 
 /// Serves the importer's queue with `CONCURRENT_IMPORTS` deliveries in flight until `shutdown`.
@@ -19,24 +20,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(settings, "importer").await?;
     let broker = infrastructure.broker(settings, "importer").await?;
-    let http = infrastructure.http.clone();
-    let importer = Importer::new(
-        Snyk::from_settings(settings, http, Some(infrastructure.store.clone()))?,
-        Ledger::new(infrastructure.store.clone()),
-        ImportOptions::default(),
-        Policy {
-            // Polls wait in the shortest retry tier.
-            poll_every: settings
-                .pipeline
-                .retry_tiers
-                .first()
-                .copied()
-                .unwrap_or_default(),
-            // An import request lasts at most about two whole-request timeouts.
-            import_lock: settings.http.timeout * 2,
-            ..Policy::default()
-        },
-    );
+    let importer = importer(
+        settings,
+        infrastructure.http.clone(),
+        infrastructure.store.clone(),
+    )?;
     tracing::info!("importer ready");
     let concurrency = u16::try_from(settings.import.concurrent_imports).unwrap_or(u16::MAX);
     let served = broker
@@ -50,4 +38,29 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         .await;
     infrastructure.close().await;
     Ok(served?)
+}
+
+/// The importer's handler, on Redis for a fleet or on an in-process store for `bb2snyk run` and `import`.
+pub fn importer(
+    settings: &Settings,
+    http: reqwest::Client,
+    store: Store,
+) -> Result<Importer, ServiceError> {
+    Ok(Importer::new(
+        Snyk::from_settings(settings, http, Some(store.clone()))?,
+        Ledger::new(store),
+        ImportOptions::default(),
+        Policy {
+            // Polls wait in the shortest retry tier.
+            poll_every: settings
+                .pipeline
+                .retry_tiers
+                .first()
+                .copied()
+                .unwrap_or_default(),
+            // An import request lasts at most about two whole-request timeouts.
+            import_lock: settings.http.timeout * 2,
+            ..Policy::default()
+        },
+    ))
 }

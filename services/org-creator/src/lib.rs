@@ -8,6 +8,7 @@ use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::Client as Snyk;
+use bb2snyk_store::Store;
 pub use handler::OrgCreator;
 
 /// Serves the org-creator's queue until `shutdown`.
@@ -22,13 +23,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let infrastructure = Infrastructure::connect(settings, "org-creator").await?;
     let broker = infrastructure.broker(settings, "org-creator").await?;
-    let http = infrastructure.http.clone();
-    let creator = OrgCreator {
-        snyk: Snyk::from_settings(settings, http, Some(infrastructure.store.clone()))?,
-        ledger: Ledger::new(infrastructure.store.clone()),
-        integration_type: settings.snyk.integration_type.clone(),
-        quiet_notifications: settings.snyk.quiet_notifications,
-    };
+    let creator = org_creator(
+        settings,
+        infrastructure.http.clone(),
+        infrastructure.store.clone(),
+    )?;
     tracing::info!("org-creator ready");
     let served = broker
         .serve(
@@ -41,4 +40,18 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         .await;
     infrastructure.close().await;
     Ok(served?)
+}
+
+/// The org-creator's handler, on Redis for a fleet or on an in-process store for `bb2snyk run`.
+pub fn org_creator(
+    settings: &Settings,
+    http: reqwest::Client,
+    store: Store,
+) -> Result<OrgCreator, ServiceError> {
+    Ok(OrgCreator {
+        snyk: Snyk::from_settings(settings, http, Some(store.clone()))?,
+        ledger: Ledger::new(store),
+        integration_type: settings.snyk.integration_type.clone(),
+        quiet_notifications: settings.snyk.quiet_notifications,
+    })
 }

@@ -293,8 +293,7 @@ impl Store {
         if let Some(mut keys) = self.local() {
             return Ok(keys.members(&key));
         }
-        self.run(|mut c| async move { c.smembers(key).await })
-            .await
+        self.run(|mut c| async move { c.smembers(key).await }).await
     }
 
     /// `SCARD`.

@@ -136,7 +136,10 @@ mod tests {
         assert_eq!(keys.get("gone"), None);
         assert!(!keys.delete("gone"));
         assert!(keys.set_nx("gone", b"y", Duration::from_secs(1)));
-        assert!(keys.ttl("gone").is_some_and(|t| t <= Duration::from_secs(1)));
+        assert!(
+            keys.ttl("gone")
+                .is_some_and(|t| t <= Duration::from_secs(1))
+        );
     }
 
     #[test]
