@@ -85,6 +85,17 @@ impl MemoryBroker {
             .clone()
     }
 
+    /// Takes the events heard since the last call, oldest first.
+    pub fn take_events(&self) -> Vec<(Message, String)> {
+        std::mem::take(
+            &mut *self
+                .inner
+                .events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
     /// Moves every parked message of `queue` back to it, attempts reset; returns how many moved.
     pub fn replay(&self, queue: &str) -> usize {
         let parked = self

@@ -228,6 +228,13 @@ pub const KEYS: &[Key] = &[
         help: "waits before each retry of a message, in seconds, comma-separated; the last repeats",
     },
     Key {
+        path: "pipeline.embedded_retry_tiers_secs",
+        env: None,
+        default: Some("2,10,30"),
+        secret: false,
+        help: "retry waits for the one-process commands (run, import, demo), so they end in minutes; what still fails is retried by the next run",
+    },
+    Key {
         path: "pipeline.max_attempts",
         env: None,
         default: Some("6"),

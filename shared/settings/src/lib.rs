@@ -115,6 +115,8 @@ pub struct AmqpSettings {
 pub struct PipelineSettings {
     /// Waits before retry 1, 2, ...; the last repeats.
     pub retry_tiers: Vec<Duration>,
+    /// The tiers `bb2snyk run`, `import` and `demo` use instead.
+    pub embedded_retry_tiers: Vec<Duration>,
     pub max_attempts: u32,
     pub drain: Duration,
 }
@@ -314,13 +316,10 @@ impl Settings {
                         .expires
                         .map(|d| d.as_secs().to_string())
                         .unwrap_or_else(|| "(never)".to_owned()),
-                    "pipeline.retry_tiers_secs" => self
-                        .pipeline
-                        .retry_tiers
-                        .iter()
-                        .map(|d| d.as_secs().to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    "pipeline.retry_tiers_secs" => seconds(&self.pipeline.retry_tiers),
+                    "pipeline.embedded_retry_tiers_secs" => {
+                        seconds(&self.pipeline.embedded_retry_tiers)
+                    }
                     "pipeline.max_attempts" => self.pipeline.max_attempts.to_string(),
                     "pipeline.drain_secs" => self.pipeline.drain.as_secs().to_string(),
                     "redis.url" => redact_url(&self.redis.url),
@@ -335,4 +334,13 @@ impl Settings {
             })
             .collect()
     }
+}
+
+/// Durations as the comma-separated seconds they were set with.
+fn seconds(tiers: &[Duration]) -> String {
+    tiers
+        .iter()
+        .map(|d| d.as_secs().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

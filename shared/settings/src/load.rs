@@ -110,6 +110,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
         },
         pipeline: PipelineSettings {
             retry_tiers: r.durations("pipeline.retry_tiers_secs")?,
+            embedded_retry_tiers: r.durations("pipeline.embedded_retry_tiers_secs")?,
             max_attempts: r.number("pipeline.max_attempts", 1..=100)? as u32,
             drain: Duration::from_secs(r.number("pipeline.drain_secs", 1..=3600)?),
         },

@@ -26,8 +26,13 @@ impl Format {
 /// The filter from `RUST_LOG`, or `info` when it is unset or unusable; `DEBUG` naming snyk (or `*`) adds
 /// debug for every bb2snyk target.
 pub fn filter(rust_log: Option<&str>, debug: Option<&str>) -> EnvFilter {
-    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
-    let mut filter = EnvFilter::try_new(base).unwrap_or_else(|_| EnvFilter::new("info"));
+    filter_or(rust_log, debug, "info")
+}
+
+/// [`filter`], with `default` when `RUST_LOG` is unset.
+fn filter_or(rust_log: Option<&str>, debug: Option<&str>, default: &str) -> EnvFilter {
+    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or(default);
+    let mut filter = EnvFilter::try_new(base).unwrap_or_else(|_| EnvFilter::new(default));
     if debug.is_some_and(debug_wants_snyk)
         && let Ok(directive) = "bb2snyk=debug".parse()
     {
@@ -77,9 +82,19 @@ where
 
 /// Installs the process-wide subscriber from `RUST_LOG`, `DEBUG` and `BB2SNYK_LOG_FORMAT`. Call once, first.
 pub fn init() {
+    init_or("info");
+}
+
+/// [`init`] for commands a person watches: without `RUST_LOG`, only warnings and errors are logged,
+/// so their own output stays readable.
+pub fn init_quiet() {
+    init_or("warn");
+}
+
+fn init_or(default: &str) {
     let var = |name: &str| std::env::var(name).ok();
     let format = Format::from_env_value(var("BB2SNYK_LOG_FORMAT").as_deref());
-    let filter = filter(var("RUST_LOG").as_deref(), var("DEBUG").as_deref());
+    let filter = filter_or(var("RUST_LOG").as_deref(), var("DEBUG").as_deref(), default);
     let ansi = std::io::stderr().is_terminal();
     // Only fails when a subscriber is already installed, which leaves logging working.
     let _ =

@@ -1,0 +1,287 @@
+//! The command line: snyk-api-import's verbs and camelCase flags (each with a kebab-case alias), and ours.
+
+use std::path::PathBuf;
+
+use bb2snyk_settings::{Need, Settings};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::Failure;
+
+/// Brings every repository of a Bitbucket Cloud tenant into Snyk.
+///
+/// Start with `bb2snyk demo` to see the whole flow against a simulated tenant, `bb2snyk doctor` to check a
+/// real one, then `bb2snyk run --groupId=G` (one process) or the services with `bb2snyk discover`.
+#[derive(Debug, Parser)]
+#[command(name = "bb2snyk", version)]
+pub struct Cli {
+    /// TOML settings file (see config/example.toml); also BB2SNYK_CONFIG.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every setting with the value in force (secrets as set or not set), and check that what the
+    /// pipeline needs is there: exits 2 naming the first missing variable.
+    Config,
+    /// Step 1: list every Bitbucket workspace into group-<G>-bitbucket-cloud-app-orgs.json.
+    #[command(name = "orgs:data")]
+    OrgsData(OrgsDataArgs),
+    /// Step 2: ensure one Snyk org per workspace (an existing name is reused) into snyk-created-orgs.json.
+    #[command(name = "orgs:create")]
+    OrgsCreate(OrgsCreateArgs),
+    /// Step 3: list every repository of each org's workspace into bitbucket-cloud-app-import-targets.json.
+    #[command(name = "import:data")]
+    ImportData(ImportDataArgs),
+    /// Step 4: import the targets, skipping those in imported-targets.log; exits 1 when some failed.
+    Import(ImportArgs),
+    /// The whole pipeline in this process, no RabbitMQ or Redis needed; a second run skips what is done.
+    Run(RunArgs),
+    /// Start a simulated Bitbucket and Snyk in this process and `run` against a generated tenant.
+    Demo(DemoArgs),
+    /// Ask the services (on RabbitMQ) to import a group: publishes a run request and prints its run id.
+    Discover(DiscoverArgs),
+    /// Queues, parked messages and their reasons, and a run's progress, from RabbitMQ and Redis.
+    Status(StatusArgs),
+    /// Move parked messages back to their work queue, attempts reset.
+    Replay(ReplayArgs),
+    /// Check configuration, credentials, scopes, Snyk and the infrastructure, one line each, with the fix.
+    Doctor(DoctorArgs),
+}
+
+/// The source systems snyk-api-import knows; bb2snyk speaks the Bitbucket Cloud App one.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Source {
+    #[value(name = "bitbucket-cloud-app")]
+    BitbucketCloudApp,
+}
+
+#[derive(Debug, Args)]
+pub struct OrgsDataArgs {
+    #[arg(long, value_enum)]
+    pub source: Source,
+    /// The Snyk group the orgs will belong to.
+    #[arg(long = "groupId", alias = "group-id")]
+    pub group_id: String,
+    /// A template org whose settings and integrations new orgs copy.
+    #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
+    pub source_org_public_id: Option<String>,
+    /// Leave out workspaces without repositories.
+    #[arg(long = "skipEmptyOrgs", alias = "skip-empty-orgs")]
+    pub skip_empty_orgs: bool,
+    /// Bitbucket API base, as snyk-api-import reads it (else BITBUCKET_APP_API_BASE).
+    #[arg(long = "sourceUrl", alias = "source-url")]
+    pub source_url: Option<url::Url>,
+}
+
+impl OrgsDataArgs {
+    pub fn apply(&self, mut settings: Settings) -> Result<Settings, Failure> {
+        if let Some(url) = &self.source_url {
+            settings.bitbucket.api_base = url.clone();
+        }
+        Ok(settings)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct OrgsCreateArgs {
+    /// The orgs file written by orgs:data.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Accepted for compatibility: bb2snyk never creates a second org with an existing name unless
+    /// --allowDuplicateNames is given.
+    #[arg(long = "noDuplicateNames", alias = "no-duplicate-names")]
+    pub no_duplicate_names: bool,
+    /// Create an org even when one of that name exists (snyk-api-import's old default).
+    #[arg(
+        long = "allowDuplicateNames",
+        alias = "allow-duplicate-names",
+        conflicts_with = "no_duplicate_names"
+    )]
+    pub allow_duplicate_names: bool,
+    /// List only the orgs created by this call in snyk-created-orgs.json, not the existing ones reused.
+    #[arg(
+        long = "no-includeExistingOrgsInOutput",
+        alias = "no-include-existing-orgs-in-output"
+    )]
+    pub no_include_existing: bool,
+    /// The default: existing orgs are listed too.
+    #[arg(
+        long = "includeExistingOrgsInOutput",
+        alias = "include-existing-orgs-in-output",
+        conflicts_with = "no_include_existing"
+    )]
+    pub include_existing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportDataArgs {
+    /// The created-orgs file written by orgs:create.
+    #[arg(long = "orgsData", alias = "orgs-data")]
+    pub orgs_data: PathBuf,
+    #[arg(long, value_enum)]
+    pub source: Source,
+    /// Bitbucket API base (else BITBUCKET_APP_API_BASE).
+    #[arg(long = "sourceUrl", alias = "source-url")]
+    pub source_url: Option<url::Url>,
+    #[command(flatten)]
+    pub filters: Filters,
+}
+
+impl ImportDataArgs {
+    pub fn apply(&self, settings: Settings) -> Result<Settings, Failure> {
+        let mut settings = self.filters.apply(settings)?;
+        if let Some(url) = &self.source_url {
+            settings.bitbucket.api_base = url.clone();
+        }
+        Ok(settings)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The targets file (else SNYK_IMPORT_PATH: a .json file, or a directory holding import-projects.json).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+/// Which repositories to import; each overrides its `discovery.*` setting.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Filters {
+    /// Skip forks (repositories with a parent).
+    #[arg(long = "excludeForks", alias = "exclude-forks")]
+    pub exclude_forks: bool,
+    /// Import only repository slugs matching one of these globs (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pub include: Vec<String>,
+    /// Skip repository slugs matching any of these globs.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Import only repositories in these Bitbucket projects, by key.
+    #[arg(long = "projectKeys", alias = "project-keys", value_delimiter = ',')]
+    pub project_keys: Vec<String>,
+    /// Import only repositories updated on or after this date (YYYY-MM-DD).
+    #[arg(long = "updatedSince", alias = "updated-since", value_parser = date)]
+    pub updated_since: Option<String>,
+}
+
+fn date(value: &str) -> Result<String, String> {
+    let ok = value.len() == 10
+        && value
+            .chars()
+            .enumerate()
+            .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+    ok.then(|| value.to_owned())
+        .ok_or_else(|| format!("{value:?} is not a date like 2026-01-31"))
+}
+
+impl Filters {
+    pub fn apply(&self, mut settings: Settings) -> Result<Settings, Failure> {
+        let d = &mut settings.discovery;
+        d.exclude_forks |= self.exclude_forks;
+        if !self.include.is_empty() {
+            d.include = self.include.clone();
+        }
+        if !self.exclude.is_empty() {
+            d.exclude = self.exclude.clone();
+        }
+        if !self.project_keys.is_empty() {
+            d.project_keys = self.project_keys.clone();
+        }
+        if self.updated_since.is_some() {
+            d.updated_since = self.updated_since.clone();
+        }
+        Ok(settings)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The Snyk group to import into.
+    #[arg(long = "groupId", alias = "group-id")]
+    pub group_id: String,
+    /// A template org whose settings and integrations new orgs copy.
+    #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
+    pub source_org_public_id: Option<String>,
+    #[command(flatten)]
+    pub filters: Filters,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Workspaces in the generated tenant.
+    #[arg(long, default_value_t = 5)]
+    pub workspaces: usize,
+    /// Repositories per workspace.
+    #[arg(long, default_value_t = 8)]
+    pub repos: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The Snyk group to import into.
+    #[arg(long = "groupId", alias = "group-id")]
+    pub group_id: String,
+    /// A template org whose settings and integrations new orgs copy.
+    #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
+    pub source_org_public_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also show this run's counts from the ledger in Redis.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print again every few seconds until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Exit 1 when anything is parked (for cron and alerting).
+    #[arg(long = "fail-on-parked", alias = "failOnParked")]
+    pub fail_on_parked: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Only messages of this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Only this work queue's parking (discoverer, org-creator, importer); all three by default.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only messages whose JSON body has this field value (e.g. workspace=acme, target.name=api); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Move at most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Show what would move; move nothing.
+    #[arg(long = "dry-run", alias = "dryRun")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check that this Snyk group is reachable with SNYK_TOKEN.
+    #[arg(long = "groupId", alias = "group-id")]
+    pub group_id: Option<String>,
+    /// Check that this template org has the Bitbucket Cloud App integration.
+    #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
+    pub source_org_public_id: Option<String>,
+    /// Also check RabbitMQ and Redis (on by default when AMQP_URL or REDIS_URL is set).
+    #[arg(long)]
+    pub fleet: bool,
+}
+
+/// `bb2snyk config`.
+pub fn config(settings: &Settings) -> Result<(), Failure> {
+    for (key, value) in settings.describe() {
+        println!("{:<36} {:<40} {}", key.path, value, key.env.unwrap_or(""));
+    }
+    settings.require(&[Need::SnykToken, Need::BitbucketCredentials])?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! `bb2snyk doctor`: every prerequisite checked in order, one line each, with the fix when one fails. A
+//! check that needs an earlier one to pass is skipped when it did not.
+
+use bb2snyk_bitbucket::{Bitbucket, Consumer, RepoFilter};
+use bb2snyk_settings::{BitbucketAuth, Need, Settings};
+use bb2snyk_snyk::Client as Snyk;
+use bb2snyk_store::Store;
+
+use crate::{Failure, cli::DoctorArgs};
+
+/// Scopes the pipeline uses: workspaces (account) and repositories (repository).
+const SCOPES: [&str; 2] = ["account", "repository"];
+
+struct Report {
+    first_failure: Option<Failure>,
+}
+
+impl Report {
+    fn line(&mut self, what: &str, result: Result<String, Failure>) -> bool {
+        match result {
+            Ok(detail) => {
+                println!("ok    {what}: {detail}");
+                true
+            }
+            Err(e) => {
+                println!("FAIL  {what}: {e}");
+                self.first_failure.get_or_insert(e);
+                false
+            }
+        }
+    }
+
+    fn skip(&self, what: &str, because: &str) {
+        println!("skip  {what}: needs {because}");
+    }
+}
+
+pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failure> {
+    let mut report = Report {
+        first_failure: None,
+    };
+    let http = bb2snyk_http::client(&settings.http)?;
+    let bitbucket_ready = report.line(
+        "Bitbucket configuration",
+        settings
+            .require(&[Need::BitbucketCredentials])
+            .map(|()| format!("auth = {:?}, API {}", settings.bitbucket.auth, settings.bitbucket.api_base))
+            .map_err(Failure::from),
+    );
+    let snyk_ready = report.line(
+        "Snyk configuration",
+        settings
+            .require(&[Need::SnykToken])
+            .map(|()| format!("API {}", settings.snyk.api_base))
+            .map_err(Failure::from),
+    );
+
+    if bitbucket_ready {
+        let bitbucket = Bitbucket::from_settings(settings, http.clone(), None)?;
+        let signed_in = report.line(
+            "Bitbucket sign-in",
+            bitbucket
+                .credential()
+                .authorization()
+                .await
+                .map(|_| format!("{} accepted", bitbucket.credential().what()))
+                .map_err(Failure::from),
+        );
+        if signed_in {
+            report.line("Bitbucket scopes", scopes(settings, &http).await);
+            let workspaces = bitbucket.workspaces().await;
+            let first = workspaces
+                .as_ref()
+                .ok()
+                .and_then(|w| w.first())
+                .map(|w| w.slug.clone());
+            report.line(
+                "Bitbucket workspaces",
+                workspaces
+                    .map_err(Failure::from)
+                    .and_then(|w| match w.len() {
+                        0 => Err(Failure::Failed(
+                            "no workspace is visible: install the OAuth consumer in each workspace to import, or set bitbucket.workspaces".into(),
+                        )),
+                        n => Ok(format!("{n} visible")),
+                    }),
+            );
+            if let Some(slug) = first {
+                let mut pages = bitbucket.repositories(&slug, &RepoFilter::default());
+                report.line(
+                    "Bitbucket repositories",
+                    pages
+                        .next_page()
+                        .await
+                        .map(|page| format!("readable ({} on the first page of {slug})", page.map_or(0, |p| p.len())))
+                        .map_err(Failure::from),
+                );
+            }
+        } else {
+            for what in ["Bitbucket scopes", "Bitbucket workspaces"] {
+                report.skip(what, "Bitbucket sign-in");
+            }
+        }
+    }
+
+    if snyk_ready {
+        let snyk = Snyk::from_settings(settings, http.clone(), None)?;
+        match &args.group_id {
+            Some(group) => {
+                let reachable = report.line(
+                    "SNYK_TOKEN and group",
+                    snyk.group_orgs(group)
+                        .await
+                        .map(|orgs| format!("group {group} reachable, {} orgs", orgs.len()))
+                        .map_err(|e| group_failure(e, group)),
+                );
+                if !reachable {
+                    report.skip("template org", "the group");
+                }
+            }
+            None => report.skip("SNYK_TOKEN and group", "--groupId"),
+        }
+        if let Some(org) = &args.source_org_public_id {
+            report.line(
+                "template org's Bitbucket Cloud App",
+                match snyk
+                    .app_integration(org, settings.snyk.integration_type.as_deref())
+                    .await
+                {
+                    Ok(Some(id)) => Ok(format!("integration {id}")),
+                    Ok(None) => Err(Failure::Failed(format!(
+                        "org {org} has no Bitbucket Cloud App integration: connect the Snyk Bitbucket Cloud App in that org (Settings → Integrations), so the orgs created from it have it too"
+                    ))),
+                    Err(e) => Err(Failure::from(e)),
+                },
+            );
+        }
+    }
+
+    if args.fleet || std::env::var_os("AMQP_URL").is_some() {
+        let name = format!("bb2snyk-doctor/{}", settings.amqp.prefix);
+        let reconnect = bb2snyk_broker::Reconnect {
+            attempts: 1,
+            ..Default::default()
+        };
+        report.line(
+            "RabbitMQ",
+            match bb2snyk_broker::connect(&settings.amqp.url, &name, reconnect).await {
+                Ok(c) => {
+                    let _ = c.close(200, "done".into()).await;
+                    Ok(format!("reachable at {}", bb2snyk_settings::redact_url(&settings.amqp.url)))
+                }
+                Err(e) => Err(Failure::from(e)),
+            },
+        );
+    }
+    if args.fleet || std::env::var_os("REDIS_URL").is_some() {
+        report.line(
+            "Redis",
+            match Store::connect(&settings.redis.url, &settings.redis.prefix).await {
+                Ok(store) => store
+                    .set("doctor", b"ok", Some(std::time::Duration::from_secs(10)))
+                    .await
+                    .map(|()| format!("reachable at {}", bb2snyk_settings::redact_url(&settings.redis.url)))
+                    .map_err(Failure::from),
+                Err(e) => Err(Failure::from(e)),
+            },
+        );
+    }
+    match report.first_failure {
+        Some(e) => Err(e),
+        None => {
+            println!("All checks passed.");
+            Ok(())
+        }
+    }
+}
+
+/// The scopes an OAuth consumer was granted, from a token exchange of its own; other credentials carry
+/// their own permissions, which the workspace and repository checks exercise.
+async fn scopes(settings: &Settings, http: &reqwest::Client) -> Result<String, Failure> {
+    let (BitbucketAuth::OAuth, Some(id), Some(secret)) = (
+        &settings.bitbucket.auth,
+        &settings.bitbucket.client_id,
+        &settings.bitbucket.client_secret,
+    ) else {
+        return Ok("not applicable (not an OAuth consumer)".into());
+    };
+    let consumer = Consumer {
+        client_id: id.clone(),
+        client_secret: secret.clone(),
+    };
+    let token = bb2snyk_bitbucket::exchange(http, &settings.bitbucket.token_url, &consumer).await?;
+    let missing: Vec<&str> = SCOPES
+        .into_iter()
+        .filter(|want| !token.scopes.iter().any(|s| s == want || s.starts_with(&format!("{want}:"))))
+        .collect();
+    if missing.is_empty() {
+        Ok(token.scopes.join(" "))
+    } else {
+        Err(Failure::Credentials(format!(
+            "the OAuth consumer lacks the scopes {}: grant Account: Read and Repositories: Read in the workspace's OAuth consumer settings (granted: {})",
+            missing.join(", "),
+            token.scopes.join(" ")
+        )))
+    }
+}
+
+fn group_failure(e: bb2snyk_snyk::SnykError, group: &str) -> Failure {
+    match Failure::from(e) {
+        Failure::Failed(why) => Failure::Failed(format!(
+            "group {group} is not reachable with SNYK_TOKEN ({why}): check the group id and that the token's user is a group admin"
+        )),
+        other => other,
+    }
+}

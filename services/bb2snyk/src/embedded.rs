@@ -1,0 +1,345 @@
+//! The pipeline in one process: the services' own handlers on the in-memory broker and store, for
+//! `bb2snyk run`, `import` and `demo`. Results become snyk-api-import's logs as they happen.
+
+use std::{collections::BTreeMap, io::IsTerminal, path::Path, sync::Arc, time::Duration};
+
+use bb2snyk_broker::{Handler, Message, RetryPolicy, memory::MemoryBroker};
+use bb2snyk_ledger::{Ledger, Record, State};
+use bb2snyk_messages::{Body, DISCOVERER, IMPORTER, ImportRepo, ORG_CREATOR, QUEUES};
+use bb2snyk_service::CancellationToken;
+use bb2snyk_settings::Settings;
+use bb2snyk_snyk::Target;
+use bb2snyk_store::Store;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::{
+    Failure,
+    files::{self, ERROR, INFO, Log},
+};
+
+/// The stages running in this process, and what they share.
+pub struct Embedded {
+    pub broker: MemoryBroker,
+    pub ledger: Ledger,
+    pub run_id: String,
+    shutdown: CancellationToken,
+    stages: JoinSet<()>,
+}
+
+/// Which stages a command needs: `import` only the importer, `run` all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stages {
+    ImporterOnly,
+    All,
+}
+
+impl Embedded {
+    /// Starts the stages on the short retry schedule; `done` are targetIds already imported (from
+    /// `imported-targets.log`), which the importer then skips.
+    pub async fn start(
+        settings: &Settings,
+        stages: Stages,
+        done: impl IntoIterator<Item = String>,
+    ) -> Result<Self, Failure> {
+        let mut settings = settings.clone();
+        settings.pipeline.retry_tiers = settings.pipeline.embedded_retry_tiers.clone();
+        let store = Store::memory();
+        let ledger = Ledger::new(store.clone());
+        for id in done {
+            let record = Record {
+                state: State::Imported,
+                run: "earlier".into(),
+                attempts: 0,
+                last_error: None,
+                job_url: None,
+                projects: Vec::new(),
+            };
+            ledger.record(&id, &record).await?;
+        }
+        let broker = MemoryBroker::new(RetryPolicy {
+            tiers: settings.pipeline.retry_tiers.clone(),
+            max_attempts: settings.pipeline.max_attempts,
+        });
+        let http = bb2snyk_http::client(&settings.http)?;
+        let mut handlers: Vec<(&str, Arc<dyn Handler>, usize)> = vec![(
+            IMPORTER,
+            Arc::new(bb2snyk_importer::importer(&settings, http.clone(), store.clone())?),
+            settings.import.concurrent_imports as usize,
+        )];
+        if stages == Stages::All {
+            handlers.push((
+                ORG_CREATOR,
+                Arc::new(bb2snyk_org_creator::org_creator(
+                    &settings,
+                    http.clone(),
+                    store.clone(),
+                )?),
+                4,
+            ));
+            let discoverer = bb2snyk_discoverer::discoverer(&settings, http, store)?;
+            // Wrong credentials stop the command now, with the fix, instead of parking the run later.
+            discoverer
+                .bitbucket
+                .credential()
+                .authorization()
+                .await
+                .map_err(bb2snyk_discoverer::bitbucket_failure)?;
+            handlers.push((DISCOVERER, Arc::new(discoverer), 4));
+        }
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for (queue, handler, concurrency) in handlers {
+            let broker = broker.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { broker.serve(queue, handler, concurrency, shutdown).await });
+        }
+        Ok(Self {
+            broker,
+            ledger,
+            run_id: bb2snyk_messages::new_run_id(),
+            shutdown,
+            stages: tasks,
+        })
+    }
+
+    pub fn publish(&self, body: &Body) {
+        self.broker.publish(body.queue(), body.to_message());
+    }
+
+    /// Runs until every message is settled (or Ctrl-C), writing the logs as results arrive; then stops
+    /// the stages and returns the summary.
+    pub async fn finish(mut self, logs: &mut Logs, label: &str) -> Result<Summary, Failure> {
+        let mut progress = Progress::new(label);
+        let mut interrupted = false;
+        loop {
+            tokio::select! {
+                () = self.broker.idle() => break,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::signal::ctrl_c() => {
+                    interrupted = true;
+                    break;
+                }
+            }
+            logs.record(self.broker.take_events())?;
+            progress.show(&self.ledger.counts(&self.run_id).await?);
+        }
+        logs.record(self.broker.take_events())?;
+        self.shutdown.cancel();
+        if !interrupted {
+            while self.stages.join_next().await.is_some() {}
+        }
+        let counts = self.ledger.counts(&self.run_id).await?;
+        progress.done(&counts);
+        let mut parked = Vec::new();
+        for queue in QUEUES {
+            for (message, reason) in self.broker.parked(queue) {
+                logs.parked(&message, &reason)?;
+                parked.push((describe(&message), reason));
+            }
+        }
+        Ok(Summary {
+            counts,
+            imported_now: logs.completed,
+            parked,
+            interrupted,
+        })
+    }
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub struct Summary {
+    pub counts: BTreeMap<String, u64>,
+    /// Imports that completed in this command (the rest of `imported` were done before).
+    pub imported_now: u64,
+    /// What was parked, with its reason.
+    pub parked: Vec<(String, String)>,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// Prints what happened and what still fails, and picks the exit code: 1 when anything was parked.
+    pub fn report(&self) -> Result<(), Failure> {
+        let n = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        println!(
+            "Imported {} target(s); {} were imported before; {} skipped by discovery; {} parked.",
+            self.imported_now,
+            n("imported").saturating_sub(self.imported_now),
+            n("skipped"),
+            self.parked.len()
+        );
+        for (what, reason) in &self.parked {
+            println!("  parked {what}: {reason}");
+        }
+        if self.interrupted {
+            return Err(Failure::Failed(
+                "interrupted; run the same command again to carry on".into(),
+            ));
+        }
+        if !self.parked.is_empty() {
+            return Err(Failure::Failed(format!(
+                "{} item(s) could not be imported; the reasons are above and in the *.failed-imports.log files; \
+                 running the command again retries them",
+                self.parked.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A parked message, in words: the repository or workspace it is about.
+fn describe(message: &Message) -> String {
+    match Body::from_message(message) {
+        Ok(Body::ImportRepo(i)) => format!("{}/{}", i.target.owner, i.target.name),
+        Ok(Body::PollImport(p)) => format!("{}/{}", p.import.target.owner, p.import.target.name),
+        Ok(Body::WorkspaceDiscovered(w)) => format!("workspace {}", w.workspace),
+        Ok(Body::OrgReady(o)) => format!("workspace {}", o.workspace),
+        Ok(Body::ReposPage(p)) => format!("workspace {} page {}", p.org.workspace, p.page),
+        Ok(Body::RunRequested(r)) => format!("run {}", r.run_id),
+        Err(_) => format!("message {}", message.message_id),
+    }
+}
+
+/// snyk-api-import's logs in `SNYK_LOG_PATH`, kept open for the run.
+#[derive(Debug)]
+pub struct Logs {
+    dir: std::path::PathBuf,
+    imported: Log,
+    per_org: BTreeMap<String, Log>,
+    /// Imports completed so far.
+    pub completed: u64,
+}
+
+/// What the importer's events say about a target.
+#[derive(Debug, Deserialize)]
+struct About {
+    org_id: String,
+    integration_id: String,
+    target: Target,
+    #[serde(default)]
+    job_url: Option<String>,
+}
+
+impl Logs {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            imported: Log::new(dir, files::IMPORTED_TARGETS),
+            per_org: BTreeMap::new(),
+            completed: 0,
+        }
+    }
+
+    fn org_log(&mut self, org: &str, kind: &str) -> &mut Log {
+        let name = format!("{org}.{kind}.log");
+        self.per_org
+            .entry(name.clone())
+            .or_insert_with(|| Log::new(&self.dir, &name))
+    }
+
+    fn record(&mut self, events: Vec<(Message, String)>) -> Result<(), Failure> {
+        for (message, key) in events {
+            let Ok(about) = serde_json::from_slice::<About>(&message.body) else {
+                continue;
+            };
+            let job_url = about.job_url.clone().unwrap_or_default();
+            match key.as_str() {
+                "import.requested" => self.org_log(&about.org_id, "import-jobs").append(
+                    INFO,
+                    "Kicked off import",
+                    json!({"orgId": about.org_id, "pollingUrl": job_url}),
+                )?,
+                // Written when the job completes, not when it is requested, so a failed job is retried.
+                "import.completed" => {
+                    self.completed += 1;
+                    self.imported.append(
+                    INFO,
+                    "Target imported",
+                    files::imported_line(
+                        &about.org_id,
+                        &about.integration_id,
+                        &about.target,
+                        &job_url,
+                    ),
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn parked(&mut self, message: &Message, reason: &str) -> Result<(), Failure> {
+        let import = match Body::from_message(message) {
+            Ok(Body::ImportRepo(i)) => i,
+            Ok(Body::PollImport(p)) => p.import,
+            _ => return Ok(()),
+        };
+        let ImportRepo {
+            org_id,
+            integration_id,
+            target,
+            ..
+        } = import;
+        self.org_log(&org_id, "failed-imports").append(
+            ERROR,
+            "Failed to import target",
+            json!({
+                "integrationId": integration_id,
+                "locationUrl": null,
+                "target": target,
+                "errorData": {"errorMessage": "Could not complete API import", "innerError": reason},
+            }),
+        )
+    }
+}
+
+/// A progress line: rewritten in place on a terminal, a plain line every 10 s otherwise.
+struct Progress {
+    label: String,
+    terminal: bool,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new(label: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            terminal: std::io::stderr().is_terminal(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn line(&self, counts: &BTreeMap<String, u64>) -> String {
+        let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+        format!(
+            "{}: {} orgs ready, {} discovered, {} in flight, {} imported, {} retrying, {} skipped, {} parked",
+            self.label,
+            n("orgs"),
+            n("discovered"),
+            n("requested"),
+            n("imported"),
+            n("failed"),
+            n("skipped"),
+            n("parked")
+        )
+    }
+
+    fn show(&mut self, counts: &BTreeMap<String, u64>) {
+        if self.terminal {
+            eprint!("\r\x1b[2K{}", self.line(counts));
+        } else if self.last.elapsed() >= Duration::from_secs(10) {
+            self.last = std::time::Instant::now();
+            eprintln!("{}", self.line(counts));
+        }
+    }
+
+    fn done(&self, counts: &BTreeMap<String, u64>) {
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("{}", self.line(counts));
+    }
+}

@@ -1,0 +1,341 @@
+//! snyk-api-import's files, byte-compatible where it matters: the orgs file, the created-orgs file, the
+//! import targets file and the JSON-lines logs, above all `imported-targets.log`, the resume ledger.
+//! Outputs go to `SNYK_LOG_PATH`; inputs resolve against the current directory, as there.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs::{File, OpenOptions},
+    io::{BufRead, BufReader, BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use bb2snyk_snyk::Target;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Failure;
+
+/// `group-<G>-bitbucket-cloud-app-orgs.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct OrgsFile {
+    pub orgs: Vec<OrgRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgRequest {
+    pub name: String,
+    pub group_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_org_id: Option<String>,
+    /// The workspace slug; files written by snyk-api-import lack it, and then the name stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+}
+
+/// `snyk-created-orgs.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOrgsFile {
+    pub org_data: Vec<CreatedOrg>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOrg {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub org_id: String,
+    #[serde(default)]
+    pub integrations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orig_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_org_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// Which Bitbucket workspace the org is for (ours; absent from snyk-api-import's files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+/// `bitbucket-cloud-app-import-targets.json`, and any `--file` for `import`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TargetsFile {
+    pub targets: Vec<ImportTarget>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportTarget {
+    pub target: FileTarget,
+    #[serde(default)]
+    pub integration_id: Option<String>,
+    pub org_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FilePath>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusion_globs: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilePath {
+    pub path: String,
+}
+
+/// A target as the targets file holds it: `fork` and `full_name` ride along but are never sent to Snyk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<bool>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+impl FileTarget {
+    pub fn to_snyk(&self) -> Target {
+        Target {
+            owner: self.owner.clone(),
+            name: self.name.clone(),
+            branch: self.branch.clone(),
+        }
+    }
+}
+
+/// snyk-api-import's `generateTargetId` for this source: `orgId:integrationId:name:owner:branch`, absent
+/// parts left out rather than left empty.
+pub fn target_id(org_id: &str, integration_id: &str, target: &Target) -> String {
+    [
+        Some(org_id),
+        Some(integration_id),
+        Some(target.name.as_str()),
+        Some(target.owner.as_str()),
+        target.branch.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(":")
+}
+
+/// The directory every output goes to, created when missing.
+pub fn log_dir(path: &Path) -> Result<PathBuf, Failure> {
+    std::fs::create_dir_all(path).map_err(|e| {
+        Failure::Config(format!(
+            "cannot create SNYK_LOG_PATH {}: {e}; set SNYK_LOG_PATH to a writable directory",
+            path.display()
+        ))
+    })?;
+    Ok(path.to_path_buf())
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, Failure> {
+    let file = File::open(path).map_err(|e| {
+        Failure::Config(format!(
+            "cannot read the {what} {}: {e}; check the path (relative paths start in the current directory)",
+            path.display()
+        ))
+    })?;
+    serde_json::from_reader(BufReader::new(file)).map_err(|e| {
+        Failure::Config(format!(
+            "{} is not a valid {what}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Writes minified JSON, as snyk-api-import does, through a temporary file so a crash never leaves half.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Failure> {
+    let temporary = path.with_extension("json.tmp");
+    let written = File::create(&temporary).and_then(|file| {
+        let mut out = BufWriter::new(file);
+        serde_json::to_writer(&mut out, value)?;
+        out.flush()?;
+        out.get_ref().sync_all()
+    });
+    written
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|e| Failure::Unavailable(format!("cannot write {}: {e}", path.display())))
+}
+
+/// An append-only JSON-lines log in bunyan's shape (`msg`, `level`, `time`, `v`), as snyk-api-import
+/// writes: earlier runs' lines are kept.
+#[derive(Debug)]
+pub struct Log {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+/// bunyan's levels.
+pub const INFO: u8 = 30;
+pub const ERROR: u8 = 50;
+
+impl Log {
+    pub fn new(dir: &Path, name: &str) -> Self {
+        Self {
+            path: dir.join(name),
+            out: None,
+        }
+    }
+
+    pub fn append(&mut self, level: u8, msg: &str, mut fields: Value) -> Result<(), Failure> {
+        if let Value::Object(map) = &mut fields {
+            map.insert("msg".into(), msg.into());
+            map.insert("level".into(), level.into());
+            map.insert("time".into(), now().into());
+            map.insert("v".into(), 0.into());
+            map.insert("name".into(), "bb2snyk".into());
+        }
+        let fail = |e: std::io::Error| {
+            Failure::Unavailable(format!("cannot write {}: {e}", self.path.display()))
+        };
+        if self.out.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(fail)?;
+            self.out = Some(BufWriter::new(file));
+        }
+        if let Some(out) = &mut self.out {
+            serde_json::to_writer(&mut *out, &fields)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush())
+                .map_err(fail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Now, as bunyan writes it (RFC 3339 UTC with milliseconds).
+pub fn now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, millis) = (now.as_secs(), now.subsec_millis());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Days since 1970-01-01 to a calendar date (Howard Hinnant's algorithm).
+fn civil(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+pub const IMPORTED_TARGETS: &str = "imported-targets.log";
+
+/// The targetIds in `imported-targets.log`, ours or snyk-api-import's, in one pass; unreadable lines are
+/// counted, not fatal.
+pub fn imported_targets(dir: &Path) -> Result<(HashSet<String>, usize), Failure> {
+    let path = dir.join(IMPORTED_TARGETS);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((HashSet::new(), 0)),
+        Err(e) => {
+            return Err(Failure::Unavailable(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Line {
+        target_id: Option<String>,
+        org_id: Option<String>,
+        integration_id: Option<String>,
+        target: Option<Target>,
+    }
+    let mut ids = HashSet::new();
+    let mut unreadable = 0;
+    for line in BufReader::new(file).lines() {
+        let Ok(line) = line else {
+            unreadable += 1;
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Line>(&line) {
+            Ok(Line {
+                target_id: Some(id),
+                ..
+            }) => {
+                ids.insert(id);
+            }
+            Ok(Line {
+                org_id: Some(org),
+                integration_id: Some(integration),
+                target: Some(target),
+                ..
+            }) => {
+                ids.insert(target_id(&org, &integration, &target));
+            }
+            _ => unreadable += 1,
+        }
+    }
+    Ok((ids, unreadable))
+}
+
+/// The line `imported-targets.log` gets for a completed import.
+pub fn imported_line(org_id: &str, integration_id: &str, target: &Target, job_url: &str) -> Value {
+    json!({
+        "target": target,
+        "locationUrl": job_url,
+        "orgId": org_id,
+        "integrationId": integration_id,
+        "targetId": target_id(org_id, integration_id, target),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_ids_match_snyk_api_import() {
+        let target = Target {
+            owner: "acme".into(),
+            name: "api".into(),
+            branch: Some("main".into()),
+        };
+        assert_eq!(target_id("o", "i", &target), "o:i:api:acme:main");
+        let no_branch = Target {
+            branch: None,
+            ..target
+        };
+        assert_eq!(target_id("o", "i", &no_branch), "o:i:api:acme");
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(20_415), (2025, 11, 23));
+        assert_eq!(now().len(), "2026-11-23T12:00:00.000Z".len());
+    }
+}

@@ -1,0 +1,146 @@
+//! `bb2snyk`: snyk-api-import's four-step workflow (`orgs:data`, `orgs:create`, `import:data`, `import`),
+//! the whole pipeline in one process (`run`, `demo`), and the operator commands for a fleet (`discover`,
+//! `status`, `replay`, `doctor`).
+
+mod cli;
+mod doctor;
+mod embedded;
+mod files;
+mod fleet;
+mod orgs;
+mod run;
+mod targets;
+
+use std::process::ExitCode;
+
+use bb2snyk_settings::{ConfigError, Settings, Sources, exit};
+use clap::Parser;
+pub use cli::Cli;
+use cli::Command;
+
+/// Why a command did not succeed; each maps to a documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Some targets failed or were parked (exit 1).
+    #[error("{0}")]
+    Failed(String),
+    /// Missing or malformed configuration or input (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// Bitbucket or Snyk rejected the credentials (exit 3).
+    #[error("{0}")]
+    Credentials(String),
+    /// RabbitMQ, Redis, Bitbucket or Snyk could not be reached (exit 4).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Failed(_) => exit::FAILURES,
+            Self::Config(_) => exit::CONFIG,
+            Self::Credentials(_) => exit::CREDENTIALS,
+            Self::Unavailable(_) => exit::UNAVAILABLE,
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e.to_string())
+    }
+}
+
+impl From<bb2snyk_service::ServiceError> for Failure {
+    fn from(e: bb2snyk_service::ServiceError) -> Self {
+        match e.exit_code() {
+            exit::CONFIG => Self::Config(e.to_string()),
+            exit::CREDENTIALS => Self::Credentials(e.to_string()),
+            _ => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<bb2snyk_store::StoreError> for Failure {
+    fn from(e: bb2snyk_store::StoreError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<bb2snyk_broker::BrokerError> for Failure {
+    fn from(e: bb2snyk_broker::BrokerError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<reqwest::Error> for Failure {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Config(format!("cannot set up the HTTP client: {e}"))
+    }
+}
+
+impl From<bb2snyk_snyk::SnykError> for Failure {
+    fn from(e: bb2snyk_snyk::SnykError) -> Self {
+        if e.is_configuration() {
+            Self::Credentials(e.to_string())
+        } else if e.is_transient() {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Failed(e.to_string())
+        }
+    }
+}
+
+impl From<bb2snyk_bitbucket::BitbucketError> for Failure {
+    fn from(e: bb2snyk_bitbucket::BitbucketError) -> Self {
+        if e.is_credentials() {
+            Self::Credentials(e.to_string())
+        } else if e.is_transient() {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Failed(e.to_string())
+        }
+    }
+}
+
+/// Parses the command line, runs the command, and turns its result into the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    bb2snyk_telemetry::init_quiet();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bb2snyk: cannot start: {e}");
+            return ExitCode::from(exit::UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bb2snyk: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let settings = || -> Result<Settings, Failure> {
+        Ok(bb2snyk_settings::load(&Sources::from_process(
+            cli.config.clone(),
+        ))?)
+    };
+    match &cli.command {
+        Command::Config => cli::config(&settings()?),
+        Command::OrgsData(args) => orgs::data(&args.apply(settings()?)?, args).await,
+        Command::OrgsCreate(args) => orgs::create(&settings()?, args).await,
+        Command::ImportData(args) => targets::data(&args.apply(settings()?)?, args).await,
+        Command::Import(args) => targets::import(&settings()?, args).await,
+        Command::Run(args) => run::run(&args.filters.apply(settings()?)?, args).await,
+        Command::Demo(args) => run::demo(settings()?, args).await,
+        Command::Discover(args) => fleet::discover(&settings()?, args).await,
+        Command::Status(args) => fleet::status(&settings()?, args).await,
+        Command::Replay(args) => fleet::replay(&settings()?, args).await,
+        Command::Doctor(args) => doctor::doctor(&settings()?, args).await,
+    }
+}
