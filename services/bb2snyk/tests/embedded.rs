@@ -1,0 +1,102 @@
+//! `run`, `demo` and `doctor` with the real binary: no RabbitMQ or Redis involved.
+
+mod common;
+
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use common::{GROUP, bb2snyk, stderr, stdout, workdir};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_imports_the_tenant_and_a_second_run_skips_what_is_done() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 6,
+        repos_per_workspace: 7,
+        poison_job_rate: 0.05,
+        job_ms: 200,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let truth = sandbox.stats().truth;
+    assert!(truth.poison_job > 0, "{truth:?}");
+    let dir = workdir("run");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", dir.display().to_string()));
+    env.push(("BB2SNYK__PIPELINE__EMBEDDED_RETRY_TIERS_SECS", "1".into()));
+    let group = format!("--groupId={GROUP}");
+    let run = ["run", group.as_str()];
+
+    let first = bb2snyk(&run, env.clone(), &dir).await;
+    assert_eq!(first.status.code(), Some(1), "failed jobs are parked");
+    let clean = truth.repositories - truth.empty - truth.poison_job;
+    assert!(
+        stdout(&first).contains(&format!("Imported {clean} target(s)")),
+        "{}",
+        stdout(&first)
+    );
+    let stats = sandbox.stats();
+    assert_eq!(stats.orgs_created, 6);
+    assert_eq!(stats.token_exchanges, 1);
+    assert_eq!(
+        stats.import_posts_total,
+        clean + 3 * truth.poison_job,
+        "a failed job is tried 3 times, then parked"
+    );
+
+    sandbox.update(|k| k.poison_paused = true);
+    let second = bb2snyk(&run, env.clone(), &dir).await;
+    assert_eq!(second.status.code(), Some(0));
+    assert!(
+        stdout(&second).contains(&format!(
+            "Imported {} target(s); {clean} were imported before",
+            truth.poison_job
+        )),
+        "{}",
+        stdout(&second)
+    );
+    let third = bb2snyk(&run, env, &dir).await;
+    assert_eq!(third.status.code(), Some(0));
+    let after = sandbox.stats();
+    assert_eq!(after.orgs_created, 6, "orgs are reused by name");
+    assert_eq!(
+        after.import_posts_total,
+        stats.import_posts_total + truth.poison_job,
+        "nothing imported twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_on_a_fresh_machine_with_one_command() {
+    let dir = workdir("demo");
+    let out = bb2snyk(&["demo", "--workspaces=3", "--repos=4"], Vec::<(&str, &str)>::new(), &dir).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("3 orgs created"), "{text}");
+    assert!(text.contains("Imported 0 target(s)"), "the second run: {text}");
+    assert!(dir.join("bb2snyk-demo/imported-targets.log").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_public_consumer_and_the_fix() {
+    let sandbox = Sandbox::start(Knobs {
+        public_consumer: true,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let dir = workdir("doctor");
+    let group = format!("--groupId={GROUP}");
+    let out = bb2snyk(&["doctor", group.as_str()], sandbox.env(), &dir).await;
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL  Bitbucket sign-in"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("public") && line.contains("private"), "{line}");
+    assert!(text.contains("ok    SNYK_TOKEN and group"), "{text}");
+
+    sandbox.update(|k| k.public_consumer = false);
+    let out = bb2snyk(&["doctor", group.as_str()], sandbox.env(), &dir).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("All checks passed."));
+}
