@@ -169,10 +169,13 @@ pub struct Filters {
 
 fn date(value: &str) -> Result<String, String> {
     let ok = value.len() == 10
-        && value
-            .chars()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+        && value.chars().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
     ok.then(|| value.to_owned())
         .ok_or_else(|| format!("{value:?} is not a date like 2026-01-31"))
 }

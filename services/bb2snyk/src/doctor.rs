@@ -44,7 +44,12 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
         "Bitbucket configuration",
         settings
             .require(&[Need::BitbucketCredentials])
-            .map(|()| format!("auth = {:?}, API {}", settings.bitbucket.auth, settings.bitbucket.api_base))
+            .map(|()| {
+                format!(
+                    "auth = {:?}, API {}",
+                    settings.bitbucket.auth, settings.bitbucket.api_base
+                )
+            })
             .map_err(Failure::from),
     );
     let snyk_ready = report.line(
@@ -92,7 +97,12 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
                     pages
                         .next_page()
                         .await
-                        .map(|page| format!("readable ({} on the first page of {slug})", page.map_or(0, |p| p.len())))
+                        .map(|page| {
+                            format!(
+                                "readable ({} on the first page of {slug})",
+                                page.map_or(0, |p| p.len())
+                            )
+                        })
                         .map_err(Failure::from),
                 );
             }
@@ -148,7 +158,10 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
             match bb2snyk_broker::connect(&settings.amqp.url, &name, reconnect).await {
                 Ok(c) => {
                     let _ = c.close(200, "done".into()).await;
-                    Ok(format!("reachable at {}", bb2snyk_settings::redact_url(&settings.amqp.url)))
+                    Ok(format!(
+                        "reachable at {}",
+                        bb2snyk_settings::redact_url(&settings.amqp.url)
+                    ))
                 }
                 Err(e) => Err(Failure::from(e)),
             },
@@ -161,7 +174,12 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
                 Ok(store) => store
                     .set("doctor", b"ok", Some(std::time::Duration::from_secs(10)))
                     .await
-                    .map(|()| format!("reachable at {}", bb2snyk_settings::redact_url(&settings.redis.url)))
+                    .map(|()| {
+                        format!(
+                            "reachable at {}",
+                            bb2snyk_settings::redact_url(&settings.redis.url)
+                        )
+                    })
                     .map_err(Failure::from),
                 Err(e) => Err(Failure::from(e)),
             },
@@ -193,7 +211,12 @@ async fn scopes(settings: &Settings, http: &reqwest::Client) -> Result<String, F
     let token = bb2snyk_bitbucket::exchange(http, &settings.bitbucket.token_url, &consumer).await?;
     let missing: Vec<&str> = SCOPES
         .into_iter()
-        .filter(|want| !token.scopes.iter().any(|s| s == want || s.starts_with(&format!("{want}:"))))
+        .filter(|want| {
+            !token
+                .scopes
+                .iter()
+                .any(|s| s == want || s.starts_with(&format!("{want}:")))
+        })
         .collect();
     if missing.is_empty() {
         Ok(token.scopes.join(" "))

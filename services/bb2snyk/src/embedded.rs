@@ -65,7 +65,11 @@ impl Embedded {
         let http = bb2snyk_http::client(&settings.http)?;
         let mut handlers: Vec<(&str, Arc<dyn Handler>, usize)> = vec![(
             IMPORTER,
-            Arc::new(bb2snyk_importer::importer(&settings, http.clone(), store.clone())?),
+            Arc::new(bb2snyk_importer::importer(
+                &settings,
+                http.clone(),
+                store.clone(),
+            )?),
             settings.import.concurrent_imports as usize,
         )];
         if stages == Stages::All {
@@ -255,14 +259,14 @@ impl Logs {
                 "import.completed" => {
                     self.completed += 1;
                     self.imported.append(
-                    INFO,
-                    "Target imported",
-                    files::imported_line(
-                        &about.org_id,
-                        &about.integration_id,
-                        &about.target,
-                        &job_url,
-                    ),
+                        INFO,
+                        "Target imported",
+                        files::imported_line(
+                            &about.org_id,
+                            &about.integration_id,
+                            &about.target,
+                            &job_url,
+                        ),
                     )?;
                 }
                 _ => {}

@@ -145,12 +145,8 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Res
             path.display()
         ))
     })?;
-    serde_json::from_reader(BufReader::new(file)).map_err(|e| {
-        Failure::Config(format!(
-            "{} is not a valid {what}: {e}",
-            path.display()
-        ))
-    })
+    serde_json::from_reader(BufReader::new(file))
+        .map_err(|e| Failure::Config(format!("{} is not a valid {what}: {e}", path.display())))
 }
 
 /// Writes minified JSON, as snyk-api-import does, through a temporary file so a crash never leaves half.

@@ -104,19 +104,26 @@ async fn snapshot(settings: &Settings, args: &StatusArgs) -> Result<Value, Failu
     let mut queues = Vec::new();
     let mut parked_total = 0;
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-    let mut source = "management API";
+    let mut source = "broker and management API";
     for queue in QUEUES {
         let mut names = vec![topology.work(queue)];
         names.extend((0..topology.retry.tiers.len()).map(|t| topology.retry_queue(queue, t)));
         names.push(topology.parked(queue));
         for name in names {
-            let status = match management.queue(&name).await {
-                Some(status) => status,
-                None => {
-                    source = "passive declare (management API unreachable)";
-                    passive(&connection, &name).await?
+            // Depths from the broker itself (exact now); unacked and rates from the management API,
+            // whose statistics lag a few seconds.
+            let mut status = passive(&connection, &name).await?;
+            match management.queue(&name).await {
+                Some(extra) => {
+                    status.unacked = extra.unacked;
+                    status.publish_rate = extra.publish_rate;
+                    status.ack_rate = extra.ack_rate;
                 }
-            };
+                None => {
+                    source =
+                        "passive declare (management API unreachable: no unacked counts or rates)"
+                }
+            }
             if name == topology.parked(queue) {
                 parked_total += status.ready + status.unacked.unwrap_or(0);
                 for reason in peek_reasons(&connection, &name).await? {
@@ -264,7 +271,11 @@ impl Management {
                 password: None,
             });
         };
-        let scheme = if amqp.scheme() == "amqps" { "https" } else { "http" };
+        let scheme = if amqp.scheme() == "amqps" {
+            "https"
+        } else {
+            "http"
+        };
         let host = amqp.host_str().unwrap_or("127.0.0.1");
         let base = url::Url::parse(&format!("{scheme}://{host}:15672/")).ok();
         let vhost = match amqp.path().trim_start_matches('/') {
@@ -394,7 +405,11 @@ pub async fn replay(settings: &Settings, args: &ReplayArgs) -> Result<(), Failur
     let _ = connection.close(200, "done".into()).await;
     println!(
         "{moved} message(s) {}",
-        if args.dry_run { "would move (dry run)" } else { "moved back to work" }
+        if args.dry_run {
+            "would move (dry run)"
+        } else {
+            "moved back to work"
+        }
     );
     Ok(())
 }
@@ -432,7 +447,8 @@ mod tests {
             message_id: "m".into(),
             correlation_id: "run-1".into(),
             attempt: 3,
-            body: br#"{"org_id":"o","target":{"name":"api","owner":"acme"},"failed_jobs":2}"#.to_vec(),
+            body: br#"{"org_id":"o","target":{"name":"api","owner":"acme"},"failed_jobs":2}"#
+                .to_vec(),
         };
         let f = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
         assert!(matches(&message, None, &[]));

@@ -16,7 +16,8 @@ use crate::{
 /// Every workspace, all pages (not just the first, as snyk-api-import), with its slug.
 pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failure> {
     let dir = files::log_dir(&settings.import.log_path)?;
-    let bitbucket = Bitbucket::from_settings(settings, bb2snyk_http::client(&settings.http)?, None)?;
+    let bitbucket =
+        Bitbucket::from_settings(settings, bb2snyk_http::client(&settings.http)?, None)?;
     let mut orgs = Vec::new();
     for workspace in bitbucket.workspaces().await? {
         if args.skip_empty_orgs {
@@ -40,7 +41,10 @@ pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failur
     let found = orgs.len();
     files::write_json(&path, &OrgsFile { orgs })?;
     if found == 0 {
-        println!("⚠ No workspace(s) found! Written an empty list to {}", path.display());
+        println!(
+            "⚠ No workspace(s) found! Written an empty list to {}",
+            path.display()
+        );
     } else {
         println!(
             "Found {found} workspace(s). Written the data to file: {}",
@@ -92,7 +96,10 @@ pub async fn create(settings: &Settings, args: &OrgsCreateArgs) -> Result<(), Fa
                             .set_notification_settings(&id, &bb2snyk_snyk::quiet_notifications())
                             .await
                     {
-                        eprintln!("Created org {:?} but could not quiet its notifications: {e}", request.name);
+                        eprintln!(
+                            "Created org {:?} but could not quiet its notifications: {e}",
+                            request.name
+                        );
                     }
                     let integrations: Vec<String> = entry
                         .integrations
@@ -149,7 +156,10 @@ async fn describe(
     let integrations = match snyk.integrations(id).await {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("Could not list the integrations of org {:?}: {e}", request.name);
+            eprintln!(
+                "Could not list the integrations of org {:?}: {e}",
+                request.name
+            );
             BTreeMap::new()
         }
     };

@@ -18,7 +18,9 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
     let dir = files::log_dir(&settings.import.log_path)?;
     let (done, unreadable) = files::imported_targets(&dir)?;
     if unreadable > 0 {
-        eprintln!("{unreadable} line(s) of imported-targets.log could not be read and were ignored");
+        eprintln!(
+            "{unreadable} line(s) of imported-targets.log could not be read and were ignored"
+        );
     }
     let pipeline = Embedded::start(settings, Stages::All, done).await?;
     println!("Run {} for group {}", pipeline.run_id, args.group_id);
@@ -75,7 +77,10 @@ pub async fn demo(mut settings: Settings, args: &DemoArgs) -> Result<(), Failure
         let stats = sandbox.stats();
         println!(
             "Sandbox saw: {} orgs created, {} import requests, {} token exchange(s), {} requests in all",
-            stats.orgs_created, stats.import_posts_total, stats.token_exchanges, stats.requests_total
+            stats.orgs_created,
+            stats.import_posts_total,
+            stats.token_exchanges,
+            stats.requests_total
         );
     }
     Ok(())

@@ -34,7 +34,11 @@ pub async fn data(settings: &Settings, args: &ImportDataArgs) -> Result<(), Fail
     let filter = RepoFilter::new(&settings.discovery);
     let mut seen = HashSet::new();
     let (mut targets, mut skipped, mut failed) = (Vec::new(), 0usize, 0usize);
-    for org in file.org_data.iter().filter(|o| seen.insert(o.org_id.clone())) {
+    for org in file
+        .org_data
+        .iter()
+        .filter(|o| seen.insert(o.org_id.clone()))
+    {
         match org_targets(&bitbucket, &snyk, settings, &filter, org).await {
             Ok((found, skips)) => {
                 targets.extend(found);
@@ -75,7 +79,9 @@ async fn org_targets(
 ) -> Result<(Vec<ImportTarget>, usize), Failure> {
     let integration_id = match settings.snyk.integration_type.as_deref() {
         Some(kind) => org.integrations.get(kind).cloned(),
-        None => APP_KEYS.iter().find_map(|k| org.integrations.get(*k).cloned()),
+        None => APP_KEYS
+            .iter()
+            .find_map(|k| org.integrations.get(*k).cloned()),
     };
     let integration_id = match integration_id {
         Some(id) => id,
@@ -132,7 +138,9 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
     );
     let (done, unreadable) = files::imported_targets(&dir)?;
     if unreadable > 0 {
-        eprintln!("{unreadable} line(s) of imported-targets.log could not be read and were ignored");
+        eprintln!(
+            "{unreadable} line(s) of imported-targets.log could not be read and were ignored"
+        );
     }
     let pipeline = Embedded::start(settings, Stages::ImporterOnly, []).await?;
     let (mut queued, mut skipped) = (0, 0);

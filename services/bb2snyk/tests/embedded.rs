@@ -67,11 +67,19 @@ async fn run_imports_the_tenant_and_a_second_run_skips_what_is_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_on_a_fresh_machine_with_one_command() {
     let dir = workdir("demo");
-    let out = bb2snyk(&["demo", "--workspaces=3", "--repos=4"], Vec::<(&str, &str)>::new(), &dir).await;
+    let out = bb2snyk(
+        &["demo", "--workspaces=3", "--repos=4"],
+        Vec::<(&str, &str)>::new(),
+        &dir,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("3 orgs created"), "{text}");
-    assert!(text.contains("Imported 0 target(s)"), "the second run: {text}");
+    assert!(
+        text.contains("Imported 0 target(s)"),
+        "the second run: {text}"
+    );
     assert!(dir.join("bb2snyk-demo/imported-targets.log").exists());
 }
 
@@ -92,7 +100,10 @@ async fn doctor_names_a_public_consumer_and_the_fix() {
         .lines()
         .find(|l| l.starts_with("FAIL  Bitbucket sign-in"))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains("public") && line.contains("private"), "{line}");
+    assert!(
+        line.contains("public") && line.contains("private"),
+        "{line}"
+    );
     assert!(text.contains("ok    SNYK_TOKEN and group"), "{text}");
 
     sandbox.update(|k| k.public_consumer = false);

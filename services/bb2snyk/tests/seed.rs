@@ -41,7 +41,10 @@ async fn the_four_steps_import_every_repository_once_and_can_run_again() {
         ],
     ];
     for step in steps {
-        assert_eq!(bb2snyk(step, env.clone(), &dir).await.status.code(), Some(0));
+        assert_eq!(
+            bb2snyk(step, env.clone(), &dir).await.status.code(),
+            Some(0)
+        );
     }
     let orgs = read(&dir.join(&orgs_file));
     assert_eq!(orgs["orgs"].as_array().map(Vec::len), Some(26));
@@ -53,7 +56,10 @@ async fn the_four_steps_import_every_repository_once_and_can_run_again() {
     let non_empty = (truth.repositories - truth.empty) as usize;
     assert_eq!(targets["targets"].as_array().map(Vec::len), Some(non_empty));
 
-    let import = ["import", "--file=logs/bitbucket-cloud-app-import-targets.json"];
+    let import = [
+        "import",
+        "--file=logs/bitbucket-cloud-app-import-targets.json",
+    ];
     let first = bb2snyk(&import, env.clone(), &dir).await;
     assert_eq!(first.status.code(), Some(1), "the poison is parked");
     assert!(stdout(&first).contains("the repository could not be read"));
@@ -62,19 +68,33 @@ async fn the_four_steps_import_every_repository_once_and_can_run_again() {
     assert_eq!(stats.import_posts_total as usize, non_empty);
     let imported = non_empty - truth.poison_post as usize;
     let log = std::fs::read_to_string(logs.join("imported-targets.log")).expect("log");
-    assert_eq!(log.lines().count(), imported, "written when a job completes");
+    assert_eq!(
+        log.lines().count(),
+        imported,
+        "written when a job completes"
+    );
     let failed_logs = std::fs::read_dir(&logs)
         .expect("logs")
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".failed-imports.log"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(".failed-imports.log")
+        })
         .count();
     assert!(failed_logs > 0);
 
     // Every step again: nothing new in Snyk, the same files.
     for step in steps {
-        assert_eq!(bb2snyk(step, env.clone(), &dir).await.status.code(), Some(0));
+        assert_eq!(
+            bb2snyk(step, env.clone(), &dir).await.status.code(),
+            Some(0)
+        );
     }
-    assert_eq!(read(&logs.join("bitbucket-cloud-app-import-targets.json")), targets);
+    assert_eq!(
+        read(&logs.join("bitbucket-cloud-app-import-targets.json")),
+        targets
+    );
     let again = bb2snyk(&import, env.clone(), &dir).await;
     assert_eq!(again.status.code(), Some(1), "the poison is still parked");
     let after = sandbox.stats();
@@ -88,8 +108,14 @@ async fn the_four_steps_import_every_repository_once_and_can_run_again() {
 
     // The poison is cured: the next import brings in exactly what failed, and the one after, nothing.
     sandbox.update(|k| k.poison_paused = true);
-    assert_eq!(bb2snyk(&import, env.clone(), &dir).await.status.code(), Some(0));
-    assert_eq!(bb2snyk(&import, env.clone(), &dir).await.status.code(), Some(0));
+    assert_eq!(
+        bb2snyk(&import, env.clone(), &dir).await.status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        bb2snyk(&import, env.clone(), &dir).await.status.code(),
+        Some(0)
+    );
     let last = sandbox.stats();
     assert_eq!(
         last.import_posts_total - after.import_posts_total,
@@ -124,7 +150,10 @@ async fn an_imported_targets_log_written_by_snyk_api_import_is_honoured() {
             "--source=bitbucket-cloud-app",
         ],
     ] {
-        assert_eq!(bb2snyk(&step, env.clone(), &dir).await.status.code(), Some(0));
+        assert_eq!(
+            bb2snyk(&step, env.clone(), &dir).await.status.code(),
+            Some(0)
+        );
     }
     let targets = read(&dir.join("bitbucket-cloud-app-import-targets.json"));
     let all = targets["targets"].as_array().expect("targets").clone();

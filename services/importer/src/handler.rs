@@ -307,7 +307,10 @@ impl Importer {
 fn about(import: &ImportRepo, mut details: serde_json::Value) -> serde_json::Value {
     if let serde_json::Value::Object(map) = &mut details {
         map.insert("org_id".into(), import.org_id.clone().into());
-        map.insert("integration_id".into(), import.integration_id.clone().into());
+        map.insert(
+            "integration_id".into(),
+            import.integration_id.clone().into(),
+        );
         map.insert(
             "target".into(),
             serde_json::to_value(&import.target).unwrap_or_default(),

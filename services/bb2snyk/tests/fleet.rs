@@ -1,0 +1,193 @@
+//! `discover`, `status` and `replay` with the real binary against services on real RabbitMQ and Redis.
+
+mod common;
+
+use std::time::Duration;
+
+use bb2snyk_ledger::Ledger;
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use bb2snyk_service::CancellationToken;
+use bb2snyk_settings::{Settings, Sources};
+use bb2snyk_store::Store;
+use bb2snyk_test_support::{pipeline_env, wait_for};
+use common::{GROUP, bb2snyk, stdout, workdir};
+use lapin::{options::QueueDeclareOptions, types::FieldTable};
+use serde_json::Value;
+
+/// Ready messages in `queue`, straight from the broker.
+async fn depth(settings: &Settings, queue: &str) -> u64 {
+    let connection =
+        bb2snyk_broker::connect(&settings.amqp.url, "cli-test-depth", Default::default())
+            .await
+            .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let n = channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .map_or(0, |q| u64::from(q.message_count()));
+    let _ = connection.close(200, "done".into()).await;
+    n
+}
+
+async fn status(env: &[(String, String)], dir: &std::path::Path, run: &str) -> Value {
+    let out = bb2snyk(&["status", "--json", "--run", run], env.to_vec(), dir).await;
+    assert_eq!(out.status.code(), Some(0));
+    serde_json::from_str(&stdout(&out)).expect("status --json prints JSON")
+}
+
+fn ready(report: &Value, queue: &str) -> u64 {
+    report["queues"]
+        .as_array()
+        .and_then(|qs| qs.iter().find(|q| q["name"] == queue))
+        .and_then(|q| q["ready"].as_u64())
+        .unwrap_or_else(|| panic!("{queue} in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 3,
+        repos_per_workspace: 8,
+        empty_rate: 0.0,
+        poison_post_rate: 0.15,
+        job_ms: 200,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let truth = sandbox.stats().truth;
+    assert!(truth.poison_post > 0, "{truth:?}");
+    let env: Vec<(String, String)> = pipeline_env(sandbox.env(), "cli-fleet")
+        .into_iter()
+        .collect();
+    let settings = bb2snyk_settings::load(&Sources {
+        file: None,
+        env: env.iter().cloned().collect(),
+    })
+    .expect("settings");
+    let topology = bb2snyk_service::topology(&settings);
+    let dir = workdir("fleet");
+    let group = format!("--groupId={GROUP}");
+
+    // Two run requests and no services yet: status counts them where the broker holds them.
+    for _ in 0..2 {
+        let out = bb2snyk(&["discover", group.as_str()], env.clone(), &dir).await;
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let discoverer = topology.work("discoverer");
+    let report = status(&env, &dir, "none").await;
+    assert_eq!(ready(&report, &discoverer), 2);
+    assert_eq!(depth(&settings, &discoverer).await, 2);
+
+    let shutdown = CancellationToken::new();
+    let mut stages = Vec::new();
+    let s = settings.clone();
+    let stop = shutdown.clone();
+    stages.push(tokio::spawn(async move {
+        bb2snyk_discoverer::run(s, stop).await
+    }));
+    let s = settings.clone();
+    let stop = shutdown.clone();
+    stages.push(tokio::spawn(async move {
+        bb2snyk_org_creator::run(s, stop).await
+    }));
+    let s = settings.clone();
+    let stop = shutdown.clone();
+    stages.push(tokio::spawn(
+        async move { bb2snyk_importer::run(s, stop).await },
+    ));
+
+    let out = bb2snyk(&["discover", group.as_str()], env.clone(), &dir).await;
+    let run = stdout(&out).trim().to_owned();
+    assert!(run.starts_with("run-"), "prints the run id: {run}");
+    let ledger = Ledger::new(
+        Store::connect(&settings.redis.url, &settings.redis.prefix)
+            .await
+            .expect("Redis"),
+    );
+    let clean = truth.repositories - truth.poison_post;
+    wait_for("the run to settle", Duration::from_secs(60), || async {
+        let counts = ledger.counts(&run).await.ok()?;
+        (counts["imported"] == clean && counts["parked"] == truth.poison_post).then_some(())
+    })
+    .await;
+    let parked_queue = topology.parked("importer");
+    // The two earlier requests ran too (same group): the parked queue holds each run's poison.
+    let parked = wait_for("parking to settle", Duration::from_secs(30), || async {
+        let n = depth(&settings, &parked_queue).await;
+        (n >= truth.poison_post).then_some(n)
+    })
+    .await;
+    let report = status(&env, &dir, &run).await;
+    assert_eq!(ready(&report, &parked_queue), parked);
+    assert_eq!(report["parked"]["total"].as_u64(), Some(parked));
+    assert!(
+        report["parked"]["reasons"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("could not be read")),
+        "{report}"
+    );
+    assert_eq!(report["run"]["counts"]["imported"].as_u64(), Some(clean));
+    assert_eq!(
+        report["run"]["counts"]["parked"].as_u64(),
+        Some(truth.poison_post)
+    );
+    for q in report["queues"].as_array().expect("queues") {
+        let name = q["name"].as_str().expect("name");
+        assert_eq!(
+            q["ready"].as_u64(),
+            Some(depth(&settings, name).await),
+            "{name}"
+        );
+    }
+    let alarm = bb2snyk(&["status", "--fail-on-parked"], env.clone(), &dir).await;
+    assert_eq!(alarm.status.code(), Some(1));
+
+    // A dry run moves nothing.
+    let dry = bb2snyk(&["replay", "--run", &run, "--dry-run"], env.clone(), &dir).await;
+    assert_eq!(dry.status.code(), Some(0));
+    assert!(stdout(&dry).contains(&format!("{} message(s) would move", truth.poison_post)));
+    assert_eq!(depth(&settings, &parked_queue).await, parked);
+
+    // Cured, then replayed: imported, and the parked queue keeps only the other runs' messages.
+    sandbox.update(|k| k.poison_paused = true);
+    let posts = sandbox.stats().import_posts_total;
+    let replay = bb2snyk(
+        &["replay", "--run", &run, "--queue", "importer"],
+        env.clone(),
+        &dir,
+    )
+    .await;
+    assert_eq!(replay.status.code(), Some(0));
+    assert!(stdout(&replay).contains(&format!("{} message(s) moved", truth.poison_post)));
+    wait_for(
+        "the replayed targets to import",
+        Duration::from_secs(60),
+        || async {
+            let counts = ledger.counts(&run).await.ok()?;
+            (counts["imported"] == truth.repositories && counts["parked"] == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        sandbox.stats().import_posts_total - posts,
+        truth.poison_post,
+        "one POST per replayed message"
+    );
+    assert_eq!(
+        depth(&settings, &parked_queue).await,
+        parked - truth.poison_post
+    );
+
+    shutdown.cancel();
+    for stage in stages {
+        stage
+            .await
+            .expect("joined")
+            .expect("a stage stopped cleanly");
+    }
+}
