@@ -430,7 +430,7 @@ fn matches(message: &Message, run: Option<&str>, filters: &[(String, String)]) -
         let pointer = format!("/{}", key.replace('.', "/"));
         match body.pointer(&pointer) {
             Some(Value::String(s)) => s == want,
-            Some(other) => other.to_string() == *want,
+            Some(other) => serde_json::from_str::<Value>(want).is_ok_and(|w| &w == other),
             None => false,
         }
     })

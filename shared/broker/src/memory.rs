@@ -244,7 +244,8 @@ impl Inner {
                 message,
                 reason,
             } => {
-                tracing::warn!(%queue, message_id = %message.message_id, %reason, "parked");
+                // The command running this broker reports what was parked itself, in its summary.
+                tracing::info!(%queue, message_id = %message.message_id, %reason, "parked");
                 self.lock()
                     .entry(queue)
                     .or_insert_with(Queue::new)
