@@ -181,6 +181,18 @@ fn date(value: &str) -> Result<String, String> {
 }
 
 impl Filters {
+    /// The filters as a run request carries them; `None` when none is given.
+    pub fn to_message(&self) -> Option<bb2snyk_messages::Filters> {
+        let filters = bb2snyk_messages::Filters {
+            exclude_forks: self.exclude_forks,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            project_keys: self.project_keys.clone(),
+            updated_since: self.updated_since.clone(),
+        };
+        (filters != bb2snyk_messages::Filters::default()).then_some(filters)
+    }
+
     pub fn apply(&self, mut settings: Settings) -> Result<Settings, Failure> {
         let d = &mut settings.discovery;
         d.exclude_forks |= self.exclude_forks;
@@ -230,6 +242,9 @@ pub struct DiscoverArgs {
     /// A template org whose settings and integrations new orgs copy.
     #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
     pub source_org_public_id: Option<String>,
+    /// Sent with the run request; without any, the discoverer's `discovery.*` settings apply.
+    #[command(flatten)]
+    pub filters: Filters,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,7 @@ pub async fn discover(settings: &Settings, args: &DiscoverArgs) -> Result<(), Fa
         run_id: run_id.clone(),
         group_id: args.group_id.clone(),
         source_org_id: args.source_org_public_id.clone(),
+        filters: args.filters.to_message(),
     });
     broker.publish(DISCOVERER, &body.to_message()).await?;
     let _ = connection.close(200, "done".into()).await;

@@ -136,7 +136,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::OrgsCreate(args) => orgs::create(&settings()?, args).await,
         Command::ImportData(args) => targets::data(&args.apply(settings()?)?, args).await,
         Command::Import(args) => targets::import(&settings()?, args).await,
-        Command::Run(args) => run::run(&args.filters.apply(settings()?)?, args).await,
+        Command::Run(args) => run::run(&settings()?, args).await,
         Command::Demo(args) => run::demo(settings()?, args).await,
         Command::Discover(args) => fleet::discover(&settings()?, args).await,
         Command::Status(args) => fleet::status(&settings()?, args).await,

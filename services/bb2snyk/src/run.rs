@@ -28,6 +28,8 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
         run_id: pipeline.run_id.clone(),
         group_id: args.group_id.clone(),
         source_org_id: args.source_org_public_id.clone(),
+        // Carried by the request, as `discover` does for the services.
+        filters: args.filters.to_message(),
     }));
     let mut logs = Logs::new(&dir);
     let summary = pipeline.finish(&mut logs, "run").await?;

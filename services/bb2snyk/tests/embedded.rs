@@ -65,6 +65,45 @@ async fn run_imports_the_tenant_and_a_second_run_skips_what_is_done() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_travel_with_the_run_request() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 2,
+        repos_per_workspace: 6,
+        empty_rate: 0.0,
+        fork_rate: 0.0,
+        job_ms: 100,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let slugs: Vec<String> = sandbox
+        .truth()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|w| w["repos"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["slug"].as_str().map(str::to_owned))
+        .collect();
+    let kept = slugs
+        .iter()
+        .filter(|s| !s.ends_with("-0") && !s.ends_with("-1"))
+        .count();
+    assert!(kept > 0 && kept < slugs.len());
+    let dir = workdir("filters");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", dir.display().to_string()));
+    let group = format!("--groupId={GROUP}");
+    let out = bb2snyk(&["run", group.as_str(), "--exclude=*-0,*-1"], env, &dir).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(sandbox.stats().import_posts_total as usize, kept);
+    assert!(
+        stdout(&out).contains(&format!("{} skipped by discovery", slugs.len() - kept)),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_on_a_fresh_machine_with_one_command() {
     let dir = workdir("demo");
     let out = bb2snyk(

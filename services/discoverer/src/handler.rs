@@ -59,6 +59,7 @@ impl Discoverer {
                     source_org_id: run.source_org_id.clone(),
                     workspace: w.slug,
                     name: w.name,
+                    filters: run.filters.clone(),
                 })
                 .publish()
             })
@@ -67,9 +68,15 @@ impl Discoverer {
     }
 
     async fn page(&self, org: OrgReady, next: Option<String>, page: u32) -> Outcome {
+        // The run's own filters, when its request carried some, else the service's settings.
+        let own = org
+            .filters
+            .as_ref()
+            .map(|f| RepoFilter::new(&f.discovery()));
+        let filter = own.as_ref().unwrap_or(&self.filter);
         let mut pages = match next {
             Some(url) => RepositoryPages::resume(&self.bitbucket, url),
-            None => self.bitbucket.repositories(&org.workspace, &self.filter),
+            None => self.bitbucket.repositories(&org.workspace, filter),
         };
         let repos = match pages.next_page().await {
             Ok(repos) => repos.unwrap_or_default(),
@@ -77,7 +84,7 @@ impl Discoverer {
         };
         let mut publishes: Vec<Publish> = Vec::with_capacity(repos.len() + 1);
         for repo in repos {
-            match self.accept(&org, repo).await {
+            match self.accept(&org, filter, repo).await {
                 Ok(publish) => publishes.push(publish),
                 Err(e) => return Outcome::retry(format!("ledger: {e}")),
             }
@@ -97,6 +104,7 @@ impl Discoverer {
     async fn accept(
         &self,
         org: &OrgReady,
+        filter: &RepoFilter,
         repo: Repository,
     ) -> Result<Publish, bb2snyk_store::StoreError> {
         let import = ImportRepo {
@@ -112,7 +120,7 @@ impl Discoverer {
         };
         let id = import.target_id();
         self.ledger.mark(&org.run_id, "discovered", &id).await?;
-        match self.filter.check(&repo) {
+        match filter.check(&repo) {
             Ok(()) => Ok(Body::ImportRepo(import).publish()),
             Err(skip) => {
                 let record = Record {

@@ -96,6 +96,7 @@ impl Rig {
             .expect("broker");
         let run_id = new_run_id();
         let request = Body::RunRequested(RunRequested {
+            filters: None,
             run_id: run_id.clone(),
             group_id: self.sandbox.knobs().group_id,
             source_org_id: None,

@@ -135,6 +135,7 @@ impl OrgCreator {
             workspace: w.workspace.clone(),
             org_id: mapping.org_id,
             integration_id: mapping.integration_id,
+            filters: w.filters.clone(),
         });
         Outcome::Ack(vec![
             ready.publish(),

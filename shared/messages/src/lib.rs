@@ -45,6 +45,37 @@ pub struct RunRequested {
     /// A template org whose integrations and settings new orgs copy.
     #[serde(default)]
     pub source_org_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
+}
+
+/// Repository filters a run request carries (`bb2snyk discover --include=...`) to the pages of its
+/// workspaces; without them the discoverer's own `discovery.*` settings apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    #[serde(default)]
+    pub exclude_forks: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub project_keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_since: Option<String>,
+}
+
+impl Filters {
+    pub fn discovery(&self) -> bb2snyk_settings::DiscoverySettings {
+        bb2snyk_settings::DiscoverySettings {
+            exclude_forks: self.exclude_forks,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            project_keys: self.project_keys.clone(),
+            updated_since: self.updated_since.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +89,8 @@ pub struct WorkspaceDiscovered {
     /// The display name, when Bitbucket gave one; the org is named after it (else after the slug).
     #[serde(default)]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +101,8 @@ pub struct OrgReady {
     pub workspace: String,
     pub org_id: String,
     pub integration_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,6 +319,7 @@ mod tests {
             assert!(reason.contains(expected), "{reason}");
         }
         let mut wrong = Body::RunRequested(RunRequested {
+            filters: None,
             run_id: "r".into(),
             group_id: "g".into(),
             source_org_id: None,

@@ -119,6 +119,7 @@ async fn run_to_the_end(settings: &Settings, sandbox: &Sandbox, expected_targets
         .expect("broker");
     let run_id = new_run_id();
     let request = Body::RunRequested(RunRequested {
+        filters: None,
         run_id: run_id.clone(),
         group_id: sandbox.knobs().group_id,
         source_org_id: None,
