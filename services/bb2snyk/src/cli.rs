@@ -49,6 +49,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Check configuration, credentials, scopes, Snyk and the infrastructure, one line each, with the fix.
     Doctor(DoctorArgs),
+    /// Declare the queues, retry tiers, parking queues and events exchange on RabbitMQ, then exit (each
+    /// service also does it at start; a deployment's topology job runs this first).
+    Topology,
 }
 
 /// The source systems snyk-api-import knows; bb2snyk speaks the Bitbucket Cloud App one.

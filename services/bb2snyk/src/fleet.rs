@@ -59,6 +59,23 @@ pub async fn discover(settings: &Settings, args: &DiscoverArgs) -> Result<(), Fa
     Ok(())
 }
 
+/// Declares the whole topology (idempotent) and lists the queues.
+pub async fn topology(settings: &Settings) -> Result<(), Failure> {
+    let connection = connect(settings, "topology").await?;
+    let topology = bb2snyk_service::topology(settings);
+    AmqpBroker::new(connection.clone(), topology.clone(), "bb2snyk").await?;
+    let _ = connection.close(200, "done".into()).await;
+    for queue in QUEUES {
+        println!("{}", topology.work(queue));
+        for tier in 0..topology.retry.tiers.len() {
+            println!("{}", topology.retry_queue(queue, tier));
+        }
+        println!("{}", topology.parked(queue));
+    }
+    println!("{} (exchange)", topology.events());
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 struct QueueStatus {
     name: String,

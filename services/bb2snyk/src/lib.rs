@@ -142,5 +142,6 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Status(args) => fleet::status(&settings()?, args).await,
         Command::Replay(args) => fleet::replay(&settings()?, args).await,
         Command::Doctor(args) => doctor::doctor(&settings()?, args).await,
+        Command::Topology => fleet::topology(&settings()?).await,
     }
 }
