@@ -170,10 +170,25 @@ impl Importer {
             id,
             about(&import, serde_json::json!({"job_url": job_url})),
         );
+        bb2snyk_telemetry::metrics::import_jobs_in_flight(1.0);
         Outcome::Ack(vec![self.poll_later(import, job_url, 0), requested])
     }
 
+    /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count.
     async fn poll(&self, poll: PollImport) -> Outcome {
+        let outcome = self.follow(poll).await;
+        let polls_again = match &outcome {
+            Outcome::Ack(publishes) => publishes.iter().any(|p| p.message.kind == "import.poll.v1"),
+            Outcome::Retry { .. } => true,
+            Outcome::Park { .. } => false,
+        };
+        if !polls_again {
+            bb2snyk_telemetry::metrics::import_jobs_in_flight(-1.0);
+        }
+        outcome
+    }
+
+    async fn follow(&self, poll: PollImport) -> Outcome {
         let id = poll.import.target_id();
         let job = match self.snyk.job(&poll.job_url).await {
             Ok(job) => job,

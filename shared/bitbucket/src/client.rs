@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bb2snyk_settings::{ConfigError, Settings};
 use bb2snyk_store::{Budget, BudgetConfig, Store};
+use bb2snyk_telemetry::metrics;
 use reqwest::{StatusCode, header::HeaderMap};
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -172,11 +173,13 @@ impl Bitbucket {
         authorization: &Authorization,
         url: &str,
     ) -> Result<T, BitbucketError> {
-        let response = authorization
-            .sign(self.http.get(url))
-            .send()
-            .await
-            .map_err(BitbucketError::network)?;
+        let sent = authorization.sign(self.http.get(url)).send().await;
+        metrics::http_call(
+            "bitbucket",
+            url,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+        );
+        let response = sent.map_err(BitbucketError::network)?;
         let status = response.status();
         tracing::debug!(%url, %status, "bitbucket GET");
         let headers: HeaderMap = response.headers().clone();

@@ -51,8 +51,13 @@ pub async fn exchange(
         )
         .form(&[("grant_type", "client_credentials")])
         .send()
-        .await
-        .map_err(BitbucketError::network)?;
+        .await;
+    bb2snyk_telemetry::metrics::http_call(
+        "bitbucket",
+        token_url.path(),
+        response.as_ref().ok().map(|r| r.status().as_u16()),
+    );
+    let response = response.map_err(BitbucketError::network)?;
     let status = response.status();
     tracing::debug!(url = %token_url, %status, "bitbucket token exchange");
     let text = response.text().await.map_err(BitbucketError::network)?;

@@ -18,6 +18,7 @@ use std::{
 };
 
 use bb2snyk_store::{Store, StoreError, fingerprint};
+use bb2snyk_telemetry::metrics;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -163,6 +164,7 @@ impl TokenProvider {
         let local = self.lock_local();
         let cached = local.as_ref().filter(|c| Instant::now() < c.refresh_at)?;
         self.stats.local_hits.fetch_add(1, Ordering::Relaxed);
+        metrics::token_lookup("hit");
         Some(cached.token.clone())
     }
 
@@ -226,6 +228,7 @@ impl TokenProvider {
             return Ok(None);
         }
         self.stats.shared_hits.fetch_add(1, Ordering::Relaxed);
+        metrics::token_lookup("shared");
         Ok(Some(Cached {
             token: SecretString::from(stored.access_token),
             refresh_at: Instant::now() + left,
@@ -243,6 +246,8 @@ impl TokenProvider {
         )
         .await?;
         self.stats.exchanges.fetch_add(1, Ordering::Relaxed);
+        metrics::token_lookup("miss");
+        metrics::token_exchanged();
         let fresh_for = token
             .lifetime
             .saturating_sub(refresh_margin(token.lifetime));

@@ -12,7 +12,7 @@ use std::{
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{Handler, Message, RetryPolicy, Settlement, settle};
+use crate::{Handler, Message, RetryPolicy, Settlement};
 
 #[derive(Debug, Clone)]
 pub struct MemoryBroker {
@@ -159,8 +159,9 @@ impl MemoryBroker {
             let handler = handler.clone();
             let queue = queue.to_owned();
             tracker.spawn(async move {
-                let outcome = handler.handle(message.clone()).await;
-                for settlement in settle(&inner.policy, &queue, &message, outcome) {
+                for settlement in
+                    crate::settle::handle(&inner.policy, &queue, &handler, &message).await
+                {
                     inner.apply(settlement);
                 }
                 inner.settled();

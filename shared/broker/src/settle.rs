@@ -1,7 +1,37 @@
 //! The one set of rules that turns a handler's [`Outcome`] into messages to send before the delivery is
 //! acked. Both transports follow it, so `bb2snyk run` behaves as the services do.
 
-use crate::{Message, Outcome, RetryPolicy, Route};
+use std::{sync::Arc, time::Instant};
+
+use bb2snyk_telemetry::metrics;
+
+use crate::{Handler, Message, Outcome, RetryPolicy, Route};
+
+/// Runs `handler` on `message` from work queue `queue` and settles its outcome, counting the message and
+/// timing the handler for `/metrics`. Both transports call this.
+pub async fn handle(
+    policy: &RetryPolicy,
+    queue: &str,
+    handler: &Arc<dyn Handler>,
+    message: &Message,
+) -> Vec<Settlement> {
+    metrics::message(queue, &message.kind, "consumed");
+    let started = Instant::now();
+    let outcome = handler.handle(message.clone()).await;
+    metrics::handled(queue, &message.kind, started.elapsed());
+    let retried = matches!(outcome, Outcome::Retry { .. });
+    let settlements = settle(policy, queue, message, outcome);
+    let parked = settlements.iter().any(|s| {
+        matches!(s, Settlement::Parked { message: m, .. } if m.message_id == message.message_id)
+    });
+    let counted = match (parked, retried) {
+        (true, _) => "parked",
+        (false, true) => "retried",
+        (false, false) => "acked",
+    };
+    metrics::message(queue, &message.kind, counted);
+    settlements
+}
 
 /// Where one message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     BrokerError, Handler, Message, Outgoing, Publisher, QueueSpec, Settlement, Topology,
-    declare_quorum_queue, settle,
+    declare_quorum_queue,
 };
 
 /// Tries of the retry tiers so far.
@@ -180,9 +180,10 @@ impl AmqpBroker {
 
     async fn settle_delivery(&self, queue: &str, handler: Arc<dyn Handler>, delivery: Delivery) {
         let message = decode(&delivery);
-        let outcome = handler.handle(message.clone()).await;
         let mut sent = Ok(());
-        for settlement in settle(&self.topology.retry, queue, &message, outcome) {
+        for settlement in
+            crate::settle::handle(&self.topology.retry, queue, &handler, &message).await
+        {
             sent = self.apply(&settlement).await;
             if sent.is_err() {
                 break;

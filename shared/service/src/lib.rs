@@ -1,6 +1,8 @@
 //! The frame around every bb2snyk service: read `--config`, load and check settings, start logging, turn
 //! SIGTERM and Ctrl-C into a cancellation, run the stage, and exit with the documented code.
 
+pub mod endpoints;
+
 use std::{future::Future, path::PathBuf, process::ExitCode, sync::Arc};
 
 use bb2snyk_broker::{AmqpBroker, BrokerError, Reconnect, RetryPolicy, Topology};
@@ -75,6 +77,14 @@ where
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    if let Some(listen) = settings.metrics.listen
+        && let Err(e) = endpoints::serve(listen, shutdown.clone()).await
+    {
+        let why = format!(
+            "cannot serve /metrics on {listen}: {e}; set BB2SNYK__METRICS__LISTEN to a free host:port (or empty to turn it off)"
+        );
+        return fail(name, &ServiceError::Unavailable(why));
+    }
     tracing::info!(
         service = name,
         version = env!("CARGO_PKG_VERSION"),
@@ -194,6 +204,8 @@ impl Infrastructure {
         let name = format!("{service}/{}", settings.amqp.prefix);
         let amqp = bb2snyk_broker::connect(&settings.amqp.url, &name, reconnect).await?;
         let store = Store::connect(&settings.redis.url, &settings.redis.prefix).await?;
+        let amqp = Arc::new(amqp);
+        endpoints::attach(&amqp, &store);
         tracing::info!(
             amqp = %bb2snyk_settings::redact_url(&settings.amqp.url),
             redis = %bb2snyk_settings::redact_url(&settings.redis.url),
@@ -201,11 +213,7 @@ impl Infrastructure {
         );
         let http = bb2snyk_http::client(&settings.http)
             .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self {
-            amqp: Arc::new(amqp),
-            store,
-            http,
-        })
+        Ok(Self { amqp, store, http })
     }
 
     /// The pipeline's broker, its topology declared.

@@ -284,6 +284,13 @@ pub const KEYS: &[Key] = &[
         help: "whole-request timeout for Bitbucket and Snyk calls, in seconds",
     },
     Key {
+        path: "metrics.listen",
+        env: None,
+        default: Some("0.0.0.0:9600"),
+        secret: false,
+        help: "where each service serves /metrics, /healthz and /readyz (host:port; empty turns them off)",
+    },
+    Key {
         path: "http.connect_timeout_secs",
         env: None,
         default: Some("5"),

@@ -36,6 +36,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub import: ImportSettings,
     pub http: HttpSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +133,13 @@ pub struct RedisSettings {
 pub struct ImportSettings {
     pub concurrent_imports: u32,
     pub log_path: PathBuf,
+}
+
+/// The service endpoints: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// `None` turns them off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +336,10 @@ impl Settings {
                     "import.log_path" => self.import.log_path.display().to_string(),
                     "http.timeout_secs" => self.http.timeout.as_secs().to_string(),
                     "http.connect_timeout_secs" => self.http.connect_timeout.as_secs().to_string(),
+                    "metrics.listen" => self
+                        .metrics
+                        .listen
+                        .map_or_else(|| "(off)".to_owned(), |a| a.to_string()),
                     other => format!("(no description for {other})"),
                 };
                 (k, value)

@@ -6,7 +6,7 @@ use url::Url;
 
 use crate::{
     AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, DiscoverySettings, HttpSettings,
-    ImportSettings, PipelineSettings, RedisSettings, Settings, SnykSettings,
+    ImportSettings, MetricsSettings, PipelineSettings, RedisSettings, Settings, SnykSettings,
     keys::{KEYS, key},
 };
 
@@ -125,6 +125,9 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             concurrent_imports: r.number("import.concurrent_imports", 1..=50)? as u32,
             log_path: expand_home(&r.required("import.log_path")?, home),
         },
+        metrics: MetricsSettings {
+            listen: r.address("metrics.listen")?,
+        },
         http: HttpSettings {
             timeout: Duration::from_secs(r.number("http.timeout_secs", 1..=600)?),
             connect_timeout: Duration::from_secs(r.number("http.connect_timeout_secs", 1..=120)?),
@@ -169,6 +172,20 @@ impl Reader {
             ));
         }
         Ok(url)
+    }
+
+    /// `host:port`, or nothing (empty) to turn the feature off.
+    fn address(&self, path: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.text(path)?
+            .map(|raw| {
+                raw.parse().map_err(|_| {
+                    ConfigError::invalid(
+                        key(path),
+                        format!("{raw:?} is not host:port, like 0.0.0.0:9600"),
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// A comma-separated list, blanks dropped.

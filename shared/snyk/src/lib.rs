@@ -241,7 +241,13 @@ impl Client {
                 if let Some(body) = body {
                     request = request.json(body);
                 }
-                let response = request.send().await.map_err(SnykError::network)?;
+                let sent = request.send().await;
+                bb2snyk_telemetry::metrics::http_call(
+                    "snyk",
+                    url,
+                    sent.as_ref().ok().map(|r| r.status().as_u16()),
+                );
+                let response = sent.map_err(SnykError::network)?;
                 let status = response.status();
                 tracing::debug!(%method, %url, %status, "snyk call");
                 let retry_after = bb2snyk_http::retry_after(response.headers());

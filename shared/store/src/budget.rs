@@ -80,6 +80,7 @@ pub struct BudgetConfig {
 
 #[derive(Debug)]
 pub struct Budget {
+    api: &'static str,
     store: Option<Store>,
     log_key: String,
     pause_key: String,
@@ -103,6 +104,7 @@ impl Budget {
         // The tag in braces keeps both keys of the script in one Redis Cluster slot.
         let tag = format!("{{{}:{}}}", config.api, config.credential);
         Self {
+            api: config.api,
             store,
             log_key: format!("budget:{tag}"),
             pause_key: format!("pause:{tag}"),
@@ -131,6 +133,7 @@ impl Budget {
             };
             if wait.is_zero() {
                 self.record_local();
+                bb2snyk_telemetry::metrics::limiter_waited(self.api, started.elapsed());
                 let waited = millis(started.elapsed()).saturating_sub(1);
                 self.waited_ms.fetch_add(waited, Ordering::Relaxed);
                 return;

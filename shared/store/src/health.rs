@@ -39,6 +39,8 @@ impl Health {
 
     pub(crate) fn failed(&self, error: &redis::RedisError) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        bb2snyk_telemetry::metrics::redis_failed();
+        bb2snyk_telemetry::metrics::redis_degraded(true);
         let now = Instant::now();
         let mut state = self.lock();
         state.resting_until = Some(now + REST);
@@ -58,6 +60,7 @@ impl Health {
     pub(crate) fn succeeded(&self) {
         let mut state = self.lock();
         if state.down {
+            bb2snyk_telemetry::metrics::redis_degraded(false);
             state.down = false;
             state.resting_until = None;
             tracing::info!(

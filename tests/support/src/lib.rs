@@ -250,8 +250,90 @@ pub fn pipeline_env(
         ("BB2SNYK__PIPELINE__RETRY_TIERS_SECS", "1,2".into()),
         ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "4".into()),
         ("BB2SNYK__PIPELINE__DRAIN_SECS", "5".into()),
+        // Many services share a test process: each endpoint server takes a free port.
+        ("BB2SNYK__METRICS__LISTEN", "127.0.0.1:0".into()),
     ] {
         env.insert(k.to_owned(), v);
     }
     env
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `target`, which a test can take down (every connection through it
+/// is cut and new ones are refused) and bring back on the same port: a broker outage for one process.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    target: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy port");
+        let addr = listener.local_addr().expect("proxy address");
+        let proxy = Self {
+            addr,
+            target: target.to_owned(),
+            tasks: std::sync::Arc::default(),
+        };
+        proxy.accept(listener);
+        proxy
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    fn accept(&self, listener: tokio::net::TcpListener) {
+        let (target, tasks) = (self.target.clone(), self.tasks.clone());
+        let acceptor = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(relay.abort_handle());
+            }
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(acceptor.abort_handle());
+    }
+
+    /// Cuts every connection and stops listening.
+    pub fn stop(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn resume(&self) {
+        let listener = wait_for(
+            "the proxy port to be free",
+            Duration::from_secs(10),
+            || async { tokio::net::TcpListener::bind(self.addr).await.ok() },
+        )
+        .await;
+        self.accept(listener);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

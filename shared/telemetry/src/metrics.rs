@@ -1,0 +1,207 @@
+//! Prometheus metrics: every name in one place, recorded through the `metrics` facade (so library code
+//! records without plumbing) and rendered as Prometheus text by the service's `/metrics` endpoint.
+//! Nothing is recorded until a process installs the recorder; libraries pay nothing in tests.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Messages per queue, type and outcome (`consumed`, `acked`, `retried`, `parked`).
+pub const MESSAGES: &str = "bb2snyk_messages_total";
+/// Handler time per queue and type, in seconds.
+pub const HANDLER_SECONDS: &str = "bb2snyk_handler_duration_seconds";
+/// HTTP calls per API (`bitbucket`, `snyk`), endpoint (a path template) and status (`error` when none).
+pub const HTTP_REQUESTS: &str = "bb2snyk_http_requests_total";
+/// 429 answers per API.
+pub const RATE_LIMITED: &str = "bb2snyk_rate_limited_total";
+/// Time each request waited for the rate budget, per API, in seconds.
+pub const LIMITER_WAIT: &str = "bb2snyk_limiter_wait_seconds";
+/// Bitbucket token exchanges (client_credentials grants).
+pub const TOKEN_EXCHANGES: &str = "bb2snyk_token_exchanges_total";
+/// Token look-ups per result: `hit` (in-process), `shared` (Redis), `miss` (an exchange followed).
+pub const TOKEN_CACHE: &str = "bb2snyk_token_cache_total";
+/// 1 while Redis is unreachable and this process works from its own state.
+pub const REDIS_DEGRADED: &str = "bb2snyk_redis_degraded";
+/// Redis commands that failed.
+pub const REDIS_FAILURES: &str = "bb2snyk_redis_failures_total";
+/// Import jobs requested and not yet finished; sum it over the fleet (a job may finish on another replica).
+pub const IMPORT_JOBS_IN_FLIGHT: &str = "bb2snyk_import_jobs_in_flight";
+/// 1 while the RabbitMQ connection is up.
+pub const AMQP_CONNECTED: &str = "bb2snyk_amqp_connected";
+
+/// Every metric name, for the README and the dashboard test.
+pub const NAMES: [&str; 11] = [
+    MESSAGES,
+    HANDLER_SECONDS,
+    HTTP_REQUESTS,
+    RATE_LIMITED,
+    LIMITER_WAIT,
+    TOKEN_EXCHANGES,
+    TOKEN_CACHE,
+    REDIS_DEGRADED,
+    REDIS_FAILURES,
+    IMPORT_JOBS_IN_FLIGHT,
+    AMQP_CONNECTED,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once; the handle renders `/metrics`. `None` when another recorder
+/// was installed first.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 120.0];
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(MESSAGES, "messages per queue, type and outcome");
+    describe_histogram!(
+        HANDLER_SECONDS,
+        Unit::Seconds,
+        "handler time per queue and type"
+    );
+    describe_counter!(HTTP_REQUESTS, "HTTP calls per API, endpoint and status");
+    describe_counter!(RATE_LIMITED, "429 answers per API");
+    describe_histogram!(
+        LIMITER_WAIT,
+        Unit::Seconds,
+        "time each request waited for the rate budget"
+    );
+    describe_counter!(TOKEN_EXCHANGES, "Bitbucket token exchanges");
+    describe_counter!(TOKEN_CACHE, "token look-ups: hit, shared or miss");
+    describe_gauge!(REDIS_DEGRADED, "1 while Redis is unreachable");
+    describe_counter!(REDIS_FAILURES, "Redis commands that failed");
+    describe_gauge!(
+        IMPORT_JOBS_IN_FLIGHT,
+        "import jobs requested and not finished (sum over the fleet)"
+    );
+    describe_gauge!(AMQP_CONNECTED, "1 while the RabbitMQ connection is up");
+}
+
+pub fn message(queue: &str, kind: &str, outcome: &'static str) {
+    counter!(MESSAGES, "queue" => queue.to_owned(), "type" => kind.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn handled(queue: &str, kind: &str, took: Duration) {
+    histogram!(HANDLER_SECONDS, "queue" => queue.to_owned(), "type" => kind.to_owned())
+        .record(took.as_secs_f64());
+}
+
+/// Records one HTTP call to `url`; its path becomes a template so ids never become label values.
+pub fn http_call(api: &'static str, url: &str, status: Option<u16>) {
+    let path = url.split('?').next().unwrap_or_default();
+    let endpoint = endpoint(path);
+    if status == Some(429) {
+        counter!(RATE_LIMITED, "api" => api).increment(1);
+    }
+    let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+    counter!(HTTP_REQUESTS, "api" => api, "endpoint" => endpoint, "status" => status).increment(1);
+}
+
+pub fn limiter_waited(api: &'static str, waited: Duration) {
+    histogram!(LIMITER_WAIT, "api" => api).record(waited.as_secs_f64());
+}
+
+pub fn token_exchanged() {
+    counter!(TOKEN_EXCHANGES).increment(1);
+}
+
+pub fn token_lookup(result: &'static str) {
+    counter!(TOKEN_CACHE, "result" => result).increment(1);
+}
+
+pub fn redis_degraded(down: bool) {
+    gauge!(REDIS_DEGRADED).set(if down { 1.0 } else { 0.0 });
+}
+
+pub fn redis_failed() {
+    counter!(REDIS_FAILURES).increment(1);
+}
+
+pub fn import_jobs_in_flight(change: f64) {
+    gauge!(IMPORT_JOBS_IN_FLIGHT).increment(change);
+}
+
+pub fn amqp_connected(up: bool) {
+    gauge!(AMQP_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The endpoint template of a Bitbucket or Snyk path.
+pub fn endpoint(path: &str) -> &'static str {
+    const TEMPLATES: [(&str, &str); 10] = [
+        ("/oauth2/access_token", "/site/oauth2/access_token"),
+        ("/user/workspaces", "/user/workspaces"),
+        ("/repositories/", "/repositories/{workspace}"),
+        ("/workspaces", "/workspaces"),
+        ("/orgs", "/group/{group}/orgs"),
+        ("/integrations", "/org/{org}/integrations"),
+        ("/notification-settings", "/org/{org}/notification-settings"),
+        ("/import", "/org/{org}/integrations/{integration}/import"),
+        (
+            "/import/",
+            "/org/{org}/integrations/{integration}/import/{job}",
+        ),
+        ("/org", "/org"),
+    ];
+    // Most specific first: a job URL contains "/import/", an import URL ends with "/import".
+    if path.contains("/import/") {
+        return TEMPLATES[8].1;
+    }
+    TEMPLATES
+        .iter()
+        .find(|(marker, _)| {
+            if marker.ends_with('/') {
+                path.contains(marker)
+            } else {
+                path.ends_with(marker)
+            }
+        })
+        .map_or("other", |(_, template)| template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn paths_become_templates() {
+        for (path, template) in [
+            ("/site/oauth2/access_token", "/site/oauth2/access_token"),
+            ("/2.0/user/workspaces", "/user/workspaces"),
+            ("/2.0/workspaces", "/workspaces"),
+            ("/2.0/repositories/acme", "/repositories/{workspace}"),
+            ("/v1/group/g-1/orgs", "/group/{group}/orgs"),
+            ("/v1/org", "/org"),
+            ("/v1/org/o-1/integrations", "/org/{org}/integrations"),
+            (
+                "/v1/org/o-1/notification-settings",
+                "/org/{org}/notification-settings",
+            ),
+            (
+                "/v1/org/o/integrations/i/import",
+                "/org/{org}/integrations/{integration}/import",
+            ),
+            (
+                "/v1/org/o/integrations/i/import/j",
+                "/org/{org}/integrations/{integration}/import/{job}",
+            ),
+            ("/something/else", "other"),
+        ] {
+            assert_eq!(endpoint(path), template, "{path}");
+        }
+    }
+}
