@@ -1,0 +1,247 @@
+//! The deployment files parse, and what they name exists: queue names in KEDA match the topology, the
+//! variables they set are settings bb2snyk reads, commands are our binaries, metric names are ours, probes
+//! hit our endpoints, and grace periods outlast the drain.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use bb2snyk_settings::{KEYS, Sources};
+use serde_json::Value;
+
+const BINARIES: [&str; 5] = [
+    "discoverer",
+    "org-creator",
+    "importer",
+    "bb2snyk",
+    "sandbox",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every YAML document and JSON file under `deploy/`, and `docker-compose.yml`, as JSON values.
+fn documents() -> Vec<(PathBuf, Value)> {
+    let mut files = vec![root().join("docker-compose.yml")];
+    let mut dirs = vec![root().join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("deploy dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut documents = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => {
+                for document in serde_yaml_ng::Deserializer::from_str(&text) {
+                    let mut yaml: serde_yaml_ng::Value = serde::Deserialize::deserialize(document)
+                        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
+                    // Compose's `<<: *service` merge keys, as compose applies them.
+                    yaml.apply_merge()
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    let value = serde_json::to_value(yaml)
+                        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    documents.push((path.clone(), value));
+                }
+            }
+            Some("json") => {
+                let value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()));
+                documents.push((path, value));
+            }
+            _ => {}
+        }
+    }
+    documents
+}
+
+fn kind<'a>(docs: &'a [(PathBuf, Value)], kind: &str) -> Vec<&'a Value> {
+    docs.iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+/// Variables bb2snyk reads: the seed's names, `BB2SNYK__SECTION__KEY` for every key, and the few read directly.
+fn known_variables() -> BTreeSet<String> {
+    let mut known: BTreeSet<String> = KEYS
+        .iter()
+        .flat_map(|k| {
+            k.env
+                .map(str::to_owned)
+                .into_iter()
+                .chain([k.structured_env()])
+        })
+        .collect();
+    for name in [
+        "RUST_LOG",
+        "DEBUG",
+        "BB2SNYK_LOG_FORMAT",
+        "BB2SNYK_CONFIG",
+        "SNYK_IMPORT_PATH",
+    ] {
+        known.insert(name.to_owned());
+    }
+    known
+}
+
+#[test]
+fn every_file_parses_and_every_reference_resolves() {
+    let docs = documents();
+    assert!(docs.len() >= 12, "found {} documents", docs.len());
+    let known = known_variables();
+    // Read by KEDA, not by bb2snyk.
+    let keda_only = ["RABBITMQ_MANAGEMENT_URL"];
+
+    // KEDA scales on queues the topology declares, under the default prefix.
+    let settings = bb2snyk_settings::load(&Sources::default()).expect("default settings");
+    let topology = bb2snyk_service::topology(&settings);
+    let work: BTreeSet<String> = bb2snyk_messages::QUEUES
+        .iter()
+        .map(|q| topology.work(q))
+        .collect();
+    let deployments = kind(&docs, "Deployment");
+    let names: BTreeSet<&str> = deployments
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    let scaled = kind(&docs, "ScaledObject");
+    assert_eq!(scaled.len(), 2, "the importer and the discoverer");
+    for object in scaled {
+        let target = object["spec"]["scaleTargetRef"]["name"]
+            .as_str()
+            .unwrap_or("");
+        assert!(names.contains(target), "{target} is not a Deployment");
+        for trigger in object["spec"]["triggers"].as_array().expect("triggers") {
+            let queue = trigger["metadata"]["queueName"].as_str().unwrap_or("");
+            assert!(
+                work.contains(queue),
+                "KEDA queue {queue} is not in {work:?}"
+            );
+            assert_eq!(trigger["metadata"]["protocol"], "http");
+            assert_eq!(trigger["metadata"]["mode"], "QueueLength");
+        }
+    }
+
+    // Every variable a ConfigMap or Secret sets is one bb2snyk (or KEDA) reads.
+    for map in kind(&docs, "ConfigMap")
+        .into_iter()
+        .chain(kind(&docs, "Secret"))
+    {
+        let data = map["data"]
+            .as_object()
+            .or(map["stringData"].as_object())
+            .expect("data");
+        for name in data.keys() {
+            assert!(
+                known.contains(name) || keda_only.contains(&name.as_str()),
+                "{name} is not a setting"
+            );
+        }
+    }
+
+    // Deployments run our binaries, probe our endpoints, and outlast the drain on SIGTERM.
+    let drain = settings.pipeline.drain.as_secs();
+    assert_eq!(deployments.len(), 3);
+    for deployment in &deployments {
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(0) > drain);
+        for container in pod["containers"].as_array().expect("containers") {
+            let command = container["command"][0].as_str().unwrap_or("");
+            assert!(BINARIES.contains(&command), "{command}");
+            assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+            assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+            assert!(container["resources"]["requests"].is_object());
+            assert!(
+                container["envFrom"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|s| s["secretRef"].is_object()))
+            );
+        }
+    }
+    for job in kind(&docs, "Job") {
+        let command = &job["spec"]["template"]["spec"]["containers"][0]["command"];
+        assert_eq!(command[0], "bb2snyk");
+        assert_eq!(command[1], "topology");
+    }
+
+    // Compose: our binaries, known variables, healthchecks and healthy dependencies.
+    let compose = &docs
+        .iter()
+        .find(|(p, _)| p.ends_with("docker-compose.yml"))
+        .expect("docker-compose.yml")
+        .1;
+    for service in ["discoverer", "org-creator", "importer"] {
+        let s = &compose["services"][service];
+        assert_eq!(s["command"][0], service);
+        assert!(
+            s["healthcheck"]["test"].is_array(),
+            "{service} has a healthcheck"
+        );
+        assert_eq!(s["depends_on"]["rabbitmq"]["condition"], "service_healthy");
+        for name in s["environment"].as_object().expect("environment").keys() {
+            assert!(
+                known.contains(name),
+                "compose sets {name}, which is not a setting"
+            );
+        }
+    }
+    assert!(compose["services"]["importer"]["deploy"]["replicas"].as_u64() > Some(1));
+    assert_eq!(compose["services"]["sandbox"]["profiles"][0], "sandbox");
+    assert!(compose["services"]["rabbitmq"]["healthcheck"].is_object());
+    assert!(compose["services"]["redis"]["healthcheck"].is_object());
+}
+
+#[test]
+fn alerts_and_dashboards_use_metrics_that_exist() {
+    let docs = documents();
+    let ours = bb2snyk_telemetry::metrics::NAMES;
+    let mut expressions = Vec::new();
+    for (path, doc) in &docs {
+        if path.to_string_lossy().contains("prometheus") {
+            for group in doc["groups"].as_array().expect("rule groups") {
+                for rule in group["rules"].as_array().expect("rules") {
+                    expressions.push(rule["expr"].as_str().expect("expr").to_owned());
+                }
+            }
+        }
+        if path.to_string_lossy().contains("grafana") {
+            for panel in doc["panels"].as_array().expect("panels") {
+                for target in panel["targets"].as_array().expect("targets") {
+                    expressions.push(target["expr"].as_str().expect("expr").to_owned());
+                }
+            }
+        }
+    }
+    assert!(expressions.len() >= 10, "{expressions:?}");
+    let mut alerts = 0;
+    for expr in &expressions {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if let Some(name) = word.strip_prefix("bb2snyk_") {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                let full = format!("bb2snyk_{base}");
+                assert!(
+                    ours.contains(&full.as_str())
+                        || ours.contains(&format!("bb2snyk_{name}").as_str()),
+                    "{word} in {expr} is not a bb2snyk metric"
+                );
+            }
+        }
+        alerts += usize::from(expr.contains("rabbitmq_queue"));
+    }
+    assert!(
+        alerts >= 2,
+        "parked and consumer alerts read RabbitMQ's queue metrics"
+    );
+}
