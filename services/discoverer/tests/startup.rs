@@ -16,7 +16,9 @@ async fn discoverer(sandbox: &Sandbox, env: &[(&str, &str)]) -> Output {
             "BB2SNYK__REDIS__PREFIX",
             format!("{}:", unique("discoverer")),
         )
-        .env("BB2SNYK__AMQP__CONNECT_ATTEMPTS", "2");
+        .env("BB2SNYK__AMQP__CONNECT_ATTEMPTS", "2")
+        // Tests run side by side: each takes a free port for its endpoints.
+        .env("BB2SNYK__METRICS__LISTEN", "127.0.0.1:0");
     for var in ["BB2SNYK_TEST_AMQP_URL", "BB2SNYK_TEST_REDIS_URL"] {
         if let Ok(url) = std::env::var(var) {
             command.env(var.trim_start_matches("BB2SNYK_TEST_"), url);

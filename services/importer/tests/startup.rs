@@ -6,7 +6,9 @@ fn importer(env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_importer"));
     command
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Tests run side by side: each takes a free port for its endpoints.
+        .env("BB2SNYK__METRICS__LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         command.env(k, v);
     }
