@@ -61,16 +61,23 @@ pub enum Source {
     BitbucketCloudApp,
 }
 
+/// The Snyk group to import into, and the org new orgs are made from.
 #[derive(Debug, Args)]
-pub struct OrgsDataArgs {
-    #[arg(long, value_enum)]
-    pub source: Source,
-    /// The Snyk group the orgs will belong to.
+pub struct Group {
+    /// The Snyk group the orgs belong to.
     #[arg(long = "groupId", alias = "group-id")]
     pub group_id: String,
     /// A template org whose settings and integrations new orgs copy.
     #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
     pub source_org_public_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OrgsDataArgs {
+    #[arg(long, value_enum)]
+    pub source: Source,
+    #[command(flatten)]
+    pub group: Group,
     /// Leave out workspaces without repositories.
     #[arg(long = "skipEmptyOrgs", alias = "skip-empty-orgs")]
     pub skip_empty_orgs: bool,
@@ -217,12 +224,8 @@ impl Filters {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The Snyk group to import into.
-    #[arg(long = "groupId", alias = "group-id")]
-    pub group_id: String,
-    /// A template org whose settings and integrations new orgs copy.
-    #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
-    pub source_org_public_id: Option<String>,
+    #[command(flatten)]
+    pub group: Group,
     #[command(flatten)]
     pub filters: Filters,
 }
@@ -239,12 +242,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct DiscoverArgs {
-    /// The Snyk group to import into.
-    #[arg(long = "groupId", alias = "group-id")]
-    pub group_id: String,
-    /// A template org whose settings and integrations new orgs copy.
-    #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
-    pub source_org_public_id: Option<String>,
+    #[command(flatten)]
+    pub group: Group,
     /// Sent with the run request; without any, the discoverer's `discovery.*` settings apply.
     #[command(flatten)]
     pub filters: Filters,

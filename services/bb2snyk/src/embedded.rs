@@ -5,7 +5,9 @@ use std::{collections::BTreeMap, io::IsTerminal, path::Path, sync::Arc, time::Du
 
 use bb2snyk_broker::{Handler, Message, RetryPolicy, memory::MemoryBroker};
 use bb2snyk_ledger::{Ledger, Record, State};
-use bb2snyk_messages::{Body, DISCOVERER, IMPORTER, ImportRepo, ORG_CREATOR, QUEUES};
+use bb2snyk_messages::{
+    Body, DISCOVERER, IMPORTER, IMPORTER_POLLS, ImportRepo, ORG_CREATOR, QUEUES,
+};
 use bb2snyk_service::CancellationToken;
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::Target;
@@ -63,15 +65,16 @@ impl Embedded {
             max_attempts: settings.pipeline.max_attempts,
         });
         let http = bb2snyk_http::client(&settings.http)?;
-        let mut handlers: Vec<(&str, Arc<dyn Handler>, usize)> = vec![(
-            IMPORTER,
-            Arc::new(bb2snyk_importer::importer(
-                &settings,
-                http.clone(),
-                store.clone(),
-            )?),
-            settings.import.concurrent_imports as usize,
-        )];
+        let importer: Arc<dyn Handler> = Arc::new(bb2snyk_importer::importer(
+            &settings,
+            http.clone(),
+            store.clone(),
+        )?);
+        let imports = settings.import.concurrent_imports as usize;
+        let mut handlers: Vec<(&str, Arc<dyn Handler>, usize)> = vec![
+            (IMPORTER, importer.clone(), imports),
+            (IMPORTER_POLLS, importer, imports),
+        ];
         if stages == Stages::All {
             handlers.push((
                 ORG_CREATOR,

@@ -48,8 +48,8 @@ pub async fn discover(settings: &Settings, args: &DiscoverArgs) -> Result<(), Fa
     let run_id = bb2snyk_messages::new_run_id();
     let body = Body::RunRequested(RunRequested {
         run_id: run_id.clone(),
-        group_id: args.group_id.clone(),
-        source_org_id: args.source_org_public_id.clone(),
+        group_id: args.group.group_id.clone(),
+        source_org_id: args.group.source_org_public_id.clone(),
         filters: args.filters.to_message(),
     });
     broker.publish(DISCOVERER, &body.to_message()).await?;

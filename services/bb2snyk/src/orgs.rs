@@ -29,14 +29,14 @@ pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failur
         }
         orgs.push(OrgRequest {
             name: workspace.name.unwrap_or_else(|| workspace.slug.clone()),
-            group_id: args.group_id.clone(),
-            source_org_id: args.source_org_public_id.clone(),
+            group_id: args.group.group_id.clone(),
+            source_org_id: args.group.source_org_public_id.clone(),
             slug: Some(workspace.slug),
         });
     }
     let path = dir.join(format!(
         "group-{}-bitbucket-cloud-app-orgs.json",
-        args.group_id
+        args.group.group_id
     ));
     let found = orgs.len();
     files::write_json(&path, &OrgsFile { orgs })?;

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 
 use crate::{
     Failure,
-    cli::{DemoArgs, Filters, RunArgs},
+    cli::{DemoArgs, Filters, Group, RunArgs},
     embedded::{Embedded, Logs, Stages},
     files,
 };
@@ -23,11 +23,11 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
         );
     }
     let pipeline = Embedded::start(settings, Stages::All, done).await?;
-    println!("Run {} for group {}", pipeline.run_id, args.group_id);
+    println!("Run {} for group {}", pipeline.run_id, args.group.group_id);
     pipeline.publish(&Body::RunRequested(RunRequested {
         run_id: pipeline.run_id.clone(),
-        group_id: args.group_id.clone(),
-        source_org_id: args.source_org_public_id.clone(),
+        group_id: args.group.group_id.clone(),
+        source_org_id: args.group.source_org_public_id.clone(),
         // Carried by the request, as `discover` does for the services.
         filters: args.filters.to_message(),
     }));
@@ -69,8 +69,10 @@ pub async fn demo(mut settings: Settings, args: &DemoArgs) -> Result<(), Failure
         truth.workspaces, truth.repositories, truth.empty, truth.forks
     );
     let args = RunArgs {
-        group_id: knobs.group_id.clone(),
-        source_org_public_id: None,
+        group: Group {
+            group_id: knobs.group_id.clone(),
+            source_org_public_id: None,
+        },
         filters: Filters::default(),
     };
     for attempt in ["first run", "second run: nothing new to do"] {

@@ -11,7 +11,8 @@ use bb2snyk_snyk::{Client as Snyk, ImportOptions};
 use bb2snyk_store::Store;
 pub use handler::{Importer, Policy};
 
-/// Serves the importer's queue with `CONCURRENT_IMPORTS` deliveries in flight until `shutdown`.
+/// Serves the importer's queues (import requests, and job polls) with `CONCURRENT_IMPORTS` deliveries in
+/// flight on each, until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
     bb2snyk_service::supervise("importer", &shutdown, || serve(&settings, shutdown.clone())).await
 }
@@ -27,17 +28,24 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
     )?;
     tracing::info!("importer ready");
     let concurrency = u16::try_from(settings.import.concurrent_imports).unwrap_or(u16::MAX);
-    let served = broker
-        .serve(
-            bb2snyk_messages::IMPORTER,
-            Arc::new(importer),
+    let importer = Arc::new(importer);
+    let serve = |queue| {
+        broker.serve(
+            queue,
+            importer.clone(),
             concurrency,
-            shutdown,
+            shutdown.clone(),
             settings.pipeline.drain,
         )
-        .await;
+    };
+    // Either queue failing ends this life; the supervisor starts the next.
+    let served = tokio::try_join!(
+        serve(bb2snyk_messages::IMPORTER),
+        serve(bb2snyk_messages::IMPORTER_POLLS)
+    );
     infrastructure.close().await;
-    Ok(served?)
+    served?;
+    Ok(())
 }
 
 /// The importer's handler, on Redis for a fleet or on an in-process store for `bb2snyk run` and `import`.

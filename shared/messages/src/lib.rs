@@ -11,7 +11,10 @@ use sha2::{Digest, Sha256};
 pub const DISCOVERER: &str = "discoverer";
 pub const ORG_CREATOR: &str = "org-creator";
 pub const IMPORTER: &str = "importer";
-pub const QUEUES: [&str; 3] = [DISCOVERER, ORG_CREATOR, IMPORTER];
+/// Job polls have their own queue: behind thousands of import requests they would wait for all of them,
+/// and no job would be seen to finish until every import was requested.
+pub const IMPORTER_POLLS: &str = "importer-polls";
+pub const QUEUES: [&str; 4] = [DISCOVERER, ORG_CREATOR, IMPORTER, IMPORTER_POLLS];
 
 /// Every message body; `type` says which.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +179,8 @@ impl Body {
         match self {
             Self::RunRequested(_) | Self::OrgReady(_) | Self::ReposPage(_) => DISCOVERER,
             Self::WorkspaceDiscovered(_) => ORG_CREATOR,
-            Self::ImportRepo(_) | Self::PollImport(_) => IMPORTER,
+            Self::ImportRepo(_) => IMPORTER,
+            Self::PollImport(_) => IMPORTER_POLLS,
         }
     }
 

@@ -10,15 +10,14 @@
 use std::{
     collections::HashMap,
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use bb2snyk_broker::{AmqpBroker, Handler, Message, Outcome};
-use bb2snyk_ledger::Ledger;
-use bb2snyk_messages::{Body, DISCOVERER, RunRequested, new_run_id};
+use bb2snyk_e2e::{Run, binaries, free_port};
 use bb2snyk_sandbox::{Knobs, Sandbox, Stats};
 use bb2snyk_service::{CancellationToken, Infrastructure};
 use bb2snyk_settings::{Settings, Sources};
@@ -29,21 +28,6 @@ use tokio::process::{Child, Command};
 const SNYK_PER_MINUTE: u32 = 6000;
 const BITBUCKET_PER_MINUTE: u32 = 1000;
 const REPOS_PER_WORKSPACE: usize = 100;
-
-fn binaries() -> PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--bins"])
-        .args([
-            "-pbb2snyk-discoverer",
-            "-pbb2snyk-org-creator",
-            "-pbb2snyk-importer",
-            "-pbb2snyk",
-        ])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "release binaries build");
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release")
-}
 
 fn knobs(workspaces: usize) -> Knobs {
     Knobs {
@@ -173,13 +157,6 @@ impl Process {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 struct Measured {
     label: String,
     wall: Duration,
@@ -217,36 +194,15 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured 
         p.name = format!("importer#{}", i + 1);
         processes.push(p);
     }
-    let infrastructure = Infrastructure::connect(&settings, "bench")
-        .await
-        .expect("infrastructure");
-    let broker = infrastructure
-        .broker(&settings, "bench")
-        .await
-        .expect("broker");
-    let ledger = Ledger::new(infrastructure.store.clone());
     let total = sandbox.stats().truth.repositories;
-    let run_id = new_run_id();
     let started = Instant::now();
-    let request = Body::RunRequested(RunRequested {
-        run_id: run_id.clone(),
-        group_id: sandbox.knobs().group_id,
-        source_org_id: None,
-        filters: None,
-    });
-    broker
-        .publish(DISCOVERER, &request.to_message())
-        .await
-        .expect("published");
+    let run = Run::request(&settings, &sandbox.knobs().group_id).await;
     let mut last_print = Instant::now();
     loop {
         for p in &mut processes {
             p.sample();
         }
-        let counts = ledger.counts(&run_id).await.unwrap_or_default();
-        let done = counts.get("imported").copied().unwrap_or(0)
-            + counts.get("skipped").copied().unwrap_or(0)
-            + counts.get("parked").copied().unwrap_or(0);
+        let done = run.settled().await;
         if done >= total {
             break;
         }
@@ -273,7 +229,7 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured 
         p.stop().await;
         usage.push((p.name.clone(), p.last.0, p.last.1));
     }
-    infrastructure.close().await;
+    run.infrastructure.close().await;
     Measured {
         label: format!("services, {importers} importer(s)"),
         wall,
@@ -425,7 +381,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let bin = binaries();
+    let bin = binaries(true);
     let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
     let (snyk, bitbucket, bound) = lower_bound(workspaces as u64, repos, 1);
     eprintln!("tenant {workspaces} × {REPOS_PER_WORKSPACE}; lower bound {bound:?}");

@@ -3,9 +3,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use bb2snyk_broker::AmqpBroker;
+use bb2snyk_e2e::Run;
 use bb2snyk_ledger::Ledger;
-use bb2snyk_messages::{Body, DISCOVERER, RunRequested, new_run_id};
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_service::{CancellationToken, Infrastructure};
 use bb2snyk_settings::{Settings, Sources};
@@ -110,32 +109,13 @@ async fn listen_to_events(settings: &Settings) -> (lapin::Channel, String) {
 
 /// Publishes a run request and waits until every discovered target is imported, skipped or parked.
 async fn run_to_the_end(settings: &Settings, sandbox: &Sandbox, expected_targets: u64) -> String {
-    let infrastructure = Infrastructure::connect(settings, "e2e")
-        .await
-        .expect("infrastructure");
-    let broker: AmqpBroker = infrastructure
-        .broker(settings, "e2e")
-        .await
-        .expect("broker");
-    let run_id = new_run_id();
-    let request = Body::RunRequested(RunRequested {
-        filters: None,
-        run_id: run_id.clone(),
-        group_id: sandbox.knobs().group_id,
-        source_org_id: None,
-    });
-    broker
-        .publish(DISCOVERER, &request.to_message())
-        .await
-        .expect("published");
-    let ledger = Ledger::new(infrastructure.store.clone());
+    let run = Run::request(settings, &sandbox.knobs().group_id).await;
     wait_for("every target settled", Duration::from_secs(120), || async {
-        let c = ledger.counts(&run_id).await.ok()?;
-        let settled = c["imported"] + c["skipped"] + c["parked"];
-        (c["discovered"] == expected_targets && settled == expected_targets).then_some(())
+        let discovered = run.ledger.counts(&run.id).await.ok()?["discovered"];
+        (discovered == expected_targets && run.settled().await == expected_targets).then_some(())
     })
     .await;
-    run_id
+    run.id
 }
 
 #[tokio::test]
@@ -241,8 +221,10 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
         (waiting == 0).then_some(())
     })
     .await;
+    // A repository refused at its POST parks its request; one whose jobs keep failing parks its last poll.
     assert_eq!(
-        depth(topology.parked(bb2snyk_messages::IMPORTER)).await,
+        depth(topology.parked(bb2snyk_messages::IMPORTER)).await
+            + depth(topology.parked(bb2snyk_messages::IMPORTER_POLLS)).await,
         truth.poison_post + truth.poison_job
     );
     assert_eq!(
