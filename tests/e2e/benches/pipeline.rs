@@ -165,8 +165,10 @@ struct Measured {
     messages_per_import: Option<f64>,
 }
 
-/// Requests a run needs at the least, per API, and the time the budgets allow for them.
-fn lower_bound(workspaces: u64, repos: u64, org_pages: u64) -> (u64, u64, Duration) {
+/// Requests a run needs at the least, per API; the time they take at the limits' rates (requests ÷ rate);
+/// and the floor a rolling window allows, where a first window's burst is spent at once:
+/// (⌈requests ÷ limit⌉ − 1) windows.
+fn lower_bound(workspaces: u64, repos: u64, org_pages: u64) -> (u64, u64, Duration, Duration) {
     // Snyk: per workspace the org lookup (org pages), create, integrations, notification settings;
     // per repository one import and one poll. Bitbucket: a token, workspace pages, repository pages.
     let snyk = workspaces * (org_pages + 3) + 2 * repos;
@@ -174,7 +176,15 @@ fn lower_bound(workspaces: u64, repos: u64, org_pages: u64) -> (u64, u64, Durati
         1 + workspaces.div_ceil(100) + workspaces * (REPOS_PER_WORKSPACE as u64).div_ceil(100);
     let minutes = (snyk as f64 / f64::from(SNYK_PER_MINUTE))
         .max(bitbucket as f64 / f64::from(BITBUCKET_PER_MINUTE));
-    (snyk, bitbucket, Duration::from_secs_f64(minutes * 60.0))
+    let windows = snyk
+        .div_ceil(u64::from(SNYK_PER_MINUTE))
+        .max(bitbucket.div_ceil(u64::from(BITBUCKET_PER_MINUTE)));
+    (
+        snyk,
+        bitbucket,
+        Duration::from_secs_f64(minutes * 60.0),
+        Duration::from_secs(60 * windows.saturating_sub(1)),
+    )
 }
 
 async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured {
@@ -343,8 +353,9 @@ async fn discoverer_peak(bin: &Path, workspaces: usize) -> f64 {
         .map_or(0.0, |u| u.1)
 }
 
-fn row(out: &mut String, o: &Measured, bound: Duration) {
+fn row(out: &mut String, o: &Measured, bound: Duration, floor: Duration) {
     let ratio = bound.as_secs_f64() / o.wall.as_secs_f64() * 100.0;
+    let of_floor = floor.as_secs_f64() / o.wall.as_secs_f64() * 100.0;
     let r429: u64 = o.stats.rate_limited.values().sum();
     let usage = o
         .usage
@@ -354,10 +365,11 @@ fn row(out: &mut String, o: &Measured, bound: Duration) {
         .join("; ");
     let _ = writeln!(
         out,
-        "| {} | {:.0} s | {:.0} % | {} | {} | {} | {} | {} |",
+        "| {} | {:.0} s | {:.0} % | {:.0} % | {} | {} | {} | {} | {} |",
         o.label,
         o.wall.as_secs_f64(),
         ratio,
+        of_floor,
         r429,
         o.stats.token_exchanges,
         o.stats.import_posts_total,
@@ -383,7 +395,7 @@ async fn main() {
         .unwrap_or(100);
     let bin = binaries(true);
     let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
-    let (snyk, bitbucket, bound) = lower_bound(workspaces as u64, repos, 1);
+    let (snyk, bitbucket, bound, floor) = lower_bound(workspaces as u64, repos, 1);
     eprintln!("tenant {workspaces} × {REPOS_PER_WORKSPACE}; lower bound {bound:?}");
     let mut outcomes = Vec::new();
     for importers in [1, 2, 4] {
@@ -427,17 +439,20 @@ async fn main() {
     let _ = writeln!(
         out,
         "Rate-limit lower bound: at least {snyk} Snyk requests (per repository an import and a poll; per workspace 4 org calls) \
-         at {SNYK_PER_MINUTE}/min and {bitbucket} Bitbucket requests at {BITBUCKET_PER_MINUTE}/min: **{:.0} s**. \
-         \"of bound\" is bound ÷ wall time.\n",
-        bound.as_secs_f64()
+         at {SNYK_PER_MINUTE}/min and {bitbucket} Bitbucket requests at {BITBUCKET_PER_MINUTE}/min: **{:.0} s** \
+         (requests ÷ rate; \"of bound\" is this bound ÷ wall time). Both limits count over a rolling minute, which lets \
+         a client spend a whole minute's budget at once, so the true floor is {:.0} s (⌈requests ÷ limit⌉ − 1 windows; \
+         \"of floor\"), and beating the first bound is possible.\n",
+        bound.as_secs_f64(),
+        floor.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "| pipeline | wall | of bound | 429s | token exchanges | import POSTs | broker messages per import | peak RSS, CPU per process |"
+        "| pipeline | wall | of bound | of floor | 429s | token exchanges | import POSTs | broker messages per import | peak RSS, CPU per process |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
-        row(&mut out, o, bound);
+        row(&mut out, o, bound, floor);
     }
     let _ = writeln!(
         out,
