@@ -150,3 +150,56 @@ async fn doctor_names_a_public_consumer_and_the_fix() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("All checks passed."));
 }
+
+/// True when `text` holds something shaped like a sandbox Bearer token (`sbx` and 48 hex digits).
+fn holds_bearer_token(text: &str) -> bool {
+    text.match_indices("sbx").any(|(i, _)| {
+        let rest = &text[i + 3..];
+        rest.len() >= 48 && rest[..48].chars().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_output_and_files_at_trace_level() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 2,
+        repos_per_workspace: 3,
+        poison_post_rate: 0.3,
+        client_secret: "consumer-s3cr3t-value".into(),
+        snyk_token: "snyk-s3cr3t-value".into(),
+        job_ms: 100,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let dir = workdir("secrets");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", dir.display().to_string()));
+    env.push(("RUST_LOG", "trace".into()));
+    env.push(("BB2SNYK__PIPELINE__EMBEDDED_RETRY_TIERS_SECS", "1".into()));
+    let group = format!("--groupId={GROUP}");
+    let mut texts = Vec::new();
+    for args in [
+        vec!["run", group.as_str()],
+        vec!["doctor", group.as_str()],
+        vec!["config"],
+    ] {
+        let out = bb2snyk(&args, env.clone(), &dir).await;
+        texts.push(stdout(&out));
+        texts.push(stderr(&out));
+    }
+    for entry in std::fs::read_dir(&dir).expect("logs").flatten() {
+        texts.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    assert!(sandbox.stats().token_exchanges >= 1, "a token was issued");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("TRACE") || t.contains("DEBUG")),
+        "trace logs were on"
+    );
+    for text in &texts {
+        assert!(!text.contains("s3cr3t"), "a secret leaked: {text}");
+        assert!(!holds_bearer_token(text), "a Bearer token leaked: {text}");
+    }
+}
