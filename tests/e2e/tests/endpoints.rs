@@ -1,41 +1,16 @@
 //! Each service binary's `/metrics`, `/healthz` and `/readyz` during a run on real RabbitMQ and Redis:
 //! counters move, and `/readyz` fails while the importer's broker connection is down, then recovers.
 
-use std::{collections::HashMap, path::PathBuf, process::Stdio, time::Duration};
+use std::{collections::HashMap, process::Stdio, time::Duration};
 
-use bb2snyk_ledger::Ledger;
-use bb2snyk_messages::{Body, DISCOVERER, RunRequested, new_run_id};
+use bb2snyk_e2e::{Run, binaries, free_port};
 use bb2snyk_sandbox::{Knobs, Sandbox};
-use bb2snyk_service::Infrastructure;
 use bb2snyk_settings::Sources;
 use bb2snyk_test_support::{TcpProxy, pipeline_env, wait_for};
 use secrecy::ExposeSecret;
 use tokio::process::{Child, Command};
 
 const SERVICES: [&str; 3] = ["discoverer", "org-creator", "importer"];
-
-/// The service binaries, built if this test runs before the workspace's binaries are.
-fn binaries() -> PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--bins"])
-        .args(SERVICES.map(|s| format!("-pbb2snyk-{s}")))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "the service binaries build");
-    let exe = std::env::current_exe().expect("test path");
-    // target/<profile>/deps/<test> → target/<profile>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A sample's total for `name` over every label set whose labels contain all of `labels`.
 fn total(metrics: &str, name: &str, labels: &[&str]) -> f64 {
@@ -82,7 +57,7 @@ async fn metrics_move_and_readiness_follows_the_broker() {
         amqp.port().unwrap_or(5672)
     );
     let proxy = TcpProxy::start(&broker_at).await;
-    let bin = binaries();
+    let bin = binaries(false);
 
     let mut ports = HashMap::new();
     let mut children: Vec<Child> = Vec::new();
@@ -126,38 +101,23 @@ async fn metrics_move_and_readiness_follows_the_broker() {
         assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
     }
 
-    let infrastructure = Infrastructure::connect(&settings, "endpoints-test")
-        .await
-        .expect("infrastructure");
-    let broker = infrastructure
-        .broker(&settings, "endpoints-test")
-        .await
-        .expect("broker");
-    let run_id = new_run_id();
-    let request = Body::RunRequested(RunRequested {
-        run_id: run_id.clone(),
-        group_id: sandbox.knobs().group_id,
-        source_org_id: None,
-        filters: None,
-    });
-    broker
-        .publish(DISCOVERER, &request.to_message())
-        .await
-        .expect("published");
+    let run = Run::request(&settings, &sandbox.knobs().group_id).await;
 
     // Every service's counters move while the run goes on.
     let importer = ports["importer"];
+    let acked = |m: &str| {
+        total(
+            m,
+            "bb2snyk_messages_total",
+            &["queue=\"importer\"", "outcome=\"acked\""],
+        )
+    };
     let first = wait_for(
         "the importer's first imports",
         Duration::from_secs(60),
         || async {
             let (_, m) = get(importer, "/metrics").await?;
-            let acked = total(
-                &m,
-                "bb2snyk_messages_total",
-                &["queue=\"importer\"", "outcome=\"acked\""],
-            );
-            (acked > 0.0).then_some(acked)
+            (acked(&m) > 0.0).then(|| acked(&m))
         },
     )
     .await;
@@ -166,18 +126,15 @@ async fn metrics_move_and_readiness_follows_the_broker() {
         Duration::from_secs(60),
         || async {
             let (_, m) = get(importer, "/metrics").await?;
-            let acked = total(
-                &m,
-                "bb2snyk_messages_total",
-                &["queue=\"importer\"", "outcome=\"acked\""],
-            );
             let posts = total(
                 &m,
                 "bb2snyk_http_requests_total",
                 &["api=\"snyk\"", "status=\"201\""],
             );
-            (acked > first && posts > 0.0 && m.contains("bb2snyk_handler_duration_seconds_bucket"))
-                .then_some(())
+            (acked(&m) > first
+                && posts > 0.0
+                && m.contains("bb2snyk_handler_duration_seconds_bucket"))
+            .then_some(())
         },
     )
     .await;
@@ -236,11 +193,9 @@ async fn metrics_move_and_readiness_follows_the_broker() {
         },
     )
     .await;
-    let ledger = Ledger::new(infrastructure.store.clone());
     let truth = sandbox.stats().truth;
     wait_for("the run to complete", Duration::from_secs(120), || async {
-        let c = ledger.counts(&run_id).await.ok()?;
-        (c["imported"] + c["skipped"] == truth.repositories).then_some(())
+        (run.settled().await == truth.repositories).then_some(())
     })
     .await;
 
@@ -258,5 +213,5 @@ async fn metrics_move_and_readiness_follows_the_broker() {
             .expect("exit status");
         assert!(status.success(), "{status:?}");
     }
-    infrastructure.close().await;
+    run.infrastructure.close().await;
 }
