@@ -413,8 +413,8 @@ async fn server_errors_and_429_bursts_lose_nothing() {
     stop(shutdown, tasks).await;
 }
 
-/// Every connection of the fleet is closed by the broker mid-run (as `rabbitmqctl close_all_connections`
-/// would, but only this test's): lapin recovers, unacked deliveries come back, and nothing is lost.
+/// `rabbitmqctl close_all_connections` mid-run, in a vhost of the test's own (so other tests' connections
+/// live on): lapin recovers, unacked deliveries come back, and nothing is lost.
 #[tokio::test]
 async fn the_broker_dropping_every_connection_loses_nothing() {
     let sandbox = std::sync::Arc::new(
@@ -427,7 +427,9 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
         .await
         .expect("sandbox"),
     );
+    let vhost = bb2snyk_test_support::Vhost::create("drop").await;
     let mut settings = settings(&sandbox);
+    settings.amqp.url = vhost.amqp_url();
     // Paced to 10 Snyk calls a second after a burst of 100, about 30 s, so the drop lands mid-run.
     settings.snyk.rate_budget = 100;
     settings.snyk.rate_window = Duration::from_secs(10);
@@ -438,10 +440,13 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
     let chaos = tokio::spawn({
         let (prefix, sandbox) = (settings.amqp.prefix.clone(), sandbox.clone());
         async move {
-            wait_for(
+            let before = wait_for(
                 "the management API to list the fleet",
                 Duration::from_secs(30),
-                || async { (bb2snyk_test_support::connections(&prefix).await >= 6).then_some(()) },
+                || async {
+                    let ids = bb2snyk_test_support::connection_ids(&prefix).await;
+                    (ids.len() >= 6).then_some(ids)
+                },
             )
             .await;
             let posts = wait_for("imports under way", Duration::from_secs(60), || async {
@@ -449,14 +454,23 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
                 (posts >= 20).then_some(posts)
             })
             .await;
-            (
-                bb2snyk_test_support::close_connections(&prefix).await,
-                posts,
+            vhost.close_all_connections().await;
+            // Every replica is back, each on a new connection.
+            wait_for(
+                "the fleet to reconnect",
+                Duration::from_secs(60),
+                || async {
+                    let after = bb2snyk_test_support::connection_ids(&prefix).await;
+                    (after.len() >= before.len() && after.iter().all(|id| !before.contains(id)))
+                        .then_some(())
+                },
             )
+            .await;
+            (before.len(), posts, vhost)
         }
     });
     let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
-    let (closed, posts_at_close) = chaos.await.expect("chaos");
+    let (closed, posts_at_close, vhost) = chaos.await.expect("chaos");
     assert!(
         closed >= 6,
         "the fleet's connections were closed ({closed})"
@@ -477,6 +491,7 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
     assert_eq!(duplicates, 0, "no repository was imported twice");
     assert_eq!(stats.orgs_created, 10);
     stop(shutdown, tasks).await;
+    vhost.delete().await;
 }
 
 /// Redis (with its append-only file, as in production) restarts mid-run: the stages wait it out, and

@@ -151,6 +151,17 @@ pub fn management_url() -> String {
         .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
 }
 
+/// The management API's client, base URL and credentials.
+fn admin() -> (reqwest::Client, reqwest::Url, String, Option<String>) {
+    let mut base = reqwest::Url::parse(&management_url()).expect("management URL");
+    let user = base.username().to_owned();
+    let password = base.password().map(str::to_owned);
+    // Sent as a header instead: credentials left in the URL would be sent as well, and refused.
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    (reqwest::Client::new(), base, user, password)
+}
+
 /// The management API, and the ids of connections whose name contains `marker`.
 async fn management(
     marker: &str,
@@ -161,13 +172,7 @@ async fn management(
     Option<String>,
     Vec<String>,
 ) {
-    let mut base = reqwest::Url::parse(&management_url()).expect("management URL");
-    let user = base.username().to_owned();
-    let password = base.password().map(str::to_owned);
-    // Sent as a header instead: credentials left in the URL would be sent as well, and refused.
-    let _ = base.set_username("");
-    let _ = base.set_password(None);
-    let http = reqwest::Client::new();
+    let (http, base, user, password) = admin();
     let connections: Vec<serde_json::Value> = http
         .get(base.join("/api/connections").expect("URL"))
         .basic_auth(&user, password.as_deref())
@@ -189,35 +194,122 @@ async fn management(
     (http, base, user, password, ids)
 }
 
-/// How many connections whose name contains `marker` the management API lists (it lags a few seconds).
-pub async fn connections(marker: &str) -> usize {
-    management(marker).await.4.len()
+/// A RabbitMQ virtual host of the test's own, which the test user may use: a whole broker to itself, so
+/// it can close every connection without touching other tests'.
+#[derive(Debug)]
+pub struct Vhost {
+    name: String,
 }
 
-/// Closes every RabbitMQ connection whose name contains `marker`, through the management API, as
-/// `rabbitmqctl close_connection` would; other tests' connections are left alone. Returns how many.
-pub async fn close_connections(marker: &str) -> usize {
-    let (http, base, user, password, ids) = management(marker).await;
-    let mut closed = 0;
-    for id in ids {
-        let response = http
+impl Vhost {
+    pub async fn create(what: &str) -> Self {
+        let name = unique(what);
+        let (http, base, user, password) = admin();
+        let put = |path: String, body: serde_json::Value| {
+            http.put(base.join(&path).expect("URL"))
+                .basic_auth(&user, password.as_deref())
+                .json(&body)
+                .send()
+        };
+        let made = put(
+            format!("/api/vhosts/{}", url_encode(&name)),
+            serde_json::json!({}),
+        )
+        .await
+        .expect("the management API answers");
+        assert!(
+            made.status().is_success(),
+            "vhost {name}: {}",
+            made.status()
+        );
+        let granted = put(
+            format!(
+                "/api/permissions/{}/{}",
+                url_encode(&name),
+                url_encode(&user)
+            ),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        )
+        .await
+        .expect("the management API answers");
+        assert!(
+            granted.status().is_success(),
+            "permissions on {name}: {}",
+            granted.status()
+        );
+        Self { name }
+    }
+
+    /// The test broker's URL, in this vhost.
+    pub fn amqp_url(&self) -> SecretString {
+        use secrecy::ExposeSecret;
+        let mut url = reqwest::Url::parse(amqp_url().expose_secret()).expect("AMQP URL");
+        url.set_path(&format!("/{}", url_encode(&self.name)));
+        SecretString::from(url.to_string())
+    }
+
+    /// `rabbitmqctl close_all_connections --vhost <this>`: the broker closes every connection in the vhost.
+    /// Falls back to the management API where rabbitmqctl cannot reach the node (another machine).
+    pub async fn close_all_connections(&self) {
+        let closed = tokio::process::Command::new("rabbitmqctl")
+            .args([
+                "close_all_connections",
+                "--vhost",
+                &self.name,
+                "--limit",
+                "10000",
+            ])
+            .arg("bb2snyk test: the broker drops every connection")
+            .output()
+            .await
+            .is_ok_and(|o| o.status.success());
+        if !closed {
+            let (http, base, user, password) = admin();
+            let listed: Vec<serde_json::Value> = http
+                .get(
+                    base.join(&format!(
+                        "/api/vhosts/{}/connections",
+                        url_encode(&self.name)
+                    ))
+                    .expect("URL"),
+                )
+                .basic_auth(&user, password.as_deref())
+                .send()
+                .await
+                .expect("the management API answers")
+                .json()
+                .await
+                .expect("a JSON list");
+            for name in listed.iter().filter_map(|c| c["name"].as_str()) {
+                let _ = http
+                    .delete(
+                        base.join(&format!("/api/connections/{}", url_encode(name)))
+                            .expect("URL"),
+                    )
+                    .basic_auth(&user, password.as_deref())
+                    .send()
+                    .await;
+            }
+        }
+    }
+
+    /// Removes the vhost and everything in it.
+    pub async fn delete(self) {
+        let (http, base, user, password) = admin();
+        let _ = http
             .delete(
-                base.join(&format!("/api/connections/{}", url_encode(&id)))
+                base.join(&format!("/api/vhosts/{}", url_encode(&self.name)))
                     .expect("URL"),
             )
             .basic_auth(&user, password.as_deref())
-            .header(
-                "X-Reason",
-                "bb2snyk test: the broker drops every connection",
-            )
             .send()
-            .await
-            .expect("DELETE");
-        if response.status().is_success() {
-            closed += 1;
-        }
+            .await;
     }
-    closed
+}
+
+/// The broker's ids of the connections whose name contains `marker` (the management API lags a few seconds).
+pub async fn connection_ids(marker: &str) -> Vec<String> {
+    management(marker).await.4
 }
 
 fn url_encode(s: &str) -> String {
