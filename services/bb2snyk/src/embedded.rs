@@ -117,8 +117,14 @@ impl Embedded {
 
     /// Runs until every message is settled (or Ctrl-C), writing the logs as results arrive; then stops
     /// the stages and returns the summary.
-    pub async fn finish(mut self, logs: &mut Logs, label: &str) -> Result<Summary, Failure> {
-        let mut progress = Progress::new(label);
+    /// `total` is the number of targets when known up front (`import`); `run` counts what it discovers.
+    pub async fn finish(
+        mut self,
+        logs: &mut Logs,
+        label: &str,
+        total: Option<u64>,
+    ) -> Result<Summary, Failure> {
+        let mut progress = Progress::new(label, total);
         let mut interrupted = false;
         loop {
             tokio::select! {
@@ -303,17 +309,22 @@ impl Logs {
     }
 }
 
-/// A progress line: rewritten in place on a terminal, a plain line every 10 s otherwise.
+/// A progress bar and counts: rewritten in place on a terminal, a plain line every 10 s otherwise.
 struct Progress {
     label: String,
+    /// Targets to settle, when known up front (`import`); else what discovery has found so far.
+    total: Option<u64>,
     terminal: bool,
     last: std::time::Instant,
 }
 
+const BAR_WIDTH: u64 = 24;
+
 impl Progress {
-    fn new(label: &str) -> Self {
+    fn new(label: &str, total: Option<u64>) -> Self {
         Self {
             label: label.to_owned(),
+            total,
             terminal: std::io::stderr().is_terminal(),
             last: std::time::Instant::now(),
         }
@@ -321,8 +332,14 @@ impl Progress {
 
     fn line(&self, counts: &BTreeMap<String, u64>) -> String {
         let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+        let total = self.total.unwrap_or(n("discovered"));
+        let settled = (n("imported") + n("skipped") + n("parked")).min(total);
+        let filled = (settled * BAR_WIDTH).checked_div(total).unwrap_or(0);
+        let bar: String = (0..BAR_WIDTH)
+            .map(|i| if i < filled { '#' } else { '-' })
+            .collect();
         format!(
-            "{}: {} orgs ready, {} discovered, {} in flight, {} imported, {} retrying, {} skipped, {} parked",
+            "{} [{bar}] {settled}/{total}: {} orgs ready, {} discovered, {} in flight, {} imported, {} retrying, {} skipped, {} parked",
             self.label,
             n("orgs"),
             n("discovered"),

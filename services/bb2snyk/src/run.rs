@@ -32,7 +32,7 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
         filters: args.filters.to_message(),
     }));
     let mut logs = Logs::new(&dir);
-    let summary = pipeline.finish(&mut logs, "run").await?;
+    let summary = pipeline.finish(&mut logs, "run", None).await?;
     summary.report()?;
     println!("Logs are in {}", dir.display());
     Ok(())

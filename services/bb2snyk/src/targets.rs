@@ -143,7 +143,7 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
         );
     }
     let pipeline = Embedded::start(settings, Stages::ImporterOnly, []).await?;
-    let (mut queued, mut skipped) = (0, 0);
+    let (mut queued, mut skipped) = (0u64, 0u64);
     for entry in file.targets {
         let Some(integration_id) = entry.integration_id.clone() else {
             return Err(Failure::Config(format!(
@@ -172,7 +172,7 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
         skipped + queued
     );
     let mut logs = Logs::new(&dir);
-    let summary = pipeline.finish(&mut logs, "import").await?;
+    let summary = pipeline.finish(&mut logs, "import", Some(queued)).await?;
     summary.report()?;
     println!("Check the logs in {}", dir.display());
     Ok(())
