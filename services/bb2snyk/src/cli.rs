@@ -87,11 +87,11 @@ pub struct OrgsDataArgs {
 }
 
 impl OrgsDataArgs {
-    pub fn apply(&self, mut settings: Settings) -> Result<Settings, Failure> {
+    pub fn apply(&self, mut settings: Settings) -> Settings {
         if let Some(url) = &self.source_url {
             settings.bitbucket.api_base = url.clone();
         }
-        Ok(settings)
+        settings
     }
 }
 
@@ -141,12 +141,12 @@ pub struct ImportDataArgs {
 }
 
 impl ImportDataArgs {
-    pub fn apply(&self, settings: Settings) -> Result<Settings, Failure> {
-        let mut settings = self.filters.apply(settings)?;
+    pub fn apply(&self, settings: Settings) -> Settings {
+        let mut settings = self.filters.apply(settings);
         if let Some(url) = &self.source_url {
             settings.bitbucket.api_base = url.clone();
         }
-        Ok(settings)
+        settings
     }
 }
 
@@ -203,7 +203,7 @@ impl Filters {
         (filters != bb2snyk_messages::Filters::default()).then_some(filters)
     }
 
-    pub fn apply(&self, mut settings: Settings) -> Result<Settings, Failure> {
+    pub fn apply(&self, mut settings: Settings) -> Settings {
         let d = &mut settings.discovery;
         d.exclude_forks |= self.exclude_forks;
         if !self.include.is_empty() {
@@ -218,7 +218,7 @@ impl Filters {
         if self.updated_since.is_some() {
             d.updated_since = self.updated_since.clone();
         }
-        Ok(settings)
+        settings
     }
 }
 

@@ -9,6 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use bb2snyk_messages::target_id;
 use bb2snyk_snyk::Target;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -109,22 +110,6 @@ impl FileTarget {
             branch: self.branch.clone(),
         }
     }
-}
-
-/// snyk-api-import's `generateTargetId` for this source: `orgId:integrationId:name:owner:branch`, absent
-/// parts left out rather than left empty.
-pub fn target_id(org_id: &str, integration_id: &str, target: &Target) -> String {
-    [
-        Some(org_id),
-        Some(integration_id),
-        Some(target.name.as_str()),
-        Some(target.owner.as_str()),
-        target.branch.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>()
-    .join(":")
 }
 
 /// The directory every output goes to, created when missing.

@@ -343,11 +343,11 @@ impl Management {
     }
 }
 
+/// A URL's percent-encoded user or password, as the management API wants it.
 fn percent(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Moves parked messages back to their work queue, attempts reset and `message_id` kept. Each is acked
@@ -457,6 +457,11 @@ fn matches(message: &Message, run: Option<&str>, filters: &[(String, String)]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_decoded_as_a_url_holds_them() {
+        assert_eq!(percent("p%40ss+w%2Fd"), "p@ss+w/d");
+    }
 
     #[test]
     fn filters_read_nested_fields_and_the_run() {

@@ -132,9 +132,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     };
     match &cli.command {
         Command::Config => cli::config(&settings()?),
-        Command::OrgsData(args) => orgs::data(&args.apply(settings()?)?, args).await,
+        Command::OrgsData(args) => orgs::data(&args.apply(settings()?), args).await,
         Command::OrgsCreate(args) => orgs::create(&settings()?, args).await,
-        Command::ImportData(args) => targets::data(&args.apply(settings()?)?, args).await,
+        Command::ImportData(args) => targets::data(&args.apply(settings()?), args).await,
         Command::Import(args) => targets::import(&settings()?, args).await,
         Command::Run(args) => run::run(&settings()?, args).await,
         Command::Demo(args) => run::demo(settings()?, args).await,

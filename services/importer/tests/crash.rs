@@ -9,9 +9,8 @@ use std::{
 };
 
 use bb2snyk_ledger::Ledger;
-use bb2snyk_messages::{Body, DISCOVERER, RunRequested, new_run_id};
 use bb2snyk_sandbox::{Knobs, Sandbox};
-use bb2snyk_service::{CancellationToken, Infrastructure};
+use bb2snyk_service::CancellationToken;
 use bb2snyk_settings::{Settings, Sources};
 use bb2snyk_test_support::{pipeline_env, wait_for};
 use tokio::process::{Child, Command};
@@ -87,25 +86,9 @@ impl Rig {
     }
 
     async fn request_run(&self) -> String {
-        let infrastructure = Infrastructure::connect(&self.settings, "test")
+        bb2snyk_e2e::Run::request(&self.settings, &self.sandbox.knobs().group_id)
             .await
-            .expect("infrastructure");
-        let broker = infrastructure
-            .broker(&self.settings, "test")
-            .await
-            .expect("broker");
-        let run_id = new_run_id();
-        let request = Body::RunRequested(RunRequested {
-            filters: None,
-            run_id: run_id.clone(),
-            group_id: self.sandbox.knobs().group_id,
-            source_org_id: None,
-        });
-        broker
-            .publish(DISCOVERER, &request.to_message())
-            .await
-            .expect("published");
-        run_id
+            .id
     }
 
     async fn imports_reach(&self, n: u64) -> u64 {

@@ -140,14 +140,7 @@ pub struct PollImport {
 impl ImportRepo {
     /// snyk-api-import's targetId, `orgId:integrationId:name:owner:branch`, so ledgers and logs line up.
     pub fn target_id(&self) -> String {
-        format!(
-            "{}:{}:{}:{}:{}",
-            self.org_id,
-            self.integration_id,
-            self.target.name,
-            self.target.owner,
-            self.target.branch.as_deref().unwrap_or("")
-        )
+        target_id(&self.org_id, &self.integration_id, &self.target)
     }
 }
 
@@ -258,6 +251,22 @@ pub fn event(
             kind,
         },
     )
+}
+
+/// snyk-api-import's `generateTargetId` for this source, byte for byte: `orgId:integrationId:name:owner:branch`,
+/// an absent part left out rather than left empty. The ledger and `imported-targets.log` are keyed by it.
+pub fn target_id(org_id: &str, integration_id: &str, target: &Target) -> String {
+    [
+        Some(org_id),
+        Some(integration_id),
+        Some(target.name.as_str()),
+        Some(target.owner.as_str()),
+        target.branch.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(":")
 }
 
 /// A new run id: time-ordered enough to read, unique enough to never collide.

@@ -142,34 +142,26 @@ pub fn amqp_connected(up: bool) {
 
 /// The endpoint template of a Bitbucket or Snyk path.
 pub fn endpoint(path: &str) -> &'static str {
-    const TEMPLATES: [(&str, &str); 10] = [
+    // Paths with an id inside; a job URL contains "/import/" while an import URL ends with "/import".
+    if path.contains("/import/") {
+        return "/org/{org}/integrations/{integration}/import/{job}";
+    }
+    if path.contains("/repositories/") {
+        return "/repositories/{workspace}";
+    }
+    const ENDINGS: [(&str, &str); 8] = [
         ("/oauth2/access_token", "/site/oauth2/access_token"),
         ("/user/workspaces", "/user/workspaces"),
-        ("/repositories/", "/repositories/{workspace}"),
         ("/workspaces", "/workspaces"),
         ("/orgs", "/group/{group}/orgs"),
         ("/integrations", "/org/{org}/integrations"),
         ("/notification-settings", "/org/{org}/notification-settings"),
         ("/import", "/org/{org}/integrations/{integration}/import"),
-        (
-            "/import/",
-            "/org/{org}/integrations/{integration}/import/{job}",
-        ),
         ("/org", "/org"),
     ];
-    // Most specific first: a job URL contains "/import/", an import URL ends with "/import".
-    if path.contains("/import/") {
-        return TEMPLATES[8].1;
-    }
-    TEMPLATES
+    ENDINGS
         .iter()
-        .find(|(marker, _)| {
-            if marker.ends_with('/') {
-                path.contains(marker)
-            } else {
-                path.ends_with(marker)
-            }
-        })
+        .find(|(ending, _)| path.ends_with(ending))
         .map_or("other", |(_, template)| template)
 }
 
