@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use bb2snyk_filters::Filters;
 use bb2snyk_settings::{Need, Settings};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -141,8 +142,9 @@ pub struct ImportDataArgs {
 }
 
 impl ImportDataArgs {
-    pub fn apply(&self, settings: Settings) -> Settings {
-        let mut settings = self.filters.apply(settings);
+    /// The flags over the settings: each filter given replaces its `discovery.*` setting.
+    pub fn apply(&self, mut settings: Settings) -> Settings {
+        settings.discovery = self.filters.over(&settings.discovery);
         if let Some(url) = &self.source_url {
             settings.bitbucket.api_base = url.clone();
         }
@@ -155,71 +157,6 @@ pub struct ImportArgs {
     /// The targets file (else SNYK_IMPORT_PATH: a .json file, or a directory holding import-projects.json).
     #[arg(long)]
     pub file: Option<PathBuf>,
-}
-
-/// Which repositories to import; each overrides its `discovery.*` setting.
-#[derive(Debug, Clone, Default, Args)]
-pub struct Filters {
-    /// Skip forks (repositories with a parent).
-    #[arg(long = "excludeForks", alias = "exclude-forks")]
-    pub exclude_forks: bool,
-    /// Import only repository slugs matching one of these globs (repeat or comma-separate).
-    #[arg(long, value_delimiter = ',')]
-    pub include: Vec<String>,
-    /// Skip repository slugs matching any of these globs.
-    #[arg(long, value_delimiter = ',')]
-    pub exclude: Vec<String>,
-    /// Import only repositories in these Bitbucket projects, by key.
-    #[arg(long = "projectKeys", alias = "project-keys", value_delimiter = ',')]
-    pub project_keys: Vec<String>,
-    /// Import only repositories updated on or after this date (YYYY-MM-DD).
-    #[arg(long = "updatedSince", alias = "updated-since", value_parser = date)]
-    pub updated_since: Option<String>,
-}
-
-fn date(value: &str) -> Result<String, String> {
-    let ok = value.len() == 10
-        && value.chars().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                c == '-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-    ok.then(|| value.to_owned())
-        .ok_or_else(|| format!("{value:?} is not a date like 2026-01-31"))
-}
-
-impl Filters {
-    /// The filters as a run request carries them; `None` when none is given.
-    pub fn to_message(&self) -> Option<bb2snyk_messages::Filters> {
-        let filters = bb2snyk_messages::Filters {
-            exclude_forks: self.exclude_forks,
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            project_keys: self.project_keys.clone(),
-            updated_since: self.updated_since.clone(),
-        };
-        (filters != bb2snyk_messages::Filters::default()).then_some(filters)
-    }
-
-    pub fn apply(&self, mut settings: Settings) -> Settings {
-        let d = &mut settings.discovery;
-        d.exclude_forks |= self.exclude_forks;
-        if !self.include.is_empty() {
-            d.include = self.include.clone();
-        }
-        if !self.exclude.is_empty() {
-            d.exclude = self.exclude.clone();
-        }
-        if !self.project_keys.is_empty() {
-            d.project_keys = self.project_keys.clone();
-        }
-        if self.updated_since.is_some() {
-            d.updated_since = self.updated_since.clone();
-        }
-        settings
-    }
 }
 
 #[derive(Debug, Args)]
@@ -270,7 +207,7 @@ pub struct ReplayArgs {
     /// Only messages of this run.
     #[arg(long)]
     pub run: Option<String>,
-    /// Only this work queue's parking (discoverer, org-creator, importer); all three by default.
+    /// Only this work queue's parking (discoverer, org-creator, importer, importer-polls); all by default.
     #[arg(long)]
     pub queue: Option<String>,
     /// Only messages whose JSON body has this field value (e.g. workspace=acme, target.name=api); repeatable.

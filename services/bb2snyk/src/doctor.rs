@@ -39,7 +39,7 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
     let mut report = Report {
         first_failure: None,
     };
-    let http = bb2snyk_http::client(&settings.http)?;
+    let http = crate::http(settings)?;
     let bitbucket_ready = report.line(
         "Bitbucket configuration",
         settings

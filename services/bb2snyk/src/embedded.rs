@@ -1,20 +1,15 @@
 //! The pipeline in one process: the services' own handlers on the in-memory broker and store, for
 //! `bb2snyk run`, `import` and `demo`. Results become snyk-api-import's logs as they happen.
 
-use std::{collections::BTreeMap, io::IsTerminal, path::Path, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, io::IsTerminal, path::Path, time::Duration};
 
-use bb2snyk_broker::{Handler, Message, RetryPolicy, memory::MemoryBroker};
-use bb2snyk_ledger::{Ledger, Record, State};
-use bb2snyk_messages::{
-    Body, DISCOVERER, IMPORTER, IMPORTER_POLLS, ImportRepo, ORG_CREATOR, QUEUES,
-};
+use bb2snyk_broker::{Message, RetryPolicy, Stage, memory::MemoryBroker};
+use bb2snyk_ledger::{Ledger, Record, RunCounts, State};
+use bb2snyk_messages::{Body, Event, ImportRepo, QUEUES, TargetRef};
 use bb2snyk_service::CancellationToken;
 use bb2snyk_settings::Settings;
-use bb2snyk_snyk::Target;
 use bb2snyk_store::Store;
-use serde::Deserialize;
 use serde_json::json;
-use tokio::task::JoinSet;
 
 use crate::{
     Failure,
@@ -27,7 +22,7 @@ pub struct Embedded {
     pub ledger: Ledger,
     pub run_id: String,
     shutdown: CancellationToken,
-    stages: JoinSet<()>,
+    serving: tokio::task::JoinHandle<()>,
 }
 
 /// Which stages a command needs: `import` only the importer, `run` all three.
@@ -42,7 +37,7 @@ impl Embedded {
     /// `imported-targets.log`), which the importer then skips.
     pub async fn start(
         settings: &Settings,
-        stages: Stages,
+        which: Stages,
         done: impl IntoIterator<Item = String>,
     ) -> Result<Self, Failure> {
         let mut settings = settings.clone();
@@ -50,41 +45,20 @@ impl Embedded {
         let store = Store::memory();
         let ledger = Ledger::new(store.clone());
         for id in done {
-            let record = Record {
-                state: State::Imported,
-                run: "earlier".into(),
-                attempts: 0,
-                last_error: None,
-                job_url: None,
-                projects: Vec::new(),
-            };
-            ledger.record(&id, &record).await?;
+            ledger
+                .record(&id, &Record::new(State::Imported, "earlier"))
+                .await?;
         }
         let broker = MemoryBroker::new(RetryPolicy {
             tiers: settings.pipeline.retry_tiers.clone(),
             max_attempts: settings.pipeline.max_attempts,
         });
-        let http = bb2snyk_http::client(&settings.http)?;
-        let importer: Arc<dyn Handler> = Arc::new(bb2snyk_importer::importer(
-            &settings,
-            http.clone(),
-            store.clone(),
-        )?);
-        let imports = settings.import.concurrent_imports as usize;
-        let mut handlers: Vec<(&str, Arc<dyn Handler>, usize)> = vec![
-            (IMPORTER, importer.clone(), imports),
-            (IMPORTER_POLLS, importer, imports),
-        ];
-        if stages == Stages::All {
-            handlers.push((
-                ORG_CREATOR,
-                Arc::new(bb2snyk_org_creator::org_creator(
-                    &settings,
-                    http.clone(),
-                    store.clone(),
-                )?),
-                4,
-            ));
+        let http = crate::http(&settings)?;
+        let importer = bb2snyk_importer::importer(&settings, http.clone(), store.clone())?;
+        let mut stages: Vec<Stage> = bb2snyk_importer::stages(importer, &settings);
+        if which == Stages::All {
+            let creator = bb2snyk_org_creator::org_creator(&settings, http.clone(), store.clone())?;
+            stages.extend(bb2snyk_org_creator::stages(creator));
             let discoverer = bb2snyk_discoverer::discoverer(&settings, http, store)?;
             // Wrong credentials stop the command now, with the fix, instead of parking the run later.
             discoverer
@@ -93,21 +67,26 @@ impl Embedded {
                 .authorization()
                 .await
                 .map_err(bb2snyk_discoverer::bitbucket_failure)?;
-            handlers.push((DISCOVERER, Arc::new(discoverer), 4));
+            stages.extend(bb2snyk_discoverer::stages(discoverer));
         }
         let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        for (queue, handler, concurrency) in handlers {
-            let broker = broker.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move { broker.serve(queue, handler, concurrency, shutdown).await });
-        }
+        let serving = {
+            let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            // In-flight handlers always finish in memory: there is nothing to drain to.
+            tokio::spawn(async move {
+                let served =
+                    bb2snyk_broker::serve_stages(&broker, &stages, &shutdown, Duration::ZERO).await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the in-process broker stopped");
+                }
+            })
+        };
         Ok(Self {
             broker,
             ledger,
             run_id: bb2snyk_messages::new_run_id(),
             shutdown,
-            stages: tasks,
+            serving,
         })
     }
 
@@ -119,7 +98,7 @@ impl Embedded {
     /// the stages and returns the summary.
     /// `total` is the number of targets when known up front (`import`); `run` counts what it discovers.
     pub async fn finish(
-        mut self,
+        self,
         logs: &mut Logs,
         label: &str,
         total: Option<u64>,
@@ -141,7 +120,7 @@ impl Embedded {
         logs.record(self.broker.take_events())?;
         self.shutdown.cancel();
         if !interrupted {
-            while self.stages.join_next().await.is_some() {}
+            let _ = self.serving.await;
         }
         let counts = self.ledger.counts(&self.run_id).await?;
         progress.done(&counts);
@@ -149,7 +128,11 @@ impl Embedded {
         for queue in QUEUES {
             for (message, reason) in self.broker.parked(queue) {
                 logs.parked(&message, &reason)?;
-                parked.push((describe(&message), reason));
+                let what = Body::from_message(&message).map_or_else(
+                    |_| format!("message {}", message.message_id),
+                    |body| body.describe(),
+                );
+                parked.push((what, reason));
             }
         }
         Ok(Summary {
@@ -164,7 +147,7 @@ impl Embedded {
 /// How a command ended.
 #[derive(Debug)]
 pub struct Summary {
-    pub counts: BTreeMap<String, u64>,
+    pub counts: RunCounts,
     /// Imports that completed in this command (the rest of `imported` were done before).
     pub imported_now: u64,
     /// What was parked, with its reason.
@@ -175,12 +158,11 @@ pub struct Summary {
 impl Summary {
     /// Prints what happened and what still fails, and picks the exit code: 1 when anything was parked.
     pub fn report(&self) -> Result<(), Failure> {
-        let n = |k: &str| self.counts.get(k).copied().unwrap_or(0);
         println!(
             "Imported {} target(s); {} were imported before; {} skipped by discovery; {} parked.",
             self.imported_now,
-            n("imported").saturating_sub(self.imported_now),
-            n("skipped"),
+            self.counts.imported.saturating_sub(self.imported_now),
+            self.counts.skipped,
             self.parked.len()
         );
         for (what, reason) in &self.parked {
@@ -202,19 +184,6 @@ impl Summary {
     }
 }
 
-/// A parked message, in words: the repository or workspace it is about.
-fn describe(message: &Message) -> String {
-    match Body::from_message(message) {
-        Ok(Body::ImportRepo(i)) => format!("{}/{}", i.target.owner, i.target.name),
-        Ok(Body::PollImport(p)) => format!("{}/{}", p.import.target.owner, p.import.target.name),
-        Ok(Body::WorkspaceDiscovered(w)) => format!("workspace {}", w.workspace),
-        Ok(Body::OrgReady(o)) => format!("workspace {}", o.workspace),
-        Ok(Body::ReposPage(p)) => format!("workspace {} page {}", p.org.workspace, p.page),
-        Ok(Body::RunRequested(r)) => format!("run {}", r.run_id),
-        Err(_) => format!("message {}", message.message_id),
-    }
-}
-
 /// snyk-api-import's logs in `SNYK_LOG_PATH`, kept open for the run.
 #[derive(Debug)]
 pub struct Logs {
@@ -223,16 +192,6 @@ pub struct Logs {
     per_org: BTreeMap<String, Log>,
     /// Imports completed so far.
     pub completed: u64,
-}
-
-/// What the importer's events say about a target.
-#[derive(Debug, Deserialize)]
-struct About {
-    org_id: String,
-    integration_id: String,
-    target: Target,
-    #[serde(default)]
-    job_url: Option<String>,
 }
 
 impl Logs {
@@ -253,32 +212,31 @@ impl Logs {
     }
 
     fn record(&mut self, events: Vec<(Message, String)>) -> Result<(), Failure> {
-        for (message, key) in events {
-            let Ok(about) = serde_json::from_slice::<About>(&message.body) else {
-                continue;
-            };
-            let job_url = about.job_url.clone().unwrap_or_default();
-            match key.as_str() {
-                "import.requested" => self.org_log(&about.org_id, "import-jobs").append(
-                    INFO,
-                    "Kicked off import",
-                    json!({"orgId": about.org_id, "pollingUrl": job_url}),
-                )?,
+        for (message, _routing_key) in events {
+            match Event::from_message(&message) {
+                Ok(Event::ImportRequested(e)) => {
+                    self.org_log(&e.about.org_id, "import-jobs").append(
+                        INFO,
+                        "Kicked off import",
+                        json!({"orgId": e.about.org_id, "pollingUrl": e.job_url}),
+                    )?
+                }
                 // Written when the job completes, not when it is requested, so a failed job is retried.
-                "import.completed" => {
+                Ok(Event::ImportCompleted(e)) => {
                     self.completed += 1;
+                    let TargetRef {
+                        org_id,
+                        integration_id,
+                        target,
+                    } = &e.about;
                     self.imported.append(
                         INFO,
                         "Target imported",
-                        files::imported_line(
-                            &about.org_id,
-                            &about.integration_id,
-                            &about.target,
-                            &job_url,
-                        ),
+                        files::imported_line(org_id, integration_id, target, &e.job_url),
                     )?;
                 }
-                _ => {}
+                Ok(_) => {}
+                Err(reason) => tracing::warn!(%reason, "event not understood"),
             }
         }
         Ok(())
@@ -330,10 +288,9 @@ impl Progress {
         }
     }
 
-    fn line(&self, counts: &BTreeMap<String, u64>) -> String {
-        let n = |k: &str| counts.get(k).copied().unwrap_or(0);
-        let total = self.total.unwrap_or(n("discovered"));
-        let settled = (n("imported") + n("skipped") + n("parked")).min(total);
+    fn line(&self, counts: &RunCounts) -> String {
+        let total = self.total.unwrap_or(counts.discovered);
+        let settled = counts.settled().min(total);
         let filled = (settled * BAR_WIDTH).checked_div(total).unwrap_or(0);
         let bar: String = (0..BAR_WIDTH)
             .map(|i| if i < filled { '#' } else { '-' })
@@ -341,17 +298,17 @@ impl Progress {
         format!(
             "{} [{bar}] {settled}/{total}: {} orgs ready, {} discovered, {} in flight, {} imported, {} retrying, {} skipped, {} parked",
             self.label,
-            n("orgs"),
-            n("discovered"),
-            n("requested"),
-            n("imported"),
-            n("failed"),
-            n("skipped"),
-            n("parked")
+            counts.orgs,
+            counts.discovered,
+            counts.requested,
+            counts.imported,
+            counts.failed,
+            counts.skipped,
+            counts.parked
         )
     }
 
-    fn show(&mut self, counts: &BTreeMap<String, u64>) {
+    fn show(&mut self, counts: &RunCounts) {
         if self.terminal {
             eprint!("\r\x1b[2K{}", self.line(counts));
         } else if self.last.elapsed() >= Duration::from_secs(10) {
@@ -360,7 +317,7 @@ impl Progress {
         }
     }
 
-    fn done(&self, counts: &BTreeMap<String, u64>) {
+    fn done(&self, counts: &RunCounts) {
         if self.terminal {
             eprint!("\r\x1b[2K");
         }

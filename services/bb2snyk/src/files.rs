@@ -9,8 +9,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use bb2snyk_messages::Target;
 pub use bb2snyk_messages::target_id;
-use bb2snyk_snyk::Target;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -103,7 +103,7 @@ pub struct FileTarget {
 }
 
 impl FileTarget {
-    pub fn to_snyk(&self) -> Target {
+    pub fn to_target(&self) -> Target {
         Target {
             owner: self.owner.clone(),
             name: self.name.clone(),

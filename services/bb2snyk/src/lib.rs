@@ -9,30 +9,35 @@ mod files;
 mod fleet;
 mod orgs;
 mod run;
+mod status;
 mod targets;
 
 use std::process::ExitCode;
 
-use bb2snyk_settings::{ConfigError, Settings, Sources, exit};
+use bb2snyk_service::{ServiceError, exit};
+use bb2snyk_settings::{ConfigError, Settings, Sources};
 use clap::Parser;
 pub use cli::Cli;
 use cli::Command;
 
-/// Why a command did not succeed; each maps to a documented exit code.
+/// Why a command did not succeed; each maps to a documented exit code ([`bb2snyk_service::exit`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     /// Some targets failed or were parked (exit 1).
     #[error("{0}")]
     Failed(String),
-    /// Missing or malformed configuration or input (exit 2).
+    /// Missing or malformed input: flags, files (exit 2).
     #[error("{0}")]
     Config(String),
     /// Bitbucket or Snyk rejected the credentials (exit 3).
     #[error("{0}")]
     Credentials(String),
-    /// RabbitMQ, Redis, Bitbucket or Snyk could not be reached (exit 4).
+    /// Bitbucket or Snyk could not be reached (exit 4).
     #[error("{0}")]
     Unavailable(String),
+    /// Settings, RabbitMQ or Redis, as the service frame words and codes them.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 impl Failure {
@@ -42,41 +47,42 @@ impl Failure {
             Self::Config(_) => exit::CONFIG,
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Unavailable(_) => exit::UNAVAILABLE,
+            Self::Service(e) => e.exit_code(),
         }
     }
+}
+
+/// The command's one HTTP client for Bitbucket and Snyk; building it fails only when the TLS backend cannot
+/// load.
+fn http(settings: &Settings) -> Result<reqwest::Client, Failure> {
+    bb2snyk_http::client(&settings.http)
+        .map_err(|e| Failure::Unavailable(format!("cannot build the HTTP client: {e}")))
 }
 
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
-        Self::Config(e.to_string())
-    }
-}
-
-impl From<bb2snyk_service::ServiceError> for Failure {
-    fn from(e: bb2snyk_service::ServiceError) -> Self {
-        match e.exit_code() {
-            exit::CONFIG => Self::Config(e.to_string()),
-            exit::CREDENTIALS => Self::Credentials(e.to_string()),
-            _ => Self::Unavailable(e.to_string()),
-        }
+        Self::Service(e.into())
     }
 }
 
 impl From<bb2snyk_store::StoreError> for Failure {
     fn from(e: bb2snyk_store::StoreError) -> Self {
-        Self::Unavailable(e.to_string())
+        Self::Service(e.into())
     }
 }
 
 impl From<bb2snyk_broker::BrokerError> for Failure {
     fn from(e: bb2snyk_broker::BrokerError) -> Self {
-        Self::Unavailable(e.to_string())
+        Self::Service(e.into())
     }
 }
 
-impl From<reqwest::Error> for Failure {
-    fn from(e: reqwest::Error) -> Self {
-        Self::Config(format!("cannot set up the HTTP client: {e}"))
+impl From<bb2snyk_ledger::LedgerError> for Failure {
+    fn from(e: bb2snyk_ledger::LedgerError) -> Self {
+        match e {
+            bb2snyk_ledger::LedgerError::Store(e) => e.into(),
+            corrupt => Self::Failed(corrupt.to_string()),
+        }
     }
 }
 
@@ -139,7 +145,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Run(args) => run::run(&settings()?, args).await,
         Command::Demo(args) => run::demo(settings()?, args).await,
         Command::Discover(args) => fleet::discover(&settings()?, args).await,
-        Command::Status(args) => fleet::status(&settings()?, args).await,
+        Command::Status(args) => status::status(&settings()?, args).await,
         Command::Replay(args) => fleet::replay(&settings()?, args).await,
         Command::Doctor(args) => doctor::doctor(&settings()?, args).await,
         Command::Topology => fleet::topology(&settings()?).await,

@@ -16,8 +16,7 @@ use crate::{
 /// Every workspace, all pages (not just the first, as snyk-api-import), with its slug.
 pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failure> {
     let dir = files::log_dir(&settings.import.log_path)?;
-    let bitbucket =
-        Bitbucket::from_settings(settings, bb2snyk_http::client(&settings.http)?, None)?;
+    let bitbucket = Bitbucket::from_settings(settings, crate::http(settings)?, None)?;
     let mut orgs = Vec::new();
     for workspace in bitbucket.workspaces().await? {
         if args.skip_empty_orgs {
@@ -59,7 +58,7 @@ pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failur
 pub async fn create(settings: &Settings, args: &OrgsCreateArgs) -> Result<(), Failure> {
     let dir = files::log_dir(&settings.import.log_path)?;
     let file: OrgsFile = files::read_json(&args.file, "orgs file")?;
-    let snyk = Snyk::from_settings(settings, bb2snyk_http::client(&settings.http)?, None)?;
+    let snyk = Snyk::from_settings(settings, crate::http(settings)?, None)?;
     let mut by_group: BTreeMap<&str, Vec<&OrgRequest>> = BTreeMap::new();
     for org in &file.orgs {
         by_group.entry(&org.group_id).or_default().push(org);

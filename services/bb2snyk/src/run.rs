@@ -29,7 +29,7 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
         group_id: args.group.group_id.clone(),
         source_org_id: args.group.source_org_public_id.clone(),
         // Carried by the request, as `discover` does for the services.
-        filters: args.filters.to_message(),
+        filters: args.filters.given(),
     }));
     let mut logs = Logs::new(&dir);
     let summary = pipeline.finish(&mut logs, "run", None).await?;

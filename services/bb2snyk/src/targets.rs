@@ -14,9 +14,6 @@ use crate::{
     files::{self, CreatedOrg, CreatedOrgsFile, FileTarget, ImportTarget, TargetsFile},
 };
 
-/// Integration types that name the Bitbucket Cloud App, in the order they are tried.
-const APP_KEYS: [&str; 2] = ["bitbucket-cloud-app", "bitbucket-connect-app"];
-
 /// Every repository of each org's workspace, fetched by slug, all pages; empty repositories (and what the
 /// filters leave out) are skipped with their reason.
 pub async fn data(settings: &Settings, args: &ImportDataArgs) -> Result<(), Failure> {
@@ -28,7 +25,7 @@ pub async fn data(settings: &Settings, args: &ImportDataArgs) -> Result<(), Fail
             args.orgs_data.display()
         )));
     }
-    let http = bb2snyk_http::client(&settings.http)?;
+    let http = crate::http(settings)?;
     let bitbucket = Bitbucket::from_settings(settings, http.clone(), None)?;
     let snyk = Snyk::from_settings(settings, http, None)?;
     let filter = RepoFilter::new(&settings.discovery);
@@ -77,16 +74,11 @@ async fn org_targets(
     filter: &RepoFilter,
     org: &CreatedOrg,
 ) -> Result<(Vec<ImportTarget>, usize), Failure> {
-    let integration_id = match settings.snyk.integration_type.as_deref() {
-        Some(kind) => org.integrations.get(kind).cloned(),
-        None => APP_KEYS
-            .iter()
-            .find_map(|k| org.integrations.get(*k).cloned()),
-    };
-    let integration_id = match integration_id {
+    let kind = settings.snyk.integration_type.as_deref();
+    let integration_id = match bb2snyk_snyk::app_integration_in(&org.integrations, kind) {
         Some(id) => id,
         None => snyk
-            .app_integration(&org.org_id, settings.snyk.integration_type.as_deref())
+            .app_integration(&org.org_id, kind)
             .await?
             .ok_or_else(|| {
                 Failure::Failed(format!(
@@ -153,7 +145,7 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
                 path.display()
             )));
         };
-        let target = entry.target.to_snyk();
+        let target = entry.target.to_target();
         if done.contains(&files::target_id(&entry.org_id, &integration_id, &target)) {
             skipped += 1;
             continue;

@@ -4,12 +4,10 @@ mod common;
 
 use std::time::Duration;
 
-use bb2snyk_ledger::Ledger;
-use bb2snyk_sandbox::{Knobs, Sandbox};
-use bb2snyk_service::CancellationToken;
-use bb2snyk_settings::{Settings, Sources};
-use bb2snyk_store::Store;
-use bb2snyk_test_support::{pipeline_env, wait_for};
+use bb2snyk_e2e::{ALL, TestFleet};
+use bb2snyk_sandbox::Knobs;
+use bb2snyk_settings::Settings;
+use bb2snyk_test_support::wait_for;
 use common::{GROUP, bb2snyk, stdout, workdir};
 use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde_json::Value;
@@ -49,26 +47,19 @@ fn ready(report: &Value, queue: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
-    let sandbox = Sandbox::start(Knobs {
+    let knobs = Knobs {
         workspaces: 3,
         repos_per_workspace: 8,
         empty_rate: 0.0,
         poison_post_rate: 0.15,
         job_ms: 200,
         ..Knobs::default()
-    })
-    .await
-    .expect("sandbox");
+    };
+    let mut fleet = TestFleet::start(knobs, "cli-fleet", &[]).await;
+    let (sandbox, settings) = (fleet.sandbox.clone(), fleet.settings.clone());
     let truth = sandbox.stats().truth;
     assert!(truth.poison_post > 0, "{truth:?}");
-    let env: Vec<(String, String)> = pipeline_env(sandbox.env(), "cli-fleet")
-        .into_iter()
-        .collect();
-    let settings = bb2snyk_settings::load(&Sources {
-        file: None,
-        env: env.iter().cloned().collect(),
-    })
-    .expect("settings");
+    let env: Vec<(String, String)> = fleet.env.clone().into_iter().collect();
     let topology = bb2snyk_service::topology(&settings);
     let dir = workdir("fleet");
     let group = format!("--groupId={GROUP}");
@@ -83,36 +74,16 @@ async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
     assert_eq!(ready(&report, &discoverer), 2);
     assert_eq!(depth(&settings, &discoverer).await, 2);
 
-    let shutdown = CancellationToken::new();
-    let mut stages = Vec::new();
-    let s = settings.clone();
-    let stop = shutdown.clone();
-    stages.push(tokio::spawn(async move {
-        bb2snyk_discoverer::run(s, stop).await
-    }));
-    let s = settings.clone();
-    let stop = shutdown.clone();
-    stages.push(tokio::spawn(async move {
-        bb2snyk_org_creator::run(s, stop).await
-    }));
-    let s = settings.clone();
-    let stop = shutdown.clone();
-    stages.push(tokio::spawn(
-        async move { bb2snyk_importer::run(s, stop).await },
-    ));
+    fleet.spawn(&ALL, 1);
 
     let out = bb2snyk(&["discover", group.as_str()], env.clone(), &dir).await;
     let run = stdout(&out).trim().to_owned();
     assert!(run.starts_with("run-"), "prints the run id: {run}");
-    let ledger = Ledger::new(
-        Store::connect(&settings.redis.url, &settings.redis.prefix)
-            .await
-            .expect("Redis"),
-    );
+    let ledger = fleet.ledger().await;
     let clean = truth.repositories - truth.poison_post;
     wait_for("the run to settle", Duration::from_secs(60), || async {
         let counts = ledger.counts(&run).await.ok()?;
-        (counts["imported"] == clean && counts["parked"] == truth.poison_post).then_some(())
+        (counts.imported == clean && counts.parked == truth.poison_post).then_some(())
     })
     .await;
     let parked_queue = topology.parked("importer");
@@ -169,7 +140,7 @@ async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
         Duration::from_secs(60),
         || async {
             let counts = ledger.counts(&run).await.ok()?;
-            (counts["imported"] == truth.repositories && counts["parked"] == 0).then_some(())
+            (counts.imported == truth.repositories && counts.parked == 0).then_some(())
         },
     )
     .await;
@@ -183,11 +154,5 @@ async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
         parked - truth.poison_post
     );
 
-    shutdown.cancel();
-    for stage in stages {
-        stage
-            .await
-            .expect("joined")
-            .expect("a stage stopped cleanly");
-    }
+    fleet.stop().await;
 }

@@ -4,9 +4,10 @@
 
 use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter, Repository, RepositoryPages};
 use bb2snyk_broker::{Handler, Message, Outcome, Publish};
-use bb2snyk_ledger::{Ledger, Record, State};
+use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
 use bb2snyk_messages::{
-    Body, ImportRepo, OrgReady, ReposPage, RunRequested, Target, WorkspaceDiscovered, event,
+    Body, Event, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested, Target,
+    WorkspaceDiscovered,
 };
 use futures_util::future::BoxFuture;
 
@@ -36,11 +37,7 @@ impl Handler for Discoverer {
 
 /// Passing Bitbucket failures are retried; credentials, scopes and missing workspaces are parked.
 fn failure(e: BitbucketError) -> Outcome {
-    if e.is_transient() {
-        Outcome::retry(e.to_string())
-    } else {
-        Outcome::park(e.to_string())
-    }
+    Outcome::failed(e.is_transient(), e.to_string())
 }
 
 impl Discoverer {
@@ -69,10 +66,7 @@ impl Discoverer {
 
     async fn page(&self, org: OrgReady, next: Option<String>, page: u32) -> Outcome {
         // The run's own filters, when its request carried some, else the service's settings.
-        let own = org
-            .filters
-            .as_ref()
-            .map(|f| RepoFilter::new(&f.discovery()));
+        let own = org.filters.as_ref().map(RepoFilter::new);
         let filter = own.as_ref().unwrap_or(&self.filter);
         let mut pages = match next {
             Some(url) => RepositoryPages::resume(&self.bitbucket, url),
@@ -86,7 +80,7 @@ impl Discoverer {
         for repo in repos {
             match self.accept(&org, filter, repo).await {
                 Ok(publish) => publishes.push(publish),
-                Err(e) => return Outcome::retry(format!("ledger: {e}")),
+                Err(e) => return Outcome::failed(e.is_transient(), format!("ledger: {e}")),
             }
         }
         if let Some(next) = pages.next_url() {
@@ -106,7 +100,7 @@ impl Discoverer {
         org: &OrgReady,
         filter: &RepoFilter,
         repo: Repository,
-    ) -> Result<Publish, bb2snyk_store::StoreError> {
+    ) -> Result<Publish, LedgerError> {
         let import = ImportRepo {
             run_id: org.run_id.clone(),
             org_id: org.org_id.clone(),
@@ -119,22 +113,27 @@ impl Discoverer {
             failed_jobs: 0,
         };
         let id = import.target_id();
-        self.ledger.mark(&org.run_id, "discovered", &id).await?;
+        self.ledger
+            .mark(&org.run_id, Tally::Discovered, &id)
+            .await?;
         match filter.check(&repo) {
             Ok(()) => Ok(Body::ImportRepo(import).publish()),
             Err(skip) => {
                 let record = Record {
-                    state: State::Skipped,
-                    run: org.run_id.clone(),
-                    attempts: 0,
                     last_error: Some(skip.to_string()),
-                    job_url: None,
-                    projects: Vec::new(),
+                    ..Record::new(State::Skipped, &org.run_id)
                 };
                 self.ledger.record(&id, &record).await?;
-                let details = serde_json::json!({"reason": skip.to_string()});
-                Ok(event("repo.skipped", &org.run_id, &id, details))
+                Ok(Event::RepoSkipped(RepoSkipped {
+                    run_id: org.run_id.clone(),
+                    subject: id,
+                    reason: skip.to_string(),
+                })
+                .publish())
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

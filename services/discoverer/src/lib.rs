@@ -5,6 +5,7 @@ mod handler;
 use std::sync::Arc;
 
 use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter};
+use bb2snyk_broker::Stage;
 use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
@@ -38,17 +39,18 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         credential = discoverer.bitbucket.credential().what(),
         "discoverer ready"
     );
-    let served = broker
-        .serve(
-            bb2snyk_messages::DISCOVERER,
-            Arc::new(discoverer),
-            4,
-            shutdown,
-            settings.pipeline.drain,
-        )
-        .await;
-    infrastructure.close().await;
-    Ok(served?)
+    infrastructure
+        .serve(&broker, &stages(discoverer), settings, &shutdown)
+        .await
+}
+
+/// The discoverer's queue, four deliveries (pages) at a time.
+pub fn stages(discoverer: Discoverer) -> Vec<Stage> {
+    vec![Stage {
+        queue: bb2snyk_messages::DISCOVERER,
+        handler: Arc::new(discoverer),
+        concurrency: 4,
+    }]
 }
 
 /// Credential problems exit 3, everything else (network, Bitbucket down) exits 4.

@@ -4,9 +4,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bb2snyk_broker::{Handler, Message, Outcome, Publish};
-use bb2snyk_ledger::{Ledger, Record, State};
-use bb2snyk_messages::{Body, ImportRepo, PollImport, event};
+use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
+use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
+use bb2snyk_messages::{
+    Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, ImportRequested,
+    PollImport, Target, TargetRef,
+};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, JobStatus, SnykError};
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
@@ -19,7 +22,7 @@ pub struct Policy {
     pub max_polls: u32,
     /// Failed jobs of one target before it is parked with the job's log.
     pub max_failed_jobs: u32,
-    /// How long one import request may hold its target's lock; a crashed holder's lock expires after it.
+    /// When a crashed holder's target lock expires; a live holder's is renewed while its request runs.
     pub import_lock: Duration,
 }
 
@@ -79,15 +82,19 @@ impl Importer {
         let id = import.target_id();
         let known = match self.ledger.target(&id).await {
             Ok(record) => record,
-            Err(e) => return Outcome::retry(format!("ledger: {e}")),
+            Err(e) => return ledger_failure(e),
         };
         match known {
             Some(r) if r.state == State::Imported => {
                 tracing::debug!(target = %id, "already imported");
                 // Counted in this run too, so its status adds up.
-                return match self.ledger.mark(&import.run_id, "imported", &id).await {
+                return match self
+                    .ledger
+                    .mark(&import.run_id, Tally::In(State::Imported), &id)
+                    .await
+                {
                     Ok(()) => Outcome::ack(),
-                    Err(e) => Outcome::retry(format!("ledger: {e}")),
+                    Err(e) => ledger_failure(e),
                 };
             }
             // A job was requested before (by a replica that then stopped): follow it instead of importing again.
@@ -100,26 +107,24 @@ impl Importer {
         }
         // While one delivery is between its POST and its ledger record, a redelivery of the same message
         // (after a broker reconnect) must not POST again: it comes back later and finds the job.
-        let store = self.ledger.store();
         let lock = format!("import-lock:{id}");
-        let owner = uuid::Uuid::new_v4().to_string();
-        match store
-            .set_nx_px(&lock, owner.as_bytes(), self.policy.import_lock)
+        let lock = match self
+            .ledger
+            .store()
+            .lock(&lock, self.policy.import_lock)
             .await
         {
-            Ok(true) => {}
+            Ok(Some(lock)) => lock,
             // Not a failure, so it spends no attempt: the same message comes back after a poll interval.
-            Ok(false) => {
-                let again = Body::ImportRepo(import);
-                return Outcome::Ack(vec![Publish {
-                    delay: Some(self.policy.poll_every),
-                    ..again.publish()
-                }]);
+            Ok(None) => {
+                return Outcome::Ack(vec![
+                    Body::ImportRepo(import).publish_after(self.policy.poll_every),
+                ]);
             }
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
-        }
+        };
         let outcome = self.request(import, &id).await;
-        if let Err(e) = store.compare_and_delete(&lock, owner.as_bytes()).await {
+        if let Err(e) = lock.release().await {
             tracing::debug!(error = %e, "import lock left to expire");
         }
         outcome
@@ -134,7 +139,7 @@ impl Importer {
             .import(
                 &import.org_id,
                 &import.integration_id,
-                &import.target,
+                &api_target(&import.target),
                 &self.options,
             )
             .await
@@ -147,38 +152,40 @@ impl Importer {
             }
         };
         let record = Record {
-            state: State::Requested,
-            run: import.run_id.clone(),
             attempts: import.failed_jobs,
-            last_error: None,
             job_url: Some(job_url.clone()),
-            projects: Vec::new(),
+            ..Record::new(State::Requested, &import.run_id)
         };
         // The job exists now: losing its record would import the repository again, so a Redis restart is
         // waited out here rather than handed to the retry tiers.
         let mut tries = 0;
         while let Err(e) = self.ledger.record(id, &record).await {
             tries += 1;
-            if tries >= 10 {
-                return Outcome::retry(format!("ledger: {e}"));
+            if tries >= 10 || !e.is_transient() {
+                return ledger_failure(e);
             }
             tokio::time::sleep(bb2snyk_http::backoff(tries, Duration::from_secs(5))).await;
         }
-        let requested = event(
-            "import.requested",
-            &import.run_id,
-            id,
-            about(&import, serde_json::json!({"job_url": job_url})),
-        );
+        let requested = Event::ImportRequested(ImportRequested {
+            run_id: import.run_id.clone(),
+            subject: id.to_owned(),
+            about: about(&import),
+            job_url: job_url.clone(),
+        });
         bb2snyk_telemetry::metrics::import_jobs_in_flight(1.0);
-        Outcome::Ack(vec![self.poll_later(import, job_url, 0), requested])
+        Outcome::Ack(vec![
+            self.poll_later(import, job_url, 0),
+            requested.publish(),
+        ])
     }
 
     /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count.
     async fn poll(&self, poll: PollImport) -> Outcome {
         let outcome = self.follow(poll).await;
         let polls_again = match &outcome {
-            Outcome::Ack(publishes) => publishes.iter().any(|p| p.message.kind == "import.poll.v1"),
+            Outcome::Ack(publishes) => publishes
+                .iter()
+                .any(|p| p.to == Route::Queue(IMPORTER_POLLS.into())),
             Outcome::Retry { .. } => true,
             Outcome::Park { .. } => false,
         };
@@ -199,12 +206,9 @@ impl Importer {
             }
         };
         let mut record = Record {
-            state: State::Requested,
-            run: poll.import.run_id.clone(),
             attempts: poll.import.failed_jobs,
-            last_error: None,
             job_url: Some(poll.job_url.clone()),
-            projects: Vec::new(),
+            ..Record::new(State::Requested, &poll.import.run_id)
         };
         match job.status {
             JobStatus::Pending if poll.polls + 1 >= self.policy.max_polls => {
@@ -228,13 +232,16 @@ impl Importer {
                     .filter_map(|p| p.project_id.clone())
                     .collect();
                 if let Err(e) = self.ledger.record(&id, &record).await {
-                    return Outcome::retry(format!("ledger: {e}"));
+                    return ledger_failure(e);
                 }
-                let details = about(
-                    &poll.import,
-                    serde_json::json!({"projects": record.projects, "job_url": poll.job_url}),
-                );
-                Outcome::Ack(vec![event("import.completed", &record.run, &id, details)])
+                let completed = Event::ImportCompleted(ImportCompleted {
+                    run_id: record.run,
+                    subject: id,
+                    about: about(&poll.import),
+                    job_url: poll.job_url,
+                    projects: record.projects,
+                });
+                Outcome::Ack(vec![completed.publish()])
             }
             JobStatus::Failed | JobStatus::Aborted => {
                 let reason = job.failure();
@@ -257,39 +264,36 @@ impl Importer {
                 }
                 record.state = State::Failed;
                 record.attempts = failed_jobs;
-                record.last_error = Some(reason);
+                record.last_error = Some(reason.clone());
                 if let Err(e) = self.ledger.record(&id, &record).await {
-                    return Outcome::retry(format!("ledger: {e}"));
+                    return ledger_failure(e);
                 }
-                let details = about(
-                    &poll.import,
-                    serde_json::json!({"error": record.last_error, "failed_jobs": failed_jobs}),
-                );
+                let failed = Event::ImportFailed(ImportFailed {
+                    run_id: record.run,
+                    subject: id,
+                    about: about(&poll.import),
+                    error: reason,
+                    failed_jobs,
+                });
                 let again = Body::ImportRepo(ImportRepo {
                     failed_jobs,
                     ..poll.import
                 });
                 Outcome::Ack(vec![
-                    Publish {
-                        delay: Some(self.policy.poll_every),
-                        ..again.publish()
-                    },
-                    event("import.failed", &record.run, &id, details),
+                    again.publish_after(self.policy.poll_every),
+                    failed.publish(),
                 ])
             }
         }
     }
 
     fn poll_later(&self, import: ImportRepo, job_url: String, polls: u32) -> Publish {
-        let body = Body::PollImport(PollImport {
+        Body::PollImport(PollImport {
             import,
             job_url,
             polls,
-        });
-        Publish {
-            delay: Some(self.policy.poll_every),
-            ..body.publish()
-        }
+        })
+        .publish_after(self.policy.poll_every)
     }
 
     /// A Snyk call failed: passing failures are retried; the rest park the message with Snyk's reason.
@@ -298,12 +302,8 @@ impl Importer {
             return Outcome::retry(e.to_string());
         }
         let record = Record {
-            state: State::Parked,
-            run: run.to_owned(),
             attempts,
-            last_error: None,
-            job_url: None,
-            projects: Vec::new(),
+            ..Record::new(State::Parked, run)
         };
         self.settle_parked(id, record, e.to_string()).await
     }
@@ -313,23 +313,34 @@ impl Importer {
         record.last_error = Some(reason.clone());
         match self.ledger.record(id, &record).await {
             Ok(()) => Outcome::park(reason),
-            Err(e) => Outcome::retry(format!("ledger: {e}")),
+            Err(e) => ledger_failure(e),
         }
     }
 }
 
-/// An event's details about the target it concerns, so ops tools (and `bb2snyk import`'s logs) need no lookup.
-fn about(import: &ImportRepo, mut details: serde_json::Value) -> serde_json::Value {
-    if let serde_json::Value::Object(map) = &mut details {
-        map.insert("org_id".into(), import.org_id.clone().into());
-        map.insert(
-            "integration_id".into(),
-            import.integration_id.clone().into(),
-        );
-        map.insert(
-            "target".into(),
-            serde_json::to_value(&import.target).unwrap_or_default(),
-        );
-    }
-    details
+/// Redis trouble is retried; a corrupt record is parked with how to clear it.
+fn ledger_failure(e: LedgerError) -> Outcome {
+    Outcome::failed(e.is_transient(), format!("ledger: {e}"))
 }
+
+/// The wire's target as the Snyk client sends it: the two are separate types, so an API model change
+/// cannot change what is on the queues.
+fn api_target(target: &Target) -> bb2snyk_snyk::Target {
+    bb2snyk_snyk::Target {
+        owner: target.owner.clone(),
+        name: target.name.clone(),
+        branch: target.branch.clone(),
+    }
+}
+
+/// Where the import went, as every import event says it.
+fn about(import: &ImportRepo) -> TargetRef {
+    TargetRef {
+        org_id: import.org_id.clone(),
+        integration_id: import.integration_id.clone(),
+        target: import.target.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

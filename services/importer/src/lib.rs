@@ -4,6 +4,7 @@ mod handler;
 
 use std::sync::Arc;
 
+use bb2snyk_broker::Stage;
 use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
@@ -27,25 +28,24 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         infrastructure.store.clone(),
     )?;
     tracing::info!("importer ready");
-    let concurrency = u16::try_from(settings.import.concurrent_imports).unwrap_or(u16::MAX);
-    let importer = Arc::new(importer);
-    let serve = |queue| {
-        broker.serve(
-            queue,
-            importer.clone(),
-            concurrency,
-            shutdown.clone(),
-            settings.pipeline.drain,
-        )
-    };
     // Either queue failing ends this life; the supervisor starts the next.
-    let served = tokio::try_join!(
-        serve(bb2snyk_messages::IMPORTER),
-        serve(bb2snyk_messages::IMPORTER_POLLS)
-    );
-    infrastructure.close().await;
-    served?;
-    Ok(())
+    infrastructure
+        .serve(&broker, &stages(importer, settings), settings, &shutdown)
+        .await
+}
+
+/// Import requests and job polls, each `import.concurrent_imports` deliveries at a time.
+pub fn stages(importer: Importer, settings: &Settings) -> Vec<Stage> {
+    let concurrency = u16::try_from(settings.import.concurrent_imports).unwrap_or(u16::MAX);
+    let handler: Arc<dyn bb2snyk_broker::Handler> = Arc::new(importer);
+    [bb2snyk_messages::IMPORTER, bb2snyk_messages::IMPORTER_POLLS]
+        .into_iter()
+        .map(|queue| Stage {
+            queue,
+            handler: handler.clone(),
+            concurrency,
+        })
+        .collect()
 }
 
 /// The importer's handler, on Redis for a fleet or on an in-process store for `bb2snyk run` and `import`.

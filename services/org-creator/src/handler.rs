@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use bb2snyk_broker::{Handler, Message, Outcome, Publish};
-use bb2snyk_ledger::{Ledger, OrgMapping};
-use bb2snyk_messages::{Body, OrgReady, WorkspaceDiscovered, event};
+use bb2snyk_broker::{Handler, Message, Outcome};
+use bb2snyk_ledger::{Ledger, OrgMapping, Tally};
+use bb2snyk_messages::{Body, Event, OrgReady, OrgReadyEvent, WorkspaceDiscovered};
 use bb2snyk_snyk::{Client as Snyk, SnykError, quiet_notifications};
 use futures_util::future::BoxFuture;
 
-/// Longer than ensuring one org takes; a crashed holder's lock expires after it.
+/// A crashed holder's lock expires after this; a live holder's is renewed for as long as it works.
 const LOCK_TTL: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
@@ -42,23 +42,20 @@ impl OrgCreator {
         match self.ledger.org(&w.group_id, &w.workspace).await {
             Ok(Some(mapping)) => return self.ready(&w, mapping).await,
             Ok(None) => {}
-            Err(e) => return Outcome::retry(format!("ledger: {e}")),
+            Err(e) => return Outcome::failed(e.is_transient(), format!("ledger: {e}")),
         }
-        let store = self.ledger.store();
         let lock = format!("org-lock:{}:{}", w.group_id, w.workspace);
-        let owner = uuid::Uuid::new_v4().to_string();
-        match store.set_nx_px(&lock, owner.as_bytes(), LOCK_TTL).await {
-            Ok(true) => {}
+        let lock = match self.ledger.store().lock(&lock, LOCK_TTL).await {
+            Ok(Some(lock)) => lock,
             // Another delivery is ensuring this org: come back through the shortest retry tier, spending no
             // attempt, and find its mapping then.
-            Ok(false) => {
-                return Outcome::Ack(vec![Publish {
-                    delay: Some(Duration::ZERO),
-                    ..Body::WorkspaceDiscovered(w).publish()
-                }]);
+            Ok(None) => {
+                return Outcome::Ack(vec![
+                    Body::WorkspaceDiscovered(w).publish_after(Duration::ZERO),
+                ]);
             }
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
-        }
+        };
         let outcome = match self.find_or_create(&w).await {
             Ok(Ok(mapping)) => match self
                 .ledger
@@ -66,13 +63,12 @@ impl OrgCreator {
                 .await
             {
                 Ok(()) => self.ready(&w, mapping).await,
-                Err(e) => Outcome::retry(format!("ledger: {e}")),
+                Err(e) => Outcome::failed(e.is_transient(), format!("ledger: {e}")),
             },
             Ok(Err(parked)) => parked,
-            Err(e) if e.is_transient() => Outcome::retry(e.to_string()),
-            Err(e) => Outcome::park(e.to_string()),
+            Err(e) => Outcome::failed(e.is_transient(), e.to_string()),
         };
-        if let Err(e) = store.compare_and_delete(&lock, owner.as_bytes()).await {
+        if let Err(e) = lock.release().await {
             tracing::debug!(error = %e, "org lock left to expire");
         }
         outcome
@@ -125,10 +121,15 @@ impl OrgCreator {
     }
 
     async fn ready(&self, w: &WorkspaceDiscovered, mapping: OrgMapping) -> Outcome {
-        if let Err(e) = self.ledger.mark(&w.run_id, "orgs", &w.workspace).await {
-            return Outcome::retry(format!("ledger: {e}"));
+        if let Err(e) = self.ledger.mark(&w.run_id, Tally::Orgs, &w.workspace).await {
+            return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
         }
-        let details = serde_json::json!({"org_id": mapping.org_id, "org_name": mapping.name});
+        let event = Event::OrgReady(OrgReadyEvent {
+            run_id: w.run_id.clone(),
+            subject: w.workspace.clone(),
+            org_id: mapping.org_id.clone(),
+            org_name: mapping.name,
+        });
         let ready = Body::OrgReady(OrgReady {
             run_id: w.run_id.clone(),
             group_id: w.group_id.clone(),
@@ -137,9 +138,9 @@ impl OrgCreator {
             integration_id: mapping.integration_id,
             filters: w.filters.clone(),
         });
-        Outcome::Ack(vec![
-            ready.publish(),
-            event("org.ready", &w.run_id, &w.workspace, details),
-        ])
+        Outcome::Ack(vec![ready.publish(), event.publish()])
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,7 @@ mod handler;
 
 use std::sync::Arc;
 
+use bb2snyk_broker::Stage;
 use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
@@ -29,17 +30,18 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         infrastructure.store.clone(),
     )?;
     tracing::info!("org-creator ready");
-    let served = broker
-        .serve(
-            bb2snyk_messages::ORG_CREATOR,
-            Arc::new(creator),
-            4,
-            shutdown,
-            settings.pipeline.drain,
-        )
-        .await;
-    infrastructure.close().await;
-    Ok(served?)
+    infrastructure
+        .serve(&broker, &stages(creator), settings, &shutdown)
+        .await
+}
+
+/// The org-creator's queue, four workspaces at a time.
+pub fn stages(creator: OrgCreator) -> Vec<Stage> {
+    vec![Stage {
+        queue: bb2snyk_messages::ORG_CREATOR,
+        handler: Arc::new(creator),
+        concurrency: 4,
+    }]
 }
 
 /// The org-creator's handler, on Redis for a fleet or on an in-process store for `bb2snyk run`.

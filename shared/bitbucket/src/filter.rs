@@ -1,7 +1,7 @@
 //! Which repositories discovery hands on, and why each other one is skipped.
 
-use bb2snyk_settings::DiscoverySettings;
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use bb2snyk_filters::{Date, Filters, Glob};
+use globset::{GlobSet, GlobSetBuilder};
 
 use crate::Repository;
 
@@ -11,7 +11,7 @@ pub struct RepoFilter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
     project_keys: Vec<String>,
-    updated_since: Option<String>,
+    updated_since: Option<Date>,
 }
 
 /// Why a repository is not imported; its Display is the reason recorded for it.
@@ -32,14 +32,14 @@ pub enum Skip {
 }
 
 impl RepoFilter {
-    /// Globs were checked when settings loaded; one that fails here is dropped with a warning.
-    pub fn new(settings: &DiscoverySettings) -> Self {
+    /// The filters' globs were checked where they entered (flags, settings or a message).
+    pub fn new(filters: &Filters) -> Self {
         Self {
-            exclude_forks: settings.exclude_forks,
-            include: globs(&settings.include),
-            exclude: globs(&settings.exclude),
-            project_keys: settings.project_keys.clone(),
-            updated_since: settings.updated_since.clone(),
+            exclude_forks: filters.exclude_forks,
+            include: globs(&filters.include),
+            exclude: globs(&filters.exclude),
+            project_keys: filters.project_keys.clone(),
+            updated_since: filters.updated_since.clone(),
         }
     }
 
@@ -98,20 +98,22 @@ impl RepoFilter {
     }
 }
 
-fn globs(patterns: &[String]) -> Option<GlobSet> {
+fn globs(patterns: &[Glob]) -> Option<GlobSet> {
     if patterns.is_empty() {
         return None;
     }
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        match Glob::new(pattern) {
-            Ok(glob) => {
-                builder.add(glob);
-            }
-            Err(e) => tracing::warn!(%pattern, error = %e, "glob ignored"),
+        builder.add(pattern.matcher().clone());
+    }
+    match builder.build() {
+        Ok(set) => Some(set),
+        // Each glob compiled on its own; a set of them only fails past regex size limits.
+        Err(e) => {
+            tracing::error!(error = %e, "the globs together are too large; no glob filter applies");
+            None
         }
     }
-    builder.build().ok()
 }
 
 #[cfg(test)]
@@ -129,8 +131,12 @@ mod tests {
         .expect("repository JSON")
     }
 
-    fn filter(change: impl FnOnce(&mut DiscoverySettings)) -> RepoFilter {
-        let mut settings = DiscoverySettings::default();
+    fn glob(s: &str) -> Glob {
+        s.parse().expect("a valid glob")
+    }
+
+    fn filter(change: impl FnOnce(&mut Filters)) -> RepoFilter {
+        let mut settings = Filters::default();
         change(&mut settings);
         RepoFilter::new(&settings)
     }
@@ -155,14 +161,14 @@ mod tests {
             filter(|s| s.exclude_forks = true).check(&fork),
             Err(Skip::Fork)
         );
-        let include = filter(|s| s.include = vec!["api-*".into(), "web".into()]);
+        let include = filter(|s| s.include = vec![glob("api-*"), glob("web")]);
         assert_eq!(include.check(&plain), Ok(()));
         assert_eq!(
             include.check(&repo("lib", false, false, "P", "2024")),
             Err(Skip::NotIncluded)
         );
         assert_eq!(
-            filter(|s| s.exclude = vec!["*-core".into()]).check(&plain),
+            filter(|s| s.exclude = vec![glob("*-core")]).check(&plain),
             Err(Skip::Excluded)
         );
         let projects = filter(|s| s.project_keys = vec!["PRJ2".into(), "PRJ3".into()]);
@@ -171,7 +177,7 @@ mod tests {
             Err(Skip::OtherProject("PRJ1".into()))
         );
         assert_eq!(projects.query(), None);
-        let since = filter(|s| s.updated_since = Some("2024-03-01".into()));
+        let since = filter(|s| s.updated_since = Some("2024-03-01".parse().expect("date")));
         assert_eq!(since.check(&plain), Ok(()));
         assert_eq!(
             since.check(&repo("x", false, false, "P", "2024-02-29T23:59:59+00:00")),
@@ -183,7 +189,7 @@ mod tests {
     fn the_query_carries_what_bitbucket_can_filter() {
         assert_eq!(RepoFilter::default().query(), None);
         let f = filter(|s| {
-            s.updated_since = Some("2024-01-31".into());
+            s.updated_since = Some("2024-01-31".parse().expect("date"));
             s.project_keys = vec!["PRJ1".into()];
         });
         assert_eq!(

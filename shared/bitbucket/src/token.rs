@@ -27,7 +27,8 @@ use crate::{BitbucketError, Consumer, oauth, seal::Seal};
 
 /// How long one exchange, with its retries, may take.
 const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
-/// How long a replica holds the exchange lock at most; the others wait about this long for its token.
+/// The exchange lock's lifetime should its holder crash; a live holder renews it for as long as its
+/// exchange takes. The others wait for its token about as long as an exchange may take.
 const LOCK_TTL: Duration = Duration::from_secs(10);
 
 pub struct TokenProvider {
@@ -173,29 +174,23 @@ impl TokenProvider {
         let Some(store) = &self.store else {
             return self.exchange(None).await;
         };
-        let owner = uuid::Uuid::new_v4().to_string();
-        let give_up_at = Instant::now() + 2 * LOCK_TTL;
+        let give_up_at = Instant::now() + EXCHANGE_DEADLINE + LOCK_TTL;
         while Instant::now() < give_up_at {
             match self.read_shared(store).await {
                 Ok(Some(cached)) => return Ok(cached),
                 Ok(None) => {}
                 Err(_) => return self.degraded().await,
             }
-            match store
-                .set_nx_px(&self.lock_key, owner.as_bytes(), LOCK_TTL)
-                .await
-            {
-                Ok(true) => {
+            // Held, and renewed, for the whole exchange, its retries and 429 pauses included.
+            match store.lock(&self.lock_key, LOCK_TTL).await {
+                Ok(Some(lock)) => {
                     let result = self.exchange(Some(store)).await;
-                    if let Err(e) = store
-                        .compare_and_delete(&self.lock_key, owner.as_bytes())
-                        .await
-                    {
+                    if let Err(e) = lock.release().await {
                         tracing::debug!(error = %e, "token lock left to expire");
                     }
                     return result;
                 }
-                Ok(false) => {
+                Ok(None) => {
                     let wait = Duration::from_millis(fastrand::u64(50..=200));
                     tokio::time::sleep(wait).await;
                 }

@@ -84,6 +84,15 @@ impl Outcome {
             reason: reason.into(),
         }
     }
+
+    /// A failure: retried when it may pass (`transient`), parked with its reason when it will not.
+    pub fn failed(transient: bool, reason: impl Into<String>) -> Self {
+        if transient {
+            Self::retry(reason)
+        } else {
+            Self::park(reason)
+        }
+    }
 }
 
 /// Stage logic. It never sees the transport, so it is tested with plain values.
@@ -91,8 +100,8 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: Message) -> BoxFuture<'_, Outcome>;
 }
 
-/// A transport the stages run on: RabbitMQ in the services, memory in one process. Handlers and the code
-/// that starts runs are written against this, so they work on either.
+/// A transport the stages run on: RabbitMQ in the services, memory in one process. The services, `bb2snyk
+/// run` and `bb2snyk discover` serve and publish through this (see [`serve_stages`]), so they work on either.
 pub trait Broker: Send + Sync {
     /// Sends `message` to work queue `queue`; returns once the transport has it (confirmed, on RabbitMQ).
     fn publish<'a>(
@@ -111,4 +120,41 @@ pub trait Broker: Send + Sync {
         shutdown: tokio_util::sync::CancellationToken,
         drain: Duration,
     ) -> BoxFuture<'a, Result<(), crate::BrokerError>>;
+}
+
+/// A handler serving one work queue, `concurrency` deliveries at a time.
+#[derive(Clone)]
+pub struct Stage {
+    pub queue: &'static str,
+    pub handler: std::sync::Arc<dyn Handler>,
+    pub concurrency: u16,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("queue", &self.queue)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves every stage on `broker` until `shutdown`; the first to fail ends them all (a service's
+/// supervisor then starts its next life).
+pub async fn serve_stages(
+    broker: &dyn Broker,
+    stages: &[Stage],
+    shutdown: &tokio_util::sync::CancellationToken,
+    drain: Duration,
+) -> Result<(), crate::BrokerError> {
+    let serving = stages.iter().map(|stage| {
+        broker.serve(
+            stage.queue,
+            stage.handler.clone(),
+            stage.concurrency,
+            shutdown.clone(),
+            drain,
+        )
+    });
+    futures_util::future::try_join_all(serving).await.map(drop)
 }

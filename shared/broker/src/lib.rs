@@ -4,6 +4,7 @@
 //! retry tiers as TTL queues, a parking queue per work queue) and an in-process one ([`memory`]) for
 //! `bb2snyk run` and handler tests. Both settle outcomes with the same rules ([`settle`]).
 
+pub mod admin;
 pub mod amqp;
 mod envelope;
 pub mod memory;
@@ -14,7 +15,7 @@ mod transport;
 pub use amqp::{
     BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue,
 };
-pub use envelope::{Broker, Handler, Message, Outcome, Publish, Route};
+pub use envelope::{Broker, Handler, Message, Outcome, Publish, Route, Stage, serve_stages};
 pub use settle::{Settlement, settle};
 pub use topology::{RetryPolicy, Topology};
 pub use transport::{ATTEMPT_HEADER, AmqpBroker, REASON_HEADER, decode, parked_reason};

@@ -4,12 +4,33 @@
 use std::{sync::Arc, time::Instant};
 
 use bb2snyk_telemetry::metrics;
+use tracing::Instrument;
 
 use crate::{Handler, Message, Outcome, RetryPolicy, Route};
 
 /// Runs `handler` on `message` from work queue `queue` and settles its outcome, counting the message and
-/// timing the handler for `/metrics`. Both transports call this.
+/// timing the handler for `/metrics`. Both transports call this. Every log line of the unit of work carries
+/// the delivery's span: queue, type, message id, run id and attempt.
 pub async fn handle(
+    policy: &RetryPolicy,
+    queue: &str,
+    handler: &Arc<dyn Handler>,
+    message: &Message,
+) -> Vec<Settlement> {
+    let span = tracing::info_span!(
+        "delivery",
+        queue,
+        kind = %message.kind,
+        message_id = %message.message_id,
+        run = %message.correlation_id,
+        attempt = message.attempt,
+    );
+    handle_in_span(policy, queue, handler, message)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
     policy: &RetryPolicy,
     queue: &str,
     handler: &Arc<dyn Handler>,

@@ -2,8 +2,6 @@
 //! and projects; per workspace its Snyk org; per run the sets of targets in each state, so counts stay
 //! exact however often a message is redelivered.
 
-use std::collections::BTreeMap;
-
 use bb2snyk_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +38,49 @@ impl State {
     }
 }
 
+/// One of a run's sets: its size is a count of [`RunCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    /// Repositories discovery found (targetIds).
+    Discovered,
+    /// Workspaces whose org is ready.
+    Orgs,
+    /// Targets now in this state.
+    In(State),
+}
+
+impl Tally {
+    fn key(self, run: &str) -> String {
+        let what = match self {
+            Self::Discovered => "discovered",
+            Self::Orgs => "orgs",
+            Self::In(state) => state.as_str(),
+        };
+        format!("run:{run}:{what}")
+    }
+}
+
+/// A run's counts, exact however often its messages were redelivered. `status --json` prints it as is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub discovered: u64,
+    pub orgs: u64,
+    /// Import jobs in flight.
+    pub requested: u64,
+    pub imported: u64,
+    /// Whose last job failed, being tried again.
+    pub failed: u64,
+    pub parked: u64,
+    pub skipped: u64,
+}
+
+impl RunCounts {
+    /// Targets that reached an end: imported, skipped or parked.
+    pub fn settled(&self) -> u64 {
+        self.imported + self.skipped + self.parked
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub state: State,
@@ -54,12 +95,44 @@ pub struct Record {
     pub projects: Vec<String>,
 }
 
+impl Record {
+    /// A target in `state` for `run`, with nothing else known yet.
+    pub fn new(state: State, run: &str) -> Self {
+        Self {
+            state,
+            run: run.to_owned(),
+            attempts: 0,
+            last_error: None,
+            job_url: None,
+            projects: Vec::new(),
+        }
+    }
+}
+
 /// A workspace's org and the id of its Bitbucket Cloud App integration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrgMapping {
     pub org_id: String,
     pub integration_id: String,
     pub name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record that does not parse: never taken for absent, which would redo its work.
+    #[error(
+        "ledger record {key} is corrupt ({problem}); delete it (redis-cli DEL) to let bb2snyk look again"
+    )]
+    Corrupt { key: String, problem: String },
+}
+
+impl LedgerError {
+    /// Redis may come back; a corrupt record stays corrupt until a person removes it.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Store(_))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -76,51 +149,50 @@ impl Ledger {
         &self.store
     }
 
-    pub async fn target(&self, target_id: &str) -> Result<Option<Record>, StoreError> {
+    pub async fn target(&self, target_id: &str) -> Result<Option<Record>, LedgerError> {
         self.read(&format!("target:{target_id}")).await
     }
 
     /// Writes the target's record and files it under its state in the run's counts.
-    pub async fn record(&self, target_id: &str, record: &Record) -> Result<(), StoreError> {
+    pub async fn record(&self, target_id: &str, record: &Record) -> Result<(), LedgerError> {
         self.write(&format!("target:{target_id}"), record).await?;
-        let set = |state: State| format!("run:{}:{}", record.run, state.as_str());
-        let others: Vec<String> = STATES.into_iter().map(set).collect();
-        let others: Vec<&str> = others.iter().map(String::as_str).collect();
-        self.store
-            .move_member(&others, &set(record.state), target_id)
-            .await
-    }
-
-    /// Marks something seen in a run (`discovered`, `orgs`): the set's size is the count.
-    pub async fn mark(&self, run: &str, what: &str, member: &str) -> Result<(), StoreError> {
-        self.store
-            .add_member(&format!("run:{run}:{what}"), member)
-            .await
-    }
-
-    /// Every count of a run: `discovered`, `orgs`, and one per [`State`].
-    pub async fn counts(&self, run: &str) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut counts = BTreeMap::new();
-        for what in ["discovered", "orgs"]
+        let others: Vec<String> = STATES
             .into_iter()
-            .chain(STATES.map(State::as_str))
-        {
-            let n = self.store.count(&format!("run:{run}:{what}")).await?;
-            counts.insert(what.to_owned(), n);
-        }
-        Ok(counts)
+            .map(|s| Tally::In(s).key(&record.run))
+            .collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        let own = Tally::In(record.state).key(&record.run);
+        Ok(self.store.move_member(&others, &own, target_id).await?)
+    }
+
+    /// Counts `member` in one of the run's sets (once, however often it is marked).
+    pub async fn mark(&self, run: &str, tally: Tally, member: &str) -> Result<(), LedgerError> {
+        Ok(self.store.add_member(&tally.key(run), member).await?)
+    }
+
+    pub async fn counts(&self, run: &str) -> Result<RunCounts, LedgerError> {
+        let count = |tally: Tally| async move { self.store.count(&tally.key(run)).await };
+        Ok(RunCounts {
+            discovered: count(Tally::Discovered).await?,
+            orgs: count(Tally::Orgs).await?,
+            requested: count(Tally::In(State::Requested)).await?,
+            imported: count(Tally::In(State::Imported)).await?,
+            failed: count(Tally::In(State::Failed)).await?,
+            parked: count(Tally::In(State::Parked)).await?,
+            skipped: count(Tally::In(State::Skipped)).await?,
+        })
     }
 
     /// Members of a run's set, e.g. the targets parked.
-    pub async fn members(&self, run: &str, what: &str) -> Result<Vec<String>, StoreError> {
-        self.store.members(&format!("run:{run}:{what}")).await
+    pub async fn members(&self, run: &str, tally: Tally) -> Result<Vec<String>, LedgerError> {
+        Ok(self.store.members(&tally.key(run)).await?)
     }
 
     pub async fn org(
         &self,
         group: &str,
         workspace: &str,
-    ) -> Result<Option<OrgMapping>, StoreError> {
+    ) -> Result<Option<OrgMapping>, LedgerError> {
         self.read(&format!("org:{group}:{workspace}")).await
     }
 
@@ -129,7 +201,7 @@ impl Ledger {
         group: &str,
         workspace: &str,
         mapping: &OrgMapping,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), LedgerError> {
         self.write(&format!("org:{group}:{workspace}"), mapping)
             .await
     }
@@ -137,16 +209,20 @@ impl Ledger {
     async fn read<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
-    ) -> Result<Option<T>, StoreError> {
-        Ok(self
-            .store
-            .get(name)
-            .await?
-            .and_then(|raw| serde_json::from_slice(&raw).ok()))
+    ) -> Result<Option<T>, LedgerError> {
+        let Some(raw) = self.store.get(name).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| LedgerError::Corrupt {
+                key: self.store.key(name),
+                problem: e.to_string(),
+            })
     }
 
-    async fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+    async fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), LedgerError> {
         let raw = serde_json::to_vec(value).unwrap_or_default();
-        self.store.set(name, &raw, None).await
+        Ok(self.store.set(name, &raw, None).await?)
     }
 }

@@ -1,6 +1,6 @@
 //! The ledger on real Redis, under a prefix of its own, and on the in-process store: the same behaviour.
 
-use bb2snyk_ledger::{Ledger, OrgMapping, Record, State};
+use bb2snyk_ledger::{Ledger, LedgerError, OrgMapping, Record, State, Tally};
 use bb2snyk_store::Store;
 use bb2snyk_test_support::{redis_url, unique};
 
@@ -44,11 +44,11 @@ async fn records_move_between_states_and_counts_stay_exact(ledger: Ledger) {
         .await
         .expect("write");
     ledger
-        .mark("run-1", "discovered", "acme/api")
+        .mark("run-1", Tally::Discovered, "acme/api")
         .await
         .expect("mark");
     ledger
-        .mark("run-1", "discovered", "acme/api")
+        .mark("run-1", Tally::Discovered, "acme/api")
         .await
         .expect("mark");
     assert_eq!(
@@ -56,9 +56,9 @@ async fn records_move_between_states_and_counts_stay_exact(ledger: Ledger) {
         Some(record)
     );
     let counts = ledger.counts("run-1").await.expect("counts");
-    assert_eq!(counts["imported"], 1);
-    assert_eq!(counts["requested"], 0);
-    assert_eq!(counts["discovered"], 1);
+    assert_eq!(counts.imported, 1);
+    assert_eq!(counts.requested, 0);
+    assert_eq!(counts.discovered, 1);
 
     let mapping = OrgMapping {
         org_id: "o".into(),
@@ -68,4 +68,20 @@ async fn records_move_between_states_and_counts_stay_exact(ledger: Ledger) {
     ledger.set_org("g", "acme", &mapping).await.expect("write");
     assert_eq!(ledger.org("g", "acme").await.expect("read"), Some(mapping));
     assert_eq!(ledger.org("g", "globex").await.expect("read"), None);
+
+    // A record that does not parse is reported, never taken for absent (which would import again).
+    ledger
+        .store()
+        .set("target:o:i:web:acme", b"{not json", None)
+        .await
+        .expect("write");
+    let corrupt = ledger.target("o:i:web:acme").await.expect_err("corrupt");
+    assert!(matches!(corrupt, LedgerError::Corrupt { .. }));
+    assert!(!corrupt.is_transient());
+    assert!(
+        corrupt
+            .to_string()
+            .contains("target:o:i:web:acme is corrupt"),
+        "{corrupt}"
+    );
 }

@@ -5,13 +5,25 @@ pub mod endpoints;
 
 use std::{future::Future, path::PathBuf, process::ExitCode, sync::Arc};
 
-use bb2snyk_broker::{AmqpBroker, BrokerError, Reconnect, RetryPolicy, Topology};
-use bb2snyk_settings::{ConfigError, Need, Settings, Sources, exit};
+use bb2snyk_broker::{AmqpBroker, BrokerError, Reconnect, RetryPolicy, Stage, Topology};
+use bb2snyk_settings::{ConfigError, Need, Settings, Sources};
 use bb2snyk_store::{Store, StoreError};
 use clap::Parser;
 pub use tokio_util::sync::CancellationToken;
 
-/// Why a service stopped before its time; each maps to an exit code.
+/// Exit codes shared by every bb2snyk binary, the services and the CLI (documented in the README).
+pub mod exit {
+    /// Some targets failed or were parked.
+    pub const FAILURES: u8 = 1;
+    /// Missing or malformed configuration.
+    pub const CONFIG: u8 = 2;
+    /// Bitbucket or Snyk rejected the credentials.
+    pub const CREDENTIALS: u8 = 3;
+    /// RabbitMQ, Redis, Bitbucket or Snyk could not be reached.
+    pub const UNAVAILABLE: u8 = 4;
+}
+
+/// Why a service (or a CLI command) stopped before its time; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
@@ -223,6 +235,20 @@ impl Infrastructure {
         service: &str,
     ) -> Result<AmqpBroker, ServiceError> {
         Ok(AmqpBroker::new(self.amqp.clone(), topology(settings), service).await?)
+    }
+
+    /// Serves `stages` on `broker` until `shutdown` or a failure, then closes the connection.
+    pub async fn serve(
+        self,
+        broker: &AmqpBroker,
+        stages: &[Stage],
+        settings: &Settings,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ServiceError> {
+        let served =
+            bb2snyk_broker::serve_stages(broker, stages, shutdown, settings.pipeline.drain).await;
+        self.close().await;
+        Ok(served?)
     }
 
     pub async fn close(self) {

@@ -9,27 +9,17 @@ mod load;
 
 use std::{path::PathBuf, time::Duration};
 
+pub use bb2snyk_filters::Filters;
 pub use keys::{KEYS, Key};
 pub use load::{Sources, load};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-/// Exit codes shared by every bb2snyk binary (documented in the README).
-pub mod exit {
-    /// Some targets failed or were parked.
-    pub const FAILURES: u8 = 1;
-    /// Missing or malformed configuration.
-    pub const CONFIG: u8 = 2;
-    /// Bitbucket or Snyk rejected the credentials.
-    pub const CREDENTIALS: u8 = 3;
-    /// RabbitMQ, Redis, Bitbucket or Snyk could not be reached.
-    pub const UNAVAILABLE: u8 = 4;
-}
-
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub bitbucket: BitbucketSettings,
-    pub discovery: DiscoverySettings,
+    /// Which repositories discovery hands on (`discovery.*`), when a run request carries no filters.
+    pub discovery: Filters,
     pub snyk: SnykSettings,
     pub amqp: AmqpSettings,
     pub pipeline: PipelineSettings,
@@ -78,17 +68,6 @@ pub enum BitbucketCredentials<'a> {
         username: &'a str,
         password: &'a SecretString,
     },
-}
-
-/// Which repositories discovery hands on; each list empty means no filter of that kind.
-#[derive(Debug, Clone, Default)]
-pub struct DiscoverySettings {
-    pub exclude_forks: bool,
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-    pub project_keys: Vec<String>,
-    /// `YYYY-MM-DD`, compared with the repository's `updated_on`.
-    pub updated_since: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -277,13 +256,13 @@ impl Settings {
         let secret =
             |s: &Option<SecretString>| if s.is_some() { "(set)" } else { "(not set)" }.to_owned();
         let text = |s: &Option<String>| s.clone().unwrap_or_else(|| "(not set)".to_owned());
-        let list = |l: &Vec<String>, none: &str| {
+        fn list<T: ToString>(l: &[T], none: &str) -> String {
             if l.is_empty() {
                 none.to_owned()
             } else {
-                l.join(",")
+                l.iter().map(T::to_string).collect::<Vec<_>>().join(",")
             }
-        };
+        }
         KEYS.iter()
             .map(|k| {
                 let value = match k.path {
@@ -309,7 +288,11 @@ impl Settings {
                     "discovery.include" => list(&self.discovery.include, "(all)"),
                     "discovery.exclude" => list(&self.discovery.exclude, "(none)"),
                     "discovery.project_keys" => list(&self.discovery.project_keys, "(all)"),
-                    "discovery.updated_since" => text(&self.discovery.updated_since),
+                    "discovery.updated_since" => self
+                        .discovery
+                        .updated_since
+                        .as_ref()
+                        .map_or_else(|| "(not set)".to_owned(), ToString::to_string),
                     "snyk.api_base" => self.snyk.api_base.to_string(),
                     "snyk.token" => secret(&self.snyk.token),
                     "snyk.rate_budget" => self.snyk.rate_budget.to_string(),

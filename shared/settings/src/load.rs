@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::{
-    AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, DiscoverySettings, HttpSettings,
+    AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, Filters, HttpSettings,
     ImportSettings, MetricsSettings, PipelineSettings, RedisSettings, Settings, SnykSettings,
     keys::{KEYS, key},
 };
@@ -82,10 +82,10 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             rate_budget: r.number("bitbucket.rate_budget", 1..=100_000)? as u32,
             rate_window: Duration::from_secs(r.number("bitbucket.rate_window_secs", 1..=86_400)?),
         },
-        discovery: DiscoverySettings {
+        discovery: Filters {
             exclude_forks: r.flag("discovery.exclude_forks")?,
-            include: r.globs("discovery.include")?,
-            exclude: r.globs("discovery.exclude")?,
+            include: r.parsed("discovery.include")?,
+            exclude: r.parsed("discovery.exclude")?,
             project_keys: r.list("discovery.project_keys")?,
             updated_since: r.date("discovery.updated_since")?,
         },
@@ -226,13 +226,15 @@ impl Reader {
         }
     }
 
-    fn globs(&self, path: &str) -> Result<Vec<String>, ConfigError> {
-        let globs = self.list(path)?;
-        for glob in &globs {
-            globset::Glob::new(glob)
-                .map_err(|e| ConfigError::invalid(key(path), format!("{glob:?}: {e}")))?;
-        }
-        Ok(globs)
+    /// Each item parsed by `T`'s own rules (globs and dates are [`Filters`]' types), its error kept.
+    fn parsed<T: std::str::FromStr<Err = String>>(
+        &self,
+        path: &str,
+    ) -> Result<Vec<T>, ConfigError> {
+        self.list(path)?
+            .iter()
+            .map(|item| item.parse().map_err(|e| ConfigError::invalid(key(path), e)))
+            .collect()
     }
 
     fn flag(&self, path: &str) -> Result<bool, ConfigError> {
@@ -247,19 +249,14 @@ impl Reader {
     }
 
     /// `YYYY-MM-DD`, the form Bitbucket's `updated_on` begins with.
-    fn date(&self, path: &str) -> Result<Option<String>, ConfigError> {
-        let Some(value) = self.text(path)? else {
-            return Ok(None);
-        };
-        let digits = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_digit());
-        let parts: Vec<&str> = value.split('-').collect();
-        match parts.as_slice() {
-            [y, m, d] if digits(y, 4) && digits(m, 2) && digits(d, 2) => Ok(Some(value)),
-            _ => Err(ConfigError::invalid(
-                key(path),
-                format!("{value:?} is not a date like 2024-01-31"),
-            )),
-        }
+    fn date(&self, path: &str) -> Result<Option<bb2snyk_filters::Date>, ConfigError> {
+        self.text(path)?
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|e| ConfigError::invalid(key(path), e))
+            })
+            .transpose()
     }
 
     fn auth(&self, path: &str) -> Result<BitbucketAuth, ConfigError> {

@@ -8,6 +8,7 @@
 
 mod budget;
 mod health;
+mod lock;
 mod memory;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -15,6 +16,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use bb2snyk_settings::redact_url;
 pub use budget::{Budget, BudgetConfig, Next, Retry};
 use health::Health;
+pub use lock::Guard;
 use redis::{AsyncCommands, RedisResult, aio::ConnectionManager, aio::ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 

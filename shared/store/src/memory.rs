@@ -86,6 +86,16 @@ impl Keys<'_> {
         false
     }
 
+    pub(crate) fn compare_and_expire(&mut self, key: &str, expected: &[u8], ttl: Duration) -> bool {
+        if self.get(key).as_deref() != Some(expected) {
+            return false;
+        }
+        if let Some(entry) = self.live(key) {
+            entry.expires = Some(Instant::now() + ttl);
+        }
+        true
+    }
+
     fn set_of(&mut self, key: &str) -> Option<&mut BTreeSet<String>> {
         match &mut self.live(key)?.value {
             Value::Set(set) => Some(set),

@@ -1,12 +1,112 @@
-//! What the end-to-end tests and the benchmark share: the service binaries, free ports, and starting a run
-//! the way `bb2snyk discover` does.
+//! What the end-to-end tests and the benchmark share: a fleet of the services' own stages against the
+//! sandbox ([`TestFleet`]), the service binaries, free ports, and starting a run the way `bb2snyk discover`
+//! does. It lives here rather than in `tests/support` because it runs the services, and the services' own
+//! tests use `tests/support`.
 
-use std::path::PathBuf;
+use std::{collections::HashMap, path::PathBuf};
 
 use bb2snyk_ledger::Ledger;
 use bb2snyk_messages::{Body, DISCOVERER, RunRequested, new_run_id};
-use bb2snyk_service::Infrastructure;
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use bb2snyk_service::{CancellationToken, Infrastructure};
 use bb2snyk_settings::Settings;
+use bb2snyk_store::Store;
+use tokio::task::JoinHandle;
+
+/// A stage of the pipeline, as a fleet runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Discoverer,
+    OrgCreator,
+    Importer,
+}
+
+pub const ALL: [Service; 3] = [Service::Discoverer, Service::OrgCreator, Service::Importer];
+
+/// The sandbox with a generated tenant, the settings that point the services at it (on the local RabbitMQ
+/// and Redis, under names of the test's own), and the replicas started so far, each running the service's
+/// own `run` on a connection of its own, as separate processes would.
+#[derive(Debug)]
+pub struct TestFleet {
+    /// Shared, so a test's chaos task can watch it.
+    pub sandbox: std::sync::Arc<Sandbox>,
+    /// The variables the settings came from, for child processes (`bb2snyk`, a service binary).
+    pub env: HashMap<String, String>,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    replicas: Vec<JoinHandle<()>>,
+}
+
+impl TestFleet {
+    /// Starts the sandbox with `knobs`; `what` names the test's queues and keys, and `env` adds or
+    /// overrides variables. No replica runs yet: see [`TestFleet::spawn`].
+    pub async fn start(knobs: Knobs, what: &str, env: &[(&str, &str)]) -> Self {
+        let sandbox = std::sync::Arc::new(Sandbox::start(knobs).await.expect("the sandbox starts"));
+        let mut vars = bb2snyk_test_support::pipeline_env(sandbox.env(), what);
+        for (k, v) in env {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let settings = bb2snyk_test_support::settings(vars.clone());
+        Self {
+            sandbox,
+            env: vars,
+            settings,
+            shutdown: CancellationToken::new(),
+            replicas: Vec::new(),
+        }
+    }
+
+    /// Starts `replicas` more of each of `services`.
+    pub fn spawn(&mut self, services: &[Service], replicas: usize) {
+        for _ in 0..replicas {
+            for service in services {
+                let (settings, stop) = (self.settings.clone(), self.shutdown.clone());
+                let service = *service;
+                self.replicas.push(tokio::spawn(async move {
+                    let served = match service {
+                        Service::Discoverer => bb2snyk_discoverer::run(settings, stop).await,
+                        Service::OrgCreator => bb2snyk_org_creator::run(settings, stop).await,
+                        Service::Importer => bb2snyk_importer::run(settings, stop).await,
+                    };
+                    if let Err(e) = served {
+                        panic!("{service:?} failed: {e}");
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Requests a run of the sandbox's group, as `bb2snyk discover` does.
+    pub async fn request_run(&self) -> Run {
+        Run::request(&self.settings, &self.sandbox.knobs().group_id).await
+    }
+
+    /// The ledger the replicas keep, on its own connection.
+    pub async fn ledger(&self) -> Ledger {
+        let store = Store::connect(&self.settings.redis.url, &self.settings.redis.prefix)
+            .await
+            .expect("Redis");
+        Ledger::new(store)
+    }
+
+    /// Import POSTs beyond the first, over every repository.
+    pub fn duplicate_imports(&self) -> u64 {
+        self.sandbox
+            .stats()
+            .import_posts
+            .values()
+            .map(|n| n - 1)
+            .sum()
+    }
+
+    /// Stops every replica; each must end cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for replica in self.replicas {
+            replica.await.expect("a replica stopped cleanly");
+        }
+    }
+}
 
 /// The service binaries (and `bb2snyk`), built when missing or stale; returns the directory holding them.
 pub fn binaries(release: bool) -> PathBuf {
@@ -74,9 +174,6 @@ impl Run {
     /// Targets imported, skipped or parked so far.
     pub async fn settled(&self) -> u64 {
         let counts = self.ledger.counts(&self.id).await.unwrap_or_default();
-        ["imported", "skipped", "parked"]
-            .iter()
-            .map(|k| counts.get(*k).copied().unwrap_or(0))
-            .sum()
+        counts.settled()
     }
 }

@@ -3,61 +3,26 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use bb2snyk_e2e::Run;
-use bb2snyk_ledger::Ledger;
-use bb2snyk_sandbox::{Knobs, Sandbox};
-use bb2snyk_service::{CancellationToken, Infrastructure};
-use bb2snyk_settings::{Settings, Sources};
-use bb2snyk_store::Store;
-use bb2snyk_test_support::{pipeline_env, unique, wait_for};
-use tokio::task::JoinHandle;
+use bb2snyk_e2e::{ALL, TestFleet};
+use bb2snyk_ledger::{State, Tally};
+use bb2snyk_sandbox::Knobs;
+use bb2snyk_service::Infrastructure;
+use bb2snyk_settings::Settings;
+use bb2snyk_test_support::{unique, wait_for};
 
-fn settings(sandbox: &Sandbox) -> Settings {
-    let mut env = pipeline_env(sandbox.env(), "e2e");
-    env.insert("BB2SNYK__SNYK__RATE_BUDGET".into(), "20000".into());
-    bb2snyk_settings::load(&Sources { file: None, env }).expect("settings")
-}
+/// Snyk's budget is far above what these tenants need, unless a test paces it.
+const FAST: (&str, &str) = ("BB2SNYK__SNYK__RATE_BUDGET", "20000");
+/// Paced to 10 Snyk calls a second after a burst of 100, about 30 s, so a fault lands mid-run.
+const PACED: [(&str, &str); 2] = [
+    ("BB2SNYK__SNYK__RATE_BUDGET", "100"),
+    ("BB2SNYK__SNYK__RATE_WINDOW_SECS", "10"),
+];
 
-/// Two replicas of each stage, as separate connections, like separate processes.
-fn fleet(settings: &Settings, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for _ in 0..2 {
-        let (s, stop) = (settings.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            bb2snyk_discoverer::run(s, stop).await.expect("discoverer");
-        }));
-        let (s, stop) = (settings.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            bb2snyk_org_creator::run(s, stop)
-                .await
-                .expect("org-creator");
-        }));
-        let (s, stop) = (settings.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            bb2snyk_importer::run(s, stop).await.expect("importer");
-        }));
-    }
-    tasks
-}
-
-/// Stops the fleet; every replica must end cleanly.
-async fn stop(shutdown: CancellationToken, tasks: Vec<JoinHandle<()>>) {
-    shutdown.cancel();
-    for task in tasks {
-        task.await.expect("a replica stopped cleanly");
-    }
-}
-
-async fn ledger(settings: &Settings) -> Ledger {
-    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
-        .await
-        .expect("Redis");
-    Ledger::new(store)
-}
-
-/// Import POSTs beyond the first, over every repository.
-fn duplicate_imports(stats: &bb2snyk_sandbox::Stats) -> u64 {
-    stats.import_posts.values().map(|n| n - 1).sum()
+/// Two replicas of each stage against the sandbox.
+async fn fleet(knobs: Knobs, env: &[(&str, &str)]) -> TestFleet {
+    let mut fleet = TestFleet::start(knobs, "e2e", env).await;
+    fleet.spawn(&ALL, 2);
+    fleet
 }
 
 /// A queue of the test's own, bound to every event, as an ops tool would bind one.
@@ -108,10 +73,10 @@ async fn listen_to_events(settings: &Settings) -> (lapin::Channel, String) {
 }
 
 /// Publishes a run request and waits until every discovered target is imported, skipped or parked.
-async fn run_to_the_end(settings: &Settings, sandbox: &Sandbox, expected_targets: u64) -> String {
-    let run = Run::request(settings, &sandbox.knobs().group_id).await;
+async fn run_to_the_end(fleet: &TestFleet, expected_targets: u64) -> String {
+    let run = fleet.request_run().await;
     wait_for("every target settled", Duration::from_secs(120), || async {
-        let discovered = run.ledger.counts(&run.id).await.ok()?["discovered"];
+        let discovered = run.ledger.counts(&run.id).await.ok()?.discovered;
         (discovered == expected_targets && run.settled().await == expected_targets).then_some(())
     })
     .await;
@@ -120,46 +85,54 @@ async fn run_to_the_end(settings: &Settings, sandbox: &Sandbox, expected_targets
 
 #[tokio::test]
 async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
-    let sandbox = Sandbox::start(Knobs {
-        workspaces: 30,
-        repos_per_workspace: 40,
-        fork_rate: 0.1,
-        empty_rate: 0.05,
-        poison_post_rate: 0.02,
-        poison_job_rate: 0.02,
-        job_ms: 300,
-        ..Knobs::default()
-    })
-    .await
-    .expect("sandbox");
-    let settings = settings(&sandbox);
-    let shutdown = CancellationToken::new();
-    let tasks = fleet(&settings, &shutdown);
+    let fleet = fleet(
+        Knobs {
+            workspaces: 30,
+            repos_per_workspace: 40,
+            fork_rate: 0.1,
+            empty_rate: 0.05,
+            poison_post_rate: 0.02,
+            poison_job_rate: 0.02,
+            job_ms: 300,
+            ..Knobs::default()
+        },
+        &[FAST],
+    )
+    .await;
+    let (sandbox, settings) = (&fleet.sandbox, &fleet.settings);
     let truth = sandbox.stats().truth;
     assert_eq!(truth.repositories, 1200);
-    let (events_channel, events) = listen_to_events(&settings).await;
+    let (events_channel, events) = listen_to_events(settings).await;
 
-    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
-    let ledger = ledger(&settings).await;
+    let run_id = run_to_the_end(&fleet, truth.repositories).await;
+    let ledger = fleet.ledger().await;
     let counts = ledger.counts(&run_id).await.expect("counts");
-    assert_eq!(counts["skipped"], truth.empty, "empty repositories skipped");
+    assert_eq!(counts.skipped, truth.empty, "empty repositories skipped");
     assert_eq!(
-        counts["parked"],
+        counts.parked,
         truth.poison_post + truth.poison_job,
         "poison parked"
     );
     assert_eq!(
-        counts["imported"],
+        counts.imported,
         truth.repositories - truth.empty - truth.poison_post - truth.poison_job
     );
-    for id in ledger.members(&run_id, "skipped").await.expect("skipped") {
+    for id in ledger
+        .members(&run_id, Tally::In(State::Skipped))
+        .await
+        .expect("skipped")
+    {
         let record = ledger.target(&id).await.expect("read").expect("record");
         assert_eq!(
             record.last_error.as_deref(),
             Some("empty repository (no main branch): nothing to import")
         );
     }
-    for id in ledger.members(&run_id, "parked").await.expect("parked") {
+    for id in ledger
+        .members(&run_id, Tally::In(State::Parked))
+        .await
+        .expect("parked")
+    {
         let record = ledger.target(&id).await.expect("read").expect("record");
         let reason = record.last_error.expect("a reason");
         assert!(
@@ -192,7 +165,7 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
     }
 
     // Queues are empty but for the parked poison.
-    let topology = bb2snyk_service::topology(&settings);
+    let topology = bb2snyk_service::topology(settings);
     let depth = |queue: String| {
         let channel = events_channel.clone();
         async move {
@@ -250,7 +223,7 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
             *heard.lock().expect("tally").entry(key).or_default() += 1;
         }
         let tally = heard.lock().expect("tally").clone();
-        (tally.get("import.completed") == Some(&counts["imported"])).then_some(tally)
+        (tally.get("import.completed") == Some(&counts.imported)).then_some(tally)
     })
     .await;
     assert_eq!(heard["repo.skipped"], truth.empty);
@@ -262,7 +235,7 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
     );
 
     // The same run again: nothing new is created or imported.
-    let again = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    let again = run_to_the_end(&fleet, truth.repositories).await;
     assert_ne!(again, run_id);
     let after = sandbox.stats();
     assert_eq!(
@@ -272,30 +245,30 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
     );
     assert_eq!(after.orgs_created, 30);
 
-    stop(shutdown, tasks).await;
+    fleet.stop().await;
 }
 
 #[tokio::test]
 async fn malformed_messages_are_parked_with_their_reason_and_nothing_crashes() {
     use bb2snyk_broker::Message;
-    let sandbox = Sandbox::start(Knobs {
-        workspaces: 1,
-        repos_per_workspace: 3,
-        empty_rate: 0.0,
-        fork_rate: 0.0,
-        job_ms: 100,
-        ..Knobs::default()
-    })
-    .await
-    .expect("sandbox");
-    let settings = settings(&sandbox);
-    let shutdown = CancellationToken::new();
-    let tasks = fleet(&settings, &shutdown);
-    let infrastructure = Infrastructure::connect(&settings, "e2e")
+    let fleet = fleet(
+        Knobs {
+            workspaces: 1,
+            repos_per_workspace: 3,
+            empty_rate: 0.0,
+            fork_rate: 0.0,
+            job_ms: 100,
+            ..Knobs::default()
+        },
+        &[FAST],
+    )
+    .await;
+    let settings = &fleet.settings;
+    let infrastructure = Infrastructure::connect(settings, "e2e")
         .await
         .expect("infrastructure");
     let broker = infrastructure
-        .broker(&settings, "e2e")
+        .broker(settings, "e2e")
         .await
         .expect("broker");
     let bad = |kind: &str, body: &[u8]| Message {
@@ -334,7 +307,7 @@ async fn malformed_messages_are_parked_with_their_reason_and_nothing_crashes() {
         }
     }
     // The stages still work: a real run completes after the bad messages.
-    run_to_the_end(&settings, &sandbox, 3).await;
+    run_to_the_end(&fleet, 3).await;
     let channel = infrastructure.amqp.create_channel().await.expect("channel");
     for queue in bb2snyk_messages::QUEUES {
         let parked = broker.topology().parked(queue);
@@ -357,34 +330,33 @@ async fn malformed_messages_are_parked_with_their_reason_and_nothing_crashes() {
             );
         }
     }
-    stop(shutdown, tasks).await;
+    fleet.stop().await;
 }
 
 /// 5 % of API calls answer 5xx, and both APIs allow far less than the fleet's budgets, so 429s come in
 /// bursts: every repository still ends imported (or parked for its poison), each imported exactly once.
 #[tokio::test]
 async fn server_errors_and_429_bursts_lose_nothing() {
-    let sandbox = Sandbox::start(Knobs {
-        workspaces: 8,
-        repos_per_workspace: 25,
-        poison_post_rate: 0.04,
-        job_ms: 200,
-        fault_rate: 0.05,
-        snyk_rate_limit: Some(60),
-        snyk_window_secs: 2,
-        bitbucket_rate_limit: Some(4),
-        bitbucket_window_secs: 2,
-        ..Knobs::default()
-    })
-    .await
-    .expect("sandbox");
-    let settings = settings(&sandbox);
-    let shutdown = CancellationToken::new();
-    let tasks = fleet(&settings, &shutdown);
-    let truth = sandbox.stats().truth;
-    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    let fleet = fleet(
+        Knobs {
+            workspaces: 8,
+            repos_per_workspace: 25,
+            poison_post_rate: 0.04,
+            job_ms: 200,
+            fault_rate: 0.05,
+            snyk_rate_limit: Some(60),
+            snyk_window_secs: 2,
+            bitbucket_rate_limit: Some(4),
+            bitbucket_window_secs: 2,
+            ..Knobs::default()
+        },
+        &[FAST],
+    )
+    .await;
+    let truth = fleet.sandbox.stats().truth;
+    let run_id = run_to_the_end(&fleet, truth.repositories).await;
 
-    let stats = sandbox.stats();
+    let stats = fleet.sandbox.stats();
     assert!(stats.server_errors > 0, "faults were injected");
     assert!(
         stats.rate_limited.get("snyk").copied().unwrap_or(0) > 0
@@ -392,17 +364,13 @@ async fn server_errors_and_429_bursts_lose_nothing() {
         "both APIs sent 429s: {:?}",
         stats.rate_limited
     );
-    let counts = ledger(&settings)
-        .await
-        .counts(&run_id)
-        .await
-        .expect("counts");
+    let counts = fleet.ledger().await.counts(&run_id).await.expect("counts");
     assert_eq!(
-        counts["parked"], truth.poison_post,
+        counts.parked, truth.poison_post,
         "only the poison is parked"
     );
     assert_eq!(
-        counts["imported"],
+        counts.imported,
         truth.repositories - truth.empty - truth.poison_post
     );
     assert!(
@@ -410,31 +378,26 @@ async fn server_errors_and_429_bursts_lose_nothing() {
         "no repository was imported twice"
     );
     assert_eq!(stats.orgs_created, 8);
-    stop(shutdown, tasks).await;
+    fleet.stop().await;
 }
 
 /// `rabbitmqctl close_all_connections` mid-run, in a vhost of the test's own (so other tests' connections
 /// live on): lapin recovers, unacked deliveries come back, and nothing is lost.
 #[tokio::test]
 async fn the_broker_dropping_every_connection_loses_nothing() {
-    let sandbox = std::sync::Arc::new(
-        Sandbox::start(Knobs {
+    let vhost = bb2snyk_test_support::Vhost::create("drop").await;
+    let amqp_url = secrecy::ExposeSecret::expose_secret(&vhost.amqp_url()).to_owned();
+    let fleet = fleet(
+        Knobs {
             workspaces: 10,
             repos_per_workspace: 20,
             job_ms: 500,
             ..Knobs::default()
-        })
-        .await
-        .expect("sandbox"),
-    );
-    let vhost = bb2snyk_test_support::Vhost::create("drop").await;
-    let mut settings = settings(&sandbox);
-    settings.amqp.url = vhost.amqp_url();
-    // Paced to 10 Snyk calls a second after a burst of 100, about 30 s, so the drop lands mid-run.
-    settings.snyk.rate_budget = 100;
-    settings.snyk.rate_window = Duration::from_secs(10);
-    let shutdown = CancellationToken::new();
-    let tasks = fleet(&settings, &shutdown);
+        },
+        &[("AMQP_URL", &amqp_url), PACED[0], PACED[1]],
+    )
+    .await;
+    let (sandbox, settings) = (fleet.sandbox.clone(), &fleet.settings);
     let truth = sandbox.stats().truth;
     let expected = truth.repositories - truth.empty;
     let chaos = tokio::spawn({
@@ -469,7 +432,7 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
             (before.len(), posts, vhost)
         }
     });
-    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    let run_id = run_to_the_end(&fleet, truth.repositories).await;
     let (closed, posts_at_close, vhost) = chaos.await.expect("chaos");
     assert!(
         closed >= 6,
@@ -480,17 +443,15 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
         "the drop came mid-run ({posts_at_close} of {expected} imports)"
     );
 
-    let counts = ledger(&settings)
-        .await
-        .counts(&run_id)
-        .await
-        .expect("counts");
-    assert_eq!(counts["imported"], expected);
-    let stats = sandbox.stats();
-    let duplicates = duplicate_imports(&stats);
-    assert_eq!(duplicates, 0, "no repository was imported twice");
-    assert_eq!(stats.orgs_created, 10);
-    stop(shutdown, tasks).await;
+    let counts = fleet.ledger().await.counts(&run_id).await.expect("counts");
+    assert_eq!(counts.imported, expected);
+    assert_eq!(
+        fleet.duplicate_imports(),
+        0,
+        "no repository was imported twice"
+    );
+    assert_eq!(sandbox.stats().orgs_created, 10);
+    fleet.stop().await;
     vhost.delete().await;
 }
 
@@ -499,22 +460,18 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
 #[tokio::test]
 async fn a_redis_restart_mid_run_loses_nothing() {
     let mut redis = bb2snyk_test_support::RedisServer::start_persistent().await;
-    let sandbox = std::sync::Arc::new(
-        Sandbox::start(Knobs {
+    let redis_url = secrecy::ExposeSecret::expose_secret(&redis.url()).to_owned();
+    let fleet = fleet(
+        Knobs {
             workspaces: 10,
             repos_per_workspace: 20,
             job_ms: 500,
             ..Knobs::default()
-        })
-        .await
-        .expect("sandbox"),
-    );
-    let mut settings = settings(&sandbox);
-    settings.redis.url = redis.url();
-    settings.snyk.rate_budget = 100;
-    settings.snyk.rate_window = Duration::from_secs(10);
-    let shutdown = CancellationToken::new();
-    let tasks = fleet(&settings, &shutdown);
+        },
+        &[("REDIS_URL", &redis_url), PACED[0], PACED[1]],
+    )
+    .await;
+    let sandbox = fleet.sandbox.clone();
     let truth = sandbox.stats().truth;
     let expected = truth.repositories - truth.empty;
     let chaos = tokio::spawn({
@@ -529,25 +486,20 @@ async fn a_redis_restart_mid_run_loses_nothing() {
             (redis, posts)
         }
     });
-    let run_id = run_to_the_end(&settings, &sandbox, truth.repositories).await;
+    let run_id = run_to_the_end(&fleet, truth.repositories).await;
     let (_redis, posts_at_restart) = chaos.await.expect("chaos");
     assert!(
         posts_at_restart < expected,
         "restarted mid-run ({posts_at_restart} of {expected})"
     );
-    let counts = ledger(&settings)
-        .await
-        .counts(&run_id)
-        .await
-        .expect("counts");
-    assert_eq!(counts["imported"], expected);
-    assert_eq!(counts["parked"], 0);
-    let stats = sandbox.stats();
-    let duplicates = duplicate_imports(&stats);
+    let counts = fleet.ledger().await.counts(&run_id).await.expect("counts");
+    assert_eq!(counts.imported, expected);
+    assert_eq!(counts.parked, 0);
+    let duplicates = fleet.duplicate_imports();
     assert!(
         duplicates <= 1,
         "{duplicates} duplicate imports for one restart"
     );
-    assert_eq!(stats.orgs_created, 10);
-    stop(shutdown, tasks).await;
+    assert_eq!(sandbox.stats().orgs_created, 10);
+    fleet.stop().await;
 }

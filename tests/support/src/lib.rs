@@ -23,6 +23,14 @@ pub fn redis_url() -> SecretString {
     )
 }
 
+/// Settings from `vars` alone (no file, nothing from the process environment), e.g. a sandbox's variables.
+pub fn settings<K: Into<String>>(
+    vars: impl IntoIterator<Item = (K, String)>,
+) -> bb2snyk_settings::Settings {
+    let env = vars.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    bb2snyk_settings::load(&bb2snyk_settings::Sources { file: None, env }).expect("settings")
+}
+
 /// A name no other test (or earlier run) uses: `t-<8 hex>-<what>`.
 pub fn unique(what: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -151,6 +159,30 @@ pub fn management_url() -> String {
         .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into())
 }
 
+/// Fails the test in one line, with the fix, when RabbitMQ's management API does not answer: the tests
+/// that make vhosts or list connections need it, and Debian's RabbitMQ starts without it.
+async fn require_management() {
+    let (http, base, user, password) = admin();
+    let answered = http
+        .get(base.join("/api/overview").expect("URL"))
+        .basic_auth(&user, password.as_deref())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map(|r| r.status());
+    match answered {
+        Ok(status) if status.is_success() => {}
+        Ok(status) => panic!(
+            "this test needs RabbitMQ's management API at {base}, which answers {status}: give the test user \
+             (BB2SNYK_TEST_MANAGEMENT_URL) the administrator tag"
+        ),
+        Err(_) => panic!(
+            "this test needs RabbitMQ's management API at {base}, which does not answer: run \
+             `rabbitmq-plugins enable rabbitmq_management` (the README's test command, .ci/run, does it)"
+        ),
+    }
+}
+
 /// The management API's client, base URL and credentials.
 fn admin() -> (reqwest::Client, reqwest::Url, String, Option<String>) {
     let mut base = reqwest::Url::parse(&management_url()).expect("management URL");
@@ -172,6 +204,7 @@ async fn management(
     Option<String>,
     Vec<String>,
 ) {
+    require_management().await;
     let (http, base, user, password) = admin();
     let connections: Vec<serde_json::Value> = http
         .get(base.join("/api/connections").expect("URL"))
@@ -203,6 +236,7 @@ pub struct Vhost {
 
 impl Vhost {
     pub async fn create(what: &str) -> Self {
+        require_management().await;
         let name = unique(what);
         let (http, base, user, password) = admin();
         let put = |path: String, body: serde_json::Value| {

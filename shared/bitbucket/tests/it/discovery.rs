@@ -3,7 +3,7 @@
 
 use bb2snyk_bitbucket::{BitbucketError, RepoFilter};
 use bb2snyk_sandbox::{Knobs, Sandbox};
-use bb2snyk_settings::DiscoverySettings;
+use bb2snyk_settings::Filters;
 use bb2snyk_test_support::redis_url;
 
 use crate::{replica, requests, settings, walk};
@@ -119,10 +119,10 @@ async fn filters_skip_with_reasons_and_bitbucket_applies_what_it_can() {
     .expect("sandbox");
     let r = replica(&settings(&sandbox, &[]), redis_url()).await;
     let all = walk(&r.bitbucket, "acme-000").await;
-    let filter = RepoFilter::new(&DiscoverySettings {
+    let filter = RepoFilter::new(&Filters {
         exclude_forks: true,
         project_keys: vec!["PRJ1".into()],
-        ..DiscoverySettings::default()
+        ..Filters::default()
     });
     let mut pages = r.bitbucket.repositories("acme-000", &filter);
     let mut served = Vec::new();

@@ -317,14 +317,21 @@ fn discovery_lists_dates_and_globs_are_checked() {
         ("BB2SNYK__BITBUCKET__RATE_BUDGET", "500"),
     ]);
     assert_eq!(s.bitbucket.workspaces, ["acme", "globex"]);
-    assert_eq!(s.discovery.include, ["api-*", "web-?"]);
+    let include: Vec<&str> = s.discovery.include.iter().map(|g| g.as_str()).collect();
+    assert_eq!(include, ["api-*", "web-?"]);
     assert!(s.discovery.exclude_forks);
-    assert_eq!(s.discovery.updated_since.as_deref(), Some("2024-01-31"));
+    assert_eq!(
+        s.discovery.updated_since.as_ref().map(|d| d.as_str()),
+        Some("2024-01-31")
+    );
     assert_eq!(s.bitbucket.rate_budget, 500);
     assert_eq!(loaded(&[]).bitbucket.rate_budget, 950);
     assert_eq!(loaded(&[]).bitbucket.rate_window.as_secs(), 3600);
 
     let date = error(&[("BB2SNYK__DISCOVERY__UPDATED_SINCE", "31/01/2024")]);
+    assert!(date.contains("is not a date like 2024-01-31"), "{date}");
+    // Checked as a calendar date, the same rule the command line and the messages use.
+    let date = error(&[("BB2SNYK__DISCOVERY__UPDATED_SINCE", "2023-02-29")]);
     assert!(date.contains("is not a date like 2024-01-31"), "{date}");
     let glob = error(&[("BB2SNYK__DISCOVERY__EXCLUDE", "api-[")]);
     assert!(

@@ -1,0 +1,158 @@
+//! The discoverer's handler on the in-process store against the sandbox.
+
+use bb2snyk_broker::{Handler, Outcome, Publish};
+use bb2snyk_ledger::Ledger;
+use bb2snyk_messages::{Body, Event, Filters, OrgReady, RunRequested};
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use bb2snyk_store::Store;
+
+use super::Discoverer;
+
+async fn rig(knobs: Knobs) -> (Sandbox, Discoverer, Ledger) {
+    let sandbox = Sandbox::start(knobs).await.expect("sandbox");
+    let settings = bb2snyk_test_support::settings(sandbox.env());
+    let store = Store::memory();
+    let discoverer =
+        crate::discoverer(&settings, reqwest::Client::new(), store.clone()).expect("discoverer");
+    (sandbox, discoverer, Ledger::new(store))
+}
+
+fn publishes(outcome: Outcome) -> Vec<Publish> {
+    match outcome {
+        Outcome::Ack(publishes) => publishes,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn org(workspace: &str, filters: Option<Filters>) -> OrgReady {
+    OrgReady {
+        run_id: "run-1".into(),
+        group_id: "g".into(),
+        workspace: workspace.into(),
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        filters,
+    }
+}
+
+/// The follow-ups of one delivery, sorted by kind: work messages and events.
+fn split(publishes: &[Publish]) -> (Vec<Body>, Vec<Event>) {
+    let mut bodies = Vec::new();
+    let mut events = Vec::new();
+    for p in publishes {
+        match Body::from_message(&p.message) {
+            Ok(body) => bodies.push(body),
+            Err(_) => events.push(Event::from_message(&p.message).expect("an event")),
+        }
+    }
+    (bodies, events)
+}
+
+#[tokio::test]
+async fn a_run_becomes_one_message_per_workspace() {
+    let (sandbox, discoverer, _) = rig(Knobs {
+        workspaces: 4,
+        ..Knobs::default()
+    })
+    .await;
+    let run = Body::RunRequested(RunRequested {
+        run_id: "run-1".into(),
+        group_id: "g".into(),
+        source_org_id: None,
+        filters: None,
+    });
+    let (bodies, events) = split(&publishes(discoverer.handle(run.to_message()).await));
+    assert!(events.is_empty());
+    let workspaces: Vec<String> = bodies
+        .iter()
+        .map(|b| match b {
+            Body::WorkspaceDiscovered(w) => w.workspace.clone(),
+            other => panic!("expected workspace.discovered, got {other:?}"),
+        })
+        .collect();
+    let tenant = sandbox.truth();
+    let expected: Vec<String> = tenant
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["slug"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(workspaces, expected);
+}
+
+#[tokio::test]
+async fn pages_become_imports_skips_and_the_next_page() {
+    let (sandbox, discoverer, ledger) = rig(Knobs {
+        workspaces: 1,
+        repos_per_workspace: 150,
+        empty_rate: 0.1,
+        ..Knobs::default()
+    })
+    .await;
+    let truth = sandbox.stats().truth;
+    let workspace = sandbox.truth()[0]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_owned();
+    let mut message = Body::OrgReady(org(&workspace, None)).to_message();
+    let (mut imports, mut skipped, mut pages) = (0, 0, 0);
+    loop {
+        pages += 1;
+        let (bodies, events) = split(&publishes(discoverer.handle(message).await));
+        skipped += events.len() as u64;
+        let mut next = None;
+        for body in bodies {
+            match body {
+                Body::ImportRepo(_) => imports += 1,
+                Body::ReposPage(page) => next = Some(Body::ReposPage(page).to_message()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        match next {
+            Some(page) => message = page,
+            None => break,
+        }
+    }
+    assert!(pages > 1, "150 repositories take more than one page");
+    assert_eq!(
+        skipped, truth.empty,
+        "empty repositories skipped with an event"
+    );
+    assert_eq!(imports + skipped, truth.repositories);
+    let counts = ledger.counts("run-1").await.expect("counts");
+    assert_eq!(
+        (counts.discovered, counts.skipped),
+        (truth.repositories, truth.empty)
+    );
+}
+
+#[tokio::test]
+async fn a_run_s_own_filters_skip_with_their_reason() {
+    let (sandbox, discoverer, _) = rig(Knobs {
+        workspaces: 1,
+        repos_per_workspace: 10,
+        empty_rate: 0.0,
+        ..Knobs::default()
+    })
+    .await;
+    let workspace = sandbox.truth()[0]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_owned();
+    let everything = Filters {
+        exclude: vec!["*".parse().expect("a glob")],
+        ..Filters::default()
+    };
+    let ready = Body::OrgReady(org(&workspace, Some(everything)));
+    let (bodies, events) = split(&publishes(discoverer.handle(ready.to_message()).await));
+    assert!(bodies.is_empty(), "nothing to import");
+    assert_eq!(events.len(), 10);
+    for event in events {
+        match event {
+            Event::RepoSkipped(e) => {
+                assert!(e.reason.contains("discovery.exclude"), "{}", e.reason)
+            }
+            other => panic!("expected repo.skipped, got {other:?}"),
+        }
+    }
+}

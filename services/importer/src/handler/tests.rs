@@ -1,0 +1,223 @@
+//! The importer's handler on the in-process store against the sandbox: what it answers for each message,
+//! what it records, and what it asks of Snyk.
+
+use bb2snyk_broker::{Handler, Outcome, Publish, Route};
+use bb2snyk_ledger::{Ledger, State};
+use bb2snyk_messages::{Body, Event, IMPORTER_POLLS, ImportRepo, Target};
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use bb2snyk_store::Store;
+
+use super::Importer;
+
+struct Rig {
+    sandbox: Sandbox,
+    importer: Importer,
+    ledger: Ledger,
+}
+
+async fn rig(knobs: Knobs) -> Rig {
+    let sandbox = Sandbox::start(knobs).await.expect("sandbox");
+    let settings = bb2snyk_test_support::settings(sandbox.env());
+    let store = Store::memory();
+    let importer =
+        crate::importer(&settings, reqwest::Client::new(), store.clone()).expect("importer");
+    Rig {
+        sandbox,
+        importer,
+        ledger: Ledger::new(store),
+    }
+}
+
+/// The first non-empty repository of the tenant, to be imported into the template org.
+fn import(sandbox: &Sandbox) -> ImportRepo {
+    let org = &sandbox.orgs()[0];
+    let integration_id = org
+        .integrations
+        .values()
+        .next()
+        .expect("an integration")
+        .clone();
+    let tenant = sandbox.truth();
+    let (owner, repo) = tenant
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|ws| {
+            let owner = ws["slug"].as_str().unwrap_or_default().to_owned();
+            ws["repos"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |r| (owner.clone(), r.clone()))
+        })
+        .find(|(_, r)| !r["mainbranch"].is_null())
+        .expect("a repository with a branch");
+    ImportRepo {
+        run_id: "run-1".into(),
+        org_id: org.id.clone(),
+        integration_id,
+        target: Target {
+            owner,
+            name: repo["slug"].as_str().unwrap_or_default().to_owned(),
+            branch: repo["mainbranch"].as_str().map(str::to_owned),
+        },
+        failed_jobs: 0,
+    }
+}
+
+fn publishes(outcome: Outcome) -> Vec<Publish> {
+    match outcome {
+        Outcome::Ack(publishes) => publishes,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+fn events(publishes: &[Publish]) -> Vec<Event> {
+    publishes
+        .iter()
+        .filter(|p| matches!(p.to, Route::Event(_)))
+        .map(|p| Event::from_message(&p.message).expect("an event"))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_import_is_requested_once_and_followed_to_completion() {
+    let rig = rig(Knobs {
+        job_ms: 0,
+        ..Knobs::default()
+    })
+    .await;
+    let import = import(&rig.sandbox);
+    let id = import.target_id();
+    let request = Body::ImportRepo(import.clone()).to_message();
+
+    let first = publishes(rig.importer.handle(request.clone()).await);
+    let poll = first
+        .iter()
+        .find(|p| p.to == Route::Queue(IMPORTER_POLLS.into()))
+        .expect("a poll on the polls queue");
+    assert!(poll.delay.is_some(), "the poll waits");
+    assert!(matches!(events(&first)[..], [Event::ImportRequested(_)]));
+    let record = rig
+        .ledger
+        .target(&id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(record.state, State::Requested);
+    assert!(record.job_url.is_some());
+
+    // Redelivered before the job is seen done: followed, not posted again.
+    let again = publishes(rig.importer.handle(request.clone()).await);
+    assert!(
+        again
+            .iter()
+            .all(|p| p.to == Route::Queue(IMPORTER_POLLS.into()))
+    );
+    assert_eq!(rig.sandbox.stats().import_posts_total, 1);
+
+    let done = publishes(rig.importer.handle(poll.message.clone()).await);
+    match &events(&done)[..] {
+        [Event::ImportCompleted(e)] => {
+            assert_eq!(e.subject, id);
+            assert!(!e.projects.is_empty(), "the job's projects");
+        }
+        other => panic!("expected import.completed, got {other:?}"),
+    }
+    assert_eq!(
+        rig.ledger.target(&id).await.expect("read").map(|r| r.state),
+        Some(State::Imported)
+    );
+
+    // Imported: a later request (another run) posts nothing and counts it in its run.
+    let later = ImportRepo {
+        run_id: "run-2".into(),
+        ..import
+    };
+    assert!(
+        publishes(
+            rig.importer
+                .handle(Body::ImportRepo(later).to_message())
+                .await
+        )
+        .is_empty()
+    );
+    assert_eq!(rig.sandbox.stats().import_posts_total, 1);
+    assert_eq!(
+        rig.ledger.counts("run-2").await.expect("counts").imported,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_pending_job_is_polled_again_and_a_refused_import_is_parked() {
+    let slow = rig(Knobs {
+        job_ms: 60_000,
+        ..Knobs::default()
+    })
+    .await;
+    let request = Body::ImportRepo(import(&slow.sandbox)).to_message();
+    let first = publishes(slow.importer.handle(request).await);
+    let poll = &first[0].message;
+    let next = publishes(slow.importer.handle(poll.clone()).await);
+    match &next[..] {
+        [p] => match Body::from_message(&p.message) {
+            Ok(Body::PollImport(again)) => assert_eq!(again.polls, 1),
+            other => panic!("expected a second poll, got {other:?}"),
+        },
+        other => panic!("expected one follow-up, got {other:?}"),
+    }
+
+    let refused = rig(Knobs {
+        poison_post_rate: 1.0,
+        ..Knobs::default()
+    })
+    .await;
+    let import = import(&refused.sandbox);
+    let id = import.target_id();
+    match refused
+        .importer
+        .handle(Body::ImportRepo(import).to_message())
+        .await
+    {
+        Outcome::Park { reason } => assert!(reason.contains("400"), "{reason}"),
+        other => panic!("expected it parked, got {other:?}"),
+    }
+    let record = refused
+        .ledger
+        .target(&id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(record.state, State::Parked);
+}
+
+#[tokio::test]
+async fn a_corrupt_record_or_a_stray_message_is_parked_and_nothing_is_posted() {
+    let rig = rig(Knobs::default()).await;
+    let import = import(&rig.sandbox);
+    rig.ledger
+        .store()
+        .set(&format!("target:{}", import.target_id()), b"{garbage", None)
+        .await
+        .expect("write");
+    match rig
+        .importer
+        .handle(Body::ImportRepo(import).to_message())
+        .await
+    {
+        Outcome::Park { reason } => assert!(reason.contains("is corrupt"), "{reason}"),
+        other => panic!("expected it parked, got {other:?}"),
+    }
+    let stray = Body::RunRequested(bb2snyk_messages::RunRequested {
+        run_id: "r".into(),
+        group_id: "g".into(),
+        source_org_id: None,
+        filters: None,
+    });
+    match rig.importer.handle(stray.to_message()).await {
+        Outcome::Park { reason } => assert!(reason.contains("does not belong"), "{reason}"),
+        other => panic!("expected it parked, got {other:?}"),
+    }
+    assert_eq!(rig.sandbox.stats().import_posts_total, 0);
+}

@@ -1,0 +1,117 @@
+//! The org-creator's handler on the in-process store against the sandbox.
+
+use std::time::Duration;
+
+use bb2snyk_broker::{Handler, Outcome, Publish, Route};
+use bb2snyk_ledger::Ledger;
+use bb2snyk_messages::{Body, DISCOVERER, Event, ORG_CREATOR, WorkspaceDiscovered};
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use bb2snyk_store::Store;
+
+use super::OrgCreator;
+
+async fn rig(knobs: Knobs) -> (Sandbox, OrgCreator, Ledger) {
+    let sandbox = Sandbox::start(knobs).await.expect("sandbox");
+    let settings = bb2snyk_test_support::settings(sandbox.env());
+    let store = Store::memory();
+    let creator =
+        crate::org_creator(&settings, reqwest::Client::new(), store.clone()).expect("org-creator");
+    (sandbox, creator, Ledger::new(store))
+}
+
+fn discovered(sandbox: &Sandbox, workspace: &str, name: Option<&str>) -> Body {
+    Body::WorkspaceDiscovered(WorkspaceDiscovered {
+        run_id: "run-1".into(),
+        group_id: sandbox.knobs().group_id,
+        source_org_id: None,
+        workspace: workspace.into(),
+        name: name.map(str::to_owned),
+        filters: None,
+    })
+}
+
+fn publishes(outcome: Outcome) -> Vec<Publish> {
+    match outcome {
+        Outcome::Ack(publishes) => publishes,
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+/// The org id the ready message names, after checking the event beside it agrees.
+fn ready_org(publishes: &[Publish]) -> String {
+    let [ready, event] = publishes else {
+        panic!("expected org.ready and its event, got {publishes:?}");
+    };
+    assert_eq!(ready.to, Route::Queue(DISCOVERER.into()));
+    let Ok(Body::OrgReady(ready)) = Body::from_message(&ready.message) else {
+        panic!("expected org.ready.v1");
+    };
+    match Event::from_message(&event.message) {
+        Ok(Event::OrgReady(e)) => assert_eq!(e.org_id, ready.org_id),
+        other => panic!("expected the org.ready event, got {other:?}"),
+    }
+    assert!(!ready.integration_id.is_empty());
+    ready.org_id
+}
+
+#[tokio::test]
+async fn one_org_per_workspace_made_once_and_an_existing_name_reused() {
+    let (sandbox, creator, ledger) = rig(Knobs {
+        existing_orgs: vec!["Globex".into()],
+        ..Knobs::default()
+    })
+    .await;
+    let acme = discovered(&sandbox, "acme", Some("Acme"));
+    let first = ready_org(&publishes(creator.handle(acme.to_message()).await));
+    let again = ready_org(&publishes(creator.handle(acme.to_message()).await));
+    assert_eq!(first, again, "the ledger's mapping, not a second org");
+    assert_eq!(sandbox.stats().orgs_created, 1);
+    let group = sandbox.knobs().group_id;
+    assert_eq!(
+        ledger
+            .org(&group, "acme")
+            .await
+            .expect("read")
+            .map(|m| m.org_id),
+        Some(first)
+    );
+    assert_eq!(ledger.counts("run-1").await.expect("counts").orgs, 1);
+
+    let globex = discovered(&sandbox, "globex", Some("Globex"));
+    let reused = ready_org(&publishes(creator.handle(globex.to_message()).await));
+    assert_eq!(sandbox.stats().orgs_created, 1, "Globex existed");
+    assert!(
+        sandbox
+            .orgs()
+            .iter()
+            .any(|o| o.id == reused && o.name == "Globex")
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_being_ensured_elsewhere_comes_back_later_without_spending_an_attempt() {
+    let (sandbox, creator, ledger) = rig(Knobs::default()).await;
+    let group = sandbox.knobs().group_id;
+    let held = ledger
+        .store()
+        .lock(&format!("org-lock:{group}:acme"), Duration::from_secs(60))
+        .await
+        .expect("store")
+        .expect("free");
+    let message = discovered(&sandbox, "acme", None).to_message();
+    match &publishes(creator.handle(message.clone()).await)[..] {
+        [again] => {
+            assert_eq!(again.to, Route::Queue(ORG_CREATOR.into()));
+            assert_eq!(again.delay, Some(Duration::ZERO));
+            assert_eq!(
+                again.message, message,
+                "the same message, attempts untouched"
+            );
+        }
+        other => panic!("expected the message back, got {other:?}"),
+    }
+    assert_eq!(sandbox.stats().orgs_created, 0);
+    held.release().await.expect("store");
+    ready_org(&publishes(creator.handle(message).await));
+    assert_eq!(sandbox.stats().orgs_created, 1);
+}

@@ -1,0 +1,195 @@
+//! Result events, for ops tools that bind a queue to the events exchange (and for `bb2snyk run`, which
+//! turns them into snyk-api-import's logs). Each body has `type`, `run_id` and `subject` (the targetId, or
+//! the workspace for `org.ready`), then its own fields.
+
+use bb2snyk_broker::{Message, Publish};
+use serde::{Deserialize, Serialize};
+
+use crate::Target;
+
+/// Declares [`Event`] from one list, so each wire `type` is written once.
+macro_rules! events {
+    ($($(#[doc = $doc:literal])* $variant:ident($body:ident) = $kind:literal,)+) => {
+        /// Every result event; its `type` says which, and its routing key is that type without the version.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "type")]
+        pub enum Event {
+            $($(#[doc = $doc])* #[serde(rename = $kind)] $variant($body),)+
+        }
+
+        impl Event {
+            /// Every event type, as on the wire.
+            pub const KINDS: &[&str] = &[$($kind),+];
+
+            /// The versioned type, e.g. `import.completed.v1`.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $kind,)+
+                }
+            }
+
+            pub fn run_id(&self) -> &str {
+                match self {
+                    $(Self::$variant(e) => &e.run_id,)+
+                }
+            }
+
+            /// The targetId, or the workspace slug for `org.ready`.
+            pub fn subject(&self) -> &str {
+                match self {
+                    $(Self::$variant(e) => &e.subject,)+
+                }
+            }
+        }
+    };
+}
+
+events! {
+    /// A workspace's org exists and has the app integration.
+    OrgReady(OrgReadyEvent) = "org.ready.v1",
+    /// Discovery left a repository out, and why.
+    RepoSkipped(RepoSkipped) = "repo.skipped.v1",
+    /// Snyk accepted an import; its job is being followed.
+    ImportRequested(ImportRequested) = "import.requested.v1",
+    /// The import job completed.
+    ImportCompleted(ImportCompleted) = "import.completed.v1",
+    /// The import job failed; it is tried again, or parked after too many failed jobs.
+    ImportFailed(ImportFailed) = "import.failed.v1",
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgReadyEvent {
+    pub run_id: String,
+    /// The workspace slug.
+    pub subject: String,
+    pub org_id: String,
+    pub org_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoSkipped {
+    pub run_id: String,
+    /// The targetId.
+    pub subject: String,
+    pub reason: String,
+}
+
+/// Where an import went: every import event carries it, so ops tools (and `bb2snyk import`'s logs) need
+/// no lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRef {
+    pub org_id: String,
+    pub integration_id: String,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportRequested {
+    pub run_id: String,
+    /// The targetId.
+    pub subject: String,
+    #[serde(flatten)]
+    pub about: TargetRef,
+    pub job_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportCompleted {
+    pub run_id: String,
+    /// The targetId.
+    pub subject: String,
+    #[serde(flatten)]
+    pub about: TargetRef,
+    pub job_url: String,
+    /// The ids of the projects the job made.
+    pub projects: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportFailed {
+    pub run_id: String,
+    /// The targetId.
+    pub subject: String,
+    #[serde(flatten)]
+    pub about: TargetRef,
+    /// The job's log, in short.
+    pub error: String,
+    pub failed_jobs: u32,
+}
+
+impl Event {
+    /// The key it is published under on the events exchange: its type without the version
+    /// (`import.completed`).
+    pub fn routing_key(&self) -> &'static str {
+        let kind = self.kind();
+        kind.rsplit_once('.').map_or(kind, |(key, _version)| key)
+    }
+
+    pub fn message_id(&self) -> String {
+        crate::message_id(
+            self.kind(),
+            &format!("{}|{}", self.run_id(), self.subject()),
+        )
+    }
+
+    pub fn to_message(&self) -> Message {
+        Message {
+            kind: self.kind().to_owned(),
+            message_id: self.message_id(),
+            correlation_id: self.run_id().to_owned(),
+            attempt: 0,
+            body: crate::to_json(self),
+        }
+    }
+
+    /// To the events exchange, under [`Event::routing_key`].
+    pub fn publish(&self) -> Publish {
+        Publish::event(self.routing_key(), self.to_message())
+    }
+
+    /// Reads an event heard on the exchange; the error says what is wrong with it.
+    pub fn from_message(message: &Message) -> Result<Self, String> {
+        serde_json::from_slice(&message.body)
+            .map_err(|e| format!("malformed event ({}): {e}", message.kind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed() -> Event {
+        Event::ImportCompleted(ImportCompleted {
+            run_id: "run-1".into(),
+            subject: "o:i:api:acme".into(),
+            about: TargetRef {
+                org_id: "o".into(),
+                integration_id: "i".into(),
+                target: Target {
+                    owner: "acme".into(),
+                    name: "api".into(),
+                    branch: None,
+                },
+            },
+            job_url: "https://snyk/job/1".into(),
+            projects: vec!["p1".into()],
+        })
+    }
+
+    #[test]
+    fn events_are_flat_json_under_their_routing_key() {
+        let event = completed();
+        let publish = event.publish();
+        assert_eq!(
+            publish.to,
+            bb2snyk_broker::Route::Event("import.completed".into())
+        );
+        let json: serde_json::Value = serde_json::from_slice(&publish.message.body).expect("JSON");
+        assert_eq!(json["type"], "import.completed.v1");
+        assert_eq!(json["org_id"], "o");
+        assert_eq!(json["target"]["name"], "api");
+        assert_eq!(json["subject"], "o:i:api:acme");
+        assert_eq!(Event::from_message(&publish.message), Ok(event));
+        assert_eq!(publish.message.correlation_id, "run-1");
+    }
+}

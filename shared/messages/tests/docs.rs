@@ -1,0 +1,214 @@
+//! `docs/messages.md` is what ops tools and other teams read: its tables must name exactly the message
+//! and event types these crates send, with exactly their fields.
+
+use std::collections::BTreeSet;
+
+use bb2snyk_messages::{
+    Body, Event, Filters, ImportCompleted, ImportFailed, ImportRepo, ImportRequested, OrgReady,
+    OrgReadyEvent, PollImport, RepoSkipped, ReposPage, RunRequested, Target, TargetRef,
+    WorkspaceDiscovered,
+};
+
+fn docs() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/messages.md");
+    std::fs::read_to_string(path).expect("docs/messages.md")
+}
+
+/// The rows of the table under `heading`: each row's cells.
+fn table(docs: &str, heading: &str) -> Vec<Vec<String>> {
+    let section = docs
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("a section {heading:?}"));
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// The field names a cell lists: backticked identifiers, with `?` (optional) and `[]` (list) dropped.
+fn fields(cell: &str) -> BTreeSet<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|t| t.trim_end_matches('?').trim_end_matches("[]"))
+        .filter(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The top-level keys of a value's JSON, but those in `except`.
+fn keys(json: &[u8], except: &[&str]) -> BTreeSet<String> {
+    let value: serde_json::Value = serde_json::from_slice(json).expect("JSON");
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .filter(|k| !except.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn target() -> Target {
+    Target {
+        owner: "acme".into(),
+        name: "api".into(),
+        branch: Some("main".into()),
+    }
+}
+
+/// One of each message, every optional field filled, so each documented field shows.
+fn bodies() -> Vec<Body> {
+    let filters = Some(Filters {
+        exclude_forks: true,
+        ..Filters::default()
+    });
+    let org = OrgReady {
+        run_id: "r".into(),
+        group_id: "g".into(),
+        workspace: "acme".into(),
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        filters: filters.clone(),
+    };
+    let import = ImportRepo {
+        run_id: "r".into(),
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        target: target(),
+        failed_jobs: 0,
+    };
+    vec![
+        Body::RunRequested(RunRequested {
+            run_id: "r".into(),
+            group_id: "g".into(),
+            source_org_id: Some("s".into()),
+            filters: filters.clone(),
+        }),
+        Body::WorkspaceDiscovered(WorkspaceDiscovered {
+            run_id: "r".into(),
+            group_id: "g".into(),
+            source_org_id: Some("s".into()),
+            workspace: "acme".into(),
+            name: Some("Acme".into()),
+            filters,
+        }),
+        Body::OrgReady(org.clone()),
+        Body::ReposPage(ReposPage {
+            org,
+            next: "https://api.bitbucket.org/2.0/repositories/acme?page=2".into(),
+            page: 2,
+        }),
+        Body::ImportRepo(import.clone()),
+        Body::PollImport(PollImport {
+            import,
+            job_url: "https://api.snyk.io/v1/job".into(),
+            polls: 0,
+        }),
+    ]
+}
+
+fn events() -> Vec<Event> {
+    let about = TargetRef {
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        target: target(),
+    };
+    let (run_id, subject) = ("r".to_owned(), "o:i:api:acme:main".to_owned());
+    vec![
+        Event::OrgReady(OrgReadyEvent {
+            run_id: run_id.clone(),
+            subject: "acme".into(),
+            org_id: "o".into(),
+            org_name: "Acme".into(),
+        }),
+        Event::RepoSkipped(RepoSkipped {
+            run_id: run_id.clone(),
+            subject: subject.clone(),
+            reason: "fork".into(),
+        }),
+        Event::ImportRequested(ImportRequested {
+            run_id: run_id.clone(),
+            subject: subject.clone(),
+            about: about.clone(),
+            job_url: "j".into(),
+        }),
+        Event::ImportCompleted(ImportCompleted {
+            run_id: run_id.clone(),
+            subject: subject.clone(),
+            about: about.clone(),
+            job_url: "j".into(),
+            projects: vec!["p".into()],
+        }),
+        Event::ImportFailed(ImportFailed {
+            run_id,
+            subject,
+            about,
+            error: "no manifest".into(),
+            failed_jobs: 1,
+        }),
+    ]
+}
+
+#[test]
+fn every_message_type_is_documented_with_its_queue_and_fields() {
+    let rows = table(&docs(), "Message types");
+    let bodies = bodies();
+    assert_eq!(bodies.len(), Body::KINDS.len(), "a sample of each type");
+    let documented: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r[0].trim_matches('`').to_owned())
+        .collect();
+    let sent: BTreeSet<String> = Body::KINDS.iter().map(|k| (*k).to_owned()).collect();
+    assert_eq!(
+        documented, sent,
+        "docs/messages.md lists exactly the message types"
+    );
+    for body in bodies {
+        let row = rows
+            .iter()
+            .find(|r| r[0] == format!("`{}`", body.kind()))
+            .expect("a row");
+        assert_eq!(row[1], body.queue(), "{}'s queue", body.kind());
+        assert_eq!(
+            fields(&row[2]),
+            keys(&body.to_message().body, &["type"]),
+            "{}'s fields",
+            body.kind()
+        );
+    }
+}
+
+#[test]
+fn every_event_is_documented_with_its_fields() {
+    let rows = table(&docs(), "Events");
+    let events = events();
+    assert_eq!(events.len(), Event::KINDS.len(), "a sample of each event");
+    let documented: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r[0].trim_matches('`').to_owned())
+        .collect();
+    let sent: BTreeSet<String> = events.iter().map(|e| e.routing_key().to_owned()).collect();
+    assert_eq!(
+        documented, sent,
+        "docs/messages.md lists exactly the routing keys"
+    );
+    for event in events {
+        let row = rows
+            .iter()
+            .find(|r| r[0] == format!("`{}`", event.routing_key()))
+            .expect("a row");
+        assert_eq!(
+            fields(&row[1]),
+            keys(&event.to_message().body, &["type", "run_id", "subject"]),
+            "{}'s fields",
+            event.routing_key()
+        );
+    }
+}

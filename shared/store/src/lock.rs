@@ -1,0 +1,181 @@
+//! The one lock helper: `SET name owner NX PX ttl`, renewed while held, released only by its owner. A
+//! crashed holder's lock expires after `ttl`; a live holder's never does, however long its section runs.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::{Store, StoreError};
+
+/// Extends `KEYS[1]`'s expiry to `ARGV[2]` ms only while it still holds `ARGV[1]`.
+pub(crate) const COMPARE_AND_EXPIRE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0";
+
+/// A held lock. Dropping it releases it (in the background); [`Guard::release`] does so and reports.
+#[derive(Debug)]
+pub struct Guard {
+    store: Store,
+    name: String,
+    owner: Vec<u8>,
+    /// Cleared by the renewal when it finds the lock taken over (it expired while Redis was away).
+    held: Arc<AtomicBool>,
+    renewal: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl Store {
+    /// Takes lock `name` for this process: `Ok(None)` while another owner holds it. The guard renews it
+    /// every `ttl / 3` until it is released or dropped.
+    pub async fn lock(&self, name: &str, ttl: Duration) -> Result<Option<Guard>, StoreError> {
+        let owner = uuid_like();
+        if !self.set_nx_px(name, &owner, ttl).await? {
+            return Ok(None);
+        }
+        let held = Arc::new(AtomicBool::new(true));
+        let renewal = tokio::spawn(renew(
+            self.clone(),
+            name.to_owned(),
+            owner.clone(),
+            ttl,
+            held.clone(),
+        ));
+        Ok(Some(Guard {
+            store: self.clone(),
+            name: name.to_owned(),
+            owner,
+            held,
+            renewal,
+            released: false,
+        }))
+    }
+
+    /// Sets `name`'s expiry to `ttl` only while it holds `owner`; true when it did.
+    pub async fn compare_and_expire(
+        &self,
+        name: &str,
+        owner: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.compare_and_expire(&key, owner, ttl));
+        }
+        let extended: u64 = self
+            .run(|mut c| async move {
+                redis::Script::new(COMPARE_AND_EXPIRE)
+                    .key(key)
+                    .arg(owner)
+                    .arg(crate::millis(ttl))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(extended > 0)
+    }
+}
+
+impl Guard {
+    /// False once the renewal found another owner in the lock: the section is no longer exclusive.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Releases the lock now; true when it was still ours.
+    pub async fn release(mut self) -> Result<bool, StoreError> {
+        self.released = true;
+        self.renewal.abort();
+        self.store.compare_and_delete(&self.name, &self.owner).await
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        if self.released {
+            return;
+        }
+        // Dropped on an early return or a panic: release in the background, or leave it to expire.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, name, owner) = (self.store.clone(), self.name.clone(), self.owner.clone());
+            runtime.spawn(async move {
+                if let Err(e) = store.compare_and_delete(&name, &owner).await {
+                    tracing::debug!(error = %e, lock = %name, "lock left to expire");
+                }
+            });
+        }
+    }
+}
+
+async fn renew(store: Store, name: String, owner: Vec<u8>, ttl: Duration, held: Arc<AtomicBool>) {
+    let every = (ttl / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        match store.compare_and_expire(&name, &owner, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(lock = %name, "lock taken over while held (it expired); no longer exclusive");
+                held.store(false, Ordering::SeqCst);
+                return;
+            }
+            // Redis is away: keep trying; the lock still runs on its last expiry.
+            Err(e) => {
+                tracing::debug!(error = %e, lock = %name, "lock renewal failed; trying again")
+            }
+        }
+    }
+}
+
+/// A random owner token, unique per lock taken.
+fn uuid_like() -> Vec<u8> {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_lock_outlives_its_ttl_and_is_released_by_its_owner_only() {
+        let store = Store::memory();
+        let ttl = Duration::from_secs(3);
+        let guard = store.lock("l", ttl).await.expect("store").expect("free");
+        assert!(store.lock("l", ttl).await.expect("store").is_none());
+        // Ten lifetimes later it is still held: the renewal keeps it.
+        tokio::time::sleep(ttl * 10).await;
+        assert!(guard.is_held());
+        assert!(store.lock("l", ttl).await.expect("store").is_none());
+        assert!(guard.release().await.expect("store"));
+        let again = store
+            .lock("l", ttl)
+            .await
+            .expect("store")
+            .expect("free again");
+        drop(again);
+        // The drop releases it in the background.
+        tokio::task::yield_now().await;
+        assert!(store.lock("l", ttl).await.expect("store").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_taken_over_says_so() {
+        let store = Store::memory();
+        let ttl = Duration::from_secs(3);
+        let guard = store.lock("l", ttl).await.expect("store").expect("free");
+        store.set("l", b"someone else", None).await.expect("store");
+        tokio::time::sleep(ttl).await;
+        assert!(!guard.is_held());
+        assert!(
+            !guard.release().await.expect("store"),
+            "not ours to release"
+        );
+        assert_eq!(
+            store.get("l").await.expect("store").as_deref(),
+            Some(&b"someone else"[..])
+        );
+    }
+}
