@@ -1,14 +1,12 @@
 //! `discover`, `status` and `replay` with the real binary against services on real RabbitMQ and Redis.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{GROUP, bb2snyk, stdout, workdir};
 use bb2snyk_e2e::{ALL, TestFleet};
 use bb2snyk_sandbox::Knobs;
 use bb2snyk_settings::Settings;
 use bb2snyk_test_support::wait_for;
-use common::{GROUP, bb2snyk, stdout, workdir};
 use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde_json::Value;
 

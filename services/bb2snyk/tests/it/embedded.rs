@@ -1,9 +1,7 @@
 //! `run`, `demo` and `doctor` with the real binary: no RabbitMQ or Redis involved.
 
-mod common;
-
+use crate::common::{GROUP, bb2snyk, stderr, stdout, workdir};
 use bb2snyk_sandbox::{Knobs, Sandbox};
-use common::{GROUP, bb2snyk, stderr, stdout, workdir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_imports_the_tenant_and_a_second_run_skips_what_is_done() {

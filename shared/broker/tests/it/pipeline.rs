@@ -1,13 +1,11 @@
 //! The pipeline's transport on the real RabbitMQ: the topology, retry tiers that come back, parking with
 //! the reason, follow-ups confirmed before the ack. Each test has its own queue prefix.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
+use crate::common::{Sink, Stage, message};
 use bb2snyk_broker::{AmqpBroker, Reconnect, RetryPolicy, Topology, connect};
 use bb2snyk_test_support::{amqp_url, unique, wait_for};
-use common::{Sink, Stage, message};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use tokio_util::sync::CancellationToken;
 

@@ -1,8 +1,6 @@
 //! Runs the real `bb2snyk` binary as a user would: a clean environment plus the given variables, in a
 //! directory of the test's own.
 
-#![allow(dead_code, reason = "each test binary uses part of it")]
-
 use std::{path::Path, process::Output};
 
 pub const GROUP: &str = "00000000-0000-4000-8000-00000000a11a";

@@ -2,10 +2,8 @@
 //! repository imported once, each step safe to run again, and an `imported-targets.log` written by
 //! snyk-api-import honoured.
 
-mod common;
-
+use crate::common::{GROUP, bb2snyk, stdout, workdir};
 use bb2snyk_sandbox::{Knobs, Sandbox};
-use common::{GROUP, bb2snyk, stdout, workdir};
 use serde_json::Value;
 
 fn read(path: &std::path::Path) -> Value {

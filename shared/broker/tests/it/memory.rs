@@ -1,11 +1,9 @@
 //! The in-process broker settles outcomes the way the RabbitMQ topology does.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
+use crate::common::{Sink, Stage, message};
 use bb2snyk_broker::{Broker, RetryPolicy, memory::MemoryBroker};
-use common::{Sink, Stage, message};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

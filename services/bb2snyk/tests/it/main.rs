@@ -1,0 +1,8 @@
+//! The `bb2snyk` binary and its commands, run as a user would; one test binary, so the helpers in
+//! `common` are built and linked once.
+
+mod cli;
+mod common;
+mod embedded;
+mod fleet;
+mod seed;
