@@ -170,13 +170,7 @@ impl Body {
 
     /// As the broker carries it.
     pub fn to_message(&self) -> Message {
-        Message {
-            kind: self.kind().to_owned(),
-            message_id: self.message_id(),
-            correlation_id: self.run_id().to_owned(),
-            attempt: 0,
-            body: crate::to_json(self),
-        }
+        crate::envelope(self.kind(), &self.identity(), self.run_id(), self)
     }
 
     /// A follow-up for the queue it belongs to, at once.

@@ -125,21 +125,13 @@ impl Event {
         kind.rsplit_once('.').map_or(kind, |(key, _version)| key)
     }
 
-    pub fn message_id(&self) -> String {
-        crate::message_id(
-            self.kind(),
-            &format!("{}|{}", self.run_id(), self.subject()),
-        )
+    /// What makes two events the same: one of each type per run and subject.
+    fn identity(&self) -> String {
+        format!("{}|{}", self.run_id(), self.subject())
     }
 
     pub fn to_message(&self) -> Message {
-        Message {
-            kind: self.kind().to_owned(),
-            message_id: self.message_id(),
-            correlation_id: self.run_id().to_owned(),
-            attempt: 0,
-            body: crate::to_json(self),
-        }
+        crate::envelope(self.kind(), &self.identity(), self.run_id(), self)
     }
 
     /// To the events exchange, under [`Event::routing_key`].

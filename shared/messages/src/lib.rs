@@ -9,6 +9,7 @@
 mod body;
 mod event;
 
+use bb2snyk_broker::Message;
 pub use bb2snyk_filters::{Date, Filters, Glob};
 pub use body::{
     Body, ImportRepo, OrgReady, PollImport, ReposPage, RunRequested, Target, WorkspaceDiscovered,
@@ -55,7 +56,14 @@ fn message_id(kind: &str, identity: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Serialising our own types (strings, numbers, lists) cannot fail.
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+/// `body` as the broker carries it, under its type, id and run.
+fn envelope<T: serde::Serialize>(kind: &str, identity: &str, run_id: &str, body: &T) -> Message {
+    Message {
+        kind: kind.to_owned(),
+        message_id: message_id(kind, identity),
+        correlation_id: run_id.to_owned(),
+        attempt: 0,
+        // Serialising our own types (strings, numbers, lists) cannot fail.
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
 }

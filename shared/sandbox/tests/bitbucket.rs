@@ -1,4 +1,7 @@
 //! The sandbox's Bitbucket side, checked against the documented contract.
+//!
+//! Over 400 lines on purpose: one test per point of `bitbucket-and-snyk-apis.md` (token endpoint, both
+//! workspace lists, pagination, errors, limits), kept in one file so the contract reads in order.
 
 use std::time::{Duration, Instant};
 

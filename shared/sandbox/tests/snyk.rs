@@ -1,4 +1,7 @@
 //! The sandbox's Snyk v1 side, checked against the documented contract.
+//!
+//! Over 400 lines on purpose: one test per point of `bitbucket-and-snyk-apis.md` (orgs, integrations,
+//! import, jobs, errors, limits), kept in one file so the contract reads in order.
 
 use std::time::{Duration, Instant};
 

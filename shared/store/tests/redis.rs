@@ -71,3 +71,33 @@ async fn an_unreachable_redis_is_named_without_its_password() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_lock_is_held_past_its_ttl_while_its_owner_lives_and_then_passes_on() {
+    let prefix = format!("{}:", unique("lock"));
+    let connect = || async {
+        Store::connect(&redis_url(), &prefix)
+            .await
+            .expect("Redis is reachable")
+    };
+    let (one, two) = (connect().await, connect().await);
+    let ttl = Duration::from_millis(300);
+    let held = one.lock("l", ttl).await.expect("Redis").expect("free");
+    // For four lifetimes the other replica finds it taken: the owner's renewal keeps it.
+    let since = std::time::Instant::now();
+    while since.elapsed() < 4 * ttl {
+        assert!(
+            two.lock("l", ttl).await.expect("Redis").is_none(),
+            "taken by the other replica after {:?}",
+            since.elapsed()
+        );
+        tokio::time::sleep(ttl / 10).await;
+    }
+    assert!(held.is_held());
+    assert!(
+        held.release().await.expect("Redis"),
+        "released by its owner"
+    );
+    let next = two.lock("l", ttl).await.expect("Redis");
+    assert!(next.is_some(), "free once released");
+}

@@ -1,10 +1,11 @@
 //! The whole pipeline on real RabbitMQ and Redis against the sandbox, each stage as 2 replicas running the
 //! services' own `run`: every repository ends imported, skipped or parked with its reason, exactly once.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use bb2snyk_e2e::{ALL, TestFleet};
 use bb2snyk_ledger::{State, Tally};
+use bb2snyk_messages::Event;
 use bb2snyk_sandbox::Knobs;
 use bb2snyk_service::Infrastructure;
 use bb2snyk_settings::Settings;
@@ -18,11 +19,45 @@ const PACED: [(&str, &str); 2] = [
     ("BB2SNYK__SNYK__RATE_WINDOW_SECS", "10"),
 ];
 
+/// 10 × 20 repositories, Snyk paced so a fault lands mid-run, one variable pointing somewhere of the test's own.
+async fn paced_fleet(own: (&str, &str)) -> TestFleet {
+    let knobs = Knobs {
+        workspaces: 10,
+        repos_per_workspace: 20,
+        job_ms: 500,
+        ..Knobs::default()
+    };
+    fleet(knobs, &[own, PACED[0], PACED[1]]).await
+}
+
 /// Two replicas of each stage against the sandbox.
 async fn fleet(knobs: Knobs, env: &[(&str, &str)]) -> TestFleet {
     let mut fleet = TestFleet::start(knobs, "e2e", env).await;
     fleet.spawn(&ALL, 2);
     fleet
+}
+
+/// Events heard, by type.
+#[derive(Debug, Clone, Default)]
+struct Heard {
+    org_ready: u64,
+    skipped: u64,
+    requested: u64,
+    completed: u64,
+    failed: u64,
+}
+
+impl Heard {
+    fn count(&mut self, event: &Event) {
+        let tally = match event {
+            Event::OrgReady(_) => &mut self.org_ready,
+            Event::RepoSkipped(_) => &mut self.skipped,
+            Event::ImportRequested(_) => &mut self.requested,
+            Event::ImportCompleted(_) => &mut self.completed,
+            Event::ImportFailed(_) => &mut self.failed,
+        };
+        *tally += 1;
+    }
 }
 
 /// A queue of the test's own, bound to every event, as an ops tool would bind one.
@@ -209,8 +244,8 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
         0
     );
 
-    // An ops tool bound to the events exchange heard every result.
-    let heard: std::sync::Mutex<HashMap<String, u64>> = Default::default();
+    // An ops tool bound to the events exchange heard every result, each under its own routing key.
+    let heard: std::sync::Mutex<Heard> = Default::default();
     let heard = wait_for("every event", Duration::from_secs(10), || async {
         while let Ok(Some(got)) = events_channel
             .basic_get(
@@ -219,17 +254,24 @@ async fn a_tenant_is_imported_once_and_a_second_run_changes_nothing() {
             )
             .await
         {
-            let key = got.delivery.routing_key.to_string();
-            *heard.lock().expect("tally").entry(key).or_default() += 1;
+            let event =
+                Event::from_message(&bb2snyk_broker::decode(&got.delivery)).expect("an event");
+            assert_eq!(got.delivery.routing_key.as_str(), event.routing_key());
+            heard.lock().expect("tally").count(&event);
         }
         let tally = heard.lock().expect("tally").clone();
-        (tally.get("import.completed") == Some(&counts.imported)).then_some(tally)
+        (tally.completed == counts.imported).then_some(tally)
     })
     .await;
-    assert_eq!(heard["repo.skipped"], truth.empty);
-    assert_eq!(heard["org.ready"], 30);
+    assert_eq!(heard.skipped, truth.empty);
+    assert_eq!(heard.org_ready, 30);
     assert_eq!(
-        heard["import.failed"],
+        heard.requested,
+        heard.completed + heard.failed + truth.poison_job,
+        "every job requested ended: completed, failed and tried again, or failed a third time and parked"
+    );
+    assert_eq!(
+        heard.failed,
         2 * truth.poison_job,
         "two failed jobs each before the third parks"
     );
@@ -387,16 +429,7 @@ async fn server_errors_and_429_bursts_lose_nothing() {
 async fn the_broker_dropping_every_connection_loses_nothing() {
     let vhost = bb2snyk_test_support::Vhost::create("drop").await;
     let amqp_url = secrecy::ExposeSecret::expose_secret(&vhost.amqp_url()).to_owned();
-    let fleet = fleet(
-        Knobs {
-            workspaces: 10,
-            repos_per_workspace: 20,
-            job_ms: 500,
-            ..Knobs::default()
-        },
-        &[("AMQP_URL", &amqp_url), PACED[0], PACED[1]],
-    )
-    .await;
+    let fleet = paced_fleet(("AMQP_URL", &amqp_url)).await;
     let (sandbox, settings) = (fleet.sandbox.clone(), &fleet.settings);
     let truth = sandbox.stats().truth;
     let expected = truth.repositories - truth.empty;
@@ -461,16 +494,7 @@ async fn the_broker_dropping_every_connection_loses_nothing() {
 async fn a_redis_restart_mid_run_loses_nothing() {
     let mut redis = bb2snyk_test_support::RedisServer::start_persistent().await;
     let redis_url = secrecy::ExposeSecret::expose_secret(&redis.url()).to_owned();
-    let fleet = fleet(
-        Knobs {
-            workspaces: 10,
-            repos_per_workspace: 20,
-            job_ms: 500,
-            ..Knobs::default()
-        },
-        &[("REDIS_URL", &redis_url), PACED[0], PACED[1]],
-    )
-    .await;
+    let fleet = paced_fleet(("REDIS_URL", &redis_url)).await;
     let sandbox = fleet.sandbox.clone();
     let truth = sandbox.stats().truth;
     let expected = truth.repositories - truth.empty;

@@ -1,5 +1,8 @@
 //! Secrets never reach the logs: at trace level, for every target (ours, reqwest, hyper, the sandbox), in
 //! both log formats, across a token exchange, both APIs and their error paths.
+//!
+//! A test binary of its own: it installs tracing subscribers and counts the HTTP stack's trace lines, and
+//! tracing's callsite registry is shared by the whole process, so other tests' traffic must not be in it.
 
 use std::{
     collections::HashMap,
