@@ -76,10 +76,17 @@ pub async fn create(settings: &Settings, args: &OrgsCreateArgs) -> Result<(), Fa
                     existing.push(entry);
                     continue;
                 }
-                _ => snyk
-                    .create_org(&request.name, group, request.source_org_id.as_deref())
-                    .await
-                    .map(|org| (org.id, org.created)),
+                _ => {
+                    let known: Vec<String> = in_group
+                        .iter()
+                        .filter(|o| o.name == request.name)
+                        .map(|o| o.id.clone())
+                        .collect();
+                    let source = request.source_org_id.as_deref();
+                    snyk.create_org_once(&request.name, group, source, &known)
+                        .await
+                        .map(|org| (org.id, org.created))
+                }
             };
             match entry {
                 Ok((id, when)) => {

@@ -4,13 +4,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
+use bb2snyk_broker::{Handler, Message, Outcome};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
 use bb2snyk_messages::{
-    Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, ImportRequested,
-    PollImport, Target, TargetRef,
+    Body, Event, ImportCompleted, ImportRepo, ImportRequested, Target, TargetRef,
 };
-use bb2snyk_snyk::{Client as Snyk, ImportOptions, JobStatus, SnykError};
+use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
@@ -80,31 +79,17 @@ impl Handler for Importer {
 impl Importer {
     async fn import(&self, import: ImportRepo) -> Outcome {
         let id = import.target_id();
-        let known = match self.ledger.target(&id).await {
-            Ok(record) => record,
+        // The common cases need no lock: already imported (a second run), or a job to follow.
+        match self.settled(&import, &id).await {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
             Err(e) => return ledger_failure(e),
-        };
-        match known {
-            Some(r) if r.state == State::Imported => {
-                tracing::debug!(target = %id, "already imported");
-                // Counted in this run too, so its status adds up.
-                return match self
-                    .ledger
-                    .mark(&import.run_id, Tally::In(State::Imported), &id)
-                    .await
-                {
-                    Ok(()) => Outcome::ack(),
-                    Err(e) => ledger_failure(e),
-                };
-            }
-            // A job was requested before (by a replica that then stopped): follow it instead of importing again.
-            Some(Record {
-                state: State::Requested,
-                job_url: Some(job_url),
-                ..
-            }) => return Outcome::Ack(vec![self.poll_later(import, job_url, 0)]),
-            _ => {}
         }
+        // One request in flight per process: a crash between Snyk's answer and the ledger record duplicates
+        // at most one import. Taken before the target's lock, so waiting for it holds no lock.
+        let Ok(_one_at_a_time) = self.requests.acquire().await else {
+            return Outcome::retry("the importer is stopping");
+        };
         // While one delivery is between its POST and its ledger record, a redelivery of the same message
         // (after a broker reconnect) must not POST again: it comes back later and finds the job.
         let lock = format!("import-lock:{id}");
@@ -123,17 +108,72 @@ impl Importer {
             }
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
         };
-        let outcome = self.request(import, &id).await;
+        // Read again under the lock: another delivery may have finished while this one waited.
+        let outcome = match self.settled(&import, &id).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => self.request(import, &id).await,
+            Err(e) => ledger_failure(e),
+        };
         if let Err(e) = lock.release().await {
             tracing::debug!(error = %e, "import lock left to expire");
         }
         outcome
     }
 
+    /// What the ledger (and, after an ambiguous failure, Snyk) says is already done for this target:
+    /// `None` when it still has to be imported.
+    async fn settled(&self, import: &ImportRepo, id: &str) -> Result<Option<Outcome>, LedgerError> {
+        match self.ledger.target(id).await? {
+            Some(r) if r.state == State::Imported => {
+                tracing::debug!(target = %id, "already imported");
+                // Counted in this run too, so its status adds up.
+                self.ledger
+                    .mark(&import.run_id, Tally::In(State::Imported), id)
+                    .await?;
+                Ok(Some(Outcome::ack()))
+            }
+            // A job was requested before (by a replica that then stopped): follow it instead of importing again.
+            Some(Record {
+                state: State::Requested,
+                job_url: Some(job_url),
+                ..
+            }) => Ok(Some(Outcome::Ack(vec![self.poll_later(
+                import.clone(),
+                job_url,
+                0,
+            )]))),
+            // An earlier POST failed in a way that may have reached Snyk: look before posting again.
+            Some(r) if r.maybe_requested => Ok(self.look_in_snyk(import, id).await),
+            _ => Ok(None),
+        }
+    }
+
+    /// After an ambiguous POST: if Snyk shows the target, the import happened (its job is done); else it is
+    /// posted again, which duplicates it only when the first job is still pending.
+    async fn look_in_snyk(&self, import: &ImportRepo, id: &str) -> Option<Outcome> {
+        let name = format!("{}/{}", import.target.owner, import.target.name);
+        match self.snyk.has_target(&import.org_id, &name).await {
+            Ok(false) => None,
+            Ok(true) => {
+                tracing::info!(target = %id, "an import whose answer was lost had happened");
+                let record = Record::new(State::Imported, &import.run_id);
+                if let Err(e) = self.ledger.record(id, &record).await {
+                    return Some(ledger_failure(e));
+                }
+                let completed = Event::ImportCompleted(ImportCompleted {
+                    run_id: import.run_id.clone(),
+                    subject: id.to_owned(),
+                    about: about(import),
+                    job_url: String::new(),
+                    projects: Vec::new(),
+                });
+                Some(Outcome::Ack(vec![completed.publish()]))
+            }
+            Err(e) => Some(Outcome::failed(e.is_transient(), e.to_string())),
+        }
+    }
+
     async fn request(&self, import: ImportRepo, id: &str) -> Outcome {
-        let Ok(_one_at_a_time) = self.requests.acquire().await else {
-            return Outcome::retry("the importer is stopping");
-        };
         let job_url = match self
             .snyk
             .import(
@@ -145,6 +185,7 @@ impl Importer {
             .await
         {
             Ok(url) => url,
+            Err(e) if e.may_have_happened() => return self.ambiguous(&import, id, e).await,
             Err(e) => {
                 return self
                     .failed_call(id, &import.run_id, import.failed_jobs, e)
@@ -156,13 +197,14 @@ impl Importer {
             job_url: Some(job_url.clone()),
             ..Record::new(State::Requested, &import.run_id)
         };
-        // The job exists now: losing its record would import the repository again, so a Redis restart is
-        // waited out here rather than handed to the retry tiers.
+        // The job exists now: its poll carries its URL whatever happens to the ledger, so a Redis outage
+        // cannot make a retry post it again. The poll records it when the job is done.
         let mut tries = 0;
         while let Err(e) = self.ledger.record(id, &record).await {
             tries += 1;
             if tries >= 10 || !e.is_transient() {
-                return ledger_failure(e);
+                tracing::warn!(error = %e, target = %id, "job not recorded; its poll follows it");
+                break;
             }
             tokio::time::sleep(bb2snyk_http::backoff(tries, Duration::from_secs(5))).await;
         }
@@ -179,121 +221,21 @@ impl Importer {
         ])
     }
 
-    /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count.
-    async fn poll(&self, poll: PollImport) -> Outcome {
-        let outcome = self.follow(poll).await;
-        let polls_again = match &outcome {
-            Outcome::Ack(publishes) => publishes
-                .iter()
-                .any(|p| p.to == Route::Queue(IMPORTER_POLLS.into())),
-            Outcome::Retry { .. } => true,
-            Outcome::Park { .. } => false,
+    /// The POST failed after it may have reached Snyk: recorded as such, and retried through the tiers,
+    /// where [`Importer::settled`] looks in Snyk before posting again.
+    async fn ambiguous(&self, import: &ImportRepo, id: &str, e: SnykError) -> Outcome {
+        let record = Record {
+            attempts: import.failed_jobs,
+            maybe_requested: true,
+            last_error: Some(e.to_string()),
+            ..Record::new(State::Failed, &import.run_id)
         };
-        if !polls_again {
-            bb2snyk_telemetry::metrics::import_jobs_in_flight(-1.0);
+        if let Err(e) = self.ledger.record(id, &record).await {
+            return ledger_failure(e);
         }
-        outcome
-    }
-
-    async fn follow(&self, poll: PollImport) -> Outcome {
-        let id = poll.import.target_id();
-        let job = match self.snyk.job(&poll.job_url).await {
-            Ok(job) => job,
-            Err(e) => {
-                return self
-                    .failed_call(&id, &poll.import.run_id, poll.import.failed_jobs, e)
-                    .await;
-            }
-        };
-        let mut record = Record {
-            attempts: poll.import.failed_jobs,
-            job_url: Some(poll.job_url.clone()),
-            ..Record::new(State::Requested, &poll.import.run_id)
-        };
-        match job.status {
-            JobStatus::Pending if poll.polls + 1 >= self.policy.max_polls => {
-                let reason = format!(
-                    "import job {} still pending after {} polls",
-                    job.id,
-                    poll.polls + 1
-                );
-                self.settle_parked(&id, record, reason).await
-            }
-            JobStatus::Pending => Outcome::Ack(vec![self.poll_later(
-                poll.import,
-                poll.job_url,
-                poll.polls + 1,
-            )]),
-            JobStatus::Complete => {
-                record.state = State::Imported;
-                record.projects = job
-                    .projects()
-                    .filter(|p| p.success)
-                    .filter_map(|p| p.project_id.clone())
-                    .collect();
-                if let Err(e) = self.ledger.record(&id, &record).await {
-                    return ledger_failure(e);
-                }
-                let completed = Event::ImportCompleted(ImportCompleted {
-                    run_id: record.run,
-                    subject: id,
-                    about: about(&poll.import),
-                    job_url: poll.job_url,
-                    projects: record.projects,
-                });
-                Outcome::Ack(vec![completed.publish()])
-            }
-            JobStatus::Failed | JobStatus::Aborted => {
-                let reason = job.failure();
-                let replayed = matches!(
-                    self.ledger.target(&id).await,
-                    Ok(Some(Record {
-                        state: State::Parked,
-                        ..
-                    }))
-                );
-                let failed_jobs = if replayed {
-                    0
-                } else {
-                    poll.import.failed_jobs + 1
-                };
-                if failed_jobs >= self.policy.max_failed_jobs {
-                    return self
-                        .settle_parked(&id, record, format!("{reason} ({failed_jobs} failed jobs)"))
-                        .await;
-                }
-                record.state = State::Failed;
-                record.attempts = failed_jobs;
-                record.last_error = Some(reason.clone());
-                if let Err(e) = self.ledger.record(&id, &record).await {
-                    return ledger_failure(e);
-                }
-                let failed = Event::ImportFailed(ImportFailed {
-                    run_id: record.run,
-                    subject: id,
-                    about: about(&poll.import),
-                    error: reason,
-                    failed_jobs,
-                });
-                let again = Body::ImportRepo(ImportRepo {
-                    failed_jobs,
-                    ..poll.import
-                });
-                Outcome::Ack(vec![
-                    again.publish_after(self.policy.poll_every),
-                    failed.publish(),
-                ])
-            }
-        }
-    }
-
-    fn poll_later(&self, import: ImportRepo, job_url: String, polls: u32) -> Publish {
-        Body::PollImport(PollImport {
-            import,
-            job_url,
-            polls,
-        })
-        .publish_after(self.policy.poll_every)
+        Outcome::retry(format!(
+            "{e}; Snyk may have accepted the import, so its targets are read before posting again"
+        ))
     }
 
     /// A Snyk call failed: passing failures are retried; the rest park the message with Snyk's reason.
@@ -342,5 +284,6 @@ fn about(import: &ImportRepo) -> TargetRef {
     }
 }
 
+mod poll;
 #[cfg(test)]
 mod tests;

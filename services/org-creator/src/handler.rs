@@ -91,7 +91,7 @@ impl OrgCreator {
             None => {
                 let org = self
                     .snyk
-                    .create_org(&name, &w.group_id, w.source_org_id.as_deref())
+                    .create_org_once(&name, &w.group_id, w.source_org_id.as_deref(), &[])
                     .await?;
                 tracing::info!(workspace = %w.workspace, org = %org.id, %name, "created Snyk org");
                 (org.id, true)

@@ -93,6 +93,10 @@ pub struct Record {
     pub job_url: Option<String>,
     #[serde(default)]
     pub projects: Vec<String>,
+    /// An import POST failed after it may have reached Snyk (a 5xx, a timeout): Snyk's targets are read
+    /// before posting again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maybe_requested: bool,
 }
 
 impl Record {
@@ -105,6 +109,7 @@ impl Record {
             last_error: None,
             job_url: None,
             projects: Vec::new(),
+            maybe_requested: false,
         }
     }
 }

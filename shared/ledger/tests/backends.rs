@@ -23,12 +23,8 @@ async fn records_move_between_states_and_counts_stay_exact(ledger: Ledger) {
         None
     );
     let mut record = Record {
-        state: State::Requested,
-        run: "run-1".into(),
-        attempts: 0,
-        last_error: None,
         job_url: Some("http://snyk/job/1".into()),
-        projects: vec![],
+        ..Record::new(State::Requested, "run-1")
     };
     for _ in 0..3 {
         // Redelivered three times: still one target.

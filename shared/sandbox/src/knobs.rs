@@ -88,6 +88,13 @@ pub struct Knobs {
     /// Share of API requests answered with a 5xx.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// REST pages hold at most this many items, whatever `limit` asks (unlimited when absent).
+    #[arg(long)]
+    pub rest_page_limit: Option<usize>,
+    /// Share of Snyk POSTs (org creation, import) answered 502 after they took effect: a ghost write, as
+    /// when a proxy times out after Snyk committed.
+    #[arg(long, default_value_t = 0.0)]
+    pub ghost_rate: f64,
     /// Share of token requests answered 503 (the exchange is retried by a careful client).
     #[arg(long, default_value_t = 0.0)]
     pub token_fault_rate: f64,

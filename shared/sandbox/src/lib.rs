@@ -12,6 +12,7 @@
 mod bitbucket;
 pub mod knobs;
 pub mod query;
+mod rest;
 mod snyk;
 pub mod state;
 pub mod tenant;
@@ -158,6 +159,7 @@ fn router(app: App) -> Router {
             "/v1/org/{org_id}/integrations/{integration_id}/import/{job_id}",
             get(snyk::job),
         )
+        .route("/rest/orgs/{org_id}/targets", get(rest::targets))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     let admin = Router::new()
         .route("/_sandbox/stats", get(admin_stats))
@@ -177,7 +179,7 @@ async fn gate(
     let path = matched.as_str();
     let api = if path.starts_with("/2.0/") {
         Some("bitbucket")
-    } else if path.starts_with("/v1/") {
+    } else if path.starts_with("/v1/") || path.starts_with("/rest/") {
         Some("snyk")
     } else {
         None
@@ -232,10 +234,23 @@ async fn gate(
             Ok(()) => None,
         }
     };
-    match refused {
-        Some(response) => response,
-        None => next.run(request).await,
+    if let Some(response) = refused {
+        return response;
     }
+    let write = api == Some("snyk") && request.method() == axum::http::Method::POST;
+    let response = next.run(request).await;
+    let mut state = app.0.lock();
+    let ghost = write
+        && response.status().is_success()
+        && state.knobs.ghost_rate > 0.0
+        && state.rng.unit() < state.knobs.ghost_rate;
+    if !ghost {
+        return response;
+    }
+    // It happened; the client is told it failed.
+    state.counters.ghost_writes += 1;
+    state.counters.server_errors += 1;
+    server_error(api, StatusCode::BAD_GATEWAY)
 }
 
 fn too_many(api: Option<&str>, wait: Duration, knobs: &Knobs) -> Response {

@@ -31,7 +31,7 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     response
 }
 
-fn authorize(state: &World, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorize(state: &World, headers: &HeaderMap) -> Result<(), Response> {
     let sent = headers
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -263,6 +263,14 @@ pub async fn import(
     };
     let key = format!("{owner}/{name}");
     *state.counters.import_posts.entry(key.clone()).or_default() += 1;
+    let now = Instant::now();
+    if state
+        .jobs
+        .values()
+        .any(|j| j.org_id == org_id && j.target == key && !state.is_done(j, now))
+    {
+        state.counters.posts_while_pending += 1;
+    }
     let found = state.repo(&owner, &name).map(|(_, r)| {
         (
             state.poison(r.poison),

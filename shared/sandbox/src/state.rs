@@ -83,6 +83,8 @@ pub struct Counters {
     pub server_errors: u64,
     pub orgs_created: u64,
     pub import_posts: BTreeMap<String, u64>,
+    pub ghost_writes: u64,
+    pub posts_while_pending: u64,
 }
 
 /// Requests accepted in the last `window`; Bitbucket and Snyk both count a rolling window.
@@ -180,6 +182,11 @@ impl State {
         ws.repos.iter().find(|r| r.slug == name).map(|r| (ws, r))
     }
 
+    /// True once `job` has run its course (`job_ms`).
+    pub fn is_done(&self, job: &Job, now: Instant) -> bool {
+        now.duration_since(job.started) >= Duration::from_millis(self.knobs.job_ms)
+    }
+
     pub fn poison(&self, poison: Option<Poison>) -> Option<Poison> {
         poison.filter(|_| !self.knobs.poison_paused)
     }
@@ -215,6 +222,8 @@ impl State {
             duplicate_org_names: names.values().filter(|n| **n > 1).count() as u64,
             import_posts: c.import_posts.clone(),
             import_posts_total: c.import_posts.values().sum(),
+            ghost_writes: c.ghost_writes,
+            posts_while_pending: c.posts_while_pending,
             jobs,
             truth: self.truth_summary(),
         }
@@ -255,6 +264,13 @@ pub struct Stats {
     /// Import POSTs per `workspace/slug`, so duplicates show.
     pub import_posts: BTreeMap<String, u64>,
     pub import_posts_total: u64,
+    /// POSTs that took effect but were answered 502 (`ghost_rate`).
+    #[serde(default)]
+    pub ghost_writes: u64,
+    /// Import POSTs for a target of an org that already had a job for it still pending: the duplicates no
+    /// client can avoid by looking first, since Snyk shows a target only once its job is done.
+    #[serde(default)]
+    pub posts_while_pending: u64,
     pub jobs: JobStats,
     pub truth: TruthSummary,
 }

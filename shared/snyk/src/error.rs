@@ -17,8 +17,13 @@ pub enum SnykError {
     RateLimited { retry_after: Option<Duration> },
     #[error("Snyk answered {status}; this is usually passing, and is retried")]
     Server { status: StatusCode },
-    #[error("cannot reach Snyk: {0}")]
-    Network(String),
+    #[error("cannot reach Snyk: {message}")]
+    Network {
+        message: String,
+        /// The request may have reached Snyk (a timeout or reset after it was sent, not a refused
+        /// connection).
+        sent: bool,
+    },
     #[error("Snyk answered {status} without the {what} it documents")]
     Unexpected {
         status: StatusCode,
@@ -28,7 +33,10 @@ pub enum SnykError {
 
 impl SnykError {
     pub(crate) fn network(e: reqwest::Error) -> Self {
-        Self::Network(e.to_string())
+        Self::Network {
+            sent: !e.is_connect(),
+            message: e.to_string(),
+        }
     }
 
     pub(crate) fn from_status(
@@ -55,8 +63,14 @@ impl SnykError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Network(_)
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Network { .. }
         )
+    }
+
+    /// The request reached Snyk and may have taken effect though it failed: a 5xx, a 408, a timeout or a
+    /// reset after it was sent. A write that fails so is never sent again without looking first.
+    pub fn may_have_happened(&self) -> bool {
+        matches!(self, Self::Server { .. } | Self::Network { sent: true, .. })
     }
 
     /// The token itself is wrong: no message will fare better until a person fixes it.
@@ -69,9 +83,13 @@ impl Retry for SnykError {
     fn next(&self) -> Next {
         match self {
             Self::RateLimited { retry_after } => Next::Pause(*retry_after),
-            Self::Server { .. } | Self::Network(_) => Next::Backoff,
+            Self::Server { .. } | Self::Network { .. } => Next::Backoff,
             _ => Next::Fail,
         }
+    }
+
+    fn may_have_happened(&self) -> bool {
+        matches!(self, Self::Server { .. } | Self::Network { sent: true, .. })
     }
 }
 

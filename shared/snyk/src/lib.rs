@@ -42,10 +42,19 @@ pub fn app_integration_in(
     .cloned()
 }
 
+/// Creates of one org after failures that surely did not create it, before the error is returned.
+const CREATE_TRIES: u32 = 3;
+/// The REST release the targets endpoint is read at (GA since 2024-02-21).
+const REST_VERSION: &str = "2024-10-15";
+/// Pages of targets read for one name before giving up (a server that keeps answering `next`).
+const MAX_TARGET_PAGES: usize = 50;
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     api_base: String,
+    /// Snyk's REST API beside v1: `…/v1` becomes `…/rest`.
+    rest_base: String,
     token: SecretString,
     budget: Arc<Budget>,
 }
@@ -63,9 +72,15 @@ impl Client {
         token: SecretString,
         budget: Arc<Budget>,
     ) -> Self {
+        let api_base = api_base.as_str().trim_end_matches('/').to_owned();
+        let rest_base = match api_base.strip_suffix("/v1") {
+            Some(root) => format!("{root}/rest"),
+            None => format!("{api_base}/rest"),
+        };
         Self {
             http,
-            api_base: api_base.as_str().trim_end_matches('/').to_owned(),
+            api_base,
+            rest_base,
             token,
             budget,
         }
@@ -137,6 +152,43 @@ impl Client {
             body["sourceOrgId"] = json!(source);
         }
         self.json(Method::POST, "/org", Some(&body)).await
+    }
+
+    /// Creates an org, never two. After a failure that may have happened (a 5xx or timeout once the request
+    /// was sent), the group is listed: an org of that name whose id is not among `known` (those of that name
+    /// before the call) is the one this call made. Only when there is none is the create sent again.
+    pub async fn create_org_once(
+        &self,
+        name: &str,
+        group_id: &str,
+        source_org_id: Option<&str>,
+        known: &[String],
+    ) -> Result<CreatedOrg, SnykError> {
+        let mut tries = 0;
+        loop {
+            let error = match self.create_org(name, group_id, source_org_id).await {
+                Err(e) if e.may_have_happened() => e,
+                done => return done,
+            };
+            let made = self
+                .group_orgs(group_id)
+                .await?
+                .into_iter()
+                .find(|o| o.name == name && !known.contains(&o.id));
+            if let Some(org) = made {
+                tracing::info!(org = %org.id, %name, "an org creation whose answer was lost had happened");
+                return Ok(CreatedOrg {
+                    id: org.id,
+                    name: org.name,
+                    slug: org.slug,
+                    created: None,
+                });
+            }
+            tries += 1;
+            if tries >= CREATE_TRIES {
+                return Err(error);
+            }
+        }
     }
 
     /// The org's integrations: type to integration id.
@@ -212,6 +264,37 @@ impl Client {
         })
     }
 
+    /// Whether the org already has `display_name` (`workspace/slug`) as a target: REST targets, every page,
+    /// compared exactly (the filter is a prefix match). A target appears once its import job has completed.
+    pub async fn has_target(&self, org_id: &str, display_name: &str) -> Result<bool, SnykError> {
+        let mut url = format!(
+            "{}/orgs/{}/targets?version={REST_VERSION}&limit=100&exclude_empty=false&display_name={}",
+            self.rest_base,
+            segment(org_id),
+            segment(display_name)
+        );
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..MAX_TARGET_PAGES {
+            let page: model::TargetsPage =
+                parse(&self.request(Method::GET, &url, None).await?.body)?;
+            if page
+                .data
+                .iter()
+                .any(|t| t.attributes.display_name == display_name)
+            {
+                return Ok(true);
+            }
+            // `next` is relative to the REST base; anything else (another host) is not followed.
+            match page.links.next.map(model::Link::into_href) {
+                Some(next) if next.starts_with("/orgs/") && seen.insert(next.clone()) => {
+                    url = format!("{}{next}", self.rest_base);
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
     /// Polls a job at the `Location` [`Client::import`] returned.
     pub async fn job(&self, location: &str) -> Result<Job, SnykError> {
         let answer = self.request(Method::GET, location, None).await?;
@@ -234,45 +317,49 @@ impl Client {
         parse(&answer.body)
     }
 
-    /// One call under the budget and its retry rules.
+    /// One call under the budget and its retry rules. A POST creates something (an org, an import job), so
+    /// it is never sent again after a failure that may have happened: the caller looks first.
     async fn request(
         &self,
         method: Method,
         url: &str,
         body: Option<&Value>,
     ) -> Result<Answer, SnykError> {
-        self.budget
-            .call(|| async {
-                let mut request = self.http.request(method.clone(), url).header(
-                    "authorization",
-                    format!("token {}", self.token.expose_secret()),
-                );
-                if let Some(body) = body {
-                    request = request.json(body);
-                }
-                let sent = request.send().await;
-                bb2snyk_telemetry::metrics::http_call(
-                    "snyk",
-                    url,
-                    sent.as_ref().ok().map(|r| r.status().as_u16()),
-                );
-                let response = sent.map_err(SnykError::network)?;
-                let status = response.status();
-                tracing::debug!(%method, %url, %status, "snyk call");
-                let retry_after = bb2snyk_http::retry_after(response.headers());
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .map(str::to_owned);
-                let body = response.text().await.map_err(SnykError::network)?;
-                if status.is_success() {
-                    Ok(Answer { location, body })
-                } else {
-                    Err(SnykError::from_status(status, retry_after, &body))
-                }
-            })
-            .await
+        let call = || async {
+            let mut request = self.http.request(method.clone(), url).header(
+                "authorization",
+                format!("token {}", self.token.expose_secret()),
+            );
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let sent = request.send().await;
+            bb2snyk_telemetry::metrics::http_call(
+                "snyk",
+                url,
+                sent.as_ref().ok().map(|r| r.status().as_u16()),
+            );
+            let response = sent.map_err(SnykError::network)?;
+            let status = response.status();
+            tracing::debug!(%method, %url, %status, "snyk call");
+            let retry_after = bb2snyk_http::retry_after(response.headers());
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned);
+            let body = response.text().await.map_err(SnykError::network)?;
+            if status.is_success() {
+                Ok(Answer { location, body })
+            } else {
+                Err(SnykError::from_status(status, retry_after, &body))
+            }
+        };
+        if method == Method::POST {
+            self.budget.call_write(call).await
+        } else {
+            self.budget.call(call).await
+        }
     }
 }
 

@@ -118,3 +118,43 @@ pub fn quiet_notifications() -> serde_json::Value {
         "weekly-report": {"enabled": false}
     })
 }
+
+/// A page of `GET /rest/orgs/{org_id}/targets`: the parts read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TargetsPage {
+    pub data: Vec<RestTarget>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestTarget {
+    pub attributes: RestTargetAttributes,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestTargetAttributes {
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Links {
+    #[serde(default)]
+    pub next: Option<Link>,
+}
+
+/// A JSON:API link: a string, or an object with `href`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Link {
+    Href(String),
+    Object { href: String },
+}
+
+impl Link {
+    pub fn into_href(self) -> String {
+        match self {
+            Self::Href(href) | Self::Object { href } => href,
+        }
+    }
+}

@@ -244,17 +244,150 @@ async fn faults_are_retried_and_the_budget_keeps_under_the_limit() {
     // 30 per 2 s on the server; 29 per 2 s for us, the way the default keeps 1,800 under 2,000.
     let snyk = client_with(&sandbox, "sandbox-snyk-token", 29, Duration::from_secs(2));
     let group = sandbox.knobs().group_id;
-    for i in 0..40 {
-        let org = snyk.create_org(&format!("org-{i}"), &group, None).await;
-        // The sandbox answers its 5xx before doing anything, so a retried create makes one org.
-        org.expect("created despite faults");
+    // Reads are retried through the faults.
+    let template = sandbox.orgs()[0].id.clone();
+    for _ in 0..30 {
+        snyk.integrations(&template)
+            .await
+            .expect("read despite faults");
+    }
+    // A create that meets a 5xx may have happened (it is a POST), so it is never sent again: the error
+    // goes back to the caller, who looks before creating again.
+    let mut created = 0;
+    for i in 0..30 {
+        match snyk.create_org(&format!("org-{i}"), &group, None).await {
+            Ok(_) => created += 1,
+            Err(e) => assert!(matches!(e, SnykError::Server { .. }), "{e:?}"),
+        }
     }
     let stats = sandbox.stats();
     assert!(stats.server_errors > 0, "faults were injected");
-    assert_eq!(stats.orgs_created, 40, "no retry created an org twice");
+    assert_eq!(stats.requests["POST /v1/org"], 30, "each create sent once");
+    assert_eq!(
+        stats.orgs_created, created,
+        "this sandbox fails before it creates"
+    );
     assert_eq!(
         stats.rate_limited.get("snyk"),
         None,
         "no 429 under the budget"
+    );
+}
+
+/// Every POST takes effect and is answered 502: each is tried once, its error says it may have happened,
+/// and the target shows in REST once its job is done (never while it is pending).
+#[tokio::test]
+async fn a_ghost_write_is_not_sent_again_and_the_target_shows_once_its_job_is_done() {
+    let sandbox = Sandbox::start(Knobs {
+        job_ms: 300,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let snyk = client(&sandbox);
+    let group = sandbox.knobs().group_id;
+    let org = snyk.create_org("acme", &group, None).await.expect("org");
+    let integration = snyk
+        .app_integration(&org.id, None)
+        .await
+        .expect("integrations")
+        .expect("app");
+    let target = repo(&sandbox, None);
+    let name = format!("{}/{}", target.owner, target.name);
+    assert!(!snyk.has_target(&org.id, &name).await.expect("REST"));
+
+    sandbox.update(|k| k.ghost_rate = 1.0);
+    let ghost = snyk
+        .create_org("globex", &group, None)
+        .await
+        .expect_err("a 502");
+    assert!(ghost.is_transient(), "{ghost}");
+    let failed = snyk
+        .import(&org.id, &integration, &target, &ImportOptions::default())
+        .await
+        .expect_err("a 502");
+    assert!(matches!(failed, SnykError::Server { .. }), "{failed:?}");
+    let stats = sandbox.stats();
+    assert_eq!(stats.ghost_writes, 2);
+    assert_eq!(
+        stats.orgs_created, 2,
+        "each POST sent once, and each took effect"
+    );
+    assert_eq!(stats.import_posts_total, 1);
+
+    // Pending: not yet a target. Done: a target, matched exactly (a prefix of it is not).
+    assert!(!snyk.has_target(&org.id, &name).await.expect("REST"));
+    wait_for("the job to complete", Duration::from_secs(10), || async {
+        snyk.has_target(&org.id, &name)
+            .await
+            .expect("REST")
+            .then_some(())
+    })
+    .await;
+    let prefix = &name[..name.len() - 1];
+    assert!(!snyk.has_target(&org.id, prefix).await.expect("REST"));
+}
+
+/// A name that is a prefix of several targets, one target a page: the lookup reads every page before it
+/// says no, and compares names exactly.
+#[tokio::test]
+async fn the_target_lookup_reads_every_page() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 1,
+        repos_per_workspace: 30,
+        empty_rate: 0.0,
+        job_ms: 0,
+        rest_page_limit: Some(1),
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let snyk = client(&sandbox);
+    let template = &sandbox.orgs()[0];
+    let integration = template.integrations.values().next().expect("app").clone();
+    let tenant = sandbox.truth();
+    let workspace = tenant[0]["slug"].as_str().expect("slug").to_owned();
+    let slugs: Vec<String> = tenant[0]["repos"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .map(|r| r["slug"].as_str().expect("slug").to_owned())
+        .collect();
+    for slug in &slugs {
+        let target = Target {
+            owner: workspace.clone(),
+            name: slug.clone(),
+            branch: None,
+        };
+        snyk.import(
+            &template.id,
+            &integration,
+            &target,
+            &ImportOptions::default(),
+        )
+        .await
+        .expect("201");
+    }
+    // The first letter of a slug: a name no repository has, but the prefix of several.
+    let prefix = &slugs[0][..1];
+    let matching = slugs.iter().filter(|s| s.starts_with(prefix)).count() as u64;
+    let requests = |s: &bb2snyk_sandbox::state::Stats| {
+        s.requests
+            .get("GET /rest/orgs/{org_id}/targets")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = requests(&sandbox.stats());
+    let name = format!("{workspace}/{prefix}");
+    assert!(!snyk.has_target(&template.id, &name).await.expect("REST"));
+    assert_eq!(
+        requests(&sandbox.stats()) - before,
+        matching,
+        "one page per matching target, every page read"
+    );
+    assert!(
+        snyk.has_target(&template.id, &format!("{workspace}/{}", slugs[0]))
+            .await
+            .expect("REST")
     );
 }

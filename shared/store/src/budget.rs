@@ -32,6 +32,12 @@ pub enum Next {
 /// Classifies an API's errors for [`Budget::call`].
 pub trait Retry {
     fn next(&self) -> Next;
+
+    /// True when the request reached the server and may have taken effect even though it failed: a 5xx, a
+    /// 408, a timeout or a reset after it was sent. [`Budget::call_write`] never sends such a call again.
+    fn may_have_happened(&self) -> bool {
+        false
+    }
 }
 
 /// Tries of one call that meets 429s, 5xx or network failures before its error is returned.
@@ -143,9 +149,30 @@ impl Budget {
         }
     }
 
-    /// Runs `call` under the budget: one slot per try, a fleet-wide pause on 429, backoff on passing failures,
-    /// up to 8 tries.
-    pub async fn call<T, E, F, Fut>(&self, mut call: F) -> Result<T, E>
+    /// Runs an idempotent `call` (a GET, a PUT) under the budget: one slot per try, a fleet-wide pause on
+    /// 429, backoff on passing failures, up to 8 tries.
+    pub async fn call<T, E, F, Fut>(&self, call: F) -> Result<T, E>
+    where
+        E: Retry + std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        self.run(true, call).await
+    }
+
+    /// Runs a call that must not happen twice (a POST that creates something) under the budget. It is tried
+    /// again only when it surely did not happen (a 429, a connection refused); after a failure that may
+    /// have happened the error is returned, for the caller to look before it writes again.
+    pub async fn call_write<T, E, F, Fut>(&self, call: F) -> Result<T, E>
+    where
+        E: Retry + std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        self.run(false, call).await
+    }
+
+    async fn run<T, E, F, Fut>(&self, idempotent: bool, mut call: F) -> Result<T, E>
     where
         E: Retry + std::fmt::Display,
         F: FnMut() -> Fut,
@@ -162,6 +189,7 @@ impl Budget {
             match error.next() {
                 _ if attempt >= ATTEMPTS => return Err(error),
                 Next::Fail => return Err(error),
+                _ if !idempotent && error.may_have_happened() => return Err(error),
                 Next::Pause(retry_after) => {
                     let pause = retry_after
                         .map(|d| d.min(MAX_PAUSE))

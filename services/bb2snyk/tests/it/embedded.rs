@@ -201,3 +201,42 @@ async fn secrets_stay_out_of_output_and_files_at_trace_level() {
         assert!(!holds_bearer_token(text), "a Bearer token leaked: {text}");
     }
 }
+
+/// A fifth of Snyk's POSTs take effect but are answered 502: no org is made twice, and an import is
+/// posted again only when its first job was still pending at the retry (Snyk shows no target until then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_through_ghost_writes_makes_nothing_twice_that_it_could_see() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 10,
+        repos_per_workspace: 20,
+        ghost_rate: 0.2,
+        job_ms: 300,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let truth = sandbox.stats().truth;
+    let dir = workdir("ghosts");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", dir.display().to_string()));
+    env.push(("BB2SNYK__PIPELINE__EMBEDDED_RETRY_TIERS_SECS", "1".into()));
+    let group = format!("--groupId={GROUP}");
+    let out = bb2snyk(&["run", group.as_str()], env, &dir).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let importable = truth.repositories - truth.empty;
+    assert!(
+        stdout(&out).contains(&format!("Imported {importable} target(s)")),
+        "{}",
+        stdout(&out)
+    );
+    let stats = sandbox.stats();
+    assert!(stats.ghost_writes > 0, "ghost writes were injected");
+    assert_eq!(stats.orgs_created, 10, "one org per workspace");
+    assert_eq!(stats.duplicate_org_names, 0);
+    let duplicates: u64 = stats.import_posts.values().map(|n| n - 1).sum();
+    println!(
+        "ghost writes {}, duplicate import jobs {duplicates}, posted again while the first job was pending {}",
+        stats.ghost_writes, stats.posts_while_pending
+    );
+    assert!(duplicates <= stats.posts_while_pending);
+}

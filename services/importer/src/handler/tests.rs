@@ -221,3 +221,65 @@ async fn a_corrupt_record_or_a_stray_message_is_parked_and_nothing_is_posted() {
     }
     assert_eq!(rig.sandbox.stats().import_posts_total, 0);
 }
+
+#[tokio::test]
+async fn after_a_ghost_import_snyk_is_read_before_posting_again() {
+    // The job is done at once: by the retry, Snyk shows the target, and nothing is posted again.
+    let fast = rig(Knobs {
+        job_ms: 0,
+        ghost_rate: 1.0,
+        ..Knobs::default()
+    })
+    .await;
+    let target = import(&fast.sandbox);
+    let id = target.target_id();
+    let request = Body::ImportRepo(target).to_message();
+    match fast.importer.handle(request.clone()).await {
+        Outcome::Retry { reason } => assert!(reason.contains("may have accepted"), "{reason}"),
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    let record = fast
+        .ledger
+        .target(&id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert!(record.maybe_requested);
+    let done = publishes(fast.importer.handle(request).await);
+    assert!(matches!(events(&done)[..], [Event::ImportCompleted(_)]));
+    assert_eq!(
+        fast.sandbox.stats().import_posts_total,
+        1,
+        "not posted again"
+    );
+    assert_eq!(
+        fast.ledger
+            .target(&id)
+            .await
+            .expect("read")
+            .map(|r| r.state),
+        Some(State::Imported)
+    );
+
+    // The job still runs at the retry: Snyk shows nothing yet, so it is posted again; the sandbox counts
+    // that duplicate as one no client could avoid.
+    let slow = rig(Knobs {
+        job_ms: 60_000,
+        ghost_rate: 1.0,
+        ..Knobs::default()
+    })
+    .await;
+    let request = Body::ImportRepo(import(&slow.sandbox)).to_message();
+    assert!(matches!(
+        slow.importer.handle(request.clone()).await,
+        Outcome::Retry { .. }
+    ));
+    slow.sandbox.update(|k| k.ghost_rate = 0.0);
+    let again = publishes(slow.importer.handle(request).await);
+    assert!(matches!(events(&again)[..], [Event::ImportRequested(_)]));
+    let stats = slow.sandbox.stats();
+    assert_eq!(
+        (stats.import_posts_total, stats.posts_while_pending),
+        (2, 1)
+    );
+}

@@ -115,3 +115,23 @@ async fn a_workspace_being_ensured_elsewhere_comes_back_later_without_spending_a
     ready_org(&publishes(creator.handle(message).await));
     assert_eq!(sandbox.stats().orgs_created, 1);
 }
+
+#[tokio::test]
+async fn an_org_created_behind_a_502_is_found_not_made_again() {
+    let (sandbox, creator, _) = rig(Knobs {
+        ghost_rate: 1.0,
+        ..Knobs::default()
+    })
+    .await;
+    let acme = discovered(&sandbox, "acme", Some("Acme"));
+    let org = ready_org(&publishes(creator.handle(acme.to_message()).await));
+    let stats = sandbox.stats();
+    assert_eq!((stats.ghost_writes, stats.orgs_created), (1, 1));
+    assert_eq!(stats.duplicate_org_names, 0);
+    assert!(
+        sandbox
+            .orgs()
+            .iter()
+            .any(|o| o.id == org && o.name == "Acme")
+    );
+}

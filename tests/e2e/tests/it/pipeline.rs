@@ -527,3 +527,36 @@ async fn a_redis_restart_mid_run_loses_nothing() {
     assert_eq!(sandbox.stats().orgs_created, 10);
     fleet.stop().await;
 }
+
+/// A fifth of Snyk's POSTs take effect but are answered 502, with two replicas of each stage: no org is
+/// made twice, and an import is posted again only when its first job was still pending at the retry.
+#[tokio::test]
+async fn ghost_writes_make_nothing_twice_that_could_be_seen() {
+    let fleet = fleet(
+        Knobs {
+            workspaces: 10,
+            repos_per_workspace: 20,
+            ghost_rate: 0.2,
+            job_ms: 300,
+            ..Knobs::default()
+        },
+        &[FAST],
+    )
+    .await;
+    let truth = fleet.sandbox.stats().truth;
+    let run_id = run_to_the_end(&fleet, truth.repositories).await;
+    let counts = fleet.ledger().await.counts(&run_id).await.expect("counts");
+    assert_eq!(counts.imported, truth.repositories - truth.empty);
+    assert_eq!(counts.parked, 0);
+    let stats = fleet.sandbox.stats();
+    assert!(stats.ghost_writes > 0, "ghost writes were injected");
+    assert_eq!(stats.orgs_created, 10, "one org per workspace");
+    assert_eq!(stats.duplicate_org_names, 0);
+    let duplicates = fleet.duplicate_imports();
+    println!(
+        "ghost writes {}, duplicate import jobs {duplicates}, posted again while the first job was pending {}",
+        stats.ghost_writes, stats.posts_while_pending
+    );
+    assert!(duplicates <= stats.posts_while_pending);
+    fleet.stop().await;
+}

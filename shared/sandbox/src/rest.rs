@@ -1,0 +1,170 @@
+//! Snyk REST: `GET /rest/orgs/{org_id}/targets`, as §7.1 of the API notes describes it. A target appears
+//! once an import job for it has completed (never while its job is pending), so a client that looks before
+//! it posts again can still duplicate an import whose job had not finished.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use crate::{App, state::JobOutcome};
+
+/// The first GA release of the targets endpoint; an earlier date finds no version (404).
+const GA: &str = "2024-02-21";
+const KNOWN: [&str; 9] = [
+    "version",
+    "limit",
+    "starting_after",
+    "ending_before",
+    "count",
+    "is_private",
+    "exclude_empty",
+    "url",
+    "display_name",
+];
+
+/// A JSON:API error, in REST's shape.
+fn error(status: StatusCode, detail: &str, parameter: Option<&str>) -> Response {
+    let mut e = json!({"status": status.as_u16().to_string(), "detail": detail});
+    if let Some(p) = parameter {
+        e["source"] = json!({"parameter": p});
+    }
+    (
+        status,
+        Json(json!({"jsonapi": {"version": "1.0"}, "errors": [e]})),
+    )
+        .into_response()
+}
+
+pub async fn targets(
+    State(app): State<App>,
+    Path(org_id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let state = app.0.lock();
+    if let Err(response) = crate::snyk::authorize(&state, &headers) {
+        return response;
+    }
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| !KNOWN.contains(&k.as_str()) && k.as_str() != "source_types")
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("Unknown query parameter '{unknown}'"),
+            Some(unknown),
+        );
+    }
+    match params.get("version") {
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "version is required",
+                Some("version"),
+            );
+        }
+        Some(v) if v.get(..10).is_none_or(|date| date < GA) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no version of this endpoint on or before that date",
+                None,
+            );
+        }
+        Some(_) => {}
+    }
+    if state.org(&org_id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("org {org_id} not found"),
+            None,
+        );
+    }
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be 1 to 100",
+                Some("limit"),
+            );
+        }
+    };
+    let limit = state
+        .knobs
+        .rest_page_limit
+        .map_or(limit, |cap| limit.min(cap.max(1)));
+    let exclude_empty = params.get("exclude_empty").is_none_or(|v| v != "false");
+    let prefix = params.get("display_name").cloned().unwrap_or_default();
+    // Each target once, by name, with whether any completed job gave it projects.
+    let now = Instant::now();
+    let mut found: BTreeMap<&str, bool> = BTreeMap::new();
+    for job in state
+        .jobs
+        .values()
+        .filter(|j| j.org_id == org_id && state.is_done(j, now))
+    {
+        if let JobOutcome::Complete { manifests } = &job.outcome {
+            *found.entry(job.target.as_str()).or_default() |= !manifests.is_empty();
+        }
+    }
+    let matching: Vec<&str> = found
+        .into_iter()
+        .filter(|(name, projects)| name.starts_with(&prefix) && (*projects || !exclude_empty))
+        .map(|(name, _)| name)
+        .collect();
+    let start = params
+        .get("starting_after")
+        .and_then(|c| c.strip_prefix("v1."))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|name| {
+            json!({"type": "target", "id": target_id(&org_id, name),
+                   "attributes": {"display_name": name, "url": format!("https://bitbucket.org/{name}"),
+                                  "is_private": true, "created_at": "2026-11-23T09:00:00Z"},
+                   "relationships": {"integration": {"data": {"type": "integration", "id": null,
+                                                              "attributes": {"integration_type": "bitbucket-connect-app"}}},
+                                     "organization": {"data": {"type": "organization", "id": org_id}}}})
+        })
+        .collect();
+    let mut links = json!({});
+    if start + limit < matching.len() {
+        // Relative to the REST base, without `/rest`, carrying every parameter.
+        let mut query: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k.as_str() != "starting_after")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        query.sort();
+        query.push(("starting_after".into(), format!("v1.{}", start + limit)));
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        links["next"] = json!(format!("/orgs/{org_id}/targets?{query}"));
+    }
+    Json(json!({"jsonapi": {"version": "1.0"}, "data": page, "links": links, "meta": {"count": matching.len()}}))
+        .into_response()
+}
+
+/// A stable id per org and target name.
+fn target_id(org_id: &str, name: &str) -> String {
+    let hash = format!("{org_id}/{name}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("00000000-0000-4000-8000-{:012x}", hash & 0xffff_ffff_ffff)
+}
