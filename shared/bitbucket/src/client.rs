@@ -148,8 +148,15 @@ impl Bitbucket {
         Ok(items)
     }
 
-    /// One GET, with the budget, the credential and the retry rules above.
+    /// One GET, with the budget, the credential and the retry rules above. Only URLs under the configured
+    /// API base are fetched: the credential never goes anywhere else.
     pub async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, BitbucketError> {
+        if !bb2snyk_http::is_within(&self.api_base, url) {
+            return Err(BitbucketError::ForeignUrl {
+                url: url.chars().take(200).collect(),
+                base: self.api_base.clone(),
+            });
+        }
         self.budget
             .call(|| async {
                 let authorization = self.credential.authorization().await?;

@@ -38,6 +38,11 @@ pub enum BitbucketError {
     Server { status: StatusCode },
     #[error("cannot reach Bitbucket: {0}")]
     Network(String),
+    #[error(
+        "refused to send the Bitbucket credential to {url}: it is not under bitbucket.api_base ({base}); a message, \
+         the ledger or an answer named a host bb2snyk was not configured with"
+    )]
+    ForeignUrl { url: String, base: String },
     #[error("Bitbucket answered {status} with an unexpected body: {body}")]
     Unexpected { status: StatusCode, body: String },
 }

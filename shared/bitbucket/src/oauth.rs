@@ -60,11 +60,25 @@ pub async fn exchange(
     let response = response.map_err(BitbucketError::network)?;
     let status = response.status();
     tracing::debug!(url = %token_url, %status, "bitbucket token exchange");
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // Passing: the exchange is tried again after the wait, never parked.
+        let retry_after = bb2snyk_http::retry_after(response.headers());
+        return Err(BitbucketError::RateLimited { retry_after });
+    }
     let text = response.text().await.map_err(BitbucketError::network)?;
     let answer: Answer = match serde_json::from_str(&text) {
         Ok(answer) => answer,
         Err(_) if status.is_server_error() => return Err(BitbucketError::Server { status }),
-        Err(_) => return Err(BitbucketError::unexpected(status, &text)),
+        // The body may hold a token: it is never quoted, only measured.
+        Err(_) => {
+            return Err(BitbucketError::Unexpected {
+                status,
+                body: format!(
+                    "a token endpoint body that is not JSON ({} bytes, withheld)",
+                    text.len()
+                ),
+            });
+        }
     };
     match (status, answer.access_token) {
         (StatusCode::OK, Some(token)) => Ok(AccessToken {

@@ -19,6 +19,23 @@ pub fn client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// True when `url` lies under `base`: the same scheme, host and port, no user info, and a path that is
+/// `base`'s or continues it. Every URL that arrives in a message, the ledger or an API answer is checked
+/// with this before a credential is sent to it.
+pub fn is_within(base: &str, url: &str) -> bool {
+    let (Ok(base), Ok(url)) = (reqwest::Url::parse(base), reqwest::Url::parse(url)) else {
+        return false;
+    };
+    let root = base.path().trim_end_matches('/');
+    let path = url.path();
+    base.scheme() == url.scheme()
+        && base.host_str() == url.host_str()
+        && base.port_or_known_default() == url.port_or_known_default()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && (path == root || path.starts_with(&format!("{root}/")))
+}
+
 /// `Retry-After` as delta-seconds or an HTTP date; `None` when absent or unreadable.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -69,6 +86,29 @@ mod tests {
                 wait <= ceiling && wait >= ceiling / 2,
                 "{attempt}: {wait:?}"
             );
+        }
+    }
+
+    #[test]
+    fn only_urls_under_the_base_are_within_it() {
+        let base = "https://api.bitbucket.org/2.0";
+        assert!(is_within(
+            base,
+            "https://api.bitbucket.org/2.0/repositories/acme?page=2"
+        ));
+        assert!(is_within(base, "https://api.bitbucket.org:443/2.0"));
+        for foreign in [
+            "https://evil.example/2.0/repositories/acme",
+            "http://api.bitbucket.org/2.0/repositories/acme",
+            "https://api.bitbucket.org:8443/2.0/repositories/acme",
+            "https://api.bitbucket.org/2.0x/repositories",
+            "https://api.bitbucket.org/repositories/acme",
+            "https://user:pw@api.bitbucket.org/2.0/repositories",
+            "https://api.bitbucket.org.evil.example/2.0/repositories",
+            "/2.0/repositories/acme",
+            "not a url",
+        ] {
+            assert!(!is_within(base, foreign), "{foreign}");
         }
     }
 

@@ -56,6 +56,18 @@ pub async fn token(State(app): State<App>, headers: HeaderMap, body: String) -> 
         state.counters.server_errors += 1;
         return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
     }
+    if state.knobs.token_429_rate > 0.0 && state.rng.unit() < state.knobs.token_429_rate {
+        *state.counters.rate_limited.entry("token").or_default() += 1;
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Rate limit for this resource has been exceeded",
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        return response;
+    }
     let outcome = exchange(&mut state, &headers, &body);
     match &outcome {
         Ok(_) => state.counters.token_exchanges += 1,

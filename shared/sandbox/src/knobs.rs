@@ -98,6 +98,9 @@ pub struct Knobs {
     /// Share of token requests answered 503 (the exchange is retried by a careful client).
     #[arg(long, default_value_t = 0.0)]
     pub token_fault_rate: f64,
+    /// Share of token requests answered 429 (with `Retry-After: 1`).
+    #[arg(long, default_value_t = 0.0)]
+    pub token_429_rate: f64,
     /// Bitbucket API requests allowed per window for the consumer (unlimited when absent).
     #[arg(long)]
     pub bitbucket_rate_limit: Option<u32>,

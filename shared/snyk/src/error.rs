@@ -24,6 +24,13 @@ pub enum SnykError {
         /// connection).
         sent: bool,
     },
+    #[error("SNYK_TOKEN holds characters no HTTP header can carry: set it to the API token alone")]
+    BadToken,
+    #[error(
+        "refused to send SNYK_TOKEN to {url}: it is not under snyk.api_base ({base}); a message, the ledger or an \
+         answer named a host bb2snyk was not configured with"
+    )]
+    ForeignUrl { url: String, base: String },
     #[error("Snyk answered {status} without the {what} it documents")]
     Unexpected {
         status: StatusCode,
@@ -75,7 +82,7 @@ impl SnykError {
 
     /// The token itself is wrong: no message will fare better until a person fixes it.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Unauthorized { .. })
+        matches!(self, Self::Unauthorized { .. } | Self::BadToken)
     }
 }
 

@@ -14,7 +14,10 @@ pub use model::{
     CreatedOrg, ImportOptions, Job, JobLog, JobStatus, OrgSummary, Project, Target,
     quiet_notifications,
 };
-use reqwest::{Method, StatusCode, header::LOCATION};
+use reqwest::{
+    Method, StatusCode,
+    header::{AUTHORIZATION, HeaderValue, LOCATION},
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -258,10 +261,18 @@ impl Client {
         let answer = self
             .request(Method::POST, &self.url(&path), Some(&body))
             .await?;
-        answer.location.ok_or(SnykError::Unexpected {
-            status: StatusCode::CREATED,
-            what: "Location header",
-        })
+        match answer.location {
+            // Checked now, so no poll ever carries a URL Snyk's answer could have pointed anywhere.
+            Some(url) if bb2snyk_http::is_within(&self.api_base, &url) => Ok(url),
+            Some(url) => Err(SnykError::ForeignUrl {
+                url: url.chars().take(200).collect(),
+                base: self.api_base.clone(),
+            }),
+            None => Err(SnykError::Unexpected {
+                status: StatusCode::CREATED,
+                what: "Location header",
+            }),
+        }
     }
 
     /// Whether the org already has `display_name` (`workspace/slug`) as a target: REST targets, every page,
@@ -301,6 +312,14 @@ impl Client {
         parse(&answer.body)
     }
 
+    /// `token <SNYK_TOKEN>`, marked sensitive so no debug output of the request shows it.
+    fn authorization(&self) -> Result<HeaderValue, SnykError> {
+        let mut value = HeaderValue::from_str(&format!("token {}", self.token.expose_secret()))
+            .map_err(|_| SnykError::BadToken)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
     fn url(&self, path_and_query: &str) -> String {
         format!("{}{path_and_query}", self.api_base)
     }
@@ -325,11 +344,19 @@ impl Client {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Answer, SnykError> {
+        if !bb2snyk_http::is_within(&self.api_base, url)
+            && !bb2snyk_http::is_within(&self.rest_base, url)
+        {
+            return Err(SnykError::ForeignUrl {
+                url: url.chars().take(200).collect(),
+                base: self.api_base.clone(),
+            });
+        }
         let call = || async {
-            let mut request = self.http.request(method.clone(), url).header(
-                "authorization",
-                format!("token {}", self.token.expose_secret()),
-            );
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .header(AUTHORIZATION, self.authorization()?);
             if let Some(body) = body {
                 request = request.json(body);
             }

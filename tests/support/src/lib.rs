@@ -56,6 +56,49 @@ where
     }
 }
 
+/// A listener on 127.0.0.1 that counts every connection made to it: a foreign host that must never be
+/// contacted (with a credential or at all).
+#[derive(Debug)]
+pub struct Tripwire {
+    addr: std::net::SocketAddr,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tripwire {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Self { addr, hits, task }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections made so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Tripwire {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A Redis server of a test's own, on a free port, for tests that stop and restart Redis without
 /// disturbing the shared one. Needs `redis-server` on the PATH (`.ci/run` installs it). Killed on drop.
 #[derive(Debug)]

@@ -156,3 +156,27 @@ async fn a_run_s_own_filters_skip_with_their_reason() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_next_link_to_another_host_is_parked_and_never_fetched() {
+    let (sandbox, discoverer, _) = rig(Knobs::default()).await;
+    let foreign = bb2snyk_test_support::Tripwire::start().await;
+    let workspace = sandbox.truth()[0]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_owned();
+    let page = Body::ReposPage(bb2snyk_messages::ReposPage {
+        org: org(&workspace, None),
+        next: format!("{}/2.0/repositories/{workspace}?page=2", foreign.url()),
+        page: 2,
+    });
+    match discoverer.handle(page.to_message()).await {
+        Outcome::Park { reason } => assert!(
+            reason.contains("refused to send the Bitbucket credential")
+                && reason.contains(&foreign.url()),
+            "{reason}"
+        ),
+        other => panic!("expected it parked, got {other:?}"),
+    }
+    assert_eq!(foreign.hits(), 0, "nothing was sent to the foreign host");
+}

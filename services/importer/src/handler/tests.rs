@@ -283,3 +283,47 @@ async fn after_a_ghost_import_snyk_is_read_before_posting_again() {
         (2, 1)
     );
 }
+
+#[tokio::test]
+async fn a_job_url_on_another_host_is_parked_and_never_polled() {
+    let rig = rig(Knobs::default()).await;
+    let foreign = bb2snyk_test_support::Tripwire::start().await;
+    let import = import(&rig.sandbox);
+    let job_url = format!(
+        "{}/v1/org/{}/integrations/x/import/job",
+        foreign.url(),
+        import.org_id
+    );
+    // From a message.
+    let poll = Body::PollImport(bb2snyk_messages::PollImport {
+        import: import.clone(),
+        job_url: job_url.clone(),
+        polls: 0,
+    });
+    match rig.importer.handle(poll.to_message()).await {
+        Outcome::Park { reason } => {
+            assert!(reason.contains("refused to send SNYK_TOKEN"), "{reason}")
+        }
+        other => panic!("expected it parked, got {other:?}"),
+    }
+    // From the ledger: the import follows the recorded job, whose poll is then parked the same way.
+    let record = bb2snyk_ledger::Record {
+        job_url: Some(job_url),
+        ..bb2snyk_ledger::Record::new(State::Requested, "run-0")
+    };
+    rig.ledger
+        .record(&import.target_id(), &record)
+        .await
+        .expect("write");
+    let follow = publishes(
+        rig.importer
+            .handle(Body::ImportRepo(import).to_message())
+            .await,
+    );
+    assert!(matches!(
+        rig.importer.handle(follow[0].message.clone()).await,
+        Outcome::Park { .. }
+    ));
+    assert_eq!(foreign.hits(), 0, "nothing was sent to the foreign host");
+    assert_eq!(rig.sandbox.stats().import_posts_total, 0);
+}

@@ -88,6 +88,38 @@ async fn a_flaky_token_endpoint_is_retried_and_still_exchanged_once() {
     );
 }
 
+/// A 429 from the token endpoint is passing: waited out and tried again, never taken for a credential error
+/// (which would park every message of the workspace).
+#[tokio::test]
+async fn a_429_from_the_token_endpoint_is_waited_out() {
+    let sandbox = Sandbox::start(Knobs {
+        token_429_rate: 1.0,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let settings = settings(&sandbox, &[]);
+    let consumer = bb2snyk_bitbucket::Consumer {
+        client_id: sandbox.knobs().client_id,
+        client_secret: secrecy::SecretString::from(sandbox.knobs().client_secret),
+    };
+    let error = bb2snyk_bitbucket::exchange(
+        &reqwest::Client::new(),
+        &settings.bitbucket.token_url,
+        &consumer,
+    )
+    .await
+    .expect_err("429");
+    assert!(error.is_transient() && !error.is_credentials(), "{error:?}");
+
+    sandbox.update(|k| k.token_429_rate = 0.5);
+    let r = replica(&settings, redis_url()).await;
+    r.provider.token().await.expect("a token after the 429s");
+    let stats = sandbox.stats();
+    assert_eq!(stats.token_exchanges, 1);
+    assert!(stats.rate_limited.get("token").copied().unwrap_or(0) >= 1);
+}
+
 #[tokio::test]
 async fn a_token_revoked_mid_walk_is_refreshed_once_and_the_walk_completes() {
     let sandbox = Sandbox::start(Knobs {
