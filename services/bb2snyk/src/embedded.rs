@@ -52,6 +52,7 @@ impl Embedded {
         let broker = MemoryBroker::new(RetryPolicy {
             tiers: settings.pipeline.retry_tiers.clone(),
             max_attempts: settings.pipeline.max_attempts,
+            max_body: settings.pipeline.max_message_bytes,
         });
         let http = crate::http(&settings)?;
         let importer = bb2snyk_importer::importer(&settings, http.clone(), store.clone())?;

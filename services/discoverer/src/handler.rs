@@ -87,7 +87,7 @@ impl Discoverer {
             let more = Body::ReposPage(ReposPage {
                 org: org.clone(),
                 next: next.to_owned(),
-                page: page + 1,
+                page: page.saturating_add(1),
             });
             publishes.push(more.publish());
         }

@@ -25,6 +25,8 @@ pub enum BrokerError {
         "RabbitMQ refused the message (nack) on exchange {exchange:?}; it will be published again"
     )]
     Nacked { exchange: String },
+    #[error("the message cannot be published: {0}")]
+    Unsendable(String),
     #[error("RabbitMQ did not confirm the message within {0:?}")]
     ConfirmTimeout(Duration),
     #[error(transparent)]

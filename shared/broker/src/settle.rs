@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::Instant};
 
+use std::panic::AssertUnwindSafe;
+
 use bb2snyk_telemetry::metrics;
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::{Handler, Message, Outcome, RetryPolicy, Route};
@@ -38,10 +41,34 @@ async fn handle_in_span(
 ) -> Vec<Settlement> {
     metrics::message(queue, &message.kind, "consumed");
     let started = Instant::now();
-    let outcome = handler.handle(message.clone()).await;
+    let outcome = if message.body.len() > policy.max_body {
+        Outcome::park(format!(
+            "its body is {} bytes, over the {} a stage reads (pipeline.max_message_bytes)",
+            message.body.len(),
+            policy.max_body
+        ))
+    } else {
+        // A handler that panics parks its message; the consumer goes on, and nothing is left unacked.
+        match AssertUnwindSafe(handler.handle(message.clone()))
+            .catch_unwind()
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(panic) => Outcome::park(format!("the handler panicked: {}", panic_text(&*panic))),
+        }
+    };
     metrics::handled(queue, &message.kind, started.elapsed());
     let retried = matches!(outcome, Outcome::Retry { .. });
-    let settlements = settle(policy, queue, message, outcome);
+    let mut settlements = settle(policy, queue, message, outcome);
+    // What the broker cannot carry (an AMQP short string holds 255 bytes) would fail every time it is
+    // sent: the delivery is parked instead of returning to its queue for ever.
+    if let Some(problem) = settlements.iter().find_map(|s| unsendable(s.message())) {
+        settlements = vec![Settlement::Parked {
+            queue: queue.to_owned(),
+            message: message.clipped(),
+            reason: bounded(format!("its follow-ups cannot be sent: {problem}")),
+        }];
+    }
     let parked = settlements.iter().any(|s| {
         matches!(s, Settlement::Parked { message: m, .. } if m.message_id == message.message_id)
     });
@@ -52,6 +79,78 @@ async fn handle_in_span(
     };
     metrics::message(queue, &message.kind, counted);
     settlements
+}
+
+/// The longest value of an AMQP short string (message id, correlation id, type).
+pub const MAX_PROPERTY: usize = 255;
+/// Park reasons (a header) are cut to this many bytes.
+pub const MAX_REASON: usize = 1024;
+
+/// Why `message` cannot be published as it is, if it cannot.
+pub(crate) fn unsendable(message: &Message) -> Option<String> {
+    [
+        ("type", &message.kind),
+        ("message_id", &message.message_id),
+        ("correlation_id", &message.correlation_id),
+    ]
+    .into_iter()
+    .find(|(_, value)| value.len() > MAX_PROPERTY)
+    .map(|(name, value)| {
+        format!(
+            "its {name} would be {} bytes; AMQP carries at most {MAX_PROPERTY}",
+            value.len()
+        )
+    })
+}
+
+impl Message {
+    /// The message with every property cut to what AMQP carries, so it can always be parked.
+    fn clipped(&self) -> Self {
+        let clip = |s: &String| cut(s, MAX_PROPERTY).to_owned();
+        Self {
+            kind: clip(&self.kind),
+            message_id: clip(&self.message_id),
+            correlation_id: clip(&self.correlation_id),
+            attempt: self.attempt,
+            body: self.body.clone(),
+        }
+    }
+}
+
+impl Settlement {
+    fn message(&self) -> &Message {
+        match self {
+            Self::Work { message, .. }
+            | Self::Later { message, .. }
+            | Self::Event { message, .. }
+            | Self::Parked { message, .. } => message,
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A park reason no longer than [`MAX_REASON`] bytes.
+fn bounded(reason: String) -> String {
+    if reason.len() <= MAX_REASON {
+        return reason;
+    }
+    format!("{}…", cut(&reason, MAX_REASON - 3))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }
 
 /// Where one message goes.
@@ -106,12 +205,12 @@ pub fn settle(
             })
             .collect(),
         Outcome::Retry { reason } => {
-            let tries = message.attempt + 1;
+            let tries = message.attempt.saturating_add(1);
             if tries >= policy.max_attempts {
                 return vec![Settlement::Parked {
                     queue: queue.to_owned(),
                     message: message.clone(),
-                    reason: format!("gave up after {tries} tries: {reason}"),
+                    reason: bounded(format!("gave up after {tries} tries: {reason}")),
                 }];
             }
             tracing::info!(%queue, message_id = %message.message_id, tries, %reason, "will retry");
@@ -127,7 +226,7 @@ pub fn settle(
         Outcome::Park { reason } => vec![Settlement::Parked {
             queue: queue.to_owned(),
             message: message.clone(),
-            reason,
+            reason: bounded(reason),
         }],
     }
 }
@@ -174,6 +273,55 @@ mod tests {
                 reason: "gave up after 6 tries: 503".into()
             }]
         );
+    }
+
+    /// A handler whose outcome the test chooses, or that panics.
+    struct Scripted(Option<Outcome>);
+
+    impl Handler for Scripted {
+        fn handle(&self, _: Message) -> futures_util::future::BoxFuture<'_, Outcome> {
+            let outcome = self.0.clone();
+            Box::pin(async move { outcome.unwrap_or_else(|| panic!("a bug in the handler")) })
+        }
+    }
+
+    async fn run(outcome: Option<Outcome>, message: Message) -> Vec<Settlement> {
+        let handler: Arc<dyn Handler> = Arc::new(Scripted(outcome));
+        handle(&RetryPolicy::default(), "importer", &handler, &message).await
+    }
+
+    fn reason(settled: &[Settlement]) -> &str {
+        match settled {
+            [Settlement::Parked { reason, .. }] => reason,
+            other => panic!("expected it parked, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_a_message_carries_can_wedge_its_stage() {
+        // A panic parks the delivery with the panic's message.
+        let settled = run(None, message(0)).await;
+        assert!(reason(&settled).contains("the handler panicked: a bug in the handler"));
+
+        // A body over the limit is parked unread.
+        let mut big = message(0);
+        big.body = vec![b' '; RetryPolicy::default().max_body + 1];
+        let ok = Some(Outcome::ack());
+        assert!(reason(&run(ok.clone(), big).await).contains("over the 1048576 a stage reads"));
+
+        // A follow-up AMQP cannot carry (a 400-byte run id in its correlation id) parks the delivery.
+        let mut long = message(0);
+        long.correlation_id = "r".repeat(400);
+        let follow_up = Some(Outcome::Ack(vec![Publish::to_queue("importer", long)]));
+        let settled = run(follow_up, message(0)).await;
+        assert!(reason(&settled).contains("correlation_id would be 400 bytes"));
+
+        // Reasons are bounded, and an attempt count at its maximum does not overflow.
+        let mut worn = message(u32::MAX);
+        worn.attempt = u32::MAX;
+        let settled = run(Some(Outcome::retry("x".repeat(5000))), worn).await;
+        assert!(reason(&settled).len() <= MAX_REASON);
+        assert!(reason(&settled).starts_with("gave up after"));
     }
 
     #[test]

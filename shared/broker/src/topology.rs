@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
-/// How often, and after how long, a message that asked to be retried is tried again.
+/// How deliveries are settled: how often, and after how long, a message that asked to be retried is tried
+/// again, and the largest body a handler is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Waits before retry 1, 2, ...; the last repeats.
     pub tiers: Vec<Duration>,
     /// Tries in all, the first included, before the message is parked.
     pub max_attempts: u32,
+    /// A larger body is parked unread.
+    pub max_body: usize,
 }
 
 impl Default for RetryPolicy {
@@ -20,6 +23,7 @@ impl Default for RetryPolicy {
                 .map(Duration::from_secs)
                 .collect(),
             max_attempts: 6,
+            max_body: 1024 * 1024,
         }
     }
 }

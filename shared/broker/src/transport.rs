@@ -99,6 +99,10 @@ impl AmqpBroker {
         message: &Message,
         reason: Option<&str>,
     ) -> Result<(), BrokerError> {
+        // lapin cannot encode an overlong short string; refused here rather than failing in the encoder.
+        if let Some(problem) = crate::settle::unsendable(message) {
+            return Err(BrokerError::Unsendable(problem));
+        }
         let mut headers = FieldTable::default();
         headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(message.attempt));
         if let Some(reason) = reason {

@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR};
 
+/// Bounds of a message's fields, in bytes: ids (runs, groups, orgs, integrations), names (workspace and
+/// repository slugs, display names, branches), and URLs.
+const ID: usize = 128;
+const NAME: usize = 255;
+const URL: usize = 2048;
+
 /// Declares [`Body`] from one list: each variant's wire `type` is written once, and serde, [`Body::kind`]
 /// and [`Body::KINDS`] all read it from there.
 macro_rules! bodies {
@@ -186,10 +192,13 @@ impl Body {
         }
     }
 
-    /// Reads a delivery; the error is the reason to park it with.
+    /// Reads a delivery; the error is the reason to park it with. Every field is bounded here, before a
+    /// stage acts on it or copies it into what it sends (a run id becomes an AMQP property).
     pub fn from_message(message: &Message) -> Result<Self, String> {
         let body: Self = serde_json::from_slice(&message.body)
             .map_err(|e| format!("malformed message ({}): {e}", message.kind))?;
+        body.check()
+            .map_err(|e| format!("malformed message ({}): {e}", body.kind()))?;
         if !message.kind.is_empty() && message.kind != body.kind() {
             return Err(format!(
                 "malformed message: its type property says {} but its body is {}",
@@ -198,6 +207,49 @@ impl Body {
             ));
         }
         Ok(body)
+    }
+
+    /// Each field within its bound, with no control characters.
+    fn check(&self) -> Result<(), String> {
+        for (name, value, max) in self.bounded_fields() {
+            if value.len() > max {
+                return Err(format!("{name} is {} bytes, at most {max}", value.len()));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(format!("{name} holds control characters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every string field with its bound.
+    fn bounded_fields(&self) -> Vec<Bounded<'_>> {
+        match self {
+            Self::RunRequested(r) => vec![
+                ("run_id", &r.run_id, ID),
+                ("group_id", &r.group_id, ID),
+                ("source_org_id", or_empty(&r.source_org_id), ID),
+            ],
+            Self::WorkspaceDiscovered(w) => vec![
+                ("run_id", &w.run_id, ID),
+                ("group_id", &w.group_id, ID),
+                ("source_org_id", or_empty(&w.source_org_id), ID),
+                ("workspace", &w.workspace, NAME),
+                ("name", or_empty(&w.name), NAME),
+            ],
+            Self::OrgReady(o) => org_fields(o),
+            Self::ReposPage(p) => {
+                let mut f = org_fields(&p.org);
+                f.push(("next", &p.next, URL));
+                f
+            }
+            Self::ImportRepo(i) => import_fields(i),
+            Self::PollImport(p) => {
+                let mut f = import_fields(&p.import);
+                f.push(("job_url", &p.job_url, URL));
+                f
+            }
+        }
     }
 
     /// What the message is about, in words: the repository, workspace or run.
@@ -213,103 +265,33 @@ impl Body {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A field's name, value and bound in bytes.
+type Bounded<'a> = (&'static str, &'a str, usize);
 
-    fn import() -> ImportRepo {
-        ImportRepo {
-            run_id: "run-1".into(),
-            org_id: "o".into(),
-            integration_id: "i".into(),
-            target: Target {
-                owner: "acme".into(),
-                name: "api".into(),
-                branch: Some("main".into()),
-            },
-            failed_jobs: 0,
-        }
-    }
-
-    #[test]
-    fn round_trips_with_a_versioned_type_and_a_stable_id() {
-        let body = Body::ImportRepo(import());
-        let message = body.to_message();
-        assert_eq!(message.kind, "repo.import.v1");
-        let json: serde_json::Value = serde_json::from_slice(&message.body).expect("JSON");
-        assert_eq!(json["type"], "repo.import.v1");
-        assert_eq!(Body::from_message(&message), Ok(body.clone()));
-        assert_eq!(body.to_message().message_id, message.message_id);
-        assert_eq!(import().target_id(), "o:i:api:acme:main");
-        let retried = Body::ImportRepo(ImportRepo {
-            failed_jobs: 1,
-            ..import()
-        });
-        assert_ne!(retried.message_id(), message.message_id);
-    }
-
-    #[test]
-    fn kinds_are_the_serde_names() {
-        let run = RunRequested {
-            run_id: "r".into(),
-            group_id: "g".into(),
-            source_org_id: None,
-            filters: None,
-        };
-        for body in [
-            Body::RunRequested(run),
-            Body::ImportRepo(import()),
-            Body::PollImport(PollImport {
-                import: import(),
-                job_url: "https://snyk/job".into(),
-                polls: 2,
-            }),
-        ] {
-            let json: serde_json::Value =
-                serde_json::from_slice(&body.to_message().body).expect("JSON");
-            assert_eq!(json["type"], body.kind());
-            assert!(Body::KINDS.contains(&body.kind()));
-        }
-        assert_eq!(Body::KINDS.len(), 6);
-    }
-
-    #[test]
-    fn malformed_messages_say_why() {
-        let mut message = Body::ImportRepo(import()).to_message();
-        for (body, expected) in [
-            (
-                &b"not json"[..],
-                "malformed message (repo.import.v1): expected",
-            ),
-            (
-                br#"{"type":"repo.delete.v1"}"#,
-                "unknown variant `repo.delete.v1`",
-            ),
-            (
-                br#"{"type":"repo.import.v1","run_id":"r"}"#,
-                "missing field `org_id`",
-            ),
-            (
-                br#"{"type":"run.requested.v1","run_id":"r","group_id":"g","filters":{"exclude":["a-["]}}"#,
-                "not a valid glob",
-            ),
-        ] {
-            message.body = body.to_vec();
-            let reason = Body::from_message(&message).expect_err("malformed");
-            assert!(reason.contains(expected), "{reason}");
-        }
-        let mut wrong = Body::RunRequested(RunRequested {
-            filters: None,
-            run_id: "r".into(),
-            group_id: "g".into(),
-            source_org_id: None,
-        })
-        .to_message();
-        wrong.kind = "repo.import.v1".into();
-        assert!(
-            Body::from_message(&wrong)
-                .expect_err("mismatch")
-                .contains("its type property says")
-        );
-    }
+fn or_empty(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("")
 }
+
+fn org_fields(o: &OrgReady) -> Vec<Bounded<'_>> {
+    vec![
+        ("run_id", &o.run_id, ID),
+        ("group_id", &o.group_id, ID),
+        ("workspace", &o.workspace, NAME),
+        ("org_id", &o.org_id, ID),
+        ("integration_id", &o.integration_id, ID),
+    ]
+}
+
+fn import_fields(i: &ImportRepo) -> Vec<Bounded<'_>> {
+    vec![
+        ("run_id", &i.run_id, ID),
+        ("org_id", &i.org_id, ID),
+        ("integration_id", &i.integration_id, ID),
+        ("target.owner", &i.target.owner, NAME),
+        ("target.name", &i.target.name, NAME),
+        ("target.branch", or_empty(&i.target.branch), NAME),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

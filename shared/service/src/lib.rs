@@ -201,6 +201,7 @@ pub fn topology(settings: &Settings) -> Topology {
         retry: RetryPolicy {
             tiers: settings.pipeline.retry_tiers.clone(),
             max_attempts: settings.pipeline.max_attempts,
+            max_body: settings.pipeline.max_message_bytes,
         },
         expires: settings.amqp.expires,
     }

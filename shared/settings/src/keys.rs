@@ -242,6 +242,13 @@ pub const KEYS: &[Key] = &[
         help: "tries of one message, the first included, before it is parked with its reason",
     },
     Key {
+        path: "pipeline.max_message_bytes",
+        env: None,
+        default: Some("1048576"),
+        secret: false,
+        help: "the largest message body a stage reads; a larger one is parked unread",
+    },
+    Key {
         path: "pipeline.drain_secs",
         env: None,
         default: Some("30"),

@@ -98,6 +98,8 @@ pub struct PipelineSettings {
     /// The tiers `bb2snyk run`, `import` and `demo` use instead.
     pub embedded_retry_tiers: Vec<Duration>,
     pub max_attempts: u32,
+    /// The largest message body a stage reads.
+    pub max_message_bytes: usize,
     pub drain: Duration,
 }
 
@@ -312,6 +314,7 @@ impl Settings {
                         seconds(&self.pipeline.embedded_retry_tiers)
                     }
                     "pipeline.max_attempts" => self.pipeline.max_attempts.to_string(),
+                    "pipeline.max_message_bytes" => self.pipeline.max_message_bytes.to_string(),
                     "pipeline.drain_secs" => self.pipeline.drain.as_secs().to_string(),
                     "redis.url" => redact_url(&self.redis.url),
                     "redis.prefix" => self.redis.prefix.clone(),

@@ -114,6 +114,8 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             retry_tiers: r.durations("pipeline.retry_tiers_secs")?,
             embedded_retry_tiers: r.durations("pipeline.embedded_retry_tiers_secs")?,
             max_attempts: r.number("pipeline.max_attempts", 1..=100)? as u32,
+            max_message_bytes: r.number("pipeline.max_message_bytes", 1024..=16 * 1024 * 1024)?
+                as usize,
             drain: Duration::from_secs(r.number("pipeline.drain_secs", 1..=3600)?),
         },
         redis: RedisSettings {

@@ -43,18 +43,18 @@ impl Importer {
             ..Record::new(State::Requested, &poll.import.run_id)
         };
         match job.status {
-            JobStatus::Pending if poll.polls + 1 >= self.policy.max_polls => {
+            JobStatus::Pending if poll.polls.saturating_add(1) >= self.policy.max_polls => {
                 let reason = format!(
                     "import job {} still pending after {} polls",
                     job.id,
-                    poll.polls + 1
+                    poll.polls.saturating_add(1)
                 );
                 self.settle_parked(&id, record, reason).await
             }
             JobStatus::Pending => Outcome::Ack(vec![self.poll_later(
                 poll.import,
                 poll.job_url,
-                poll.polls + 1,
+                poll.polls.saturating_add(1),
             )]),
             JobStatus::Complete => {
                 record.state = State::Imported;
@@ -87,7 +87,7 @@ impl Importer {
                 let failed_jobs = if replayed {
                     0
                 } else {
-                    poll.import.failed_jobs + 1
+                    poll.import.failed_jobs.saturating_add(1)
                 };
                 if failed_jobs >= self.policy.max_failed_jobs {
                     return self

@@ -11,6 +11,7 @@ async fn retries_park_and_follow_ups_settle_then_the_broker_is_idle() {
     let broker = MemoryBroker::new(RetryPolicy {
         tiers: vec![Duration::from_millis(20), Duration::from_millis(40)],
         max_attempts: 4,
+        ..RetryPolicy::default()
     });
     let stage = Arc::new(Stage::new(2));
     let sink = Arc::new(Sink::default());

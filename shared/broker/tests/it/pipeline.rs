@@ -22,6 +22,7 @@ async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
         retry: RetryPolicy {
             tiers: vec![Duration::from_secs(1), Duration::from_secs(2)],
             max_attempts: 3,
+            ..RetryPolicy::default()
         },
         expires: Some(Duration::from_secs(120)),
     };

@@ -3,4 +3,5 @@
 
 mod deployment;
 mod endpoints;
+mod hostile;
 mod pipeline;

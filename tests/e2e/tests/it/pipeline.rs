@@ -12,7 +12,7 @@ use bb2snyk_settings::Settings;
 use bb2snyk_test_support::{unique, wait_for};
 
 /// Snyk's budget is far above what these tenants need, unless a test paces it.
-const FAST: (&str, &str) = ("BB2SNYK__SNYK__RATE_BUDGET", "20000");
+pub(crate) const FAST: (&str, &str) = ("BB2SNYK__SNYK__RATE_BUDGET", "20000");
 /// Paced to 10 Snyk calls a second after a burst of 100, about 30 s, so a fault lands mid-run.
 const PACED: [(&str, &str); 2] = [
     ("BB2SNYK__SNYK__RATE_BUDGET", "100"),
@@ -31,7 +31,7 @@ async fn paced_fleet(own: (&str, &str)) -> TestFleet {
 }
 
 /// Two replicas of each stage against the sandbox.
-async fn fleet(knobs: Knobs, env: &[(&str, &str)]) -> TestFleet {
+pub(crate) async fn fleet(knobs: Knobs, env: &[(&str, &str)]) -> TestFleet {
     let mut fleet = TestFleet::start(knobs, "e2e", env).await;
     fleet.spawn(&ALL, 2);
     fleet
@@ -108,7 +108,7 @@ async fn listen_to_events(settings: &Settings) -> (lapin::Channel, String) {
 }
 
 /// Publishes a run request and waits until every discovered target is imported, skipped or parked.
-async fn run_to_the_end(fleet: &TestFleet, expected_targets: u64) -> String {
+pub(crate) async fn run_to_the_end(fleet: &TestFleet, expected_targets: u64) -> String {
     let run = fleet.request_run().await;
     wait_for("every target settled", Duration::from_secs(120), || async {
         let discovered = run.ledger.counts(&run.id).await.ok()?.discovered;

@@ -1,0 +1,112 @@
+//! Messages on the wire: versioned types, stable ids, and what a malformed or overlong one is told.
+
+use super::*;
+
+fn import() -> ImportRepo {
+    ImportRepo {
+        run_id: "run-1".into(),
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        target: Target {
+            owner: "acme".into(),
+            name: "api".into(),
+            branch: Some("main".into()),
+        },
+        failed_jobs: 0,
+    }
+}
+
+#[test]
+fn round_trips_with_a_versioned_type_and_a_stable_id() {
+    let body = Body::ImportRepo(import());
+    let message = body.to_message();
+    assert_eq!(message.kind, "repo.import.v1");
+    let json: serde_json::Value = serde_json::from_slice(&message.body).expect("JSON");
+    assert_eq!(json["type"], "repo.import.v1");
+    assert_eq!(Body::from_message(&message), Ok(body.clone()));
+    assert_eq!(body.to_message().message_id, message.message_id);
+    assert_eq!(import().target_id(), "o:i:api:acme:main");
+    let retried = Body::ImportRepo(ImportRepo {
+        failed_jobs: 1,
+        ..import()
+    });
+    assert_ne!(retried.message_id(), message.message_id);
+}
+
+#[test]
+fn kinds_are_the_serde_names() {
+    let run = RunRequested {
+        run_id: "r".into(),
+        group_id: "g".into(),
+        source_org_id: None,
+        filters: None,
+    };
+    for body in [
+        Body::RunRequested(run),
+        Body::ImportRepo(import()),
+        Body::PollImport(PollImport {
+            import: import(),
+            job_url: "https://snyk/job".into(),
+            polls: 2,
+        }),
+    ] {
+        let json: serde_json::Value =
+            serde_json::from_slice(&body.to_message().body).expect("JSON");
+        assert_eq!(json["type"], body.kind());
+        assert!(Body::KINDS.contains(&body.kind()));
+    }
+    assert_eq!(Body::KINDS.len(), 6);
+}
+
+#[test]
+fn malformed_messages_say_why() {
+    let mut message = Body::ImportRepo(import()).to_message();
+    for (body, expected) in [
+        (
+            &b"not json"[..],
+            "malformed message (repo.import.v1): expected",
+        ),
+        (
+            br#"{"type":"repo.delete.v1"}"#,
+            "unknown variant `repo.delete.v1`",
+        ),
+        (
+            br#"{"type":"repo.import.v1","run_id":"r"}"#,
+            "missing field `org_id`",
+        ),
+        (
+            br#"{"type":"run.requested.v1","run_id":"r","group_id":"g","filters":{"exclude":["a-["]}}"#,
+            "not a valid glob",
+        ),
+    ] {
+        message.body = body.to_vec();
+        let reason = Body::from_message(&message).expect_err("malformed");
+        assert!(reason.contains(expected), "{reason}");
+    }
+    let long = Body::RunRequested(RunRequested {
+        run_id: "r".repeat(400),
+        group_id: "g".into(),
+        source_org_id: None,
+        filters: None,
+    });
+    let mut message = long.to_message();
+    message.correlation_id = "short".into();
+    let reason = Body::from_message(&message).expect_err("too long");
+    assert!(
+        reason.contains("run_id is 400 bytes, at most 128"),
+        "{reason}"
+    );
+    let mut wrong = Body::RunRequested(RunRequested {
+        filters: None,
+        run_id: "r".into(),
+        group_id: "g".into(),
+        source_org_id: None,
+    })
+    .to_message();
+    wrong.kind = "repo.import.v1".into();
+    assert!(
+        Body::from_message(&wrong)
+            .expect_err("mismatch")
+            .contains("its type property says")
+    );
+}
