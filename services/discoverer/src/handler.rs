@@ -35,9 +35,13 @@ impl Handler for Discoverer {
     }
 }
 
-/// Passing Bitbucket failures are retried; credentials, scopes and missing workspaces are parked.
+/// Passing Bitbucket failures are retried; credentials, scopes and missing workspaces are parked; a call the
+/// budget had no slot for comes back when it will.
 fn failure(e: BitbucketError) -> Outcome {
-    Outcome::failed(e.is_transient(), e.to_string())
+    match e.deferred() {
+        Some(wait) => Outcome::defer(wait),
+        None => Outcome::failed(e.is_transient(), e.to_string()),
+    }
 }
 
 impl Discoverer {

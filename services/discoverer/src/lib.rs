@@ -70,7 +70,7 @@ pub fn discoverer(
 ) -> Result<Discoverer, ServiceError> {
     Ok(Discoverer {
         filter: RepoFilter::new(&settings.discovery),
-        bitbucket: Bitbucket::from_settings(settings, http, Some(store.clone()))?,
+        bitbucket: Bitbucket::for_stage(settings, http, Some(store.clone()))?,
         ledger: Ledger::new(store),
     })
 }

@@ -169,7 +169,7 @@ impl Importer {
                 });
                 Some(Outcome::Ack(vec![completed.publish()]))
             }
-            Err(e) => Some(Outcome::failed(e.is_transient(), e.to_string())),
+            Err(e) => Some(snyk_failure(e)),
         }
     }
 
@@ -240,6 +240,9 @@ impl Importer {
 
     /// A Snyk call failed: passing failures are retried; the rest park the message with Snyk's reason.
     async fn failed_call(&self, id: &str, run: &str, attempts: u32, e: SnykError) -> Outcome {
+        if let Some(wait) = e.deferred() {
+            return Outcome::defer(wait);
+        }
         if e.is_transient() {
             return Outcome::retry(e.to_string());
         }
@@ -257,6 +260,14 @@ impl Importer {
             Ok(()) => Outcome::park(reason),
             Err(e) => ledger_failure(e),
         }
+    }
+}
+
+/// A Snyk read that failed: deferred while the budget has no slot, retried while it may pass, else parked.
+fn snyk_failure(e: SnykError) -> Outcome {
+    match e.deferred() {
+        Some(wait) => Outcome::defer(wait),
+        None => Outcome::failed(e.is_transient(), e.to_string()),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn importer(
     store: Store,
 ) -> Result<Importer, ServiceError> {
     Ok(Importer::new(
-        Snyk::from_settings(settings, http, Some(store.clone()))?,
+        Snyk::for_stage(settings, http, Some(store.clone()))?,
         Ledger::new(store),
         ImportOptions::default(),
         Policy {

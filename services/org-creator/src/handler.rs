@@ -66,7 +66,10 @@ impl OrgCreator {
                 Err(e) => Outcome::failed(e.is_transient(), format!("ledger: {e}")),
             },
             Ok(Err(parked)) => parked,
-            Err(e) => Outcome::failed(e.is_transient(), e.to_string()),
+            Err(e) => match e.deferred() {
+                Some(wait) => Outcome::defer(wait),
+                None => Outcome::failed(e.is_transient(), e.to_string()),
+            },
         };
         if let Err(e) = lock.release().await {
             tracing::debug!(error = %e, "org lock left to expire");

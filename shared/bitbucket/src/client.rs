@@ -53,8 +53,28 @@ impl Bitbucket {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
+        Self::build(settings, http, store, None)
+    }
+
+    /// For a pipeline stage: as [`Bitbucket::from_settings`], but a call that would wait longer than
+    /// `pipeline.max_hold_secs` for the budget answers [`BitbucketError::Deferred`] so its message comes back
+    /// later instead of holding its delivery.
+    pub fn for_stage(
+        settings: &Settings,
+        http: reqwest::Client,
+        store: Option<Store>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(settings, http, store, Some(settings.pipeline.max_hold))
+    }
+
+    fn build(
+        settings: &Settings,
+        http: reqwest::Client,
+        store: Option<Store>,
+        max_hold: Option<std::time::Duration>,
+    ) -> Result<Self, ConfigError> {
         let credential = credentials::from_settings(settings, http.clone(), store.clone())?;
-        let budget = Budget::new(
+        let mut budget = Budget::new(
             store,
             BudgetConfig {
                 api: "bitbucket",
@@ -63,6 +83,9 @@ impl Bitbucket {
                 window: settings.bitbucket.rate_window,
             },
         );
+        if let Some(max) = max_hold {
+            budget = budget.holding_at_most(max);
+        }
         Ok(Self::new(
             http,
             &settings.bitbucket.api_base,

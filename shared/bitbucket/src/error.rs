@@ -39,6 +39,10 @@ pub enum BitbucketError {
     #[error("cannot reach Bitbucket: {0}")]
     Network(String),
     #[error(
+        "Bitbucket's budget has no slot for {wait:?}; the message comes back then rather than hold its delivery"
+    )]
+    Deferred { wait: Duration },
+    #[error(
         "refused to send the Bitbucket credential to {url}: it is not under bitbucket.api_base ({base}); a message, \
          the ledger or an answer named a host bb2snyk was not configured with"
     )]
@@ -58,6 +62,12 @@ struct Inner {
     detail: Option<serde_json::Value>,
 }
 
+impl From<bb2snyk_store::Overdue> for BitbucketError {
+    fn from(o: bb2snyk_store::Overdue) -> Self {
+        Self::Deferred { wait: o.wait }
+    }
+}
+
 impl bb2snyk_store::Retry for BitbucketError {
     fn next(&self) -> bb2snyk_store::Next {
         use bb2snyk_store::Next;
@@ -74,8 +84,19 @@ impl BitbucketError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Network(_) | Self::Server { .. } | Self::RateLimited { .. }
+            Self::Network(_)
+                | Self::Server { .. }
+                | Self::RateLimited { .. }
+                | Self::Deferred { .. }
         )
+    }
+
+    /// How long to wait before the message comes back, when the call gave up waiting for the budget.
+    pub fn deferred(&self) -> Option<Duration> {
+        match self {
+            Self::Deferred { wait } => Some(*wait),
+            _ => None,
+        }
     }
 
     /// The credentials or their scopes are wrong: a person has to change the configuration.

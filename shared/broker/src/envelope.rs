@@ -66,6 +66,9 @@ pub enum Outcome {
     Retry { reason: String },
     /// A permanent failure: keep the message in the parking queue with this reason for a person to replay.
     Park { reason: String },
+    /// Not a failure: the message comes back after at least `after` (through the retry tier that fits),
+    /// spending no attempt; its delivery is freed now rather than held (a rate budget with no slot yet).
+    Defer { after: Duration },
 }
 
 impl Outcome {
@@ -83,6 +86,10 @@ impl Outcome {
         Self::Park {
             reason: reason.into(),
         }
+    }
+
+    pub fn defer(after: Duration) -> Self {
+        Self::Defer { after }
     }
 
     /// A failure: retried when it may pass (`transient`), parked with its reason when it will not.

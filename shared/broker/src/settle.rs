@@ -58,7 +58,7 @@ async fn handle_in_span(
         }
     };
     metrics::handled(queue, &message.kind, started.elapsed());
-    let retried = matches!(outcome, Outcome::Retry { .. });
+    let retried = matches!(outcome, Outcome::Retry { .. } | Outcome::Defer { .. });
     let mut settlements = settle(policy, queue, message, outcome);
     // What the broker cannot carry (an AMQP short string holds 255 bytes) would fail every time it is
     // sent: the delivery is parked instead of returning to its queue for ever.
@@ -223,6 +223,11 @@ pub fn settle(
                 },
             }]
         }
+        Outcome::Defer { after } => vec![Settlement::Later {
+            queue: queue.to_owned(),
+            tier: policy.tier_for_delay(after),
+            message: message.clone(),
+        }],
         Outcome::Park { reason } => vec![Settlement::Parked {
             queue: queue.to_owned(),
             message: message.clone(),
@@ -339,5 +344,20 @@ mod tests {
         assert!(matches!(&settled[0], Settlement::Work { queue, .. } if queue == "importer"));
         assert!(matches!(&settled[1], Settlement::Later { tier: 1, .. }));
         assert!(settle(&RetryPolicy::default(), "q", &message(0), Outcome::ack()).is_empty());
+        // Deferred: back through the tier that fits, its attempts untouched.
+        let deferred = settle(
+            &RetryPolicy::default(),
+            "importer",
+            &message(2),
+            Outcome::defer(Duration::from_secs(45)),
+        );
+        assert_eq!(
+            deferred,
+            vec![Settlement::Later {
+                queue: "importer".into(),
+                tier: 1,
+                message: message(2)
+            }]
+        );
     }
 }

@@ -249,6 +249,13 @@ pub const KEYS: &[Key] = &[
         help: "the largest message body a stage reads; a larger one is parked unread",
     },
     Key {
+        path: "pipeline.max_hold_secs",
+        env: None,
+        default: Some("300"),
+        secret: false,
+        help: "the longest a stage waits for a rate budget (or a 429 pause) while holding a delivery; past it the message comes back later through a retry tier (keep it well under RabbitMQ's consumer_timeout, 30 min by default)",
+    },
+    Key {
         path: "pipeline.drain_secs",
         env: None,
         default: Some("30"),

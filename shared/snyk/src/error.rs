@@ -24,6 +24,10 @@ pub enum SnykError {
         /// connection).
         sent: bool,
     },
+    #[error(
+        "Snyk's budget has no slot for {wait:?}; the message comes back then rather than hold its delivery"
+    )]
+    Deferred { wait: Duration },
     #[error("SNYK_TOKEN holds characters no HTTP header can carry: set it to the API token alone")]
     BadToken,
     #[error(
@@ -70,8 +74,19 @@ impl SnykError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Network { .. }
+            Self::RateLimited { .. }
+                | Self::Server { .. }
+                | Self::Network { .. }
+                | Self::Deferred { .. }
         )
+    }
+
+    /// How long to wait before the message comes back, when the call gave up waiting for the budget.
+    pub fn deferred(&self) -> Option<Duration> {
+        match self {
+            Self::Deferred { wait } => Some(*wait),
+            _ => None,
+        }
     }
 
     /// The request reached Snyk and may have taken effect though it failed: a 5xx, a 408, a timeout or a
@@ -83,6 +98,12 @@ impl SnykError {
     /// The token itself is wrong: no message will fare better until a person fixes it.
     pub fn is_configuration(&self) -> bool {
         matches!(self, Self::Unauthorized { .. } | Self::BadToken)
+    }
+}
+
+impl From<bb2snyk_store::Overdue> for SnykError {
+    fn from(o: bb2snyk_store::Overdue) -> Self {
+        Self::Deferred { wait: o.wait }
     }
 }
 

@@ -96,8 +96,28 @@ impl Client {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
+        Self::build(settings, http, store, None)
+    }
+
+    /// For a pipeline stage: as [`Client::from_settings`], but a call that would wait longer than
+    /// `pipeline.max_hold_secs` for the budget answers [`SnykError::Deferred`] so its message comes back later
+    /// instead of holding its delivery.
+    pub fn for_stage(
+        settings: &Settings,
+        http: reqwest::Client,
+        store: Option<Store>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(settings, http, store, Some(settings.pipeline.max_hold))
+    }
+
+    fn build(
+        settings: &Settings,
+        http: reqwest::Client,
+        store: Option<Store>,
+        max_hold: Option<std::time::Duration>,
+    ) -> Result<Self, ConfigError> {
         let token = settings.snyk_token()?.clone();
-        let budget = Budget::new(
+        let mut budget = Budget::new(
             store,
             BudgetConfig {
                 api: "snyk",
@@ -106,6 +126,9 @@ impl Client {
                 window: settings.snyk.rate_window,
             },
         );
+        if let Some(max) = max_hold {
+            budget = budget.holding_at_most(max);
+        }
         Ok(Self::new(
             http,
             &settings.snyk.api_base,

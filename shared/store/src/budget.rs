@@ -29,6 +29,14 @@ pub enum Next {
     Backoff,
 }
 
+/// A call would wait longer for the budget (or a 429 pause) than a delivery may be held: its message should
+/// come back after `wait` instead, freeing its slot (RabbitMQ closes a channel that holds a delivery past its
+/// `consumer_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overdue {
+    pub wait: Duration,
+}
+
 /// Classifies an API's errors for [`Budget::call`].
 pub trait Retry {
     fn next(&self) -> Next;
@@ -94,6 +102,8 @@ pub struct Budget {
     window: Duration,
     local: Mutex<Local>,
     waited_ms: AtomicU64,
+    /// The longest a call waits for a slot before it answers [`Overdue`]; `None` waits as long as it takes.
+    max_hold: Option<Duration>,
 }
 
 /// This process's own view: its grants and the latest pause it heard of.
@@ -118,7 +128,14 @@ impl Budget {
             window: config.window,
             local: Mutex::new(Local::default()),
             waited_ms: AtomicU64::new(0),
+            max_hold: None,
         }
+    }
+
+    /// Calls give up waiting after `max_hold` and answer [`Overdue`], so a delivery is never held for long.
+    pub fn holding_at_most(mut self, max_hold: Duration) -> Self {
+        self.max_hold = Some(max_hold);
+        self
     }
 
     /// Total time callers have waited for the budget: the limiter-wait metric.
@@ -128,6 +145,12 @@ impl Budget {
 
     /// Waits until one request may be sent. Never fails: without Redis it paces this process alone.
     pub async fn acquire(&self) {
+        // Without a bound the wait always ends in a slot.
+        let _ = self.acquire_within(None).await;
+    }
+
+    /// Waits for a slot, or answers [`Overdue`] at once when the wait would pass `max_hold` in all.
+    async fn acquire_within(&self, max_hold: Option<Duration>) -> Result<(), Overdue> {
         let started = Instant::now();
         loop {
             let wait = match self.local_pause() {
@@ -142,7 +165,10 @@ impl Budget {
                 bb2snyk_telemetry::metrics::limiter_waited(self.api, started.elapsed());
                 let waited = millis(started.elapsed()).saturating_sub(1);
                 self.waited_ms.fetch_add(waited, Ordering::Relaxed);
-                return;
+                return Ok(());
+            }
+            if max_hold.is_some_and(|max| started.elapsed() + wait > max) {
+                return Err(Overdue { wait });
             }
             let jitter = Duration::from_millis(fastrand::u64(0..=(millis(wait) / 10).min(50)));
             tokio::time::sleep(wait.min(MAX_SLEEP) + jitter).await;
@@ -153,7 +179,7 @@ impl Budget {
     /// 429, backoff on passing failures, up to 8 tries.
     pub async fn call<T, E, F, Fut>(&self, call: F) -> Result<T, E>
     where
-        E: Retry + std::fmt::Display,
+        E: Retry + std::fmt::Display + From<Overdue>,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
@@ -165,7 +191,7 @@ impl Budget {
     /// have happened the error is returned, for the caller to look before it writes again.
     pub async fn call_write<T, E, F, Fut>(&self, call: F) -> Result<T, E>
     where
-        E: Retry + std::fmt::Display,
+        E: Retry + std::fmt::Display + From<Overdue>,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
@@ -174,13 +200,13 @@ impl Budget {
 
     async fn run<T, E, F, Fut>(&self, idempotent: bool, mut call: F) -> Result<T, E>
     where
-        E: Retry + std::fmt::Display,
+        E: Retry + std::fmt::Display + From<Overdue>,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         let mut attempt = 0;
         loop {
-            self.acquire().await;
+            self.acquire_within(self.max_hold).await?;
             let error = match call().await {
                 Ok(value) => return Ok(value),
                 Err(e) => e,

@@ -14,7 +14,7 @@ mod memory;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use bb2snyk_settings::redact_url;
-pub use budget::{Budget, BudgetConfig, Next, Retry};
+pub use budget::{Budget, BudgetConfig, Next, Overdue, Retry};
 use health::Health;
 pub use lock::Guard;
 use redis::{AsyncCommands, RedisResult, aio::ConnectionManager, aio::ConnectionManagerConfig};

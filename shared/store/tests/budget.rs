@@ -114,3 +114,70 @@ async fn without_redis_each_process_keeps_its_own_budget() {
     .await;
     assert!(!store.is_degraded());
 }
+
+/// The error a test call answers: a 429 until told otherwise, or the budget's own deferral.
+#[derive(Debug)]
+enum Refused {
+    Limited,
+    Overdue(Duration),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl bb2snyk_store::Retry for Refused {
+    fn next(&self) -> bb2snyk_store::Next {
+        match self {
+            Self::Limited => bb2snyk_store::Next::Pause(Some(Duration::from_secs(120))),
+            Self::Overdue(_) => bb2snyk_store::Next::Fail,
+        }
+    }
+}
+
+impl From<bb2snyk_store::Overdue> for Refused {
+    fn from(o: bb2snyk_store::Overdue) -> Self {
+        Self::Overdue(o.wait)
+    }
+}
+
+/// A call with no slot in sight (the window spent, or a long 429 pause) gives its delivery back at once,
+/// saying how long until it may go, instead of holding it past RabbitMQ's consumer timeout.
+#[tokio::test]
+async fn a_wait_past_the_hold_bound_answers_overdue_at_once() {
+    let prefix = format!("{}:", unique("hold"));
+    let hold = Duration::from_millis(500);
+    let spent = budget(
+        store(&redis_url(), &prefix).await,
+        1,
+        Duration::from_secs(60),
+    )
+    .holding_at_most(hold);
+    let first: Result<(), Refused> = spent.call(|| async { Ok(()) }).await;
+    assert!(first.is_ok());
+    let asked = Instant::now();
+    match spent.call(|| async { Ok::<(), Refused>(()) }).await {
+        Err(Refused::Overdue(wait)) => assert!(wait > hold, "{wait:?}"),
+        other => panic!("expected overdue, got {other:?}"),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "it did not wait out the window"
+    );
+
+    let paused = budget(
+        store(&redis_url(), &format!("{prefix}p:")).await,
+        100,
+        Duration::from_secs(60),
+    )
+    .holding_at_most(hold);
+    match paused
+        .call(|| async { Err::<(), _>(Refused::Limited) })
+        .await
+    {
+        Err(Refused::Overdue(wait)) => assert!(wait > Duration::from_secs(60), "{wait:?}"),
+        other => panic!("expected overdue after the 429, got {other:?}"),
+    }
+}

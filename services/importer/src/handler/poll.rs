@@ -18,7 +18,7 @@ impl Importer {
             Outcome::Ack(publishes) => publishes
                 .iter()
                 .any(|p| p.to == Route::Queue(IMPORTER_POLLS.into())),
-            Outcome::Retry { .. } => true,
+            Outcome::Retry { .. } | Outcome::Defer { .. } => true,
             Outcome::Park { .. } => false,
         };
         if !polls_again {

@@ -1,6 +1,8 @@
 //! The importer's handler on the in-process store against the sandbox: what it answers for each message,
 //! what it records, and what it asks of Snyk.
 
+use std::time::Duration;
+
 use bb2snyk_broker::{Handler, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, State};
 use bb2snyk_messages::{Body, Event, IMPORTER_POLLS, ImportRepo, Target};
@@ -16,8 +18,14 @@ struct Rig {
 }
 
 async fn rig(knobs: Knobs) -> Rig {
+    rig_with(knobs, &[]).await
+}
+
+async fn rig_with(knobs: Knobs, vars: &[(&'static str, &str)]) -> Rig {
     let sandbox = Sandbox::start(knobs).await.expect("sandbox");
-    let settings = bb2snyk_test_support::settings(sandbox.env());
+    let mut env = sandbox.env();
+    env.extend(vars.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let settings = bb2snyk_test_support::settings(env);
     let store = Store::memory();
     let importer =
         crate::importer(&settings, reqwest::Client::new(), store.clone()).expect("importer");
@@ -326,4 +334,29 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
     ));
     assert_eq!(foreign.hits(), 0, "nothing was sent to the foreign host");
     assert_eq!(rig.sandbox.stats().import_posts_total, 0);
+}
+
+#[tokio::test]
+async fn with_no_budget_slot_in_sight_the_message_comes_back_later_without_holding_its_delivery() {
+    // One Snyk call a minute, and a delivery may wait one second for it.
+    let rig = rig_with(
+        Knobs::default(),
+        &[
+            ("BB2SNYK__SNYK__RATE_BUDGET", "1"),
+            ("BB2SNYK__SNYK__RATE_WINDOW_SECS", "60"),
+            ("BB2SNYK__PIPELINE__MAX_HOLD_SECS", "1"),
+        ],
+    )
+    .await;
+    let request = Body::ImportRepo(import(&rig.sandbox)).to_message();
+    let first = publishes(rig.importer.handle(request).await);
+    match rig.importer.handle(first[0].message.clone()).await {
+        Outcome::Defer { after } => assert!(after > Duration::from_secs(1), "{after:?}"),
+        other => panic!("expected the poll deferred, got {other:?}"),
+    }
+    assert_eq!(
+        rig.sandbox.stats().requests_total,
+        1,
+        "only the import was sent"
+    );
 }
