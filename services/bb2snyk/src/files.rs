@@ -148,8 +148,8 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Failure> {
         .map_err(|e| Failure::Unavailable(format!("cannot write {}: {e}", path.display())))
 }
 
-/// An append-only JSON-lines log in bunyan's shape (`msg`, `level`, `time`, `v`), as snyk-api-import
-/// writes: earlier runs' lines are kept.
+/// An append-only JSON-lines log in bunyan's shape (`name`, `hostname`, `pid`, `level`, `msg`, `time`, `v`),
+/// as snyk-api-import writes: earlier runs' lines (its own included) are kept, and bunyan's viewer reads ours.
 #[derive(Debug)]
 pub struct Log {
     path: PathBuf,
@@ -168,23 +168,36 @@ impl Log {
         }
     }
 
+    /// Appends one record. Its own fields are kept (an org's `name` stays the org's); bunyan's are added
+    /// where it has none.
     pub fn append(&mut self, level: u8, msg: &str, mut fields: Value) -> Result<(), Failure> {
         if let Value::Object(map) = &mut fields {
-            map.insert("msg".into(), msg.into());
-            map.insert("level".into(), level.into());
-            map.insert("time".into(), now().into());
-            map.insert("v".into(), 0.into());
-            map.insert("name".into(), "bb2snyk".into());
+            for (key, value) in [
+                ("name", Value::from("bb2snyk")),
+                ("hostname", hostname().into()),
+                ("pid", std::process::id().into()),
+                ("level", level.into()),
+                ("msg", msg.into()),
+                ("time", now().into()),
+                ("v", 0.into()),
+            ] {
+                map.entry(key).or_insert(value);
+            }
         }
         let fail = |e: std::io::Error| {
             Failure::Unavailable(format!("cannot write {}: {e}", self.path.display()))
         };
         if self.out.is_none() {
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .create(true)
+                .read(true)
                 .append(true)
                 .open(&self.path)
                 .map_err(fail)?;
+            // A log written by another tool may end without a newline: start on a line of our own.
+            if ends_mid_line(&mut file).map_err(fail)? {
+                file.write_all(b"\n").map_err(fail)?;
+            }
             self.out = Some(BufWriter::new(file));
         }
         if let Some(out) = &mut self.out {
@@ -196,6 +209,28 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// True when the file is not empty and its last byte is not a newline.
+fn ends_mid_line(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+/// This machine's name, as bunyan records it.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Now, as bunyan writes it (RFC 3339 UTC with milliseconds).
@@ -297,6 +332,56 @@ pub fn imported_line(org_id: &str, integration_id: &str, target: &Target, job_ur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appending_to_snyk_api_import_s_log_keeps_every_record_whole() {
+        let dir = std::env::temp_dir().join(format!("bb2snyk-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a folder");
+        let path = dir.join("g.created-orgs.log");
+        // Two records as snyk-api-import's bunyan writes them, the file ending without a newline.
+        let theirs = r#"{"name":"snyk:create-orgs","hostname":"ci","pid":7,"level":30,"origName":"North Payments","msg":"Created org","time":"2025-12-01T10:00:00.000Z","v":0}"#;
+        std::fs::write(&path, format!("{theirs}\n{theirs}")).expect("write");
+        let mut log = Log::new(&dir, "g.created-orgs.log");
+        log.append(
+            INFO,
+            "Created org",
+            serde_json::json!({"name": "North Payments", "id": "o1"}),
+        )
+        .expect("append");
+        log.append(
+            INFO,
+            "Created org",
+            serde_json::json!({"name": "Globex", "id": "o2"}),
+        )
+        .expect("append");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            4,
+            "two of theirs, two of ours, none glued together"
+        );
+        assert_eq!(
+            lines[2]["name"], "North Payments",
+            "the record keeps its own name"
+        );
+        assert_eq!(lines[3]["id"], "o2");
+        for ours in &lines[2..] {
+            assert!(
+                ours["hostname"].is_string() && ours["pid"].is_u64(),
+                "{ours}"
+            );
+            assert_eq!(
+                (ours["level"].as_u64(), ours["v"].as_u64()),
+                (Some(30), Some(0))
+            );
+            assert!(ours["time"].is_string() && ours["msg"] == "Created org");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn target_ids_match_snyk_api_import() {
