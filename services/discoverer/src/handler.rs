@@ -11,6 +11,9 @@ use bb2snyk_messages::{
 };
 use futures_util::future::BoxFuture;
 
+/// Pages of one workspace followed at most (a million repositories at 100 a page).
+const MAX_PAGES: u32 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct Discoverer {
     pub bitbucket: Bitbucket,
@@ -69,6 +72,12 @@ impl Discoverer {
     }
 
     async fn page(&self, org: OrgReady, next: Option<String>, page: u32) -> Outcome {
+        if page > MAX_PAGES {
+            return Outcome::park(format!(
+                "workspace {} has more than {MAX_PAGES} pages of repositories; Bitbucket's paging does not end",
+                org.workspace
+            ));
+        }
         // The run's own filters, when its request carried some, else the service's settings.
         let own = org.filters.as_ref().map(RepoFilter::new);
         let filter = own.as_ref().unwrap_or(&self.filter);

@@ -162,8 +162,14 @@ impl Bitbucket {
     /// Every item of a list, following `next` to the end. For short lists (workspaces) only.
     async fn collect<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, BitbucketError> {
         let mut items = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut next = Some(first);
         while let Some(url) = next {
+            // A `next` seen before, or more pages than any tenant has, ends the list instead of looping.
+            if !seen.insert(url.clone()) || seen.len() > bb2snyk_http::MAX_PAGES {
+                tracing::warn!(%url, pages = seen.len(), "Bitbucket's list does not end; stopping here");
+                break;
+            }
             let page: Page<T> = self.get(&url).await?;
             items.extend(page.values);
             next = page.next;
@@ -213,7 +219,9 @@ impl Bitbucket {
         let status = response.status();
         tracing::debug!(%url, %status, "bitbucket GET");
         let headers: HeaderMap = response.headers().clone();
-        let text = response.text().await.map_err(BitbucketError::network)?;
+        let text = bb2snyk_http::text(response)
+            .await
+            .map_err(BitbucketError::body)?;
         if !status.is_success() {
             return Err(BitbucketError::from_api(status, &headers, &text));
         }
@@ -245,7 +253,8 @@ impl RepositoryPages<'_> {
         };
         match self.client.get::<Page<Repository>>(&url).await {
             Ok(page) => {
-                self.next = page.next;
+                // A page naming itself as the next would be fetched for ever.
+                self.next = page.next.filter(|next| *next != url);
                 Ok(Some(page.values))
             }
             Err(e) => {

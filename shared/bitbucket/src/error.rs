@@ -111,6 +111,16 @@ impl BitbucketError {
         )
     }
 
+    pub(crate) fn body(e: bb2snyk_http::BodyError) -> Self {
+        match e {
+            bb2snyk_http::BodyError::TooLarge => Self::Unexpected {
+                status: StatusCode::OK,
+                body: format!("an answer over {} bytes, not read", bb2snyk_http::MAX_BODY),
+            },
+            bb2snyk_http::BodyError::Read(e) => Self::network(e),
+        }
+    }
+
     pub(crate) fn network(e: reqwest::Error) -> Self {
         // reqwest's message names the URL, which never carries a credential here.
         Self::Network(e.to_string())

@@ -65,7 +65,9 @@ pub async fn exchange(
         let retry_after = bb2snyk_http::retry_after(response.headers());
         return Err(BitbucketError::RateLimited { retry_after });
     }
-    let text = response.text().await.map_err(BitbucketError::network)?;
+    let text = bb2snyk_http::text(response)
+        .await
+        .map_err(BitbucketError::body)?;
     let answer: Answer = match serde_json::from_str(&text) {
         Ok(answer) => answer,
         Err(_) if status.is_server_error() => return Err(BitbucketError::Server { status }),

@@ -19,6 +19,39 @@ pub fn client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// The largest answer bb2snyk reads from Bitbucket or Snyk; a larger one is refused, not buffered.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Pages of one list bb2snyk follows before it stops (a server that keeps answering `next`): at 100 a page,
+/// a million workspaces or orgs.
+pub const MAX_PAGES: usize = 10_000;
+
+/// The body of `response`, read up to [`MAX_BODY`] bytes; past that an error saying so.
+pub async fn text(mut response: reqwest::Response) -> Result<String, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Why an answer's body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Over [`MAX_BODY`].
+    TooLarge,
+    Read(reqwest::Error),
+}
+
 /// True when `url` lies under `base`: the same scheme, host and port, no user info, and a path that is
 /// `base`'s or continues it. Every URL that arrives in a message, the ledger or an API answer is checked
 /// with this before a credential is sent to it.

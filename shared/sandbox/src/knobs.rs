@@ -88,6 +88,12 @@ pub struct Knobs {
     /// Share of API requests answered with a 5xx.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Lists never end: every Bitbucket list names its own page as `next`, and Snyk's org list ignores `page`.
+    #[arg(long)]
+    pub loop_pages: bool,
+    /// Bytes of padding added to every Bitbucket list answer (an oversized body).
+    #[arg(long, default_value_t = 0)]
+    pub padding_bytes: usize,
     /// REST pages hold at most this many items, whatever `limit` asks (unlimited when absent).
     #[arg(long)]
     pub rest_page_limit: Option<usize>,

@@ -238,7 +238,15 @@ async fn gate(
         return response;
     }
     let write = api == Some("snyk") && request.method() == axum::http::Method::POST;
+    let own_url = format!("{}{}", base_url(request.headers()), request.uri());
     let response = next.run(request).await;
+    let (loop_pages, padding) = {
+        let state = app.0.lock();
+        (state.knobs.loop_pages, state.knobs.padding_bytes)
+    };
+    if api == Some("bitbucket") && (loop_pages || padding > 0) {
+        return misbehave(response, &own_url, loop_pages, padding).await;
+    }
     let mut state = app.0.lock();
     let ghost = write
         && response.status().is_success()
@@ -251,6 +259,31 @@ async fn gate(
     state.counters.ghost_writes += 1;
     state.counters.server_errors += 1;
     server_error(api, StatusCode::BAD_GATEWAY)
+}
+
+/// A Bitbucket list answer as a broken server would send it: naming itself as `next`, or padded.
+async fn misbehave(
+    response: Response,
+    own_url: &str,
+    loop_pages: bool,
+    padding: usize,
+) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Ok(mut json) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    if loop_pages && json.get("values").is_some() {
+        json["next"] = json!(own_url);
+    }
+    if padding > 0 {
+        json["padding"] = json!("x".repeat(padding));
+    }
+    let mut response = Json(json).into_response();
+    *response.status_mut() = parts.status;
+    response
 }
 
 fn too_many(api: Option<&str>, wait: Duration, knobs: &Knobs) -> Response {

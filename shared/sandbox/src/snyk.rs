@@ -85,6 +85,7 @@ pub async fn group_orgs(
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1)
         .max(1);
+    let page = if state.knobs.loop_pages { 1 } else { page };
     let prefix = params.get("name").map(|n| n.to_lowercase());
     let orgs: Vec<Value> = state
         .orgs

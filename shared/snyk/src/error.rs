@@ -43,6 +43,16 @@ pub enum SnykError {
 }
 
 impl SnykError {
+    pub(crate) fn body(e: bb2snyk_http::BodyError) -> Self {
+        match e {
+            bb2snyk_http::BodyError::TooLarge => Self::Unexpected {
+                status: StatusCode::OK,
+                what: "body under 8 MiB",
+            },
+            bb2snyk_http::BodyError::Read(e) => Self::network(e),
+        }
+    }
+
     pub(crate) fn network(e: reqwest::Error) -> Self {
         Self::Network {
             sent: !e.is_connect(),

@@ -149,7 +149,7 @@ impl Client {
         }
         let group = segment(group_id);
         let mut all = Vec::new();
-        for page in 1.. {
+        for page in 1..=bb2snyk_http::MAX_PAGES {
             let batch: Page = self
                 .json(
                     Method::GET,
@@ -158,6 +158,15 @@ impl Client {
                 )
                 .await?;
             let short = batch.orgs.len() < ORGS_PER_PAGE;
+            // A page that repeats the one before means the API ignores `page`: stop, or it never ends.
+            let repeated = batch
+                .orgs
+                .first()
+                .is_some_and(|first| all.iter().any(|o: &OrgSummary| o.id == first.id));
+            if repeated {
+                tracing::warn!(page, "Snyk's org list repeats a page; stopping here");
+                break;
+            }
             all.extend(batch.orgs);
             if short {
                 break;
@@ -398,7 +407,9 @@ impl Client {
                 .get(LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .map(str::to_owned);
-            let body = response.text().await.map_err(SnykError::network)?;
+            let body = bb2snyk_http::text(response)
+                .await
+                .map_err(SnykError::body)?;
             if status.is_success() {
                 Ok(Answer { location, body })
             } else {

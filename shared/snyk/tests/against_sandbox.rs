@@ -391,3 +391,22 @@ async fn the_target_lookup_reads_every_page() {
             .expect("REST")
     );
 }
+
+/// An org list that ignores `page` (every page the first) ends at the first repeat instead of looping.
+#[tokio::test]
+async fn an_org_list_that_repeats_itself_ends() {
+    let names: Vec<String> = (0..150).map(|i| format!("org-{i}")).collect();
+    let sandbox = Sandbox::start(Knobs {
+        existing_orgs: names,
+        loop_pages: true,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let orgs = client(&sandbox)
+        .group_orgs(&sandbox.knobs().group_id)
+        .await
+        .expect("orgs");
+    assert_eq!(orgs.len(), 100, "the first page, once");
+    assert_eq!(sandbox.stats().requests["GET /v1/group/{group_id}/orgs"], 2);
+}

@@ -2,6 +2,7 @@
 //! and the shared budget. Each test has its own sandbox and its own Redis key prefix.
 
 mod access;
+mod broken;
 mod budget;
 mod discovery;
 mod token_cache;
