@@ -211,12 +211,7 @@ async fn scopes(settings: &Settings, http: &reqwest::Client) -> Result<String, F
     let token = bb2snyk_bitbucket::exchange(http, &settings.bitbucket.token_url, &consumer).await?;
     let missing: Vec<&str> = SCOPES
         .into_iter()
-        .filter(|want| {
-            !token
-                .scopes
-                .iter()
-                .any(|s| s == want || s.starts_with(&format!("{want}:")))
-        })
+        .filter(|want| !token.scopes.iter().any(|s| grants(s, want)))
         .collect();
     if missing.is_empty() {
         Ok(token.scopes.join(" "))
@@ -229,11 +224,54 @@ async fn scopes(settings: &Settings, http: &reqwest::Client) -> Result<String, F
     }
 }
 
+/// Bitbucket's scope reference: a scope grants itself and what it implies, transitively. `repository:write`,
+/// `pullrequest` and `project` imply `repository`; `repository:admin` does not (it administers without
+/// reading); `account:write` implies `account`.
+fn grants(granted: &str, wanted: &str) -> bool {
+    const IMPLIES: [(&str, &str); 7] = [
+        ("repository:write", "repository"),
+        ("pullrequest", "repository"),
+        ("pullrequest:write", "pullrequest"),
+        ("project", "repository"),
+        ("project:admin", "project"),
+        ("account:write", "account"),
+        ("team:write", "team"),
+    ];
+    granted == wanted
+        || IMPLIES
+            .iter()
+            .any(|(from, to)| *from == granted && grants(to, wanted))
+}
+
 fn group_failure(e: bb2snyk_snyk::SnykError, group: &str) -> Failure {
     match Failure::from(e) {
         Failure::Failed(why) => Failure::Failed(format!(
             "group {group} is not reachable with SNYK_TOKEN ({why}): check the group id and that the token's user is a group admin"
         )),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grants;
+
+    #[test]
+    fn scopes_imply_what_bitbucket_says_they_imply() {
+        let reads_everything = "pipeline runner pullrequest team project account issue snippet";
+        for want in super::SCOPES {
+            assert!(
+                reads_everything.split(' ').any(|s| grants(s, want)),
+                "{want}"
+            );
+        }
+        assert!(grants("repository:write", "repository"));
+        assert!(grants("pullrequest:write", "repository"));
+        assert!(grants("project:admin", "repository"));
+        assert!(
+            !grants("repository:admin", "repository"),
+            "admin does not read"
+        );
+        assert!(!grants("pipeline", "repository"));
     }
 }

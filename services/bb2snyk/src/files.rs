@@ -161,9 +161,25 @@ pub const INFO: u8 = 30;
 pub const ERROR: u8 = 50;
 
 impl Log {
+    /// The log `name` in `dir`. Names carry ids from files and messages (`<org>.import-jobs.log`), so
+    /// anything but letters, digits, `.`, `_` and `-` becomes `_` and a leading dot is escaped: no id can
+    /// name a file outside `dir` (`../x`, `/etc/x`).
     pub fn new(dir: &Path, name: &str) -> Self {
+        let mut safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if safe.starts_with('.') || safe.is_empty() {
+            safe.insert(0, '_');
+        }
         Self {
-            path: dir.join(name),
+            path: dir.join(safe),
             out: None,
         }
     }
@@ -332,6 +348,26 @@ pub fn imported_line(org_id: &str, integration_id: &str, target: &Target, job_ur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_id_names_a_log_outside_its_folder() {
+        let dir = Path::new("/logs");
+        for hostile in ["../x.import-jobs.log", "/etc/passwd", "a/../../b", "..", ""] {
+            let log = Log::new(dir, hostile);
+            assert_eq!(
+                log.path.parent(),
+                Some(dir),
+                "{hostile:?} gave {:?}",
+                log.path
+            );
+            let name = log.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            assert!(!name.starts_with('.') && !name.is_empty(), "{name:?}");
+        }
+        assert_eq!(
+            Log::new(dir, "o-1.import-jobs.log").path,
+            dir.join("o-1.import-jobs.log")
+        );
+    }
 
     #[test]
     fn appending_to_snyk_api_import_s_log_keeps_every_record_whole() {

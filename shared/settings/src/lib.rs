@@ -240,18 +240,38 @@ impl Settings {
     }
 }
 
-/// A URL with its password replaced, for logs and messages.
+/// A URL with its password replaced, for logs and messages: the user info's password, and any query value
+/// whose key names a password (`?pass=`, `?password=`, as Redis's `unix://` URLs carry it). A URL that
+/// cannot be read as host and path (`amqp:user:pw@host`, no `//`) is not shown at all.
 pub fn redact_url(secret_url: &SecretString) -> String {
-    match Url::parse(secret_url.expose_secret()) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                // Only fails for URLs that cannot have a password, which this one just showed it has.
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable URL>".to_owned(),
+    let Ok(mut url) = Url::parse(secret_url.expose_secret()) else {
+        return "<unparseable URL>".to_owned();
+    };
+    if url.cannot_be_a_base() {
+        return format!("<a {}: URL without //, not shown>", url.scheme());
     }
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one just showed it has.
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let hidden = k.to_ascii_lowercase().contains("pass");
+                (
+                    k.into_owned(),
+                    if hidden {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 impl Settings {

@@ -170,7 +170,7 @@ impl Reader {
         };
         let url = Url::parse(&raw)
             .map_err(|e| ConfigError::invalid(k, format!("{shown} is not a URL: {e}")))?;
-        if !schemes.contains(&url.scheme()) {
+        if !schemes.contains(&url.scheme()) || url.cannot_be_a_base() {
             return Err(ConfigError::invalid(
                 k,
                 format!("{shown} must start with {}://", schemes.join("://, ")),
@@ -339,9 +339,22 @@ fn checked_file(
     let source = config::File::from(path)
         .format(FileFormat::Toml)
         .required(true);
+    // The parser's own message quotes the offending line, which may hold a secret: only its place is told.
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("unreadable: {e}")))?;
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        return Err(file_error(format!(
+            "not valid TOML{at}; the parser's words are withheld because they quote the line, which may hold a secret"
+        )));
+    }
     let table = source
         .collect()
-        .map_err(|e| file_error(format!("not valid TOML: {e}")))?;
+        .map_err(|_| file_error("not valid TOML".into()))?;
     for (section, value) in table {
         let entries = match value.kind {
             ValueKind::Table(entries) => entries,

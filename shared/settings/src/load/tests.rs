@@ -167,6 +167,34 @@ fn a_malformed_secret_url_is_not_echoed() {
     let message = error(&[("AMQP_URL", "http://user:hunter2@mq:5672")]);
     assert!(message.starts_with("AMQP_URL is invalid"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
+    // Without `//` the password would sit in the path, where no redaction looks: refused, not echoed.
+    let message = error(&[("AMQP_URL", "amqp:user:hunter2@mq:5672")]);
+    assert!(message.contains("must start with amqp://"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn a_toml_error_names_its_place_but_never_quotes_the_line() {
+    let path = std::env::temp_dir().join(format!("bb2snyk-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "[snyk]\ntoken = \"st-hunter2\nrate_budget = 10\n").expect("write");
+    let sources = Sources {
+        file: Some(path.clone()),
+        env: Default::default(),
+    };
+    let message = crate::load(&sources).expect_err("invalid TOML").to_string();
+    std::fs::remove_file(&path).ok();
+    assert!(message.contains("not valid TOML at line 2"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[test]
+fn redaction_hides_passwords_in_user_info_and_in_the_query() {
+    let shown = |url: &str| crate::redact_url(&secrecy::SecretString::from(url.to_owned()));
+    assert_eq!(shown("redis://:hunter2@r:6379/0"), "redis://:***@r:6379/0");
+    let unix = shown("unix:///run/redis.sock?db=2&pass=hunter2");
+    assert!(!unix.contains("hunter2") && unix.contains("db=2"), "{unix}");
+    let odd = shown("amqp:user:hunter2@mq");
+    assert!(!odd.contains("hunter2"), "{odd}");
 }
 
 #[test]
