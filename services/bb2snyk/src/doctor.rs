@@ -168,9 +168,10 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
         );
     }
     if args.fleet || std::env::var_os("REDIS_URL").is_some() {
-        report.line(
+        let store = Store::connect(&settings.redis.url, &settings.redis.prefix).await;
+        let reachable = report.line(
             "Redis",
-            match Store::connect(&settings.redis.url, &settings.redis.prefix).await {
+            match &store {
                 Ok(store) => store
                     .set("doctor", b"ok", Some(std::time::Duration::from_secs(10)))
                     .await
@@ -181,9 +182,12 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
                         )
                     })
                     .map_err(Failure::from),
-                Err(e) => Err(Failure::from(e)),
+                Err(e) => Err(Failure::Unavailable(e.to_string())),
             },
         );
+        if let (true, Ok(store)) = (reachable, &store) {
+            persistence(store).await;
+        }
     }
     match report.first_failure {
         Some(e) => Err(e),
@@ -191,6 +195,35 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
             println!("All checks passed.");
             Ok(())
         }
+    }
+}
+
+/// Warns (it does not fail) when Redis keeps nothing on disk: the ledger is what keeps a second run from
+/// importing everything again, and a restart without persistence forgets it.
+async fn persistence(store: &Store) {
+    let setting = |name: &'static str| async move {
+        store
+            .run(|mut c| async move {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async::<Vec<String>>(&mut c)
+                    .await
+            })
+            .await
+            .ok()
+            .and_then(|pair| pair.get(1).cloned())
+    };
+    match (setting("appendonly").await, setting("save").await) {
+        (Some(aof), Some(save)) if aof == "no" && save.trim().is_empty() => println!(
+            "warn  Redis persistence: off (appendonly no, no snapshots); a restart forgets the ledger and the \
+             next run imports everything again: run Redis with --appendonly yes"
+        ),
+        (Some(aof), _) => println!("ok    Redis persistence: appendonly {aof}"),
+        _ => println!(
+            "warn  Redis persistence: unknown (CONFIG GET refused, as managed Redis often does); make sure it \
+             persists its data"
+        ),
     }
 }
 

@@ -83,6 +83,7 @@ impl Bitbucket {
                 window: settings.bitbucket.rate_window,
             },
         );
+        budget = budget.shared_by(settings.pipeline.fleet_size);
         if let Some(max) = max_hold {
             budget = budget.holding_at_most(max);
         }

@@ -256,6 +256,13 @@ pub const KEYS: &[Key] = &[
         help: "the longest a stage waits for a rate budget (or a 429 pause) while holding a delivery; past it the message comes back later through a retry tier (keep it well under RabbitMQ's consumer_timeout, 30 min by default)",
     },
     Key {
+        path: "pipeline.fleet_size",
+        env: None,
+        default: Some("4"),
+        secret: false,
+        help: "processes that share the rate budgets (discoverers, org-creators, importers); while Redis is away each keeps to its share, so the fleet stays under the APIs' limits",
+    },
+    Key {
         path: "pipeline.drain_secs",
         env: None,
         default: Some("30"),

@@ -102,6 +102,8 @@ pub struct PipelineSettings {
     pub max_message_bytes: usize,
     /// The longest a stage waits for a rate budget while holding a delivery.
     pub max_hold: Duration,
+    /// Processes that share the rate budgets.
+    pub fleet_size: u32,
     pub drain: Duration,
 }
 
@@ -338,6 +340,7 @@ impl Settings {
                     "pipeline.max_attempts" => self.pipeline.max_attempts.to_string(),
                     "pipeline.max_message_bytes" => self.pipeline.max_message_bytes.to_string(),
                     "pipeline.max_hold_secs" => self.pipeline.max_hold.as_secs().to_string(),
+                    "pipeline.fleet_size" => self.pipeline.fleet_size.to_string(),
                     "pipeline.drain_secs" => self.pipeline.drain.as_secs().to_string(),
                     "redis.url" => redact_url(&self.redis.url),
                     "redis.prefix" => self.redis.prefix.clone(),

@@ -117,6 +117,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             max_message_bytes: r.number("pipeline.max_message_bytes", 1024..=16 * 1024 * 1024)?
                 as usize,
             max_hold: Duration::from_secs(r.number("pipeline.max_hold_secs", 1..=1500)?),
+            fleet_size: r.number("pipeline.fleet_size", 1..=1000)? as u32,
             drain: Duration::from_secs(r.number("pipeline.drain_secs", 1..=3600)?),
         },
         redis: RedisSettings {

@@ -126,6 +126,7 @@ impl Client {
                 window: settings.snyk.rate_window,
             },
         );
+        budget = budget.shared_by(settings.pipeline.fleet_size);
         if let Some(max) = max_hold {
             budget = budget.holding_at_most(max);
         }

@@ -104,6 +104,8 @@ pub struct Budget {
     waited_ms: AtomicU64,
     /// The longest a call waits for a slot before it answers [`Overdue`]; `None` waits as long as it takes.
     max_hold: Option<Duration>,
+    /// Processes that share this budget: while Redis is away each keeps to its share of it.
+    fleet_size: u32,
 }
 
 /// This process's own view: its grants and the latest pause it heard of.
@@ -129,6 +131,23 @@ impl Budget {
             local: Mutex::new(Local::default()),
             waited_ms: AtomicU64::new(0),
             max_hold: None,
+            fleet_size: 1,
+        }
+    }
+
+    /// `fleet_size` processes spend this budget: while Redis is away, each keeps to `limit / fleet_size` so
+    /// the fleet together stays under the API's limit (not `fleet_size` times over it).
+    pub fn shared_by(mut self, fleet_size: u32) -> Self {
+        self.fleet_size = fleet_size.max(1);
+        self
+    }
+
+    /// What this process may spend on its own: the whole budget when nothing else shares it, else its share.
+    fn local_limit(&self) -> usize {
+        if self.store.is_some() {
+            (self.limit / self.fleet_size).max(1) as usize
+        } else {
+            self.limit as usize
         }
     }
 
@@ -296,7 +315,7 @@ impl Budget {
         {
             local.grants.pop_front();
         }
-        if local.grants.len() < self.limit as usize {
+        if local.grants.len() < self.local_limit() {
             return Duration::ZERO;
         }
         let oldest = local.grants.front().copied().unwrap_or(now);

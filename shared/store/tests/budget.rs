@@ -181,3 +181,22 @@ async fn a_wait_past_the_hold_bound_answers_overdue_at_once() {
         other => panic!("expected overdue after the 429, got {other:?}"),
     }
 }
+
+/// While Redis is away, a process of a fleet of five keeps to a fifth of the budget: the fleet together
+/// stays under the API's limit instead of spending it five times.
+#[tokio::test]
+async fn without_redis_each_process_keeps_to_its_share_of_the_fleet() {
+    let mut server = RedisServer::start().await;
+    let store = store(&server.url(), "share:").await;
+    let budget = budget(store, 10, Duration::from_secs(60))
+        .shared_by(5)
+        .holding_at_most(Duration::from_millis(200));
+    server.stop();
+    let ok = |r: Result<(), Refused>| r.is_ok();
+    assert!(ok(budget.call(|| async { Ok(()) }).await));
+    assert!(ok(budget.call(|| async { Ok(()) }).await));
+    match budget.call(|| async { Ok::<(), Refused>(()) }).await {
+        Err(Refused::Overdue(wait)) => assert!(wait > Duration::from_secs(50), "{wait:?}"),
+        other => panic!("the third call of a 2-call share should wait the window, got {other:?}"),
+    }
+}

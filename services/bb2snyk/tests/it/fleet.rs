@@ -154,3 +154,32 @@ async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
 
     fleet.stop().await;
 }
+
+/// `doctor --fleet` warns when Redis keeps nothing on disk (the ledger would be lost with it), and says so
+/// when it does keep it.
+#[tokio::test]
+async fn doctor_warns_when_redis_keeps_nothing_on_disk() {
+    let sandbox = bb2snyk_sandbox::Sandbox::start(Knobs::default())
+        .await
+        .expect("sandbox");
+    let dir = workdir("doctor-redis");
+    let group = format!("--groupId={GROUP}");
+    for (redis, expected) in [
+        (
+            bb2snyk_test_support::RedisServer::start().await,
+            "warn  Redis persistence: off",
+        ),
+        (
+            bb2snyk_test_support::RedisServer::start_persistent().await,
+            "ok    Redis persistence: appendonly yes",
+        ),
+    ] {
+        let mut env = sandbox.env();
+        env.push((
+            "REDIS_URL",
+            secrecy::ExposeSecret::expose_secret(&redis.url()).to_owned(),
+        ));
+        let out = bb2snyk(&["doctor", "--fleet", group.as_str()], env, &dir).await;
+        assert!(stdout(&out).contains(expected), "{}", stdout(&out));
+    }
+}
