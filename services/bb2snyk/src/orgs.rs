@@ -18,7 +18,9 @@ pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failur
     let dir = files::log_dir(&settings.import.log_path)?;
     let bitbucket = Bitbucket::from_settings(settings, crate::http(settings)?, None)?;
     let mut orgs = Vec::new();
-    for workspace in bitbucket.workspaces().await? {
+    let workspaces = bitbucket.named_workspaces().await?;
+    let names = bb2snyk_bitbucket::org_names(&workspaces);
+    for (workspace, name) in workspaces.into_iter().zip(names) {
         if args.skip_empty_orgs {
             let mut pages = bitbucket.repositories(&workspace.slug, &RepoFilter::default());
             if pages.next_page().await?.is_none_or(|page| page.is_empty()) {
@@ -27,7 +29,7 @@ pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failur
             }
         }
         orgs.push(OrgRequest {
-            name: workspace.name.unwrap_or_else(|| workspace.slug.clone()),
+            name,
             group_id: args.group.group_id.clone(),
             source_org_id: args.group.source_org_public_id.clone(),
             slug: Some(workspace.slug),
@@ -69,7 +71,14 @@ pub async fn create(settings: &Settings, args: &OrgsCreateArgs) -> Result<(), Fa
         let mut failed_log = Log::new(&dir, &format!("{group}.failed-to-create-orgs.log"));
         let mut in_group = snyk.group_orgs(group).await?;
         for request in requests {
-            let found = in_group.iter().find(|o| o.name == request.name);
+            // By name; else, for a workspace, an org named after its slug (bb2snyk's naming before).
+            let found = in_group
+                .iter()
+                .find(|o| o.name == request.name)
+                .or_else(|| {
+                    let slug = request.slug.as_deref()?;
+                    in_group.iter().find(|o| o.name == slug)
+                });
             let entry = match found {
                 Some(org) if !args.allow_duplicate_names => {
                     let entry = describe(&snyk, request, &org.id, None).await;

@@ -2,7 +2,9 @@
 //! workspace whose org is ready becomes its repositories, one page per delivery so none stays unacked for
 //! long, each page one import message per repository and, while Bitbucket has more, a message for the next.
 
-use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter, Repository, RepositoryPages};
+use bb2snyk_bitbucket::{
+    Bitbucket, BitbucketError, RepoFilter, Repository, RepositoryPages, org_names,
+};
 use bb2snyk_broker::{Handler, Message, Outcome, Publish};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
 use bb2snyk_messages::{
@@ -49,20 +51,23 @@ fn failure(e: BitbucketError) -> Outcome {
 
 impl Discoverer {
     async fn workspaces(&self, run: RunRequested) -> Outcome {
-        let workspaces = match self.bitbucket.workspaces().await {
+        let workspaces = match self.bitbucket.named_workspaces().await {
             Ok(w) => w,
             Err(e) => return failure(e),
         };
         tracing::info!(run = %run.run_id, workspaces = workspaces.len(), "discovered workspaces");
+        // Names are made unique over the whole tenant here, where every workspace is known.
+        let names = org_names(&workspaces);
         let publishes = workspaces
             .into_iter()
-            .map(|w| {
+            .zip(names)
+            .map(|(w, name)| {
                 Body::WorkspaceDiscovered(WorkspaceDiscovered {
                     run_id: run.run_id.clone(),
                     group_id: run.group_id.clone(),
                     source_org_id: run.source_org_id.clone(),
                     workspace: w.slug,
-                    name: w.name,
+                    name: Some(name),
                     filters: run.filters.clone(),
                 })
                 .publish()

@@ -83,12 +83,14 @@ impl OrgCreator {
         w: &WorkspaceDiscovered,
     ) -> Result<Result<OrgMapping, Outcome>, SnykError> {
         let name = w.name.clone().unwrap_or_else(|| w.workspace.clone());
-        let existing = self
-            .snyk
-            .group_orgs(&w.group_id)
-            .await?
-            .into_iter()
-            .find(|o| o.name == name);
+        // The org of that name (snyk-api-import's, or ours), else one named after the slug (bb2snyk's
+        // naming before display names).
+        let orgs = self.snyk.group_orgs(&w.group_id).await?;
+        let existing = orgs
+            .iter()
+            .find(|o| o.name == name)
+            .or_else(|| orgs.iter().find(|o| o.name == w.workspace))
+            .cloned();
         let (org_id, created) = match existing {
             Some(org) => (org.id, false),
             None => {

@@ -27,6 +27,7 @@ pub struct Bitbucket {
     credential: Arc<dyn Credential>,
     budget: Arc<Budget>,
     workspaces: Vec<String>,
+    names: Arc<crate::names::Names>,
 }
 
 impl Bitbucket {
@@ -43,7 +44,20 @@ impl Bitbucket {
             credential,
             budget,
             workspaces: Vec::new(),
+            names: Arc::default(),
         }
+    }
+
+    pub(crate) fn api_base(&self) -> &str {
+        &self.api_base
+    }
+
+    pub(crate) fn names_seen(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<String>>> {
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Everything from settings: the credential `bitbucket.auth` selects, a budget of `bitbucket.rate_budget`

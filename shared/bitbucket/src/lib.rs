@@ -7,6 +7,7 @@ mod credentials;
 mod error;
 mod filter;
 mod model;
+mod names;
 mod oauth;
 mod seal;
 mod token;
@@ -18,5 +19,6 @@ pub use credentials::{
 pub use error::BitbucketError;
 pub use filter::{RepoFilter, Skip};
 pub use model::{Page, Repository, UserWorkspace, Workspace};
+pub use names::{MAX_ORG_NAME, org_names};
 pub use oauth::{AccessToken, Consumer, DEFAULT_TOKEN_LIFETIME, exchange, exchange_patiently};
 pub use token::{TokenProvider, TokenStats};

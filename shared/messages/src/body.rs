@@ -81,7 +81,8 @@ pub struct WorkspaceDiscovered {
     #[serde(default)]
     pub source_org_id: Option<String>,
     pub workspace: String,
-    /// The display name, when Bitbucket gave one; the org is named after it (else after the slug).
+    /// The org's name: the workspace's display name, made unique over the tenant and at most 60 characters
+    /// (`bb2snyk_bitbucket::org_names`); the slug when absent.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

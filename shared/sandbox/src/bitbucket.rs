@@ -284,6 +284,29 @@ pub async fn workspaces(
     )
 }
 
+/// `GET /2.0/workspaces/{workspace}`: one workspace, with its display name (CHANGE-2770 keeps this one).
+pub async fn workspace(
+    State(app): State<App>,
+    Path(workspace): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let state = app.0.lock();
+    if let Err(response) = authorize(&state, &headers, "account") {
+        return response;
+    }
+    match state
+        .tenant
+        .iter()
+        .find(|w| w.slug == workspace || w.uuid == workspace)
+    {
+        Some(w) => Json(w.json(&base_url(&headers))).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("No workspace with identifier '{workspace}'."),
+        ),
+    }
+}
+
 /// Both workspace lists: the same checks and paging, items shaped by `item`.
 fn workspace_list(
     app: &App,

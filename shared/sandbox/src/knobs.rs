@@ -19,6 +19,9 @@ pub struct Knobs {
     /// Repositories per workspace, comma-separated, cycled over the workspaces; overrides --repos-per-workspace.
     #[arg(long, value_delimiter = ',')]
     pub repo_counts: Vec<usize>,
+    /// Pairs of workspaces that share one display name (workspace 1 takes 0's, 3 takes 2's, ...).
+    #[arg(long, default_value_t = 0)]
+    pub shared_names: usize,
     /// Share of repositories that are forks (they carry `parent`).
     #[arg(long, default_value_t = 0.1)]
     pub fork_rate: f64,

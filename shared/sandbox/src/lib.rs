@@ -136,6 +136,7 @@ fn router(app: App) -> Router {
         .route("/site/oauth2/access_token", post(bitbucket::token))
         .route("/2.0/user/workspaces", get(bitbucket::user_workspaces))
         .route("/2.0/workspaces", get(bitbucket::workspaces))
+        .route("/2.0/workspaces/{workspace}", get(bitbucket::workspace))
         .route(
             "/2.0/repositories/{workspace}",
             get(bitbucket::repositories),

@@ -99,7 +99,17 @@ pub fn generate(knobs: &Knobs) -> Vec<Workspace> {
         .map(|w| {
             let team = TEAMS[w % TEAMS.len()];
             let slug = format!("{team}-{w:03}");
-            let name = format!("{} Engineering {w}", capitalise(team));
+            // The first `shared_names` odd workspaces take the display name of the one before: display names
+            // are not unique in Bitbucket, slugs are.
+            let named = if w % 2 == 1 && w / 2 < knobs.shared_names {
+                w - 1
+            } else {
+                w
+            };
+            let name = format!(
+                "{} Engineering {named}",
+                capitalise(TEAMS[named % TEAMS.len()])
+            );
             let uuid = format!("{{{}}}", rng.uuid());
             let count = knobs.repo_count(w);
             let mut repos: Vec<Repo> = Vec::with_capacity(count);

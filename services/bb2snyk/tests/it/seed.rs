@@ -194,3 +194,85 @@ async fn an_imported_targets_log_written_by_snyk_api_import_is_honoured() {
     assert!(stdout(&out).contains("Skipped previously imported 3/8 target(s)"));
     assert_eq!(sandbox.stats().import_posts_total, 5);
 }
+
+/// Display names are not unique: 250 workspaces of which 16 share 8 names, listed by `/2.0/workspaces`
+/// (which gives them). Each workspace gets an org of its own, and every repository is listed for import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspaces_that_share_a_display_name_get_an_org_each() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 250,
+        repos_per_workspace: 4,
+        shared_names: 8,
+        user_workspaces_gone: true,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let truth = sandbox.stats().truth;
+    let dir = workdir("shared-names");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", ".".into()));
+    let group = format!("--groupId={GROUP}");
+    let orgs_file = format!("group-{GROUP}-bitbucket-cloud-app-orgs.json");
+    for step in [
+        vec!["orgs:data", "--source=bitbucket-cloud-app", group.as_str()],
+        vec!["orgs:create", &format!("--file={orgs_file}")],
+        vec![
+            "import:data",
+            "--orgsData=snyk-created-orgs.json",
+            "--source=bitbucket-cloud-app",
+        ],
+    ] {
+        let out = bb2snyk(&step, env.clone(), &dir).await;
+        assert_eq!(out.status.code(), Some(0), "{step:?}: {}", stdout(&out));
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.orgs_created, 250, "one org per workspace");
+    assert_eq!(stats.duplicate_org_names, 0);
+    let targets = read(&dir.join("bitbucket-cloud-app-import-targets.json"));
+    assert_eq!(
+        targets["targets"].as_array().map(Vec::len),
+        Some((truth.repositories - truth.empty) as usize),
+        "no workspace's repositories left out"
+    );
+}
+
+/// A team moving from snyk-api-import: the org it made (named after the display name) is reused, and so is
+/// one bb2snyk made before it named orgs so (after the slug); nothing is created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orgs_snyk_api_import_or_an_older_bb2snyk_made_are_reused() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 3,
+        repos_per_workspace: 2,
+        existing_orgs: vec!["Acme Engineering 0".into(), "globex-001".into()],
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let dir = workdir("moving");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", ".".into()));
+    let group = format!("--groupId={GROUP}");
+    let orgs_file = format!("--file=group-{GROUP}-bitbucket-cloud-app-orgs.json");
+    for step in [
+        vec!["orgs:data", "--source=bitbucket-cloud-app", group.as_str()],
+        vec!["orgs:create", orgs_file.as_str()],
+    ] {
+        let out = bb2snyk(&step, env.clone(), &dir).await;
+        assert_eq!(out.status.code(), Some(0), "{step:?}: {}", stdout(&out));
+    }
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats.orgs_created, 1,
+        "only the third workspace needed an org"
+    );
+    assert_eq!(stats.duplicate_org_names, 0);
+    let created = read(&dir.join("snyk-created-orgs.json"));
+    let names: Vec<&str> = created["orgData"]
+        .as_array()
+        .expect("orgData")
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert!(names.contains(&"Acme Engineering 0"), "{names:?}");
+}

@@ -180,3 +180,43 @@ async fn a_next_link_to_another_host_is_parked_and_never_fetched() {
     }
     assert_eq!(foreign.hits(), 0, "nothing was sent to the foreign host");
 }
+
+#[tokio::test]
+async fn workspaces_are_named_once_each_and_uniquely() {
+    let (sandbox, discoverer, _) = rig(Knobs {
+        workspaces: 4,
+        shared_names: 1,
+        ..Knobs::default()
+    })
+    .await;
+    let run = Body::RunRequested(RunRequested {
+        run_id: "run-1".into(),
+        group_id: "g".into(),
+        source_org_id: None,
+        filters: None,
+    });
+    let named = |outcome| -> Vec<String> {
+        split(&publishes(outcome))
+            .0
+            .into_iter()
+            .filter_map(|b| match b {
+                Body::WorkspaceDiscovered(w) => w.name,
+                _ => None,
+            })
+            .collect()
+    };
+    let names = named(discoverer.handle(run.to_message()).await);
+    assert_eq!(names.len(), 4);
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(
+        unique.len(),
+        4,
+        "two workspaces share a display name, not an org: {names:?}"
+    );
+    assert!(names.iter().any(|n| n == "Acme Engineering 0"), "{names:?}");
+    // A second run reads no display name again.
+    let again = named(discoverer.handle(run.to_message()).await);
+    assert_eq!(again, names);
+    let reads = sandbox.stats().requests["GET /2.0/workspaces/{workspace}"];
+    assert_eq!(reads, 4, "one read per workspace, for the process's life");
+}
