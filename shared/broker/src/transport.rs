@@ -43,7 +43,7 @@ impl AmqpBroker {
         app_id: &str,
     ) -> Result<Self, BrokerError> {
         let publisher = Publisher::new(&connection, app_id).await?;
-        declare(publisher.channel(), &topology).await?;
+        declare(&connection, publisher.channel(), &topology).await?;
         Ok(Self {
             connection,
             publisher,
@@ -277,14 +277,54 @@ pub fn parked_reason(delivery: &Delivery) -> String {
     }
 }
 
+/// Deliveries of a parked message before RabbitMQ would drop it: never reached. RabbitMQ 4 gives every
+/// quorum queue a delivery limit of 20 by default, and each `status` or `replay` peek is a delivery; without
+/// this, a parked message would vanish after twenty peeks.
+const PARKED_DELIVERY_LIMIT: u32 = 2_000_000_000;
+
+/// Declares a parking queue with [`PARKED_DELIVERY_LIMIT`]. One that exists already is left as it is,
+/// since declaring it again with other arguments fails; one an earlier version made without the limit gets
+/// it from a RabbitMQ policy (the README says how).
+async fn declare_parked(
+    connection: &Connection,
+    channel: &Channel,
+    name: &str,
+    base: &QueueSpec,
+) -> Result<(), BrokerError> {
+    // A passive declare of a missing queue closes its channel, so the probe gets one of its own.
+    let probe = connection.create_channel().await?;
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let exists = probe
+        .queue_declare(name.into(), options, FieldTable::default())
+        .await
+        .is_ok();
+    let _ = probe.close(200, "probed".into()).await;
+    if exists {
+        tracing::debug!(queue = %name, "parking queue exists; its arguments are kept");
+        return Ok(());
+    }
+    let spec = QueueSpec {
+        delivery_limit: Some(PARKED_DELIVERY_LIMIT),
+        ..base.clone()
+    };
+    declare_quorum_queue(channel, name, &spec).await
+}
+
 /// Every queue of the topology and the events exchange, declared idempotently.
-async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
+async fn declare(
+    connection: &Connection,
+    channel: &Channel,
+    topology: &Topology,
+) -> Result<(), BrokerError> {
     for queue in &topology.queues {
         let base = QueueSpec {
             expires: topology.expires,
             ..QueueSpec::default()
         };
-        declare_quorum_queue(channel, &topology.parked(queue), &base).await?;
+        declare_parked(connection, channel, &topology.parked(queue), &base).await?;
         declare_quorum_queue(
             channel,
             &topology.work(queue),

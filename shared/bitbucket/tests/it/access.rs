@@ -178,3 +178,37 @@ async fn an_access_token_and_basic_auth_work_without_a_consumer() {
          (BITBUCKET_ACCESS_TOKEN) bb2snyk is configured with"
     );
 }
+
+/// A token endpoint that answers 200 with a body that is not JSON (a proxy's page, a form encoding): the
+/// error says so and how long it was, and never quotes it, since it may hold the token.
+#[tokio::test]
+async fn a_token_body_that_is_not_json_is_never_quoted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("address");
+    let body = "access_token=tok-9f8e7d6c-very-secret&expires_in=7200";
+    tokio::spawn(async move {
+        if let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let consumer = bb2snyk_bitbucket::Consumer {
+        client_id: "id".into(),
+        client_secret: secrecy::SecretString::from("secret".to_owned()),
+    };
+    let url = url::Url::parse(&format!("http://{addr}/site/oauth2/access_token")).expect("URL");
+    let error = bb2snyk_bitbucket::exchange(&reqwest::Client::new(), &url, &consumer)
+        .await
+        .expect_err("not JSON");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("tok-9f8e7d6c"), "{text}");
+    assert!(text.contains("withheld"), "{text}");
+}

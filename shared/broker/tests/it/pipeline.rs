@@ -111,3 +111,55 @@ async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
     work.await.expect("joined").expect("served");
     done.await.expect("joined").expect("served");
 }
+
+/// A parked message survives any number of peeks (`status`, `replay --dry-run`): its queue is declared with
+/// a delivery limit no peeking reaches, where RabbitMQ 4 would otherwise drop it after 20 deliveries.
+#[tokio::test]
+async fn a_parked_message_survives_every_peek() {
+    let connection = Arc::new(
+        connect(&amqp_url(), "bb2snyk-test-peek", Reconnect::default())
+            .await
+            .expect("RabbitMQ"),
+    );
+    let topology = Topology {
+        prefix: unique("peek"),
+        queues: vec!["work".into()],
+        retry: RetryPolicy::default(),
+        expires: Some(Duration::from_secs(120)),
+    };
+    let broker = AmqpBroker::new(connection.clone(), topology.clone(), "test")
+        .await
+        .expect("topology");
+    let parked = bb2snyk_broker::Settlement::Parked {
+        queue: "work".into(),
+        message: message("bad-1"),
+        reason: "a test".into(),
+    };
+    broker.apply(&parked).await.expect("parked");
+    let management =
+        bb2snyk_broker::admin::Management::for_amqp_url(reqwest::Client::new(), &amqp_url());
+    let admin = bb2snyk_broker::admin::Admin::new(connection.clone(), topology.clone(), management);
+    let name = topology.parked("work");
+    for peek in 0..25 {
+        let reasons = admin.parked_reasons(&name, 10).await.expect("peek");
+        assert_eq!(reasons, vec!["a test".to_owned()], "peek {peek}");
+    }
+    // The limit that makes this hold on RabbitMQ 4 is on the queue.
+    let mut base = reqwest::Url::parse(&bb2snyk_test_support::management_url()).expect("URL");
+    let (user, password) = (
+        base.username().to_owned(),
+        base.password().map(str::to_owned),
+    );
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    let queue: serde_json::Value = reqwest::Client::new()
+        .get(base.join(&format!("/api/queues/%2F/{name}")).expect("URL"))
+        .basic_auth(user, password)
+        .send()
+        .await
+        .expect("the management API answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(queue["arguments"]["x-delivery-limit"], 2_000_000_000);
+}
