@@ -123,8 +123,24 @@ async fn session(sandbox: &Sandbox) -> (Vec<String>, String) {
         .group_orgs(&sandbox.knobs().group_id)
         .await
         .expect_err("401");
+    // The trust paths: a URL on another host (refused before anything is sent), a ghost write.
+    let foreign = bitbucket
+        .get::<serde_json::Value>("http://127.0.0.1:9/2.0/repositories/x")
+        .await
+        .expect_err("foreign host");
+    let foreign_job = snyk
+        .job("http://127.0.0.1:9/v1/org/o/integrations/i/import/j")
+        .await
+        .expect_err("foreign host");
+    sandbox.update(|k| k.ghost_rate = 1.0);
+    let ghost = snyk
+        .create_org("ghost", &sandbox.knobs().group_id, None)
+        .await
+        .expect_err("a 502 after the write");
+    sandbox.update(|k| k.ghost_rate = 0.0);
     debug += &format!(
-        "{refused:?} {refused} {rejected:?} {rejected} {fixed:?} {unauthorised:?} {unauthorised}\n"
+        "{refused:?} {refused} {rejected:?} {rejected} {fixed:?} {unauthorised:?} {unauthorised}\n\
+         {foreign:?} {foreign} {foreign_job:?} {foreign_job} {ghost:?} {ghost}\n"
     );
     (bearers, debug)
 }
