@@ -223,11 +223,14 @@ pub fn settle(
                 },
             }]
         }
-        Outcome::Defer { after } => vec![Settlement::Later {
-            queue: queue.to_owned(),
-            tier: policy.tier_for_delay(after),
-            message: message.clone(),
-        }],
+        Outcome::Defer { after } => {
+            tracing::info!(%queue, message_id = %message.message_id, ?after, "deferred");
+            vec![Settlement::Later {
+                queue: queue.to_owned(),
+                tier: policy.tier_for_delay(after),
+                message: message.clone(),
+            }]
+        }
         Outcome::Park { reason } => vec![Settlement::Parked {
             queue: queue.to_owned(),
             message: message.clone(),

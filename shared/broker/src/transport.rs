@@ -282,35 +282,32 @@ pub fn parked_reason(delivery: &Delivery) -> String {
 /// this, a parked message would vanish after twenty peeks.
 const PARKED_DELIVERY_LIMIT: u32 = 2_000_000_000;
 
-/// Declares a parking queue with [`PARKED_DELIVERY_LIMIT`]. One that exists already is left as it is,
-/// since declaring it again with other arguments fails; one an earlier version made without the limit gets
-/// it from a RabbitMQ policy (the README says how).
+/// Declares a parking queue with [`PARKED_DELIVERY_LIMIT`], on a channel of its own. One that an earlier
+/// version made without the limit refuses those arguments (and closes the channel): it is then declared as
+/// it is, and a RabbitMQ policy gives it the limit (the README says how).
 async fn declare_parked(
     connection: &Connection,
-    channel: &Channel,
     name: &str,
     base: &QueueSpec,
 ) -> Result<(), BrokerError> {
-    // A passive declare of a missing queue closes its channel, so the probe gets one of its own.
-    let probe = connection.create_channel().await?;
-    let options = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let exists = probe
-        .queue_declare(name.into(), options, FieldTable::default())
-        .await
-        .is_ok();
-    let _ = probe.close(200, "probed".into()).await;
-    if exists {
-        tracing::debug!(queue = %name, "parking queue exists; its arguments are kept");
-        return Ok(());
-    }
+    let channel = connection.create_channel().await?;
     let spec = QueueSpec {
         delivery_limit: Some(PARKED_DELIVERY_LIMIT),
         ..base.clone()
     };
-    declare_quorum_queue(channel, name, &spec).await
+    let declared = declare_quorum_queue(&channel, name, &spec).await;
+    let _ = channel.close(200, "declared".into()).await;
+    if declared.is_ok() {
+        return declared;
+    }
+    tracing::warn!(
+        queue = %name,
+        "this parking queue predates its delivery limit; on RabbitMQ 4 give it one with a policy (see the README)"
+    );
+    let channel = connection.create_channel().await?;
+    let declared = declare_quorum_queue(&channel, name, base).await;
+    let _ = channel.close(200, "declared".into()).await;
+    declared
 }
 
 /// Every queue of the topology and the events exchange, declared idempotently.
@@ -324,7 +321,7 @@ async fn declare(
             expires: topology.expires,
             ..QueueSpec::default()
         };
-        declare_parked(connection, channel, &topology.parked(queue), &base).await?;
+        declare_parked(connection, &topology.parked(queue), &base).await?;
         declare_quorum_queue(
             channel,
             &topology.work(queue),
