@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, io::IsTerminal, path::Path, time::Duration};
 
-use bb2snyk_broker::{Message, RetryPolicy, Stage, memory::MemoryBroker};
+use bb2snyk_broker::{Message, Stage, memory::MemoryBroker};
 use bb2snyk_ledger::{Ledger, Record, RunCounts, State};
 use bb2snyk_messages::{Body, Event, ImportRepo, QUEUES, TargetRef};
 use bb2snyk_service::CancellationToken;
@@ -49,11 +49,7 @@ impl Embedded {
                 .record(&id, &Record::new(State::Imported, "earlier"))
                 .await?;
         }
-        let broker = MemoryBroker::new(RetryPolicy {
-            tiers: settings.pipeline.retry_tiers.clone(),
-            max_attempts: settings.pipeline.max_attempts,
-            max_body: settings.pipeline.max_message_bytes,
-        });
+        let broker = MemoryBroker::new(bb2snyk_service::topology(&settings).retry);
         let http = crate::http(&settings)?;
         let importer = bb2snyk_importer::importer(&settings, http.clone(), store.clone())?;
         let mut stages: Vec<Stage> = bb2snyk_importer::stages(importer, &settings);

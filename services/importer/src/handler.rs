@@ -13,10 +13,12 @@ use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
 
+use crate::schedule::{PollTiming, Schedule};
+
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// Time between two polls of a job.
-    pub poll_every: Duration,
+    /// When a request that met a busy target lock, or a failed job's new import, comes back.
+    pub requeue_after: Duration,
     /// Polls of one job before it counts as stuck and is parked.
     pub max_polls: u32,
     /// Failed jobs of one target before it is parked with the job's log.
@@ -28,7 +30,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            poll_every: Duration::from_secs(10),
+            requeue_after: Duration::from_secs(10),
             max_polls: 360,
             max_failed_jobs: 3,
             import_lock: Duration::from_secs(60),
@@ -46,16 +48,26 @@ pub struct Importer {
     /// its job, a crash leaves the import unrecorded, and its redelivery imports again: one permit bounds
     /// that to one duplicate per crash. Polls, most of an import's life, do not take it.
     pub requests: Arc<Semaphore>,
+    /// When to poll each job.
+    pub schedule: Arc<Schedule>,
 }
 
 impl Importer {
-    pub fn new(snyk: Snyk, ledger: Ledger, options: ImportOptions, policy: Policy) -> Self {
+    pub fn new(
+        snyk: Snyk,
+        ledger: Ledger,
+        options: ImportOptions,
+        policy: Policy,
+        timing: PollTiming,
+    ) -> Self {
+        let schedule = Arc::new(Schedule::new(timing, ledger.store().clone()));
         Self {
             snyk,
             ledger,
             options,
             policy,
             requests: Arc::new(Semaphore::new(1)),
+            schedule,
         }
     }
 }
@@ -103,7 +115,7 @@ impl Importer {
             // Not a failure, so it spends no attempt: the same message comes back after a poll interval.
             Ok(None) => {
                 return Outcome::Ack(vec![
-                    Body::ImportRepo(import).publish_after(self.policy.poll_every),
+                    Body::ImportRepo(import).publish_after(self.policy.requeue_after),
                 ]);
             }
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
@@ -137,11 +149,9 @@ impl Importer {
                 state: State::Requested,
                 job_url: Some(job_url),
                 ..
-            }) => Ok(Some(Outcome::Ack(vec![self.poll_later(
-                import.clone(),
-                job_url,
-                0,
-            )]))),
+            }) => Ok(Some(Outcome::Ack(vec![
+                self.follow_recorded(import.clone(), job_url),
+            ]))),
             // An earlier POST failed in a way that may have reached Snyk: look before posting again.
             Some(r) if r.maybe_requested => Ok(self.look_in_snyk(import, id).await),
             _ => Ok(None),
@@ -216,7 +226,7 @@ impl Importer {
         });
         bb2snyk_telemetry::metrics::import_jobs_in_flight(1.0);
         Outcome::Ack(vec![
-            self.poll_later(import, job_url, 0),
+            self.first_poll(import, job_url).await,
             requested.publish(),
         ])
     }

@@ -1,6 +1,7 @@
 //! The importer service: imports each repository into Snyk and follows its import job.
 
 mod handler;
+mod schedule;
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use bb2snyk_settings::Settings;
 use bb2snyk_snyk::{Client as Snyk, ImportOptions};
 use bb2snyk_store::Store;
 pub use handler::{Importer, Policy};
+pub use schedule::{PollTiming, Schedule, now_ms, wait_until};
 
 /// Serves the importer's queues (import requests, and job polls) with `CONCURRENT_IMPORTS` deliveries in
 /// flight on each, until `shutdown`.
@@ -59,8 +61,7 @@ pub fn importer(
         Ledger::new(store),
         ImportOptions::default(),
         Policy {
-            // Polls wait in the shortest retry tier.
-            poll_every: settings
+            requeue_after: settings
                 .pipeline
                 .retry_tiers
                 .first()
@@ -69,6 +70,13 @@ pub fn importer(
             // An import request lasts at most about two whole-request timeouts.
             import_lock: settings.http.timeout * 2,
             ..Policy::default()
+        },
+        PollTiming {
+            prior: settings.import.poll_first,
+            floor: settings.import.poll_floor,
+            max: settings.import.poll_max,
+            growth: f64::from(settings.import.poll_growth_percent) / 100.0,
+            quantile: f64::from(settings.import.poll_quantile_percent) / 100.0,
         },
     ))
 }

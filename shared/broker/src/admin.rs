@@ -52,14 +52,21 @@ impl Admin {
         &self.topology
     }
 
-    /// Every queue of the topology by full name: each work queue, its retry tiers, its parking queue.
+    /// Every queue of the topology by full name: each work queue, its retry tiers, its delay queues (for
+    /// delayed queues), its parking queue.
     pub fn queue_names(&self) -> Vec<String> {
         let t = &self.topology;
         t.queues
             .iter()
             .flat_map(|q| {
+                let delays = if t.retry.is_delayed(q) {
+                    crate::DELAYS.len()
+                } else {
+                    0
+                };
                 std::iter::once(t.work(q))
                     .chain((0..t.retry.tiers.len()).map(|tier| t.retry_queue(q, tier)))
+                    .chain((0..delays).map(|index| t.delay_queue(q, index)))
                     .chain(std::iter::once(t.parked(q)))
             })
             .collect()

@@ -17,5 +17,5 @@ pub use amqp::{
 };
 pub use envelope::{Broker, Handler, Message, Outcome, Publish, Route, Stage, serve_stages};
 pub use settle::{Settlement, settle};
-pub use topology::{RetryPolicy, Topology};
+pub use topology::{DELAYS, RetryPolicy, Topology};
 pub use transport::{ATTEMPT_HEADER, AmqpBroker, REASON_HEADER, decode, parked_reason};

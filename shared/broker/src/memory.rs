@@ -217,13 +217,22 @@ impl Inner {
                 self.pending.fetch_add(1, Ordering::SeqCst);
                 self.send(&queue, message);
             }
-            Settlement::Later {
-                queue,
-                tier,
-                message,
-            } => {
+            Settlement::Later { .. } | Settlement::Delayed { .. } => {
+                let (queue, message, wait) = match settlement {
+                    Settlement::Later {
+                        queue,
+                        tier,
+                        message,
+                    } => (queue, message, self.policy.tiers.get(tier).copied()),
+                    Settlement::Delayed {
+                        queue,
+                        index,
+                        message,
+                    } => (queue, message, crate::DELAYS.get(index).copied()),
+                    _ => unreachable!("matched above"),
+                };
+                let wait = wait.unwrap_or_default();
                 self.pending.fetch_add(1, Ordering::SeqCst);
-                let wait = self.policy.tiers.get(tier).copied().unwrap_or_default();
                 let inner = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;

@@ -81,6 +81,29 @@ async fn handle_in_span(
     settlements
 }
 
+/// `message` to `queue` after `delay`: through a delay queue when the queue has them, else the retry tier
+/// that fits.
+fn later(
+    policy: &RetryPolicy,
+    queue: String,
+    delay: std::time::Duration,
+    message: Message,
+) -> Settlement {
+    if policy.is_delayed(&queue) {
+        Settlement::Delayed {
+            index: policy.delay_for(delay),
+            queue,
+            message,
+        }
+    } else {
+        Settlement::Later {
+            tier: policy.tier_for_delay(delay),
+            queue,
+            message,
+        }
+    }
+}
+
 /// The longest value of an AMQP short string (message id, correlation id, type).
 pub const MAX_PROPERTY: usize = 255;
 /// Park reasons (a header) are cut to this many bytes.
@@ -122,6 +145,7 @@ impl Settlement {
         match self {
             Self::Work { message, .. }
             | Self::Later { message, .. }
+            | Self::Delayed { message, .. }
             | Self::Event { message, .. }
             | Self::Parked { message, .. } => message,
         }
@@ -164,6 +188,12 @@ pub enum Settlement {
         tier: usize,
         message: Message,
     },
+    /// Into a delay queue of a delayed work queue ([`crate::DELAYS`]); it comes back when that delay is up.
+    Delayed {
+        queue: String,
+        index: usize,
+        message: Message,
+    },
     /// To the events exchange, under a routing key such as `import.completed`.
     Event {
         routing_key: String,
@@ -197,11 +227,7 @@ pub fn settle(
                     queue,
                     message: p.message,
                 },
-                (Route::Queue(queue), Some(delay)) => Settlement::Later {
-                    queue,
-                    tier: policy.tier_for_delay(delay),
-                    message: p.message,
-                },
+                (Route::Queue(queue), Some(delay)) => later(policy, queue, delay, p.message),
             })
             .collect(),
         Outcome::Retry { reason } => {
@@ -225,11 +251,7 @@ pub fn settle(
         }
         Outcome::Defer { after } => {
             tracing::info!(%queue, message_id = %message.message_id, ?after, "deferred");
-            vec![Settlement::Later {
-                queue: queue.to_owned(),
-                tier: policy.tier_for_delay(after),
-                message: message.clone(),
-            }]
+            vec![later(policy, queue.to_owned(), after, message.clone())]
         }
         Outcome::Park { reason } => vec![Settlement::Parked {
             queue: queue.to_owned(),

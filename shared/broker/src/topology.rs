@@ -12,7 +12,27 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// A larger body is parked unread.
     pub max_body: usize,
+    /// Queues whose delayed follow-ups wait in [`DELAYS`] rather than in the retry tiers: a follow-up comes
+    /// back after the longest delay not over the one asked, and its handler defers the rest (job polls,
+    /// which must come back when a job is expected done, not at the next retry tier).
+    pub delayed: Vec<String>,
 }
+
+/// The delay queues of a delayed queue: powers of two from a quarter second, so any wait is a few hops and
+/// a message comes back less than 250 ms after it is due.
+pub const DELAYS: [Duration; 11] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(32),
+    Duration::from_secs(64),
+    Duration::from_secs(128),
+    Duration::from_secs(256),
+];
 
 impl Default for RetryPolicy {
     /// 10 s, 1 min, 10 min, 1 h; 6 tries in all.
@@ -24,6 +44,7 @@ impl Default for RetryPolicy {
                 .collect(),
             max_attempts: 6,
             max_body: 1024 * 1024,
+            delayed: Vec::new(),
         }
     }
 }
@@ -32,6 +53,15 @@ impl RetryPolicy {
     /// The tier index for a message that has been retried `attempt` times so far.
     pub fn tier(&self, attempt: u32) -> usize {
         (attempt as usize).min(self.tiers.len().saturating_sub(1))
+    }
+
+    /// The delay queue for a wait of `delay`: the longest not over it (the shortest when all are).
+    pub fn delay_for(&self, delay: Duration) -> usize {
+        DELAYS.iter().rposition(|d| *d <= delay).unwrap_or(0)
+    }
+
+    pub fn is_delayed(&self, queue: &str) -> bool {
+        self.delayed.iter().any(|q| q == queue)
     }
 
     /// The shortest tier at least `delay` long (the longest if none is).
@@ -71,6 +101,11 @@ impl Topology {
             .map(Duration::as_secs)
             .unwrap_or(0);
         format!("{}.{queue}.retry.{secs}s", self.prefix)
+    }
+
+    pub fn delay_queue(&self, queue: &str, index: usize) -> String {
+        let millis = DELAYS.get(index).map_or(0, Duration::as_millis);
+        format!("{}.{queue}.delay.{millis}ms", self.prefix)
     }
 
     pub fn parked(&self, queue: &str) -> String {

@@ -73,6 +73,14 @@ impl AmqpBroker {
                 self.send("", &self.topology.retry_queue(queue, *tier), message, None)
                     .await
             }
+            Settlement::Delayed {
+                queue,
+                index,
+                message,
+            } => {
+                self.send("", &self.topology.delay_queue(queue, *index), message, None)
+                    .await
+            }
             Settlement::Parked {
                 queue,
                 message,
@@ -332,6 +340,20 @@ async fn declare(
             },
         )
         .await?;
+        if topology.retry.is_delayed(queue) {
+            for (index, ttl) in crate::DELAYS.iter().enumerate() {
+                declare_quorum_queue(
+                    channel,
+                    &topology.delay_queue(queue, index),
+                    &QueueSpec {
+                        message_ttl: Some(*ttl),
+                        dead_letter: Some((String::new(), topology.work(queue))),
+                        ..base.clone()
+                    },
+                )
+                .await?;
+            }
+        }
         for (tier, ttl) in topology.retry.tiers.iter().enumerate() {
             declare_quorum_queue(
                 channel,

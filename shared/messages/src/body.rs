@@ -138,6 +138,12 @@ pub struct PollImport {
     pub import: ImportRepo,
     pub job_url: String,
     pub polls: u32,
+    /// When Snyk accepted the import (Unix ms): the job's age decides the next poll.
+    #[serde(default)]
+    pub requested_ms: u64,
+    /// Not to be polled before this (Unix ms): a poll that comes back early waits out the rest.
+    #[serde(default)]
+    pub not_before_ms: u64,
 }
 
 impl ImportRepo {

@@ -110,6 +110,8 @@ fn bodies() -> Vec<Body> {
             import,
             job_url: "https://api.snyk.io/v1/job".into(),
             polls: 0,
+            requested_ms: 0,
+            not_before_ms: 0,
         }),
     ]
 }

@@ -81,9 +81,17 @@ pub struct Knobs {
     /// New orgs get no Bitbucket Cloud App integration (the app is not connected).
     #[arg(long)]
     pub orgs_without_app_integration: bool,
-    /// Time from import to a finished job, in milliseconds.
+    /// Time from import to a finished job, in milliseconds: every job's (`--job-spread fixed`), the low end
+    /// (`uniform`), or the median (`long-tail`).
     #[arg(long, default_value_t = 2000)]
     pub job_ms: u64,
+    /// How job durations spread: `fixed` (all `job_ms`), `uniform` (between `job_ms` and `job_max_ms`), or
+    /// `long-tail` (log-normal around `job_ms`: most near it, a few many times longer, capped at `job_max_ms`).
+    #[arg(long, default_value = "fixed")]
+    pub job_spread: String,
+    /// The longest job, for `uniform` and `long-tail`, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub job_max_ms: u64,
 
     /// Added to every API response, in milliseconds.
     #[arg(long, default_value_t = 0)]

@@ -298,6 +298,7 @@ pub async fn import(
         Some((None, false, _)) => JobOutcome::Complete { manifests: &[] },
     };
     let job_id = state.rng.uuid();
+    let duration = state.job_duration();
     state.jobs.insert(
         job_id.clone(),
         Job {
@@ -305,7 +306,10 @@ pub async fn import(
             integration_id: integration_id.clone(),
             target: key,
             started: Instant::now(),
+            duration,
             outcome,
+            polls: 0,
+            seen_late: None,
         },
     );
     let location = format!(
@@ -324,9 +328,21 @@ pub async fn job(
     Path((org_id, integration_id, job_id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let state = app.0.lock();
+    let mut state = app.0.lock();
     if let Err(response) = authorize(&state, &headers) {
         return response;
+    }
+    let now = Instant::now();
+    if let Some(job) = state
+        .jobs
+        .get_mut(&job_id)
+        .filter(|j| j.org_id == org_id && j.integration_id == integration_id)
+    {
+        job.polls += 1;
+        let finished = job.started + job.duration;
+        if now >= finished && job.seen_late.is_none() {
+            job.seen_late = Some(now - finished);
+        }
     }
     let Some(job) = state
         .jobs
@@ -338,7 +354,7 @@ pub async fn job(
             &format!("Import job {job_id} not found"),
         );
     };
-    let done = job.started.elapsed().as_millis() >= u128::from(state.knobs.job_ms);
+    let done = state.is_done(job, now);
     let org_slug = state
         .org(&org_id)
         .map(|o| o.slug.clone())

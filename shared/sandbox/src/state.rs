@@ -65,7 +65,13 @@ pub struct Job {
     /// `workspace/slug`
     pub target: String,
     pub started: Instant,
+    /// How long it runs, drawn when it starts (`job_spread`).
+    pub duration: Duration,
     pub outcome: JobOutcome,
+    /// Polls of this job so far.
+    pub polls: u64,
+    /// How long after it finished a poll first saw it finished.
+    pub seen_late: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,9 +188,28 @@ impl State {
         ws.repos.iter().find(|r| r.slug == name).map(|r| (ws, r))
     }
 
-    /// True once `job` has run its course (`job_ms`).
+    /// True once `job` has run its course.
     pub fn is_done(&self, job: &Job, now: Instant) -> bool {
-        now.duration_since(job.started) >= Duration::from_millis(self.knobs.job_ms)
+        now.duration_since(job.started) >= job.duration
+    }
+
+    /// A new job's duration, drawn from `job_spread`.
+    pub fn job_duration(&mut self) -> Duration {
+        let (low, high) = (
+            self.knobs.job_ms,
+            self.knobs.job_max_ms.max(self.knobs.job_ms),
+        );
+        let millis = match self.knobs.job_spread.as_str() {
+            "uniform" => low + (self.rng.unit() * (high - low) as f64) as u64,
+            "long-tail" => {
+                // Log-normal with sigma 1: median `low`, one job in ten over 3.6 times it.
+                let (u1, u2) = (self.rng.unit().max(1e-12), self.rng.unit());
+                let normal = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                ((low as f64) * normal.exp()).min(high as f64) as u64
+            }
+            _ => low,
+        };
+        Duration::from_millis(millis)
     }
 
     pub fn poison(&self, poison: Option<Poison>) -> Option<Poison> {
@@ -196,15 +221,24 @@ impl State {
         for org in &self.orgs {
             *names.entry(org.name.as_str()).or_default() += 1;
         }
-        let finished = Duration::from_millis(self.knobs.job_ms);
         let mut jobs = JobStats::default();
+        let mut late: Vec<u64> = Vec::new();
         for job in self.jobs.values() {
-            match (&job.outcome, now.duration_since(job.started) >= finished) {
+            jobs.polls += job.polls;
+            late.extend(job.seen_late.map(|d| d.as_millis() as u64));
+            match (&job.outcome, self.is_done(job, now)) {
                 (_, false) => jobs.pending += 1,
                 (JobOutcome::Complete { .. }, true) => jobs.complete += 1,
                 (JobOutcome::Failed { .. }, true) => jobs.failed += 1,
             }
         }
+        late.sort_unstable();
+        let at = |q: f64| {
+            late.get(((late.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+        };
+        jobs.seen_late_p50_ms = at(0.5);
+        jobs.seen_late_p95_ms = at(0.95);
         let c = &self.counters;
         Stats {
             token_exchanges: c.token_exchanges,
@@ -280,6 +314,14 @@ pub struct JobStats {
     pub pending: u64,
     pub complete: u64,
     pub failed: u64,
+    /// Polls of every job, in all.
+    #[serde(default)]
+    pub polls: u64,
+    /// How long after a job finished a poll first saw it, over the jobs seen finished (median, 95th).
+    #[serde(default)]
+    pub seen_late_p50_ms: Option<u64>,
+    #[serde(default)]
+    pub seen_late_p95_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

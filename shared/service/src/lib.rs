@@ -202,6 +202,8 @@ pub fn topology(settings: &Settings) -> Topology {
             tiers: settings.pipeline.retry_tiers.clone(),
             max_attempts: settings.pipeline.max_attempts,
             max_body: settings.pipeline.max_message_bytes,
+            // Job polls come back when a job is expected done, not at the next retry tier.
+            delayed: vec![bb2snyk_messages::IMPORTER_POLLS.to_owned()],
         },
         expires: settings.amqp.expires,
     }

@@ -117,6 +117,12 @@ pub struct RedisSettings {
 #[derive(Debug, Clone)]
 pub struct ImportSettings {
     pub concurrent_imports: u32,
+    /// The first polls' wait, before any job was seen.
+    pub poll_first: Duration,
+    pub poll_floor: Duration,
+    pub poll_max: Duration,
+    pub poll_growth_percent: u32,
+    pub poll_quantile_percent: u32,
     pub log_path: PathBuf,
 }
 
@@ -345,6 +351,11 @@ impl Settings {
                     "redis.url" => redact_url(&self.redis.url),
                     "redis.prefix" => self.redis.prefix.clone(),
                     "import.concurrent_imports" => self.import.concurrent_imports.to_string(),
+                    "import.poll_first_secs" => self.import.poll_first.as_secs().to_string(),
+                    "import.poll_floor_secs" => self.import.poll_floor.as_secs().to_string(),
+                    "import.poll_max_secs" => self.import.poll_max.as_secs().to_string(),
+                    "import.poll_growth_percent" => self.import.poll_growth_percent.to_string(),
+                    "import.poll_quantile_percent" => self.import.poll_quantile_percent.to_string(),
                     "import.log_path" => self.import.log_path.display().to_string(),
                     "http.timeout_secs" => self.http.timeout.as_secs().to_string(),
                     "http.connect_timeout_secs" => self.http.connect_timeout.as_secs().to_string(),

@@ -129,6 +129,11 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
         },
         import: ImportSettings {
             concurrent_imports: r.number("import.concurrent_imports", 1..=50)? as u32,
+            poll_first: Duration::from_secs(r.number("import.poll_first_secs", 1..=3600)?),
+            poll_floor: Duration::from_secs(r.number("import.poll_floor_secs", 1..=600)?),
+            poll_max: Duration::from_secs(r.number("import.poll_max_secs", 1..=3600)?),
+            poll_growth_percent: r.number("import.poll_growth_percent", 10..=400)? as u32,
+            poll_quantile_percent: r.number("import.poll_quantile_percent", 10..=99)? as u32,
             log_path: expand_home(&r.required("import.log_path")?, home),
         },
         metrics: MetricsSettings {

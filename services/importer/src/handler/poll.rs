@@ -8,11 +8,18 @@ use bb2snyk_messages::{
 };
 use bb2snyk_snyk::JobStatus;
 
+use std::time::Duration;
+
 use super::{Importer, about, ledger_failure};
+use crate::schedule::{now_ms, wait_until};
 
 impl Importer {
-    /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count.
+    /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count. A poll that
+    /// comes back before it is due (its delay queue is the longest not over the wait) waits out the rest.
     pub(super) async fn poll(&self, poll: PollImport) -> Outcome {
+        if let Some(wait) = wait_until(poll.not_before_ms) {
+            return Outcome::defer(wait);
+        }
         let outcome = self.follow(poll).await;
         let polls_again = match &outcome {
             Outcome::Ack(publishes) => publishes
@@ -51,12 +58,24 @@ impl Importer {
                 );
                 self.settle_parked(&id, record, reason).await
             }
-            JobStatus::Pending => Outcome::Ack(vec![self.poll_later(
-                poll.import,
-                poll.job_url,
-                poll.polls.saturating_add(1),
-            )]),
+            JobStatus::Pending => {
+                if poll.polls == 0 {
+                    self.schedule.first_poll_found(false).await;
+                }
+                let age = Duration::from_millis(now_ms().saturating_sub(poll.requested_ms));
+                let wait = self.schedule.next_poll(age);
+                Outcome::Ack(vec![self.poll_after(
+                    PollImport {
+                        polls: poll.polls.saturating_add(1),
+                        ..poll
+                    },
+                    wait,
+                )])
+            }
             JobStatus::Complete => {
+                if poll.polls == 0 {
+                    self.schedule.first_poll_found(true).await;
+                }
                 record.state = State::Imported;
                 record.projects = job
                     .projects()
@@ -112,19 +131,46 @@ impl Importer {
                     ..poll.import
                 });
                 Outcome::Ack(vec![
-                    again.publish_after(self.policy.poll_every),
+                    again.publish_after(self.policy.requeue_after),
                     failed.publish(),
                 ])
             }
         }
     }
 
-    pub(super) fn poll_later(&self, import: ImportRepo, job_url: String, polls: u32) -> Publish {
-        Body::PollImport(PollImport {
+    /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
+    pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
+        let wait = self.schedule.first_poll().await;
+        let poll = PollImport {
             import,
             job_url,
-            polls,
+            polls: 0,
+            requested_ms: now_ms(),
+            not_before_ms: 0,
+        };
+        self.poll_after(poll, wait)
+    }
+
+    /// A poll for a job the ledger recorded (its requester stopped): its age is unknown, so it is polled
+    /// soon, and it does not count as a first poll for the estimate.
+    pub(super) fn follow_recorded(&self, import: ImportRepo, job_url: String) -> Publish {
+        let poll = PollImport {
+            import,
+            job_url,
+            polls: 1,
+            requested_ms: now_ms(),
+            not_before_ms: 0,
+        };
+        self.poll_after(poll, self.schedule.next_poll(Duration::ZERO))
+    }
+
+    /// `poll`, due `wait` from now.
+    fn poll_after(&self, poll: PollImport, wait: Duration) -> Publish {
+        Body::PollImport(PollImport {
+            not_before_ms: now_ms()
+                .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            ..poll
         })
-        .publish_after(self.policy.poll_every)
+        .publish_after(wait)
     }
 }

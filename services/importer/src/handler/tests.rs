@@ -73,6 +73,18 @@ fn import(sandbox: &Sandbox) -> ImportRepo {
     }
 }
 
+/// A poll as the broker brings it back once it is due.
+fn due(message: &bb2snyk_broker::Message) -> bb2snyk_broker::Message {
+    match Body::from_message(message) {
+        Ok(Body::PollImport(poll)) => Body::PollImport(bb2snyk_messages::PollImport {
+            not_before_ms: 0,
+            ..poll
+        })
+        .to_message(),
+        other => panic!("expected a poll, got {other:?}"),
+    }
+}
+
 fn publishes(outcome: Outcome) -> Vec<Publish> {
     match outcome {
         Outcome::Ack(publishes) => publishes,
@@ -124,7 +136,12 @@ async fn an_import_is_requested_once_and_followed_to_completion() {
     );
     assert_eq!(rig.sandbox.stats().import_posts_total, 1);
 
-    let done = publishes(rig.importer.handle(poll.message.clone()).await);
+    // Taken before it is due, the poll waits out the rest; the broker brings it back when due.
+    match rig.importer.handle(poll.message.clone()).await {
+        Outcome::Defer { after } => assert!(after > Duration::from_secs(1), "{after:?}"),
+        other => panic!("expected the early poll deferred, got {other:?}"),
+    }
+    let done = publishes(rig.importer.handle(due(&poll.message)).await);
     match &events(&done)[..] {
         [Event::ImportCompleted(e)] => {
             assert_eq!(e.subject, id);
@@ -167,7 +184,7 @@ async fn a_pending_job_is_polled_again_and_a_refused_import_is_parked() {
     let request = Body::ImportRepo(import(&slow.sandbox)).to_message();
     let first = publishes(slow.importer.handle(request).await);
     let poll = &first[0].message;
-    let next = publishes(slow.importer.handle(poll.clone()).await);
+    let next = publishes(slow.importer.handle(due(poll)).await);
     match &next[..] {
         [p] => match Body::from_message(&p.message) {
             Ok(Body::PollImport(again)) => assert_eq!(again.polls, 1),
@@ -307,6 +324,8 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
         import: import.clone(),
         job_url: job_url.clone(),
         polls: 0,
+        requested_ms: 0,
+        not_before_ms: 0,
     });
     match rig.importer.handle(poll.to_message()).await {
         Outcome::Park { reason } => {
@@ -329,7 +348,7 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
             .await,
     );
     assert!(matches!(
-        rig.importer.handle(follow[0].message.clone()).await,
+        rig.importer.handle(due(&follow[0].message)).await,
         Outcome::Park { .. }
     ));
     assert_eq!(foreign.hits(), 0, "nothing was sent to the foreign host");
@@ -350,7 +369,7 @@ async fn with_no_budget_slot_in_sight_the_message_comes_back_later_without_holdi
     .await;
     let request = Body::ImportRepo(import(&rig.sandbox)).to_message();
     let first = publishes(rig.importer.handle(request).await);
-    match rig.importer.handle(first[0].message.clone()).await {
+    match rig.importer.handle(due(&first[0].message)).await {
         Outcome::Defer { after } => assert!(after > Duration::from_secs(1), "{after:?}"),
         other => panic!("expected the poll deferred, got {other:?}"),
     }

@@ -48,6 +48,8 @@ fn kinds_are_the_serde_names() {
             import: import(),
             job_url: "https://snyk/job".into(),
             polls: 2,
+            requested_ms: 0,
+            not_before_ms: 0,
         }),
     ] {
         let json: serde_json::Value =

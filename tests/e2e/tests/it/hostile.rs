@@ -109,6 +109,8 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 },
                 job_url: "https://api.snyk.io/v1/job".into(),
                 polls: 0,
+                requested_ms: 0,
+                not_before_ms: 0,
             })),
             "run_id is 400 bytes",
         ),
@@ -118,6 +120,8 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 import,
                 job_url: format!("{}/v1/org/o/integrations/i/import/j", foreign.url()),
                 polls: 0,
+                requested_ms: 0,
+                not_before_ms: 0,
             })
             .to_message(),
             "refused to send SNYK_TOKEN",
