@@ -91,6 +91,28 @@ async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
         (n >= truth.poison_post).then_some(n)
     })
     .await;
+    // The earlier runs' polls may still be moving through the delay queues: compare depths once every
+    // queue but the parking ones is at rest, so both reads see the same state.
+    let moving: Vec<String> = bb2snyk_messages::QUEUES
+        .iter()
+        .flat_map(|q| {
+            let retries = (0..topology.retry.tiers.len()).map(|t| topology.retry_queue(q, t));
+            let delays = (0..bb2snyk_broker::DELAYS.len()).map(|i| topology.delay_queue(q, i));
+            std::iter::once(topology.work(q))
+                .chain(retries)
+                .chain(delays)
+        })
+        .collect();
+    wait_for("every queue at rest", Duration::from_secs(60), || async {
+        for queue in &moving {
+            if depth(&settings, queue).await > 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let parked = depth(&settings, &parked_queue).await;
     let report = status(&env, &dir, &run).await;
     assert_eq!(ready(&report, &parked_queue), parked);
     assert_eq!(report["parked"]["total"].as_u64(), Some(parked));
