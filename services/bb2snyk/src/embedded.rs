@@ -1,7 +1,7 @@
 //! The pipeline in one process: the services' own handlers on the in-memory broker and store, for
 //! `bb2snyk run`, `import` and `demo`. Results become snyk-api-import's logs as they happen.
 
-use std::{collections::BTreeMap, io::IsTerminal, path::Path, time::Duration};
+use std::{collections::BTreeMap, io::IsTerminal, path::Path, sync::Arc, time::Duration};
 
 use bb2snyk_broker::{Message, Stage, memory::MemoryBroker};
 use bb2snyk_ledger::{Ledger, Record, RunCounts, State};
@@ -64,6 +64,8 @@ impl Embedded {
                 .authorization()
                 .await
                 .map_err(bb2snyk_discoverer::bitbucket_failure)?;
+            let discoverer =
+                bb2snyk_discoverer::with_backlog(discoverer, Arc::new(broker.clone()), &settings);
             stages.extend(bb2snyk_discoverer::stages(discoverer));
         }
         let shutdown = CancellationToken::new();

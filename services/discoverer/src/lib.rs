@@ -10,7 +10,7 @@ use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
 use bb2snyk_store::Store;
-pub use handler::Discoverer;
+pub use handler::{Backlog, Discoverer};
 
 /// Proves the Bitbucket credentials, then serves the discoverer's queue until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {
@@ -35,6 +35,7 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         .await
         .map_err(bitbucket_failure)?;
     let broker = infrastructure.broker(settings, "discoverer").await?;
+    let discoverer = with_backlog(discoverer, Arc::new(broker.clone()), settings);
     tracing::info!(
         credential = discoverer.bitbucket.credential().what(),
         "discoverer ready"
@@ -42,6 +43,22 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
     infrastructure
         .serve(&broker, &stages(discoverer), settings, &shutdown)
         .await
+}
+
+/// Paging that waits while the importer's queue holds more than `discovery.max_backlog` messages.
+pub fn with_backlog(
+    discoverer: Discoverer,
+    broker: Arc<dyn bb2snyk_broker::Broker>,
+    settings: &Settings,
+) -> Discoverer {
+    Discoverer {
+        backlog: Some(Backlog::new(
+            broker,
+            settings.backlog.limit,
+            settings.backlog.pause,
+        )),
+        ..discoverer
+    }
 }
 
 /// The discoverer's queue, four deliveries (pages) at a time.
@@ -70,6 +87,7 @@ pub fn discoverer(
 ) -> Result<Discoverer, ServiceError> {
     Ok(Discoverer {
         filter: RepoFilter::new(&settings.discovery),
+        backlog: None,
         bitbucket: Bitbucket::for_stage(settings, http, Some(store.clone()))?,
         ledger: Ledger::new(store),
     })

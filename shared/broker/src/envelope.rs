@@ -117,6 +117,10 @@ pub trait Broker: Send + Sync {
         message: &'a Message,
     ) -> BoxFuture<'a, Result<(), crate::BrokerError>>;
 
+    /// Messages waiting in work queue `queue` (ready, not yet delivered); `None` when the transport cannot
+    /// tell now.
+    fn waiting<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Option<u64>>;
+
     /// Runs `handler` on `queue`, `concurrency` deliveries at a time, until `shutdown`; in-flight deliveries
     /// get `drain` to finish.
     fn serve<'a>(

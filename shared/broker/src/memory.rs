@@ -32,6 +32,8 @@ struct Inner {
 
 #[derive(Debug)]
 struct Queue {
+    /// Messages sent and not yet taken by a consumer.
+    waiting: Arc<AtomicUsize>,
     sender: mpsc::UnboundedSender<Message>,
     receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>>,
     parked: Vec<(Message, String)>,
@@ -41,6 +43,7 @@ impl Queue {
     fn new() -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         Self {
+            waiting: Arc::default(),
             sender,
             receiver: Arc::new(tokio::sync::Mutex::new(receiver)),
             parked: Vec::new(),
@@ -137,13 +140,11 @@ impl MemoryBroker {
         concurrency: usize,
         shutdown: CancellationToken,
     ) {
-        let receiver = self
-            .inner
-            .lock()
-            .entry(queue.to_owned())
-            .or_insert_with(Queue::new)
-            .receiver
-            .clone();
+        let (receiver, waiting) = {
+            let mut queues = self.inner.lock();
+            let q = queues.entry(queue.to_owned()).or_insert_with(Queue::new);
+            (q.receiver.clone(), q.waiting.clone())
+        };
         let slots = Arc::new(Semaphore::new(concurrency.max(1)));
         let tracker = TaskTracker::new();
         loop {
@@ -155,6 +156,7 @@ impl MemoryBroker {
                 message = async { receiver.lock().await.recv().await } => message,
             };
             let Some(message) = message else { break };
+            waiting.fetch_sub(1, Ordering::SeqCst);
             let inner = self.inner.clone();
             let handler = handler.clone();
             let queue = queue.to_owned();
@@ -173,7 +175,22 @@ impl MemoryBroker {
     }
 }
 
+impl MemoryBroker {
+    /// Messages sent to work queue `queue` and not yet taken by a consumer.
+    pub fn waiting(&self, queue: &str) -> u64 {
+        self.inner
+            .lock()
+            .get(queue)
+            .map_or(0, |q| q.waiting.load(Ordering::SeqCst) as u64)
+    }
+}
+
 impl crate::Broker for MemoryBroker {
+    fn waiting<'a>(&'a self, queue: &'a str) -> futures_util::future::BoxFuture<'a, Option<u64>> {
+        let waiting = MemoryBroker::waiting(self, queue);
+        Box::pin(async move { Some(waiting) })
+    }
+
     fn publish<'a>(
         &'a self,
         queue: &'a str,
@@ -207,6 +224,7 @@ impl Inner {
     fn send(&self, queue: &str, message: Message) {
         let mut queues = self.lock();
         let q = queues.entry(queue.to_owned()).or_insert_with(Queue::new);
+        q.waiting.fetch_add(1, Ordering::SeqCst);
         // The receiver lives in the map as long as the sender, so this cannot fail.
         let _ = q.sender.send(message);
     }

@@ -221,7 +221,33 @@ impl AmqpBroker {
     }
 }
 
+impl AmqpBroker {
+    /// Ready messages in work queue `queue`, by a passive declare on a channel of its own.
+    pub async fn waiting(&self, queue: &str) -> Option<u64> {
+        let channel = self.connection.create_channel().await.ok()?;
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let depth = channel
+            .queue_declare(
+                self.topology.work(queue).as_str().into(),
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .ok()
+            .map(|q| u64::from(q.message_count()));
+        let _ = channel.close(200, "counted".into()).await;
+        depth
+    }
+}
+
 impl crate::Broker for AmqpBroker {
+    fn waiting<'a>(&'a self, queue: &'a str) -> futures_util::future::BoxFuture<'a, Option<u64>> {
+        Box::pin(AmqpBroker::waiting(self, queue))
+    }
+
     fn publish<'a>(
         &'a self,
         queue: &'a str,

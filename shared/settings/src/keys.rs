@@ -193,6 +193,20 @@ pub const KEYS: &[Key] = &[
         help: "import only repositories updated on or after this date (YYYY-MM-DD)",
     },
     Key {
+        path: "discovery.max_backlog",
+        env: None,
+        default: Some("5000"),
+        secret: false,
+        help: "discovery pauses a workspace's paging while the importer's queue holds more than this many messages, so the queue stays flat however large the tenant",
+    },
+    Key {
+        path: "discovery.backlog_pause_secs",
+        env: None,
+        default: Some("5"),
+        secret: false,
+        help: "how long a paused page waits before it looks at the importer's queue again",
+    },
+    Key {
         path: "amqp.url",
         env: Some("AMQP_URL"),
         default: Some("amqp://guest:guest@127.0.0.1:5672/%2f"),

@@ -20,6 +20,8 @@ pub struct Settings {
     pub bitbucket: BitbucketSettings,
     /// Which repositories discovery hands on (`discovery.*`), when a run request carries no filters.
     pub discovery: Filters,
+    /// How far discovery runs ahead of the importers (`discovery.max_backlog`, `discovery.backlog_pause_secs`).
+    pub backlog: BacklogSettings,
     pub snyk: SnykSettings,
     pub amqp: AmqpSettings,
     pub pipeline: PipelineSettings,
@@ -68,6 +70,13 @@ pub enum BitbucketCredentials<'a> {
         username: &'a str,
         password: &'a SecretString,
     },
+}
+
+/// Discovery pauses a workspace's paging while the importer's queue holds more than `limit` messages.
+#[derive(Debug, Clone, Copy)]
+pub struct BacklogSettings {
+    pub limit: u64,
+    pub pause: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +329,8 @@ impl Settings {
                     "discovery.include" => list(&self.discovery.include, "(all)"),
                     "discovery.exclude" => list(&self.discovery.exclude, "(none)"),
                     "discovery.project_keys" => list(&self.discovery.project_keys, "(all)"),
+                    "discovery.max_backlog" => self.backlog.limit.to_string(),
+                    "discovery.backlog_pause_secs" => self.backlog.pause.as_secs().to_string(),
                     "discovery.updated_since" => self
                         .discovery
                         .updated_since

@@ -7,8 +7,9 @@ use url::Url;
 use seed_env::SeedEnv;
 
 use crate::{
-    AmqpSettings, BitbucketAuth, BitbucketSettings, ConfigError, Filters, HttpSettings,
-    ImportSettings, MetricsSettings, PipelineSettings, RedisSettings, Settings, SnykSettings,
+    AmqpSettings, BacklogSettings, BitbucketAuth, BitbucketSettings, ConfigError, Filters,
+    HttpSettings, ImportSettings, MetricsSettings, PipelineSettings, RedisSettings, Settings,
+    SnykSettings,
     keys::{KEYS, key},
 };
 
@@ -90,6 +91,10 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             exclude: r.parsed("discovery.exclude")?,
             project_keys: r.list("discovery.project_keys")?,
             updated_since: r.date("discovery.updated_since")?,
+        },
+        backlog: BacklogSettings {
+            limit: r.number("discovery.max_backlog", 100..=10_000_000)?,
+            pause: Duration::from_secs(r.number("discovery.backlog_pause_secs", 1..=3600)?),
         },
         snyk: SnykSettings {
             api_base: r.http_url("snyk.api_base")?,

@@ -220,3 +220,54 @@ async fn workspaces_are_named_once_each_and_uniquely() {
     let reads = sandbox.stats().requests["GET /2.0/workspaces/{workspace}"];
     assert_eq!(reads, 4, "one read per workspace, for the process's life");
 }
+
+#[tokio::test]
+async fn paging_waits_while_the_importer_s_queue_is_full() {
+    let (sandbox, discoverer, _) = rig(Knobs::default()).await;
+    let broker = bb2snyk_broker::memory::MemoryBroker::new(Default::default());
+    let discoverer = super::Discoverer {
+        backlog: Some(super::Backlog::new(
+            std::sync::Arc::new(broker.clone()),
+            5,
+            std::time::Duration::from_secs(5),
+        )),
+        ..discoverer
+    };
+    let workspace = sandbox.truth()[0]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_owned();
+    let ready = Body::OrgReady(org(&workspace, None)).to_message();
+    // Six imports wait, over the limit of five: the page comes back later, and nothing is fetched.
+    for i in 0..6 {
+        broker.publish(bb2snyk_messages::IMPORTER, ready_message(i));
+    }
+    let before = sandbox.stats().requests_total;
+    match discoverer.handle(ready.clone()).await {
+        Outcome::Defer { after } => assert_eq!(after, std::time::Duration::from_secs(5)),
+        other => panic!("expected the page deferred, got {other:?}"),
+    }
+    assert_eq!(sandbox.stats().requests_total, before, "no page fetched");
+    // Under the limit (counted again a second later), paging goes on.
+    let fresh = bb2snyk_broker::memory::MemoryBroker::new(Default::default());
+    let discoverer = super::Discoverer {
+        backlog: Some(super::Backlog::new(
+            std::sync::Arc::new(fresh),
+            5,
+            std::time::Duration::from_secs(5),
+        )),
+        ..discoverer
+    };
+    let (bodies, _) = split(&publishes(discoverer.handle(ready).await));
+    assert!(!bodies.is_empty(), "the page was read");
+}
+
+fn ready_message(i: u32) -> bb2snyk_broker::Message {
+    bb2snyk_broker::Message {
+        kind: "repo.import.v1".into(),
+        message_id: format!("m{i}"),
+        correlation_id: "run-1".into(),
+        attempt: 0,
+        body: b"{}".to_vec(),
+    }
+}
