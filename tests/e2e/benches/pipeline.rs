@@ -29,13 +29,66 @@ const SNYK_PER_MINUTE: u32 = 6000;
 const BITBUCKET_PER_MINUTE: u32 = 1000;
 const REPOS_PER_WORKSPACE: usize = 100;
 
-fn knobs(workspaces: usize) -> Knobs {
+/// How long import jobs take in a row: the sandbox's `job_spread` with its bounds.
+#[derive(Debug, Clone, Copy)]
+struct Jobs {
+    label: &'static str,
+    spread: &'static str,
+    ms: u64,
+    max_ms: u64,
+}
+
+const FIXED_2S: Jobs = Jobs {
+    label: "fixed 2 s",
+    spread: "fixed",
+    ms: 2000,
+    max_ms: 2000,
+};
+
+/// The job-duration rows: each with the embedded run, whose one process shows the schedule alone.
+const SPREADS: [Jobs; 3] = [
+    Jobs {
+        label: "fixed 5 s",
+        spread: "fixed",
+        ms: 5000,
+        max_ms: 5000,
+    },
+    Jobs {
+        label: "uniform 1–60 s",
+        spread: "uniform",
+        ms: 1000,
+        max_ms: 60_000,
+    },
+    Jobs {
+        label: "long tail (median 5 s, max 120 s)",
+        spread: "long-tail",
+        ms: 5000,
+        max_ms: 120_000,
+    },
+];
+
+impl Jobs {
+    /// A job's mean duration: the bound adds one, since the last imports' jobs run after their POSTs.
+    fn mean(self) -> Duration {
+        let mean_ms = match self.spread {
+            "uniform" => (self.ms + self.max_ms) / 2,
+            // Log-normal with sigma 1: the mean is e^(1/2) times the median.
+            "long-tail" => self.ms * 165 / 100,
+            _ => self.ms,
+        };
+        Duration::from_millis(mean_ms)
+    }
+}
+
+fn knobs(workspaces: usize, jobs: Jobs) -> Knobs {
     Knobs {
         workspaces,
         repos_per_workspace: REPOS_PER_WORKSPACE,
         empty_rate: 0.0,
         latency_ms: 20,
-        job_ms: 2000,
+        job_ms: jobs.ms,
+        job_spread: jobs.spread.into(),
+        job_max_ms: jobs.max_ms,
         snyk_rate_limit: Some(SNYK_PER_MINUTE),
         snyk_window_secs: 60,
         bitbucket_rate_limit: Some(BITBUCKET_PER_MINUTE),
@@ -163,6 +216,9 @@ struct Measured {
     stats: Stats,
     usage: Vec<(String, f64, f64)>,
     messages_per_import: Option<f64>,
+    /// The importer queue's deepest, sampled every half second (services only).
+    peak_backlog: Option<u64>,
+    jobs: Jobs,
 }
 
 /// Requests a run needs at the least, per API; the time they take at the limits' rates (requests ÷ rate);
@@ -188,7 +244,9 @@ fn lower_bound(workspaces: u64, repos: u64, org_pages: u64) -> (u64, u64, Durati
 }
 
 async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured {
-    let sandbox = Sandbox::start(knobs(workspaces)).await.expect("sandbox");
+    let sandbox = Sandbox::start(knobs(workspaces, FIXED_2S))
+        .await
+        .expect("sandbox");
     let env = environment(&sandbox);
     let settings = bb2snyk_settings::load(&Sources {
         file: None,
@@ -207,11 +265,18 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured 
     let total = sandbox.stats().truth.repositories;
     let started = Instant::now();
     let run = Run::request(&settings, &sandbox.knobs().group_id).await;
+    let broker = run
+        .infrastructure
+        .broker(&settings, "bench-depth")
+        .await
+        .expect("broker");
+    let mut peak_backlog = 0;
     let mut last_print = Instant::now();
     loop {
         for p in &mut processes {
             p.sample();
         }
+        peak_backlog = peak_backlog.max(broker.waiting("importer").await.unwrap_or(0));
         let done = run.settled().await;
         if done >= total {
             break;
@@ -246,11 +311,15 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured 
         stats: sandbox.stats(),
         usage,
         messages_per_import: Some(consumed / total as f64),
+        peak_backlog: Some(peak_backlog),
+        jobs: FIXED_2S,
     }
 }
 
-async fn embedded_run(bin: &Path, workspaces: usize) -> Measured {
-    let sandbox = Sandbox::start(knobs(workspaces)).await.expect("sandbox");
+async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
+    let sandbox = Sandbox::start(knobs(workspaces, jobs))
+        .await
+        .expect("sandbox");
     let mut env = environment(&sandbox);
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(bb2snyk_test_support::unique("bench-run"));
@@ -267,11 +336,13 @@ async fn embedded_run(bin: &Path, workspaces: usize) -> Measured {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Measured {
-        label: "embedded `bb2snyk run`".into(),
+        label: format!("embedded `bb2snyk run`, jobs {}", jobs.label),
         wall: started.elapsed(),
         stats: sandbox.stats(),
         usage: vec![("bb2snyk run".into(), p.last.0, p.last.1)],
         messages_per_import: None,
+        peak_backlog: None,
+        jobs,
     }
 }
 
@@ -354,9 +425,19 @@ async fn discoverer_peak(bin: &Path, workspaces: usize) -> f64 {
 }
 
 fn row(out: &mut String, o: &Measured, bound: Duration, floor: Duration) {
+    let (bound, floor) = (bound + o.jobs.mean(), floor + o.jobs.mean());
     let ratio = bound.as_secs_f64() / o.wall.as_secs_f64() * 100.0;
     let of_floor = floor.as_secs_f64() / o.wall.as_secs_f64() * 100.0;
     let r429: u64 = o.stats.rate_limited.values().sum();
+    let imports = o.stats.import_posts_total.max(1) as f64;
+    let snyk_requests: u64 = o
+        .stats
+        .requests
+        .iter()
+        .filter(|(k, _)| k.contains(" /v1/") || k.contains(" /rest/"))
+        .map(|(_, n)| n)
+        .sum();
+    let seen = |ms: Option<u64>| ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
     let usage = o
         .usage
         .iter()
@@ -365,16 +446,21 @@ fn row(out: &mut String, o: &Measured, bound: Duration, floor: Duration) {
         .join("; ");
     let _ = writeln!(
         out,
-        "| {} | {:.0} s | {:.0} % | {:.0} % | {} | {} | {} | {} | {} |",
+        "| {} | {:.0} s | {:.0} % | {:.0} % | {:.2} | {:.2} | {} / {} | {} | {} | {} | {} | {} | {} |",
         o.label,
         o.wall.as_secs_f64(),
         ratio,
         of_floor,
+        o.stats.jobs.polls as f64 / imports,
+        snyk_requests as f64 / imports,
+        seen(o.stats.jobs.seen_late_p50_ms),
+        seen(o.stats.jobs.seen_late_p95_ms),
         r429,
         o.stats.token_exchanges,
         o.stats.import_posts_total,
         o.messages_per_import
             .map_or("-".into(), |m| format!("{m:.1}")),
+        o.peak_backlog.map_or("-".into(), |n| n.to_string()),
         usage
     );
 }
@@ -397,23 +483,36 @@ async fn main() {
     let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
     let (snyk, bitbucket, bound, floor) = lower_bound(workspaces as u64, repos, 1);
     eprintln!("tenant {workspaces} × {REPOS_PER_WORKSPACE}; lower bound {bound:?}");
+    // BENCH_ONLY=spreads runs just the job-duration rows (the embedded run, one per spread).
+    let only_spreads = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "spreads");
     let mut outcomes = Vec::new();
-    for importers in [1, 2, 4] {
-        eprintln!("running the services with {importers} importer(s)");
-        outcomes.push(fleet_run(&bin, workspaces, importers).await);
+    if !only_spreads {
+        for importers in [1, 2, 4] {
+            eprintln!("running the services with {importers} importer(s)");
+            outcomes.push(fleet_run(&bin, workspaces, importers).await);
+        }
+        eprintln!("running the embedded `bb2snyk run`");
+        outcomes.push(embedded_run(&bin, workspaces, FIXED_2S).await);
     }
-    eprintln!("running the embedded `bb2snyk run`");
-    outcomes.push(embedded_run(&bin, workspaces).await);
+    for jobs in SPREADS {
+        eprintln!("running the embedded `bb2snyk run`, jobs {}", jobs.label);
+        outcomes.push(embedded_run(&bin, workspaces, jobs).await);
+    }
     let small = (workspaces / 10).max(1);
-    eprintln!("discoverer memory at {small} × 100");
-    let small_peak = discoverer_peak(&bin, small).await;
-    let large_peak = outcomes[0]
-        .usage
-        .iter()
-        .find(|(n, _, _)| n == "discoverer")
-        .map_or(0.0, |u| u.1);
+    let (small_peak, large_peak) = if only_spreads {
+        (0.0, 0.0)
+    } else {
+        eprintln!("discoverer memory at {small} × 100");
+        let small_peak = discoverer_peak(&bin, small).await;
+        let large_peak = outcomes[0]
+            .usage
+            .iter()
+            .find(|(n, _, _)| n == "discoverer")
+            .map_or(0.0, |u| u.1);
+        (small_peak, large_peak)
+    };
     let settings = {
-        let sandbox = Sandbox::start(knobs(1)).await.expect("sandbox");
+        let sandbox = Sandbox::start(knobs(1, FIXED_2S)).await.expect("sandbox");
         bb2snyk_settings::load(&Sources {
             file: None,
             env: environment(&sandbox),
@@ -432,7 +531,7 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "Tenant: {workspaces} workspaces × {REPOS_PER_WORKSPACE} repositories ({repos}); sandbox latency 20 ms, import jobs take 2 s; \
+        "Tenant: {workspaces} workspaces × {REPOS_PER_WORKSPACE} repositories ({repos}); sandbox latency 20 ms; import jobs take 2 s unless the row says otherwise; \
          sandbox limits Snyk {SNYK_PER_MINUTE}/min and Bitbucket {BITBUCKET_PER_MINUTE}/min (rolling); bb2snyk's budgets 95 % of those; \
          real RabbitMQ and Redis on localhost; release binaries.\n"
     );
@@ -440,7 +539,7 @@ async fn main() {
         out,
         "Rate-limit lower bound: at least {snyk} Snyk requests (per repository an import and a poll; per workspace 4 org calls) \
          at {SNYK_PER_MINUTE}/min and {bitbucket} Bitbucket requests at {BITBUCKET_PER_MINUTE}/min: **{:.0} s** \
-         (requests ÷ rate; \"of bound\" is this bound ÷ wall time). Both limits count over a rolling minute, which lets \
+         (requests ÷ rate; each row adds one mean job duration, since the last jobs run after their POSTs; \"of bound\" is that bound ÷ wall time). Both limits count over a rolling minute, which lets \
          a client spend a whole minute's budget at once, so the true floor is {:.0} s (⌈requests ÷ limit⌉ − 1 windows; \
          \"of floor\"), and beating the first bound is possible.\n",
         bound.as_secs_f64(),
@@ -448,9 +547,9 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "| pipeline | wall | of bound | of floor | 429s | token exchanges | import POSTs | broker messages per import | peak RSS, CPU per process |"
+        "| pipeline | wall | of bound | of floor | polls per import | Snyk requests per import | completion seen after (p50 / p95) | 429s | token exchanges | import POSTs | broker messages per import | importer queue peak | peak RSS, CPU per process |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         row(&mut out, o, bound, floor);
     }
