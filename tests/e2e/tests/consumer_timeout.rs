@@ -5,13 +5,9 @@
 //! A test binary of its own: RabbitMQ 3.10 sets `consumer_timeout` for the whole broker, so it is lowered
 //! only while nothing else runs (cargo runs test binaries one at a time), and restored after.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::time::Duration;
 
-use bb2snyk_e2e::{ALL, TestFleet};
+use bb2snyk_e2e::{ALL, Captured, TestFleet};
 use bb2snyk_sandbox::Knobs;
 use bb2snyk_test_support::wait_for;
 use futures_util::StreamExt;
@@ -47,36 +43,6 @@ impl Drop for Lowered {
             "application:set_env(rabbit, consumer_timeout, 1800000), \
              application:set_env(rabbit, channel_tick_interval, 60000).",
         );
-    }
-}
-
-/// Everything logged, for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
     }
 }
 

@@ -4,13 +4,10 @@
 //! A test binary of its own: it installs tracing subscribers and counts the HTTP stack's trace lines, and
 //! tracing's callsite registry is shared by the whole process, so other tests' traffic must not be in it.
 
-use std::{
-    collections::HashMap,
-    io::Write,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use bb2snyk_bitbucket::{Authorization, Bitbucket, Consumer, Fixed, RepoFilter, exchange};
+use bb2snyk_e2e::Captured;
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_settings::{Settings, Sources};
 use bb2snyk_snyk::Client as Snyk;
@@ -23,36 +20,6 @@ use tracing_subscriber::EnvFilter;
 const CLIENT_SECRET: &str = "cs-4f8a1d7e9b2c6a30-very-secret";
 const SNYK_TOKEN: &str = "st-0c1b2a3d4e5f6a7b-very-secret";
 const ACCESS_TOKEN: &str = "at-9e8d7c6b5a4f3e2d-very-secret";
-
-/// Everything written to it, kept for inspection.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// Runs a whole session: settings from the environment, the shared token cache on real Redis, Bitbucket,
 /// Snyk, and failures of each. Returns the Bearer tokens it used and the Debug text of everything it held.
