@@ -67,7 +67,7 @@ impl Bitbucket {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, None)
+        Self::build(settings, http, store, false)
     }
 
     /// For a pipeline stage: as [`Bitbucket::from_settings`], but a call that would wait longer than
@@ -78,17 +78,17 @@ impl Bitbucket {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, Some(settings.pipeline.max_hold))
+        Self::build(settings, http, store, true)
     }
 
     fn build(
         settings: &Settings,
         http: reqwest::Client,
         store: Option<Store>,
-        max_hold: Option<std::time::Duration>,
+        for_stage: bool,
     ) -> Result<Self, ConfigError> {
         let credential = credentials::from_settings(settings, http.clone(), store.clone())?;
-        let mut budget = Budget::new(
+        let budget = Budget::for_pipeline(
             store,
             BudgetConfig {
                 api: "bitbucket",
@@ -96,11 +96,9 @@ impl Bitbucket {
                 limit: settings.bitbucket.rate_budget,
                 window: settings.bitbucket.rate_window,
             },
+            &settings.pipeline,
+            for_stage,
         );
-        budget = budget.shared_by(settings.pipeline.fleet_size);
-        if let Some(max) = max_hold {
-            budget = budget.holding_at_most(max);
-        }
         Ok(Self::new(
             http,
             &settings.bitbucket.api_base,

@@ -1,9 +1,7 @@
 //! The one set of rules that turns a handler's [`Outcome`] into messages to send before the delivery is
 //! acked. Both transports follow it, so `bb2snyk run` behaves as the services do.
 
-use std::{sync::Arc, time::Instant};
-
-use std::panic::AssertUnwindSafe;
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use bb2snyk_telemetry::metrics;
 use futures_util::FutureExt;

@@ -96,7 +96,7 @@ impl Client {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, None)
+        Self::build(settings, http, store, false)
     }
 
     /// For a pipeline stage: as [`Client::from_settings`], but a call that would wait longer than
@@ -107,17 +107,17 @@ impl Client {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, Some(settings.pipeline.max_hold))
+        Self::build(settings, http, store, true)
     }
 
     fn build(
         settings: &Settings,
         http: reqwest::Client,
         store: Option<Store>,
-        max_hold: Option<std::time::Duration>,
+        for_stage: bool,
     ) -> Result<Self, ConfigError> {
         let token = settings.snyk_token()?.clone();
-        let mut budget = Budget::new(
+        let budget = Budget::for_pipeline(
             store,
             BudgetConfig {
                 api: "snyk",
@@ -125,11 +125,9 @@ impl Client {
                 limit: settings.snyk.rate_budget,
                 window: settings.snyk.rate_window,
             },
+            &settings.pipeline,
+            for_stage,
         );
-        budget = budget.shared_by(settings.pipeline.fleet_size);
-        if let Some(max) = max_hold {
-            budget = budget.holding_at_most(max);
-        }
         Ok(Self::new(
             http,
             &settings.snyk.api_base,

@@ -135,6 +135,22 @@ impl Budget {
         }
     }
 
+    /// A budget as the pipeline's settings shape it: shared by `pipeline.fleet_size` processes and, for a
+    /// stage (`for_stage`), answering [`Overdue`] past `pipeline.max_hold_secs`.
+    pub fn for_pipeline(
+        store: Option<Store>,
+        config: BudgetConfig,
+        pipeline: &bb2snyk_settings::PipelineSettings,
+        for_stage: bool,
+    ) -> Self {
+        let budget = Self::new(store, config).shared_by(pipeline.fleet_size);
+        if for_stage {
+            budget.holding_at_most(pipeline.max_hold)
+        } else {
+            budget
+        }
+    }
+
     /// `fleet_size` processes spend this budget: while Redis is away, each keeps to `limit / fleet_size` so
     /// the fleet together stays under the API's limit (not `fleet_size` times over it).
     pub fn shared_by(mut self, fleet_size: u32) -> Self {
