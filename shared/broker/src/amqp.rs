@@ -29,6 +29,10 @@ pub enum BrokerError {
     Unsendable(String),
     #[error("RabbitMQ did not confirm the message within {0:?}")]
     ConfirmTimeout(Duration),
+    #[error(
+        "the RabbitMQ connection stayed down for {0:?} while its recovery was under way; starting again from a new connection"
+    )]
+    Stalled(Duration),
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
 }
@@ -50,6 +54,23 @@ impl Default for Reconnect {
     }
 }
 
+impl Reconnect {
+    const MIN_DELAY: Duration = Duration::from_millis(200);
+
+    /// The longest a recovery that will succeed can take: every wait between attempts at its ceiling,
+    /// plus a margin for the attempts themselves. A connection down longer than this is [`stalled`].
+    pub fn budget(&self) -> Duration {
+        let waits: Duration = (0..self.attempts)
+            .map(|i| {
+                Self::MIN_DELAY
+                    .saturating_mul(2u32.saturating_pow(u32::try_from(i).unwrap_or(u32::MAX)))
+                    .min(self.max_delay)
+            })
+            .sum();
+        waits + Duration::from_secs(10)
+    }
+}
+
 /// Connects with automatic recovery, under a name that shows in the management UI. The same backoff
 /// applies to the first connection and to every recovery.
 pub async fn connect(
@@ -60,7 +81,7 @@ pub async fn connect(
     let properties = ConnectionProperties::default()
         .with_connection_name(name.into())
         .configure_backoff(|b| {
-            b.with_min_delay(Duration::from_millis(200))
+            b.with_min_delay(Reconnect::MIN_DELAY)
                 .with_max_delay(reconnect.max_delay)
                 .with_max_times(reconnect.attempts)
                 .with_jitter()
@@ -72,6 +93,27 @@ pub async fn connect(
             url: redact_url(url),
             cause,
         })
+}
+
+/// Resolves once `connection` has been down for `limit` in one stretch. lapin's recovery gives up with an
+/// error after its tries (about half a minute), which the service handles; but a recovery can also hang
+/// without one (amqp-rs/lapin#450), leaving a process that is alive, never ready, and never consuming.
+/// Racing the work against this turns such a hang into a failure the supervisor mends with a new connection.
+pub async fn stalled(connection: &Connection, limit: Duration) -> BrokerError {
+    let check = Duration::from_secs(1).min(limit);
+    let mut down_since = None;
+    loop {
+        tokio::time::sleep(check).await;
+        if connection.status().connected() {
+            down_since = None;
+        } else if down_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= limit
+        {
+            return BrokerError::Stalled(limit);
+        }
+    }
 }
 
 /// What a quorum queue is declared with. Every queue bb2snyk owns is durable and quorum.

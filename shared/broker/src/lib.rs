@@ -13,7 +13,7 @@ mod topology;
 mod transport;
 
 pub use amqp::{
-    BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue,
+    BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue, stalled,
 };
 pub use envelope::{Broker, Handler, Message, Outcome, Publish, Route, Stage, serve_stages};
 pub use settle::{Settlement, settle};

@@ -161,7 +161,7 @@ where
     loop {
         let started = tokio::time::Instant::now();
         match serve().await {
-            Err(ServiceError::Broker(BrokerError::Amqp(e)))
+            Err(ServiceError::Broker(e @ (BrokerError::Amqp(_) | BrokerError::Stalled(_))))
                 if failures < RESTARTS && !shutdown.is_cancelled() =>
             {
                 // A service that served for a while before failing starts a new row of failures.
@@ -185,6 +185,8 @@ where
 #[derive(Debug)]
 pub struct Infrastructure {
     pub amqp: Arc<lapin::Connection>,
+    /// How lapin recovers `amqp`; serving stops when a recovery outlasts it.
+    reconnect: Reconnect,
     pub store: Store,
     /// The process's one HTTP client for Bitbucket and Snyk; clone it.
     pub http: reqwest::Client,
@@ -228,7 +230,12 @@ impl Infrastructure {
         );
         let http = bb2snyk_http::client(&settings.http)
             .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { amqp, store, http })
+        Ok(Self {
+            amqp,
+            reconnect,
+            store,
+            http,
+        })
     }
 
     /// The pipeline's broker, its topology declared.
@@ -248,8 +255,10 @@ impl Infrastructure {
         settings: &Settings,
         shutdown: &CancellationToken,
     ) -> Result<(), ServiceError> {
-        let served =
-            bb2snyk_broker::serve_stages(broker, stages, shutdown, settings.pipeline.drain).await;
+        let served = tokio::select! {
+            served = bb2snyk_broker::serve_stages(broker, stages, shutdown, settings.pipeline.drain) => served,
+            stalled = bb2snyk_broker::stalled(&self.amqp, self.reconnect.budget()) => Err(stalled),
+        };
         self.close().await;
         Ok(served?)
     }

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use bb2snyk_broker::{
-    BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue,
+    BrokerError, Outgoing, Publisher, QueueSpec, Reconnect, connect, declare_quorum_queue, stalled,
 };
-use bb2snyk_test_support::{amqp_url, unique};
+use bb2snyk_test_support::{TcpProxy, amqp_url, unique};
 use futures_util::StreamExt;
 use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions},
@@ -171,4 +171,43 @@ async fn an_unreachable_broker_is_named_without_its_password() {
     );
     assert!(message.contains("AMQP_URL"), "{message}");
     assert!(!format!("{message} {error:?}").contains("s3cr3t-pw"));
+}
+
+#[tokio::test]
+async fn a_connection_down_past_its_limit_is_reported_stalled_and_a_live_one_never_is() {
+    let url = url::Url::parse(secrecy::ExposeSecret::expose_secret(&amqp_url())).expect("AMQP URL");
+    let broker_at = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5672)
+    );
+    let proxy = TcpProxy::start(&broker_at).await;
+    let mut through = url.clone();
+    let _ = through.set_port(Some(proxy.addr().port()));
+    // lapin keeps trying far longer than the limit below: only the watchdog can end the wait.
+    let connection = connect(
+        &SecretString::from(through.to_string()),
+        "bb2snyk-test-stalled",
+        Reconnect {
+            attempts: 100,
+            max_delay: Duration::from_millis(500),
+        },
+    )
+    .await
+    .expect("connects through the proxy");
+    let limit = Duration::from_secs(2);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(4), stalled(&connection, limit))
+            .await
+            .is_err(),
+        "a connected connection is never stalled"
+    );
+    proxy.stop();
+    let error = tokio::time::timeout(Duration::from_secs(30), stalled(&connection, limit))
+        .await
+        .expect("reported within the deadline");
+    assert!(
+        matches!(error, BrokerError::Stalled(d) if d == limit),
+        "{error}"
+    );
 }
