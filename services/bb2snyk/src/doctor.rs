@@ -1,7 +1,7 @@
 //! `bb2snyk doctor`: every prerequisite checked in order, one line each, with the fix when one fails. A
 //! check that needs an earlier one to pass is skipped when it did not.
 
-use bb2snyk_bitbucket::{Bitbucket, Consumer, RepoFilter};
+use bb2snyk_bitbucket::{Account, Consumer, RepoFilter, Tenant};
 use bb2snyk_settings::{BitbucketAuth, Need, Settings};
 use bb2snyk_snyk::Client as Snyk;
 use bb2snyk_store::Store;
@@ -61,55 +61,31 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
     );
 
     if bitbucket_ready {
-        let bitbucket = Bitbucket::from_settings(settings, http.clone(), None)?;
-        let signed_in = report.line(
-            "Bitbucket sign-in",
-            bitbucket
-                .credential()
-                .authorization()
-                .await
-                .map(|_| format!("{} accepted", bitbucket.credential().what()))
-                .map_err(Failure::from),
-        );
-        if signed_in {
-            report.line("Bitbucket scopes", scopes(settings, &http).await);
-            let workspaces = bitbucket.workspaces().await;
-            let first = workspaces
-                .as_ref()
-                .ok()
-                .and_then(|w| w.first())
-                .map(|w| w.slug.clone());
-            report.line(
-                "Bitbucket workspaces",
-                workspaces
-                    .map_err(Failure::from)
-                    .and_then(|w| match w.len() {
-                        0 => Err(Failure::Failed(
-                            "no workspace is visible: install the OAuth consumer in each workspace to import, or set bitbucket.workspaces".into(),
-                        )),
-                        n => Ok(format!("{n} visible")),
-                    }),
+        let tenant = Tenant::from_settings(settings, http.clone(), None)?;
+        let consumers = consumers(settings);
+        let several = tenant.accounts().len() > 1;
+        let mut rows = Vec::new();
+        for (account, consumer) in tenant.accounts().iter().zip(consumers) {
+            let what = |check: &str| {
+                if several {
+                    format!("Bitbucket {check} [{}]", account.label)
+                } else {
+                    format!("Bitbucket {check}")
+                }
+            };
+            rows.push(
+                bitbucket_checks(&mut report, &what, settings, &http, account, consumer).await,
             );
-            if let Some(slug) = first {
-                let mut pages = bitbucket.repositories(&slug, &RepoFilter::default());
-                report.line(
-                    "Bitbucket repositories",
-                    pages
-                        .next_page()
-                        .await
-                        .map(|page| {
-                            format!(
-                                "readable ({} on the first page of {slug})",
-                                page.map_or(0, |p| p.len())
-                            )
-                        })
-                        .map_err(Failure::from),
-                );
+        }
+        if several {
+            println!(
+                "\n{:<70} {:<8} {:<8} {:<24} repositories",
+                "credential", "sign-in", "scopes", "workspaces"
+            );
+            for row in &rows {
+                println!("{row}");
             }
-        } else {
-            for what in ["Bitbucket scopes", "Bitbucket workspaces"] {
-                report.skip(what, "Bitbucket sign-in");
-            }
+            println!();
         }
     }
 
@@ -227,19 +203,120 @@ async fn persistence(store: &Store) {
     }
 }
 
+/// The OAuth consumer behind each account, in the tenant's order (`None` for other kinds of credential).
+fn consumers(settings: &Settings) -> Vec<Option<Consumer>> {
+    let b = &settings.bitbucket;
+    if !b.consumers.is_empty() {
+        return b
+            .consumers
+            .iter()
+            .map(|c| {
+                Some(Consumer {
+                    client_id: c.client_id.clone(),
+                    client_secret: c.client_secret.clone(),
+                })
+            })
+            .collect();
+    }
+    match (&b.auth, &b.client_id, &b.client_secret) {
+        (BitbucketAuth::OAuth, Some(id), Some(secret)) => vec![Some(Consumer {
+            client_id: id.clone(),
+            client_secret: secret.clone(),
+        })],
+        _ => vec![None],
+    }
+}
+
+/// One credential's checks (sign-in, scopes, workspaces, a first page of repositories), each a line of
+/// the report; returns the credential's row for the table printed when there are several.
+async fn bitbucket_checks(
+    report: &mut Report,
+    what: &dyn Fn(&str) -> String,
+    settings: &Settings,
+    http: &reqwest::Client,
+    account: &Account,
+    consumer: Option<Consumer>,
+) -> String {
+    let bitbucket = &account.client;
+    let mark = |ok: bool| if ok { "ok" } else { "FAIL" };
+    let signed_in = report.line(
+        &what("sign-in"),
+        bitbucket
+            .sign_in()
+            .await
+            .map(|()| format!("{} accepted", account.label))
+            .map_err(Failure::from),
+    );
+    if !signed_in {
+        for check in ["scopes", "workspaces"] {
+            report.skip(&what(check), "Bitbucket sign-in");
+        }
+        return format!(
+            "{:<70} {:<8} {:<8} {:<24} -",
+            account.label, "FAIL", "-", "-"
+        );
+    }
+    let scoped = report.line(&what("scopes"), scopes(settings, http, consumer).await);
+    let workspaces = bitbucket.workspaces().await;
+    let slugs: Vec<String> = workspaces
+        .as_ref()
+        .map(|w| w.iter().map(|w| w.slug.clone()).collect())
+        .unwrap_or_default();
+    let visible = report.line(
+        &what("workspaces"),
+        workspaces
+            .map_err(Failure::from)
+            .and_then(|w| match w.len() {
+                0 => Err(Failure::Failed(
+                    "no workspace is visible: install the OAuth consumer in each workspace to import, or set bitbucket.workspaces".into(),
+                )),
+                n => Ok(format!("{n} visible")),
+            }),
+    );
+    let mut readable = "-";
+    if let Some(slug) = slugs.first() {
+        let mut pages = bitbucket.repositories(slug, &RepoFilter::default());
+        let ok = report.line(
+            &what("repositories"),
+            pages
+                .next_page()
+                .await
+                .map(|page| {
+                    format!(
+                        "readable ({} on the first page of {slug})",
+                        page.map_or(0, |p| p.len())
+                    )
+                })
+                .map_err(Failure::from),
+        );
+        readable = mark(ok);
+    }
+    let mut shown = slugs.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    if slugs.len() > 3 {
+        shown.push_str(",…");
+    }
+    format!(
+        "{:<70} {:<8} {:<8} {:<24} {readable}",
+        account.label,
+        "ok",
+        mark(scoped),
+        if visible {
+            format!("{} ({shown})", slugs.len())
+        } else {
+            "FAIL".into()
+        }
+    )
+}
+
 /// The scopes an OAuth consumer was granted, from a token exchange of its own; other credentials carry
 /// their own permissions, which the workspace and repository checks exercise.
-async fn scopes(settings: &Settings, http: &reqwest::Client) -> Result<String, Failure> {
-    let (BitbucketAuth::OAuth, Some(id), Some(secret)) = (
-        &settings.bitbucket.auth,
-        &settings.bitbucket.client_id,
-        &settings.bitbucket.client_secret,
-    ) else {
+async fn scopes(
+    settings: &Settings,
+    http: &reqwest::Client,
+    consumer: Option<Consumer>,
+) -> Result<String, Failure> {
+    let Some(consumer) = consumer else {
         return Ok("not applicable (not an OAuth consumer)".into());
-    };
-    let consumer = Consumer {
-        client_id: id.clone(),
-        client_secret: secret.clone(),
     };
     let token = bb2snyk_bitbucket::exchange(http, &settings.bitbucket.token_url, &consumer).await?;
     let missing: Vec<&str> = SCOPES

@@ -58,12 +58,7 @@ impl Embedded {
             stages.extend(bb2snyk_org_creator::stages(creator));
             let discoverer = bb2snyk_discoverer::discoverer(&settings, http, store)?;
             // Wrong credentials stop the command now, with the fix, instead of parking the run later.
-            discoverer
-                .bitbucket
-                .credential()
-                .authorization()
-                .await
-                .map_err(bb2snyk_discoverer::bitbucket_failure)?;
+            bb2snyk_discoverer::prove(&discoverer.bitbucket).await?;
             let discoverer =
                 bb2snyk_discoverer::with_backlog(discoverer, Arc::new(broker.clone()), &settings);
             stages.extend(bb2snyk_discoverer::stages(discoverer));

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use bb2snyk_bitbucket::{Bitbucket, RepoFilter};
+use bb2snyk_bitbucket::{RepoFilter, Tenant};
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::Client as Snyk;
 use serde_json::json;
@@ -16,12 +16,22 @@ use crate::{
 /// Every workspace, all pages (not just the first, as snyk-api-import), with its slug.
 pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failure> {
     let dir = files::log_dir(&settings.import.log_path)?;
-    let bitbucket = Bitbucket::from_settings(settings, crate::http(settings)?, None)?;
+    let tenant = Tenant::from_settings(settings, crate::http(settings)?, None)?;
     let mut orgs = Vec::new();
-    let workspaces = bitbucket.named_workspaces().await?;
+    let discovery = tenant.discover().await?;
+    for e in &discovery.failed {
+        eprintln!("⚠ {e}; its workspaces are left out");
+    }
+    for slug in &discovery.unseen {
+        eprintln!(
+            "⚠ No credential sees workspace {slug} (named in bitbucket.workspaces); add its consumer to BITBUCKET_APP_CREDENTIALS_FILE"
+        );
+    }
+    let (workspaces, credentials): (Vec<_>, Vec<_>) = discovery.workspaces.into_iter().unzip();
     let names = bb2snyk_bitbucket::org_names(&workspaces);
-    for (workspace, name) in workspaces.into_iter().zip(names) {
+    for ((workspace, name), credential) in workspaces.into_iter().zip(names).zip(credentials) {
         if args.skip_empty_orgs {
+            let bitbucket = tenant.client(credential.as_deref())?;
             let mut pages = bitbucket.repositories(&workspace.slug, &RepoFilter::default());
             if pages.next_page().await?.is_none_or(|page| page.is_empty()) {
                 eprintln!("Skipping empty workspace {}", workspace.slug);

@@ -2,7 +2,7 @@
 
 use std::{collections::HashSet, path::PathBuf};
 
-use bb2snyk_bitbucket::{Bitbucket, RepoFilter};
+use bb2snyk_bitbucket::{RepoFilter, Route, Tenant};
 use bb2snyk_messages::{Body, ImportRepo};
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::Client as Snyk;
@@ -26,7 +26,9 @@ pub async fn data(settings: &Settings, args: &ImportDataArgs) -> Result<(), Fail
         )));
     }
     let http = crate::http(settings)?;
-    let bitbucket = Bitbucket::from_settings(settings, http.clone(), None)?;
+    let bitbucket = Tenant::from_settings(settings, http.clone(), None)?
+        .route()
+        .await?;
     let snyk = Snyk::from_settings(settings, http, None)?;
     let filter = RepoFilter::new(&settings.discovery);
     let mut seen = HashSet::new();
@@ -68,7 +70,7 @@ pub async fn data(settings: &Settings, args: &ImportDataArgs) -> Result<(), Fail
 }
 
 async fn org_targets(
-    bitbucket: &Bitbucket,
+    bitbucket: &Route,
     snyk: &Snyk,
     settings: &Settings,
     filter: &RepoFilter,
@@ -89,7 +91,7 @@ async fn org_targets(
     };
     // Files from snyk-api-import carry only the name; it is the slug when the workspace was named so.
     let workspace = org.workspace.as_deref().unwrap_or(&org.name);
-    let mut pages = bitbucket.repositories(workspace, filter);
+    let mut pages = bitbucket.client(workspace)?.repositories(workspace, filter);
     let (mut targets, mut skipped) = (Vec::new(), 0);
     while let Some(page) = pages.next_page().await? {
         for repo in page {

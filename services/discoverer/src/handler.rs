@@ -3,7 +3,7 @@
 //! long, each page one import message per repository and, while Bitbucket has more, a message for the next.
 
 use bb2snyk_bitbucket::{
-    Bitbucket, BitbucketError, RepoFilter, Repository, RepositoryPages, org_names,
+    BitbucketError, RepoFilter, Repository, RepositoryPages, Tenant, org_names,
 };
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -23,7 +23,8 @@ const MAX_PAGES: u32 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct Discoverer {
-    pub bitbucket: Bitbucket,
+    /// Every Bitbucket credential; each workspace's messages name the one that serves it.
+    pub bitbucket: Tenant,
     pub filter: RepoFilter,
     pub ledger: Ledger,
     /// Paging pauses while the importer's queue holds more than this; `None` pages as fast as Bitbucket lets.
@@ -107,17 +108,25 @@ fn failure(e: BitbucketError) -> Outcome {
 
 impl Discoverer {
     async fn workspaces(&self, run: RunRequested) -> Outcome {
-        let workspaces = match self.bitbucket.named_workspaces().await {
-            Ok(w) => w,
+        let discovery = match self.bitbucket.discover().await {
+            Ok(d) => d,
             Err(e) => return failure(e),
         };
+        for e in &discovery.failed {
+            tracing::error!(run = %run.run_id, error = %e, "a Bitbucket credential was refused; its workspaces are left out of this run");
+        }
+        if !discovery.unseen.is_empty() {
+            tracing::error!(run = %run.run_id, workspaces = ?discovery.unseen, "no Bitbucket credential sees these workspaces of bitbucket.workspaces; add a consumer for each to BITBUCKET_APP_CREDENTIALS_FILE");
+        }
+        let (workspaces, credentials): (Vec<_>, Vec<_>) = discovery.workspaces.into_iter().unzip();
         tracing::info!(run = %run.run_id, workspaces = workspaces.len(), "discovered workspaces");
         // Names are made unique over the whole tenant here, where every workspace is known.
         let names = org_names(&workspaces);
         let publishes = workspaces
             .into_iter()
             .zip(names)
-            .map(|(w, name)| {
+            .zip(credentials)
+            .map(|((w, name), credential)| {
                 Body::WorkspaceDiscovered(WorkspaceDiscovered {
                     run_id: run.run_id.clone(),
                     group_id: run.group_id.clone(),
@@ -125,6 +134,7 @@ impl Discoverer {
                     workspace: w.slug,
                     name: Some(name),
                     filters: run.filters.clone(),
+                    credential,
                 })
                 .publish()
             })
@@ -148,9 +158,13 @@ impl Discoverer {
         // The run's own filters, when its request carried some, else the service's settings.
         let own = org.filters.as_ref().map(RepoFilter::new);
         let filter = own.as_ref().unwrap_or(&self.filter);
+        let bitbucket = match self.bitbucket.client(org.credential.as_deref()) {
+            Ok(client) => client,
+            Err(e) => return failure(e),
+        };
         let mut pages = match next {
-            Some(url) => RepositoryPages::resume(&self.bitbucket, url),
-            None => self.bitbucket.repositories(&org.workspace, filter),
+            Some(url) => RepositoryPages::resume(bitbucket, url),
+            None => bitbucket.repositories(&org.workspace, filter),
         };
         let repos = match pages.next_page().await {
             Ok(repos) => repos.unwrap_or_default(),

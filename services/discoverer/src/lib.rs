@@ -4,7 +4,7 @@ mod handler;
 
 use std::sync::Arc;
 
-use bb2snyk_bitbucket::{Bitbucket, BitbucketError, RepoFilter};
+use bb2snyk_bitbucket::{BitbucketError, RepoFilter, Tenant};
 use bb2snyk_broker::Stage;
 use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
@@ -28,16 +28,11 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         infrastructure.http.clone(),
         infrastructure.store.clone(),
     )?;
-    discoverer
-        .bitbucket
-        .credential()
-        .authorization()
-        .await
-        .map_err(bitbucket_failure)?;
+    prove(&discoverer.bitbucket).await?;
     let broker = infrastructure.broker(settings, "discoverer").await?;
     let discoverer = with_backlog(discoverer, Arc::new(broker.clone()), settings);
     tracing::info!(
-        credential = discoverer.bitbucket.credential().what(),
+        credentials = discoverer.bitbucket.accounts().len(),
         "discoverer ready"
     );
     infrastructure
@@ -70,6 +65,19 @@ pub fn stages(discoverer: Discoverer) -> Vec<Stage> {
     }]
 }
 
+/// Signs in with every credential. One refused of several is logged, and its workspaces' messages are
+/// parked naming it while the others go on; when none works the service stops (exit 3).
+pub async fn prove(tenant: &Tenant) -> Result<(), ServiceError> {
+    let mut failures = tenant.sign_in().await;
+    if failures.len() == tenant.accounts().len() && !failures.is_empty() {
+        return Err(bitbucket_failure(failures.swap_remove(0)));
+    }
+    for e in &failures {
+        tracing::error!(error = %e, "a Bitbucket credential could not sign in; if it stays so, its workspaces' messages are parked naming it");
+    }
+    Ok(())
+}
+
 /// Credential problems exit 3, everything else (network, Bitbucket down) exits 4.
 pub fn bitbucket_failure(e: BitbucketError) -> ServiceError {
     if e.is_credentials() {
@@ -88,7 +96,7 @@ pub fn discoverer(
     Ok(Discoverer {
         filter: RepoFilter::new(&settings.discovery),
         backlog: None,
-        bitbucket: Bitbucket::for_stage(settings, http, Some(store.clone()))?,
+        bitbucket: Tenant::for_stage(settings, http, Some(store.clone()))?,
         ledger: Ledger::new(store),
     })
 }

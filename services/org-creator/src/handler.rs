@@ -142,6 +142,7 @@ impl OrgCreator {
             org_id: mapping.org_id,
             integration_id: mapping.integration_id,
             filters: w.filters.clone(),
+            credential: w.credential.clone(),
         });
         Outcome::Ack(vec![ready.publish(), event.publish()])
     }

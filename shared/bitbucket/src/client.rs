@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::{
     Authorization, BitbucketError, Credential, Page, RepoFilter, Repository, UserWorkspace,
-    Workspace, credentials,
+    Workspace,
 };
 
 /// The fields bb2snyk reads from a repository; asking for only these keeps pages small.
@@ -28,6 +28,8 @@ pub struct Bitbucket {
     budget: Arc<Budget>,
     workspaces: Vec<String>,
     names: Arc<crate::names::Names>,
+    /// How errors name this credential when it is one of several.
+    label: Option<Arc<str>>,
 }
 
 impl Bitbucket {
@@ -45,7 +47,38 @@ impl Bitbucket {
             budget,
             workspaces: Vec::new(),
             names: Arc::default(),
+            label: None,
         }
+    }
+
+    /// Credential failures name this credential (one of several) with `label`.
+    pub fn labelled(mut self, label: Option<String>) -> Self {
+        self.label = label.map(Into::into);
+        self
+    }
+
+    /// A credential failure, naming the credential when it is one of several.
+    pub(crate) fn named_error(&self, e: BitbucketError) -> BitbucketError {
+        match &self.label {
+            Some(label)
+                if e.is_credentials() && !matches!(e, BitbucketError::Credential { .. }) =>
+            {
+                BitbucketError::Credential {
+                    credential: label.to_string(),
+                    source: Box::new(e),
+                }
+            }
+            _ => e,
+        }
+    }
+
+    /// Signs in once (an OAuth exchange, or nothing for fixed credentials), to prove the credential.
+    pub async fn sign_in(&self) -> Result<(), BitbucketError> {
+        self.credential
+            .authorization()
+            .await
+            .map(drop)
+            .map_err(|e| self.named_error(e))
     }
 
     pub(crate) fn api_base(&self) -> &str {
@@ -60,52 +93,45 @@ impl Bitbucket {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Everything from settings: the credential `bitbucket.auth` selects, a budget of `bitbucket.rate_budget`
-    /// per `bitbucket.rate_window_secs` shared through `store`, and the explicit workspace list if any.
+    /// The first credential's client, as [`crate::Tenant::from_settings`] builds it: for one credential.
     pub fn from_settings(
         settings: &Settings,
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, false)
+        Ok(crate::Tenant::from_settings(settings, http, store)?
+            .first()
+            .clone())
     }
 
-    /// For a pipeline stage: as [`Bitbucket::from_settings`], but a call that would wait longer than
-    /// `pipeline.max_hold_secs` for the budget answers [`BitbucketError::Deferred`] so its message comes back
-    /// later instead of holding its delivery.
-    pub fn for_stage(
+    /// A client for one configured credential, with its own budget of `bitbucket.rate_budget` per
+    /// `bitbucket.rate_window_secs` (Bitbucket counts per user, and each consumer acts as its own).
+    pub(crate) fn for_credential(
         settings: &Settings,
         http: reqwest::Client,
         store: Option<Store>,
-    ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, true)
-    }
-
-    fn build(
-        settings: &Settings,
-        http: reqwest::Client,
-        store: Option<Store>,
+        configured: crate::credentials::Configured,
         for_stage: bool,
-    ) -> Result<Self, ConfigError> {
-        let credential = credentials::from_settings(settings, http.clone(), store.clone())?;
+    ) -> Self {
         let budget = Budget::for_pipeline(
             store,
             BudgetConfig {
                 api: "bitbucket",
-                credential: credential.account(),
+                credential: configured.credential.account(),
                 limit: settings.bitbucket.rate_budget,
                 window: settings.bitbucket.rate_window,
             },
             &settings.pipeline,
             for_stage,
         );
-        Ok(Self::new(
+        Self::new(
             http,
             &settings.bitbucket.api_base,
-            credential,
+            configured.credential,
             Arc::new(budget),
         )
-        .with_workspaces(settings.bitbucket.workspaces.clone()))
+        .with_workspaces(configured.named)
+        .labelled(configured.label)
     }
 
     /// Imports these workspaces instead of discovering them.
@@ -199,7 +225,8 @@ impl Bitbucket {
                 base: self.api_base.clone(),
             });
         }
-        self.budget
+        let answer = self
+            .budget
             .call(|| async {
                 let authorization = self.credential.authorization().await?;
                 let message = match self.send(&authorization, url).await {
@@ -214,7 +241,8 @@ impl Bitbucket {
                 let fresh = self.credential.authorization().await?;
                 self.send(&fresh, url).await
             })
-            .await
+            .await;
+        answer.map_err(|e| self.named_error(e))
     }
 
     async fn send<T: DeserializeOwned>(

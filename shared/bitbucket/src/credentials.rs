@@ -117,28 +117,67 @@ impl Credential for TokenProvider {
     }
 }
 
-/// The credential `bitbucket.auth` selects. `store: None` keeps OAuth tokens in this process only.
+/// One credential of the tenant as settings give it: how it signs, the workspaces it is named for, and
+/// how messages name it when there are several (`None` with the single one, whose messages stay as they were).
+#[derive(Debug, Clone)]
+pub struct Configured {
+    pub credential: Arc<dyn Credential>,
+    pub named: Vec<String>,
+    pub label: Option<String>,
+}
+
+/// Every credential settings give: the consumers of `BITBUCKET_APP_CREDENTIALS_FILE`, or the one
+/// `bitbucket.auth` selects (named for `bitbucket.workspaces`). `store: None` keeps OAuth tokens in this
+/// process only; each consumer has its own cached token either way.
 pub fn from_settings(
     settings: &Settings,
     http: reqwest::Client,
     store: Option<Store>,
-) -> Result<Arc<dyn Credential>, ConfigError> {
-    Ok(match settings.bitbucket_credentials()? {
-        BitbucketCredentials::OAuth {
-            client_id,
-            client_secret,
-        } => Arc::new(TokenProvider::new(
-            http,
+) -> Result<Vec<Configured>, ConfigError> {
+    let oauth = |client_id: &str, client_secret: &SecretString| {
+        TokenProvider::new(
+            http.clone(),
             settings.bitbucket.token_url.clone(),
             Consumer {
                 client_id: client_id.to_owned(),
                 client_secret: client_secret.clone(),
             },
-            store,
-        )),
-        BitbucketCredentials::AccessToken(token) => Arc::new(Fixed::access_token(token.clone())),
-        BitbucketCredentials::Basic { username, password } => {
-            Arc::new(Fixed::basic(username.to_owned(), password.clone()))
+            store.clone(),
+        )
+    };
+    let single = |credential: Arc<dyn Credential>| {
+        vec![Configured {
+            credential,
+            named: settings.bitbucket.workspaces.clone(),
+            label: None,
+        }]
+    };
+    Ok(match settings.bitbucket_credentials()? {
+        BitbucketCredentials::Consumers(entries) => entries
+            .iter()
+            .map(|entry| {
+                let provider = oauth(&entry.client_id, &entry.client_secret);
+                Configured {
+                    label: Some(format!(
+                        "OAuth consumer {} (credential {}, BITBUCKET_APP_CREDENTIALS_FILE)",
+                        entry.client_id,
+                        provider.account()
+                    )),
+                    credential: Arc::new(provider),
+                    named: entry.workspaces.clone(),
+                }
+            })
+            .collect(),
+        BitbucketCredentials::OAuth {
+            client_id,
+            client_secret,
+        } => single(Arc::new(oauth(client_id, client_secret))),
+        BitbucketCredentials::AccessToken(token) => {
+            single(Arc::new(Fixed::access_token(token.clone())))
         }
+        BitbucketCredentials::Basic { username, password } => single(Arc::new(Fixed::basic(
+            username.to_owned(),
+            password.clone(),
+        ))),
     })
 }

@@ -49,6 +49,17 @@ pub enum BitbucketError {
     ForeignUrl { url: String, base: String },
     #[error("Bitbucket answered {status} with an unexpected body: {body}")]
     Unexpected { status: StatusCode, body: String },
+    /// A credential problem of one of several credentials, naming which (never its secret).
+    #[error("{credential}: {source}")]
+    Credential {
+        credential: String,
+        source: Box<BitbucketError>,
+    },
+    #[error(
+        "the message names Bitbucket credential {0:?}, which is not among those configured here \
+         (BITBUCKET_APP_CREDENTIALS_FILE): every service must run with the same credentials file"
+    )]
+    UnknownCredential(String),
 }
 
 #[derive(serde::Deserialize)]
@@ -108,6 +119,8 @@ impl BitbucketError {
                 | Self::MissingScopes { .. }
                 | Self::Rejected(..)
                 | Self::Unauthorized(_)
+                | Self::Credential { .. }
+                | Self::UnknownCredential(_)
         )
     }
 

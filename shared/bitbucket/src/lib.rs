@@ -10,15 +10,15 @@ mod model;
 mod names;
 mod oauth;
 mod seal;
+mod tenant;
 mod token;
 
 pub use client::{Bitbucket, REPOSITORY_FIELDS, RepositoryPages};
-pub use credentials::{
-    Authorization, Credential, Fixed, from_settings as credential_from_settings,
-};
+pub use credentials::{Authorization, Configured, Credential, Fixed};
 pub use error::BitbucketError;
 pub use filter::{RepoFilter, Skip};
 pub use model::{Page, Repository, UserWorkspace, Workspace};
 pub use names::{MAX_ORG_NAME, org_names};
 pub use oauth::{AccessToken, Consumer, DEFAULT_TOKEN_LIFETIME, exchange, exchange_patiently};
+pub use tenant::{Account, Discovery, Route, Tenant};
 pub use token::{TokenProvider, TokenStats};

@@ -87,6 +87,10 @@ pub struct WorkspaceDiscovered {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Filters>,
+    /// Which Bitbucket credential serves this workspace (a hash, never a secret), when several are
+    /// configured; absent with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +103,9 @@ pub struct OrgReady {
     pub integration_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Filters>,
+    /// The workspace's Bitbucket credential, copied from its `workspace.discovered.v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +250,7 @@ impl Body {
                 ("source_org_id", or_empty(&w.source_org_id), ID),
                 ("workspace", &w.workspace, NAME),
                 ("name", or_empty(&w.name), NAME),
+                ("credential", or_empty(&w.credential), ID),
             ],
             Self::OrgReady(o) => org_fields(o),
             Self::ReposPage(p) => {
@@ -286,6 +294,7 @@ fn org_fields(o: &OrgReady) -> Vec<Bounded<'_>> {
         ("workspace", &o.workspace, NAME),
         ("org_id", &o.org_id, ID),
         ("integration_id", &o.integration_id, ID),
+        ("credential", or_empty(&o.credential), ID),
     ]
 }
 

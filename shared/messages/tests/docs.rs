@@ -76,6 +76,7 @@ fn bodies() -> Vec<Body> {
         org_id: "o".into(),
         integration_id: "i".into(),
         filters: filters.clone(),
+        credential: Some("0123456789abcdef".into()),
     };
     let import = ImportRepo {
         run_id: "r".into(),
@@ -98,6 +99,7 @@ fn bodies() -> Vec<Body> {
             workspace: "acme".into(),
             name: Some("Acme".into()),
             filters,
+            credential: Some("0123456789abcdef".into()),
         }),
         Body::OrgReady(org.clone()),
         Body::ReposPage(ReposPage {

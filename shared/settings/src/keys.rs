@@ -67,6 +67,13 @@ pub const KEYS: &[Key] = &[
         help: "secret of the private Bitbucket OAuth consumer",
     },
     Key {
+        path: "bitbucket.credentials_file",
+        env: Some("BITBUCKET_APP_CREDENTIALS_FILE"),
+        default: None,
+        secret: false,
+        help: "TOML file of several OAuth consumers ([[consumer]] client_id, client_secret, workspaces), one per workspace-owned consumer; replaces BITBUCKET_APP_CLIENT_ID/_SECRET",
+    },
+    Key {
         path: "bitbucket.auth",
         env: None,
         default: Some("oauth"),
@@ -128,6 +135,13 @@ pub const KEYS: &[Key] = &[
         default: None,
         secret: true,
         help: "Snyk API token with admin rights on the group",
+    },
+    Key {
+        path: "snyk.tokens",
+        env: Some("SNYK_TOKENS"),
+        default: None,
+        secret: true,
+        help: "several Snyk API tokens of the same group, comma-separated (with SNYK_TOKEN: their union); each has its own rate limit",
     },
     Key {
         path: "snyk.rate_budget",

@@ -4,12 +4,14 @@
 //! Every value is checked when loaded; a value a stage needs but that has no default (`SNYK_TOKEN`, the
 //! OAuth consumer) is checked by [`Settings::require`], so each binary asks only for what it uses.
 
+mod consumers;
 mod keys;
 mod load;
 
 use std::{path::PathBuf, time::Duration};
 
 pub use bb2snyk_filters::Filters;
+pub use consumers::{ConsumerEntry, loose_permissions};
 pub use keys::{KEYS, Key};
 pub use load::{Sources, load};
 use secrecy::{ExposeSecret, SecretString};
@@ -37,6 +39,9 @@ pub struct BitbucketSettings {
     pub token_url: Url,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretString>,
+    /// `BITBUCKET_APP_CREDENTIALS_FILE`, and the consumers read from it (empty without it).
+    pub credentials_file: Option<std::path::PathBuf>,
+    pub consumers: Vec<ConsumerEntry>,
     pub auth: BitbucketAuth,
     pub access_token: Option<SecretString>,
     pub username: Option<String>,
@@ -61,6 +66,8 @@ pub enum BitbucketAuth {
 /// The credential in force, as [`Settings::bitbucket_credentials`] resolves it.
 #[derive(Debug, Clone, Copy)]
 pub enum BitbucketCredentials<'a> {
+    /// Several OAuth consumers, from the credentials file.
+    Consumers(&'a [ConsumerEntry]),
     OAuth {
         client_id: &'a str,
         client_secret: &'a SecretString,
@@ -83,6 +90,8 @@ pub struct BacklogSettings {
 pub struct SnykSettings {
     pub api_base: Url,
     pub token: Option<SecretString>,
+    /// `SNYK_TOKENS`: more tokens of the same group.
+    pub tokens: Vec<SecretString>,
     pub rate_budget: u32,
     pub rate_window: Duration,
     /// Where each org lists the Bitbucket Cloud App; `None` tries the known keys.
@@ -194,7 +203,7 @@ impl Settings {
         for need in needs {
             match need {
                 Need::SnykToken => {
-                    self.snyk_token()?;
+                    self.snyk_tokens()?;
                 }
                 Need::BitbucketCredentials => {
                     self.bitbucket_credentials()?;
@@ -204,17 +213,37 @@ impl Settings {
         Ok(())
     }
 
-    pub fn snyk_token(&self) -> Result<&SecretString, ConfigError> {
-        self.snyk
-            .token
-            .as_ref()
-            .ok_or_else(|| ConfigError::missing(keys::key("snyk.token")))
+    /// Every Snyk token: `SNYK_TOKEN` first, then `SNYK_TOKENS`, each once. At least one.
+    pub fn snyk_tokens(&self) -> Result<Vec<&SecretString>, ConfigError> {
+        let mut tokens: Vec<&SecretString> = Vec::new();
+        for token in self.snyk.token.iter().chain(&self.snyk.tokens) {
+            if !tokens
+                .iter()
+                .any(|t| t.expose_secret() == token.expose_secret())
+            {
+                tokens.push(token);
+            }
+        }
+        if tokens.is_empty() {
+            let key = keys::key("snyk.token");
+            return Err(ConfigError::Missing {
+                name: key.name(),
+                how: format!(
+                    "{}; SNYK_TOKENS takes several, comma-separated",
+                    key.how_to_set()
+                ),
+            });
+        }
+        Ok(tokens)
     }
 
     /// The credential `bitbucket.auth` selects, or the first part of it that is missing.
     pub fn bitbucket_credentials(&self) -> Result<BitbucketCredentials<'_>, ConfigError> {
         let b = &self.bitbucket;
         let missing = |path| ConfigError::missing(keys::key(path));
+        if !b.consumers.is_empty() {
+            return Ok(BitbucketCredentials::Consumers(&b.consumers));
+        }
         Ok(match b.auth {
             BitbucketAuth::OAuth => {
                 let (client_id, client_secret) = self.bitbucket_consumer()?;
@@ -311,6 +340,20 @@ impl Settings {
                     "bitbucket.token_url" => self.bitbucket.token_url.to_string(),
                     "bitbucket.client_id" => text(&self.bitbucket.client_id),
                     "bitbucket.client_secret" => secret(&self.bitbucket.client_secret),
+                    "bitbucket.credentials_file" => match &self.bitbucket.credentials_file {
+                        Some(path) => format!(
+                            "{} ({} consumers: {})",
+                            path.display(),
+                            self.bitbucket.consumers.len(),
+                            self.bitbucket
+                                .consumers
+                                .iter()
+                                .map(|c| c.client_id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => "(not set)".to_owned(),
+                    },
                     "bitbucket.auth" => match self.bitbucket.auth {
                         BitbucketAuth::OAuth => "oauth",
                         BitbucketAuth::AccessToken => "access-token",
@@ -338,6 +381,10 @@ impl Settings {
                         .map_or_else(|| "(not set)".to_owned(), ToString::to_string),
                     "snyk.api_base" => self.snyk.api_base.to_string(),
                     "snyk.token" => secret(&self.snyk.token),
+                    "snyk.tokens" => match self.snyk.tokens.len() {
+                        0 => "(not set)".to_owned(),
+                        n => format!("({n} set)"),
+                    },
                     "snyk.rate_budget" => self.snyk.rate_budget.to_string(),
                     "snyk.rate_window_secs" => self.snyk.rate_window.as_secs().to_string(),
                     "snyk.integration_type" => text(&self.snyk.integration_type),

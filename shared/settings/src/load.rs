@@ -67,7 +67,34 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
             path: "<settings>".into(),
             problem: e.to_string(),
         })?;
-    read(&Reader(config), sources.env.get("HOME").map(PathBuf::from))
+    let mut settings = read(&Reader(config), sources.env.get("HOME").map(PathBuf::from))?;
+    consumers(&mut settings)?;
+    Ok(settings)
+}
+
+/// Reads the credentials file, if one is set: it replaces the single consumer, so setting both is refused
+/// rather than one silently ignored.
+fn consumers(settings: &mut Settings) -> Result<(), ConfigError> {
+    let b = &mut settings.bitbucket;
+    let Some(path) = &b.credentials_file else {
+        return Ok(());
+    };
+    let file = key("bitbucket.credentials_file");
+    if b.client_id.is_some() || b.client_secret.is_some() {
+        return Err(ConfigError::invalid(
+            file,
+            "BITBUCKET_APP_CREDENTIALS_FILE and BITBUCKET_APP_CLIENT_ID/BITBUCKET_APP_CLIENT_SECRET are both set; \
+             put that consumer in the file as a [[consumer]] table and unset the pair",
+        ));
+    }
+    if b.auth != BitbucketAuth::OAuth {
+        return Err(ConfigError::invalid(
+            file,
+            "the credentials file holds OAuth consumers, but bitbucket.auth is not oauth",
+        ));
+    }
+    b.consumers = crate::consumers::read(path)?;
+    Ok(())
 }
 
 fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
@@ -77,6 +104,8 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             token_url: r.http_url("bitbucket.token_url")?,
             client_id: r.text("bitbucket.client_id")?,
             client_secret: r.text("bitbucket.client_secret")?.map(SecretString::from),
+            credentials_file: r.text("bitbucket.credentials_file")?.map(PathBuf::from),
+            consumers: Vec::new(),
             auth: r.auth("bitbucket.auth")?,
             access_token: r.text("bitbucket.access_token")?.map(SecretString::from),
             username: r.text("bitbucket.username")?,
@@ -99,6 +128,11 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
         snyk: SnykSettings {
             api_base: r.http_url("snyk.api_base")?,
             token: r.text("snyk.token")?.map(SecretString::from),
+            tokens: r
+                .list("snyk.tokens")?
+                .into_iter()
+                .map(SecretString::from)
+                .collect(),
             rate_budget: r.number("snyk.rate_budget", 1..=100_000)? as u32,
             rate_window: Duration::from_secs(r.number("snyk.rate_window_secs", 1..=3600)?),
             integration_type: r.text("snyk.integration_type")?,

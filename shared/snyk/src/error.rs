@@ -8,9 +8,14 @@ use reqwest::StatusCode;
 #[derive(Debug, thiserror::Error)]
 pub enum SnykError {
     #[error(
-        "Snyk rejected SNYK_TOKEN ({status}: {message}): set an API token with admin rights on the group"
+        "Snyk rejected {token} ({status}: {message}): set an API token with admin rights on the group"
     )]
-    Unauthorized { status: StatusCode, message: String },
+    Unauthorized {
+        status: StatusCode,
+        message: String,
+        /// Which token: `SNYK_TOKEN`, or its number and hash among several.
+        token: String,
+    },
     #[error("Snyk: {message} ({status})")]
     Rejected { status: StatusCode, message: String },
     #[error("Snyk's rate limit was reached; retry after {retry_after:?}")]
@@ -28,8 +33,8 @@ pub enum SnykError {
         "Snyk's budget has no slot for {wait:?}; the message comes back then rather than hold its delivery"
     )]
     Deferred { wait: Duration },
-    #[error("SNYK_TOKEN holds characters no HTTP header can carry: set it to the API token alone")]
-    BadToken,
+    #[error("{token} holds characters no HTTP header can carry: set it to the API token alone")]
+    BadToken { token: String },
     #[error(
         "refused to send SNYK_TOKEN to {url}: it is not under snyk.api_base ({base}); a message, the ledger or an \
          answer named a host bb2snyk was not configured with"
@@ -64,11 +69,13 @@ impl SnykError {
         status: StatusCode,
         retry_after: Option<Duration>,
         body: &str,
+        token: &str,
     ) -> Self {
         match status {
             StatusCode::UNAUTHORIZED => Self::Unauthorized {
                 status,
                 message: message_of(body),
+                token: token.to_owned(),
             },
             StatusCode::TOO_MANY_REQUESTS => Self::RateLimited { retry_after },
             StatusCode::REQUEST_TIMEOUT => Self::Server { status },
@@ -107,7 +114,7 @@ impl SnykError {
 
     /// The token itself is wrong: no message will fare better until a person fixes it.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Unauthorized { .. } | Self::BadToken)
+        matches!(self, Self::Unauthorized { .. } | Self::BadToken { .. })
     }
 }
 
@@ -122,6 +129,8 @@ impl Retry for SnykError {
         match self {
             Self::RateLimited { retry_after } => Next::Pause(*retry_after),
             Self::Server { .. } | Self::Network { .. } => Next::Backoff,
+            // Another token of the group may do; the pool moves the call to it.
+            Self::Unauthorized { .. } | Self::BadToken { .. } => Next::Refused,
             _ => Next::Fail,
         }
     }

@@ -8,7 +8,7 @@ mod model;
 use std::sync::Arc;
 
 use bb2snyk_settings::{ConfigError, Settings};
-use bb2snyk_store::{Budget, BudgetConfig, Store, fingerprint};
+use bb2snyk_store::{Budget, BudgetConfig, Pool, Store, fingerprint};
 pub use error::SnykError;
 pub use model::{
     CreatedOrg, ImportOptions, Job, JobLog, JobStatus, OrgSummary, Project, Target,
@@ -58,8 +58,16 @@ pub struct Client {
     api_base: String,
     /// Snyk's REST API beside v1: `…/v1` becomes `…/rest`.
     rest_base: String,
-    token: SecretString,
-    budget: Arc<Budget>,
+    /// One or more API tokens of the group, each paced by its own member of `budgets` (same index).
+    tokens: Arc<[Token]>,
+    budgets: Arc<Pool>,
+}
+
+/// One API token and how messages name it: never the token itself.
+#[derive(Debug, Clone)]
+struct Token {
+    secret: SecretString,
+    label: String,
 }
 
 /// A successful answer: its status, its `Location`, its body.
@@ -69,23 +77,34 @@ struct Answer {
 }
 
 impl Client {
-    pub fn new(
-        http: reqwest::Client,
-        api_base: &Url,
-        token: SecretString,
-        budget: Arc<Budget>,
-    ) -> Self {
+    /// A client spending `tokens`, each under its own budget: every call goes out with a token whose budget
+    /// has a slot (see [`Pool`]). One token is labelled `SNYK_TOKEN` in messages; several by their number
+    /// and a hash.
+    pub fn new(http: reqwest::Client, api_base: &Url, tokens: Vec<(SecretString, Budget)>) -> Self {
         let api_base = api_base.as_str().trim_end_matches('/').to_owned();
         let rest_base = match api_base.strip_suffix("/v1") {
             Some(root) => format!("{root}/rest"),
             None => format!("{api_base}/rest"),
         };
+        let count = tokens.len();
+        let (tokens, budgets): (Vec<Token>, Vec<Budget>) = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(n, (secret, budget))| {
+                let label = if count == 1 {
+                    "SNYK_TOKEN".to_owned()
+                } else {
+                    format!("Snyk token {} of {count} ({})", n + 1, token_id(&secret))
+                };
+                (Token { secret, label }, budget)
+            })
+            .unzip();
         Self {
             http,
             api_base,
             rest_base,
-            token,
-            budget,
+            tokens: tokens.into(),
+            budgets: Arc::new(Pool::new(budgets)),
         }
     }
 
@@ -116,28 +135,35 @@ impl Client {
         store: Option<Store>,
         for_stage: bool,
     ) -> Result<Self, ConfigError> {
-        let token = settings.snyk_token()?.clone();
-        let budget = Budget::for_pipeline(
-            store,
-            BudgetConfig {
-                api: "snyk",
-                credential: fingerprint(&format!("snyk:{}", token.expose_secret())),
-                limit: settings.snyk.rate_budget,
-                window: settings.snyk.rate_window,
-            },
-            &settings.pipeline,
-            for_stage,
-        );
-        Ok(Self::new(
-            http,
-            &settings.snyk.api_base,
-            token,
-            Arc::new(budget),
-        ))
+        let tokens = settings
+            .snyk_tokens()?
+            .into_iter()
+            .map(|token| {
+                let budget = Budget::for_pipeline(
+                    store.clone(),
+                    BudgetConfig {
+                        api: "snyk",
+                        credential: token_id(token),
+                        limit: settings.snyk.rate_budget,
+                        window: settings.snyk.rate_window,
+                    },
+                    &settings.pipeline,
+                    for_stage,
+                );
+                (token.clone(), budget)
+            })
+            .collect();
+        Ok(Self::new(http, &settings.snyk.api_base, tokens))
     }
 
-    pub fn budget(&self) -> &Arc<Budget> {
-        &self.budget
+    /// The tokens' budgets, in the order they were given.
+    pub fn budgets(&self) -> &Arc<Pool> {
+        &self.budgets
+    }
+
+    /// Tokens Snyk has not refused, of all given.
+    pub fn tokens_in_rotation(&self) -> (usize, usize) {
+        (self.budgets.live_count(), self.tokens.len())
     }
 
     /// Every org in the group: pages of 100 until a short one, as the API has no next link.
@@ -343,14 +369,6 @@ impl Client {
         parse(&answer.body)
     }
 
-    /// `token <SNYK_TOKEN>`, marked sensitive so no debug output of the request shows it.
-    fn authorization(&self) -> Result<HeaderValue, SnykError> {
-        let mut value = HeaderValue::from_str(&format!("token {}", self.token.expose_secret()))
-            .map_err(|_| SnykError::BadToken)?;
-        value.set_sensitive(true);
-        Ok(value)
-    }
-
     fn url(&self, path_and_query: &str) -> String {
         format!("{}{path_and_query}", self.api_base)
     }
@@ -383,11 +401,13 @@ impl Client {
                 base: self.api_base.clone(),
             });
         }
-        let call = || async {
+        let method = &method;
+        let call = |index: usize| async move {
+            let token = &self.tokens[index];
             let mut request = self
                 .http
                 .request(method.clone(), url)
-                .header(AUTHORIZATION, self.authorization()?);
+                .header(AUTHORIZATION, authorization(token)?);
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -412,15 +432,35 @@ impl Client {
             if status.is_success() {
                 Ok(Answer { location, body })
             } else {
-                Err(SnykError::from_status(status, retry_after, &body))
+                Err(SnykError::from_status(
+                    status,
+                    retry_after,
+                    &body,
+                    &token.label,
+                ))
             }
         };
         if method == Method::POST {
-            self.budget.call_write(call).await
+            self.budgets.call_write(call).await
         } else {
-            self.budget.call(call).await
+            self.budgets.call(call).await
         }
     }
+}
+
+/// `token <TOKEN>`, marked sensitive so no debug output of the request shows it.
+fn authorization(token: &Token) -> Result<HeaderValue, SnykError> {
+    let mut value = HeaderValue::from_str(&format!("token {}", token.secret.expose_secret()))
+        .map_err(|_| SnykError::BadToken {
+            token: token.label.clone(),
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Names a token in Redis keys and messages without revealing it.
+fn token_id(token: &SecretString) -> String {
+    fingerprint(&format!("snyk:{}", token.expose_secret()))
 }
 
 fn parse<T: DeserializeOwned>(body: &str) -> Result<T, SnykError> {

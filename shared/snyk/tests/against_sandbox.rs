@@ -1,7 +1,7 @@
 //! The Snyk v1 client against the sandbox: orgs, integrations, notification settings, import and polling,
 //! each error class, and the budget under Snyk's rate limit.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_snyk::{Client, ImportOptions, JobStatus, SnykError, Target, quiet_notifications};
@@ -26,8 +26,7 @@ fn client_with(sandbox: &Sandbox, token: &str, limit: u32, window: Duration) -> 
     Client::new(
         reqwest::Client::new(),
         &api,
-        SecretString::from(token.to_owned()),
-        Arc::new(budget),
+        vec![(SecretString::from(token.to_owned()), budget)],
     )
 }
 

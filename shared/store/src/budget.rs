@@ -27,6 +27,9 @@ pub enum Next {
     Pause(Option<Duration>),
     /// A passing failure (5xx, network): back off, then try again.
     Backoff,
+    /// The credential the call was signed with was refused (401): in a [`Pool`](crate::Pool), that member
+    /// leaves the rotation and the call goes to another; with none left, the error is returned.
+    Refused,
 }
 
 /// A call would wait longer for the budget (or a 429 pause) than a delivery may be held: its message should
@@ -47,13 +50,6 @@ pub trait Retry {
         false
     }
 }
-
-/// Tries of one call that meets 429s, 5xx or network failures before its error is returned.
-const ATTEMPTS: u32 = 8;
-/// The longest backoff between two tries.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A `Retry-After` longer than this is cut to it; the caller's own retry policy covers the rest.
-const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 /// `KEYS[1]` the log, `KEYS[2]` the pause; `ARGV` window ms, limit, a unique member. Returns 0 when a request
 /// may go now, else the milliseconds to wait.
@@ -78,9 +74,6 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 end
 return 0";
-
-/// The longest single sleep, so a waiter notices a shortened pause or a freed slot soon enough.
-const MAX_SLEEP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct BudgetConfig {
@@ -181,90 +174,56 @@ impl Budget {
     /// Waits until one request may be sent. Never fails: without Redis it paces this process alone.
     pub async fn acquire(&self) {
         // Without a bound the wait always ends in a slot.
-        let _ = self.acquire_within(None).await;
+        let _ = crate::pool::acquire(self, None).await;
     }
 
-    /// Waits for a slot, or answers [`Overdue`] at once when the wait would pass `max_hold` in all.
-    async fn acquire_within(&self, max_hold: Option<Duration>) -> Result<(), Overdue> {
-        let started = Instant::now();
-        loop {
-            let wait = match self.local_pause() {
+    /// One look at the budget: zero when a slot was taken (and recorded), else how long until one may be.
+    pub(crate) async fn try_take(&self) -> Duration {
+        let wait = match self.local_pause() {
+            Some(wait) => wait,
+            None => match self.take_shared().await {
                 Some(wait) => wait,
-                None => match self.take_shared().await {
-                    Some(wait) => wait,
-                    None => self.take_local(),
-                },
-            };
-            if wait.is_zero() {
-                self.record_local();
-                bb2snyk_telemetry::metrics::limiter_waited(self.api, started.elapsed());
-                let waited = millis(started.elapsed()).saturating_sub(1);
-                self.waited_ms.fetch_add(waited, Ordering::Relaxed);
-                return Ok(());
-            }
-            if max_hold.is_some_and(|max| started.elapsed() + wait > max) {
-                return Err(Overdue { wait });
-            }
-            let jitter = Duration::from_millis(fastrand::u64(0..=(millis(wait) / 10).min(50)));
-            tokio::time::sleep(wait.min(MAX_SLEEP) + jitter).await;
+                None => self.take_local(),
+            },
+        };
+        if wait.is_zero() {
+            self.record_local();
         }
+        wait
+    }
+
+    /// Counts a wait that ended in a slot of this budget: the limiter-wait metric.
+    pub(crate) fn record_wait(&self, waited: Duration) {
+        bb2snyk_telemetry::metrics::limiter_waited(self.api, waited);
+        self.waited_ms
+            .fetch_add(millis(waited).saturating_sub(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_hold(&self) -> Option<Duration> {
+        self.max_hold
     }
 
     /// Runs an idempotent `call` (a GET, a PUT) under the budget: one slot per try, a fleet-wide pause on
     /// 429, backoff on passing failures, up to 8 tries.
-    pub async fn call<T, E, F, Fut>(&self, call: F) -> Result<T, E>
+    pub async fn call<T, E, F, Fut>(&self, mut call: F) -> Result<T, E>
     where
         E: Retry + std::fmt::Display + From<Overdue>,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        self.run(true, call).await
+        crate::pool::run(self, true, |_| call()).await
     }
 
     /// Runs a call that must not happen twice (a POST that creates something) under the budget. It is tried
     /// again only when it surely did not happen (a 429, a connection refused); after a failure that may
     /// have happened the error is returned, for the caller to look before it writes again.
-    pub async fn call_write<T, E, F, Fut>(&self, call: F) -> Result<T, E>
+    pub async fn call_write<T, E, F, Fut>(&self, mut call: F) -> Result<T, E>
     where
         E: Retry + std::fmt::Display + From<Overdue>,
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
-        self.run(false, call).await
-    }
-
-    async fn run<T, E, F, Fut>(&self, idempotent: bool, mut call: F) -> Result<T, E>
-    where
-        E: Retry + std::fmt::Display + From<Overdue>,
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
-    {
-        let mut attempt = 0;
-        loop {
-            self.acquire_within(self.max_hold).await?;
-            let error = match call().await {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
-            };
-            attempt += 1;
-            match error.next() {
-                _ if attempt >= ATTEMPTS => return Err(error),
-                Next::Fail => return Err(error),
-                _ if !idempotent && error.may_have_happened() => return Err(error),
-                Next::Pause(retry_after) => {
-                    let pause = retry_after
-                        .map(|d| d.min(MAX_PAUSE))
-                        .unwrap_or_else(|| bb2snyk_http::backoff(attempt - 1, MAX_BACKOFF));
-                    tracing::warn!(%error, ?pause, "rate limited; pausing every replica");
-                    self.pause(pause).await;
-                }
-                Next::Backoff => {
-                    let wait = bb2snyk_http::backoff(attempt - 1, MAX_BACKOFF);
-                    tracing::warn!(%error, ?wait, "call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        crate::pool::run(self, false, |_| call()).await
     }
 
     /// Holds every replica's requests for `duration` (after a 429).

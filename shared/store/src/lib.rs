@@ -10,6 +10,7 @@ mod budget;
 mod health;
 mod lock;
 mod memory;
+mod pool;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -17,6 +18,7 @@ use bb2snyk_settings::redact_url;
 pub use budget::{Budget, BudgetConfig, Next, Overdue, Retry};
 use health::Health;
 pub use lock::Guard;
+pub use pool::Pool;
 use redis::{AsyncCommands, RedisResult, aio::ConnectionManager, aio::ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use bb2snyk_store::{Budget, BudgetConfig, Store};
+use bb2snyk_store::{Budget, BudgetConfig, Pool, Store};
 use bb2snyk_test_support::{RedisServer, redis_url, unique, wait_for};
 use secrecy::SecretString;
 
@@ -14,11 +14,15 @@ async fn store(url: &SecretString, prefix: &str) -> Store {
 }
 
 fn budget(store: Store, limit: u32, window: Duration) -> Budget {
+    budget_of("c0ffee", store, limit, window)
+}
+
+fn budget_of(credential: &str, store: Store, limit: u32, window: Duration) -> Budget {
     Budget::new(
         Some(store),
         BudgetConfig {
             api: "test",
-            credential: "c0ffee".into(),
+            credential: credential.into(),
             limit,
             window,
         },
@@ -120,6 +124,8 @@ async fn without_redis_each_process_keeps_its_own_budget() {
 enum Refused {
     Limited,
     Overdue(Duration),
+    /// The credential was refused (a 401).
+    Unauthorized,
 }
 
 impl std::fmt::Display for Refused {
@@ -133,6 +139,7 @@ impl bb2snyk_store::Retry for Refused {
         match self {
             Self::Limited => bb2snyk_store::Next::Pause(Some(Duration::from_secs(120))),
             Self::Overdue(_) => bb2snyk_store::Next::Fail,
+            Self::Unauthorized => bb2snyk_store::Next::Refused,
         }
     }
 }
@@ -199,4 +206,50 @@ async fn without_redis_each_process_keeps_to_its_share_of_the_fleet() {
         Err(Refused::Overdue(wait)) => assert!(wait > Duration::from_secs(50), "{wait:?}"),
         other => panic!("the third call of a 2-call share should wait the window, got {other:?}"),
     }
+}
+
+/// Two credentials' budgets: a call takes a slot from whichever has one, so the pool grants twice one
+/// budget in a window, then defers; a refused credential leaves the rotation and its calls go to the
+/// other, and the last one's refusal reaches the caller.
+#[tokio::test]
+async fn a_pool_spends_every_member_and_moves_off_a_refused_one() {
+    let prefix = format!("{}:", unique("pool"));
+    let window = Duration::from_secs(60);
+    let hold = Duration::from_millis(300);
+    let members = vec![
+        budget_of("a", store(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
+        budget_of("b", store(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
+    ];
+    let pool = Pool::new(members);
+    let mut paid_by = [0; 2];
+    for _ in 0..6 {
+        let member: Result<usize, Refused> = pool.call(|i| async move { Ok(i) }).await;
+        paid_by[member.expect("a slot in one of the members")] += 1;
+    }
+    assert_eq!(paid_by, [3, 3], "each member paid for its own budget");
+    match pool.call(|i| async move { Ok::<usize, Refused>(i) }).await {
+        Err(Refused::Overdue(wait)) => assert!(wait > hold, "{wait:?}"),
+        other => panic!("both budgets are spent, got {other:?}"),
+    }
+
+    let pool = Pool::new(vec![
+        budget_of("c", store(&redis_url(), &prefix).await, 100, window),
+        budget_of("d", store(&redis_url(), &prefix).await, 100, window),
+    ]);
+    for _ in 0..4 {
+        let paid: Result<usize, Refused> = pool
+            .call_write(|i| async move {
+                if i == 0 {
+                    Err(Refused::Unauthorized)
+                } else {
+                    Ok(i)
+                }
+            })
+            .await;
+        assert_eq!(paid.expect("the other member"), 1);
+    }
+    assert_eq!(pool.live_count(), 1);
+    let last: Result<(), Refused> = pool.call(|_| async { Err(Refused::Unauthorized) }).await;
+    assert!(matches!(last, Err(Refused::Unauthorized)), "{last:?}");
+    assert_eq!(pool.live_count(), 1, "the last member stays");
 }

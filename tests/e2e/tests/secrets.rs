@@ -4,7 +4,7 @@
 //! A test binary of its own: it installs tracing subscribers and counts the HTTP stack's trace lines, and
 //! tracing's callsite registry is shared by the whole process, so other tests' traffic must not be in it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bb2snyk_bitbucket::{Authorization, Bitbucket, Consumer, Fixed, RepoFilter, exchange};
 use bb2snyk_e2e::Captured;
@@ -83,8 +83,18 @@ async fn session(sandbox: &Sandbox) -> (Vec<String>, String) {
     let bad_snyk = Snyk::new(
         http,
         &settings.snyk.api_base,
-        SecretString::from(format!("{SNYK_TOKEN}-wrong")),
-        snyk.budget().clone(),
+        vec![(
+            SecretString::from(format!("{SNYK_TOKEN}-wrong")),
+            bb2snyk_store::Budget::new(
+                None,
+                bb2snyk_store::BudgetConfig {
+                    api: "snyk",
+                    credential: "wrong".into(),
+                    limit: 100,
+                    window: Duration::from_secs(60),
+                },
+            ),
+        )],
     );
     let unauthorised = bad_snyk
         .group_orgs(&sandbox.knobs().group_id)

@@ -32,6 +32,7 @@ fn org(workspace: &str, filters: Option<Filters>) -> OrgReady {
         org_id: "o".into(),
         integration_id: "i".into(),
         filters,
+        credential: None,
     }
 }
 

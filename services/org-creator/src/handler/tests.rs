@@ -27,6 +27,7 @@ fn discovered(sandbox: &Sandbox, workspace: &str, name: Option<&str>) -> Body {
         workspace: workspace.into(),
         name: name.map(str::to_owned),
         filters: None,
+        credential: None,
     })
 }
 

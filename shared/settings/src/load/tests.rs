@@ -91,10 +91,7 @@ fn seed_variables_work_as_they_are() {
         Some(("consumer-key".to_owned(), "consumer-secret".to_owned()))
     );
     assert_eq!(s.bitbucket.api_base.as_str(), "http://127.0.0.1:9/2.0");
-    assert_eq!(
-        s.snyk_token().map(|t| t.expose_secret().to_owned()).ok(),
-        Some("snyk-token".to_owned())
-    );
+    assert_eq!(tokens(&s), vec!["snyk-token".to_owned()]);
     assert_eq!(s.snyk.api_base.host_str(), Some("api.eu.snyk.io"));
     assert_eq!(s.import.log_path, PathBuf::from("/tmp/logs"));
     assert_eq!(s.import.concurrent_imports, 50);
@@ -115,10 +112,7 @@ fn structured_variables_win_over_seed_variables_and_the_file() {
     ]);
     sources.file = Some(file.clone());
     let s = load(&sources).expect("loads");
-    assert_eq!(
-        s.snyk_token().map(|t| t.expose_secret().to_owned()).ok(),
-        Some("from-seed".to_owned())
-    );
+    assert_eq!(tokens(&s), vec!["from-seed".to_owned()]);
     assert_eq!(s.import.concurrent_imports, 9);
     assert_eq!(s.import.log_path, PathBuf::from("/from/file"));
     let _ = std::fs::remove_file(file);
@@ -368,4 +362,127 @@ fn discovery_lists_dates_and_globs_are_checked() {
     );
     let flag = error(&[("BB2SNYK__DISCOVERY__EXCLUDE_FORKS", "maybe")]);
     assert!(flag.contains("is not true or false"), "{flag}");
+}
+
+fn tokens(s: &Settings) -> Vec<String> {
+    s.snyk_tokens()
+        .map(|t| t.iter().map(|t| t.expose_secret().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn snyk_tokens_are_the_union_of_snyk_token_and_snyk_tokens() {
+    let s = loaded(&[("SNYK_TOKENS", " b , c,,b ")]);
+    assert_eq!(tokens(&s), ["b", "c"]);
+    let s = loaded(&[("SNYK_TOKEN", "a"), ("SNYK_TOKENS", "b,a,c")]);
+    assert_eq!(tokens(&s), ["a", "b", "c"]);
+    assert!(s.require(&[Need::SnykToken]).is_ok());
+    let described = s
+        .describe()
+        .into_iter()
+        .map(|(k, v)| format!("{}={v}", k.path))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        described.contains("snyk.tokens=(3 set)") || described.contains("snyk.tokens=(2 set)"),
+        "{described}"
+    );
+    assert!(
+        !described.contains("=b,") && !described.contains(",c"),
+        "{described}"
+    );
+    let none = loaded(&[]);
+    let error = none
+        .require(&[Need::SnykToken])
+        .expect_err("no token")
+        .to_string();
+    assert!(
+        error.contains("SNYK_TOKEN") && error.contains("SNYK_TOKENS"),
+        "{error}"
+    );
+}
+
+fn consumers_file(text: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("bb2snyk-consumers-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("temp file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    path
+}
+
+#[test]
+fn the_credentials_file_lists_consumers_and_refuses_the_pair_beside_it() {
+    let path = consumers_file(
+        "[[consumer]]\nclient_id = \"one\"\nclient_secret = \"s3cret-one\"\nworkspaces = [\"alpha\"]\n\n\
+         [[consumer]]\nclient_id = \"two\"\nclient_secret = \"s3cret-two\"\n",
+    );
+    let file = path.display().to_string();
+    let s = loaded(&[("BITBUCKET_APP_CREDENTIALS_FILE", &file)]);
+    let ids: Vec<_> = s
+        .bitbucket
+        .consumers
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.workspaces.clone()))
+        .collect();
+    assert_eq!(ids, [("one", vec!["alpha".to_owned()]), ("two", vec![])]);
+    assert!(s.require(&[Need::BitbucketCredentials]).is_ok());
+    assert!(crate::loose_permissions(&path).is_none(), "0600 is private");
+    let shown = format!("{s:?} {:?}", s.describe());
+    assert!(!shown.contains("s3cret"), "{shown}");
+
+    let both = load(&env(&[
+        ("BITBUCKET_APP_CREDENTIALS_FILE", &file),
+        ("BITBUCKET_APP_CLIENT_ID", "key"),
+    ]))
+    .expect_err("both set")
+    .to_string();
+    assert!(
+        both.contains("BITBUCKET_APP_CREDENTIALS_FILE") && both.contains("BITBUCKET_APP_CLIENT_ID"),
+        "{both}"
+    );
+    let _ = std::fs::remove_file(&path);
+
+    for (text, says) in [
+        ("", "no [[consumer]]"),
+        ("[[consumer]]\nclient_id = \"x\"\n", "line"),
+        (
+            "[[consumer]]\nclient_id = \"x\"\nclient_secret = \"leak-me\"\nextra = 1\n",
+            "line",
+        ),
+        (
+            "[[consumer]]\nclient_id = \"x\"\nclient_secret = \"\"\n",
+            "no client_secret",
+        ),
+        (
+            "[[consumer]]\nclient_id = \"x\"\nclient_secret = \"a\"\n[[consumer]]\nclient_id = \"x\"\nclient_secret = \"b\"\n",
+            "appears twice",
+        ),
+    ] {
+        let path = consumers_file(text);
+        let error = load(&env(&[(
+            "BITBUCKET_APP_CREDENTIALS_FILE",
+            &path.display().to_string(),
+        )]))
+        .expect_err(text)
+        .to_string();
+        assert!(
+            error.contains(says) && error.contains("BITBUCKET_APP_CREDENTIALS_FILE"),
+            "{text}: {error}"
+        );
+        assert!(!error.contains("leak-me"), "{error}");
+        let _ = std::fs::remove_file(path);
+    }
+    let missing = load(&env(&[(
+        "BITBUCKET_APP_CREDENTIALS_FILE",
+        "/nonexistent/consumers.toml",
+    )]))
+    .expect_err("no such file")
+    .to_string();
+    assert!(missing.contains("/nonexistent/consumers.toml"), "{missing}");
 }

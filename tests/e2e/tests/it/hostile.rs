@@ -46,6 +46,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
         org_id: "o".into(),
         integration_id: "i".into(),
         filters: None,
+        credential: None,
     };
     let import = ImportRepo {
         run_id: "run-hostile".into(),
@@ -89,6 +90,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 workspace: "acme-000".into(),
                 name: None,
                 filters: None,
+                credential: None,
             })),
             "run_id is 400 bytes",
         ),
