@@ -132,9 +132,11 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let settings = || -> Result<Settings, Failure> {
-        Ok(bb2snyk_settings::load(&Sources::from_process(
-            cli.config.clone(),
-        ))?)
+        let settings = bb2snyk_settings::load(&Sources::from_process(cli.config.clone()))?;
+        for warning in settings.warnings() {
+            eprintln!("warning: {warning}");
+        }
+        Ok(settings)
     };
     match &cli.command {
         Command::Config => cli::config(&settings()?),

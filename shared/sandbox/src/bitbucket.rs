@@ -94,12 +94,22 @@ fn exchange(state: &mut World, headers: &HeaderMap, body: &str) -> Result<Respon
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(unauthenticated)?;
     let (id, secret) = decoded.split_once(':').ok_or_else(unauthenticated)?;
-    if id != state.knobs.client_id || secret != state.knobs.client_secret {
-        return Err(oauth_error(
-            "unauthorized_client",
-            "Invalid OAuth client credentials",
-        ));
-    }
+    let consumer = if id == state.knobs.client_id && secret == state.knobs.client_secret {
+        None
+    } else {
+        let known = (0..state.knobs.consumers)
+            .find(|i| state.knobs.consumer(*i) == (id.to_owned(), secret.to_owned()))
+            .filter(|i| !state.knobs.revoked_consumers.contains(i));
+        match known {
+            Some(i) => Some(i),
+            None => {
+                return Err(oauth_error(
+                    "unauthorized_client",
+                    "Invalid OAuth client credentials",
+                ));
+            }
+        }
+    };
     let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
@@ -130,8 +140,11 @@ fn exchange(state: &mut World, headers: &HeaderMap, body: &str) -> Result<Respon
         Token {
             expires_at: Instant::now() + Duration::from_secs(expires_in),
             revoked: false,
+            consumer,
         },
     );
+    let key = state.consumer_key(consumer);
+    *state.counters.exchanges_by_consumer.entry(key).or_default() += 1;
     let mut body = json!({"access_token": access_token, "expires_in": expires_in, "token_type": "bearer", "state": "client_credentials"});
     if state.knobs.legacy_tokens() {
         body["scopes"] = json!(state.knobs.scopes);
@@ -142,8 +155,10 @@ fn exchange(state: &mut World, headers: &HeaderMap, body: &str) -> Result<Respon
     Ok(Json(body).into_response())
 }
 
-/// Checks the Bearer token (or Basic credential) and that the consumer holds `scope`.
-fn authorize(state: &World, headers: &HeaderMap, scope: &str) -> Result<(), Response> {
+/// Checks the Bearer token (or Basic credential) and that the consumer holds `scope`. Returns the
+/// workspace-owned consumer the token belongs to (`None`: one that sees every workspace).
+fn authorize(state: &World, headers: &HeaderMap, scope: &str) -> Result<Option<usize>, Response> {
+    let mut consumer = None;
     let header = headers
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -162,7 +177,16 @@ fn authorize(state: &World, headers: &HeaderMap, scope: &str) -> Result<(), Resp
                 Some(t) if Instant::now() >= t.expires_at => {
                     return Err(error(StatusCode::UNAUTHORIZED, "Access token expired."));
                 }
-                Some(_) => {}
+                Some(t)
+                    if t.consumer
+                        .is_some_and(|c| state.knobs.revoked_consumers.contains(&c)) =>
+                {
+                    return Err(error(
+                        StatusCode::UNAUTHORIZED,
+                        "Token is invalid, expired, or not supported for this endpoint.",
+                    ));
+                }
+                Some(t) => consumer = t.consumer,
             }
         }
     } else if let Some(encoded) = header.strip_prefix("Basic ") {
@@ -184,7 +208,32 @@ fn authorize(state: &World, headers: &HeaderMap, scope: &str) -> Result<(), Resp
             "detail": {"granted": granted, "required": [scope]}}});
         return Err((StatusCode::FORBIDDEN, Json(body)).into_response());
     }
-    Ok(())
+    Ok(consumer)
+}
+
+/// The workspace `identifier` names, by slug or uuid, as `consumer` may see it: one it does not own is
+/// answered as Bitbucket does a workspace it hides (404), and counted.
+fn visible<'a>(
+    state: &'a mut World,
+    consumer: Option<usize>,
+    identifier: &str,
+) -> Result<&'a Workspace, Response> {
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            &format!("No workspace with identifier '{identifier}'."),
+        )
+    };
+    let index = state
+        .tenant
+        .iter()
+        .position(|w| w.slug == identifier || w.uuid == identifier)
+        .ok_or_else(not_found)?;
+    if !state.knobs.sees(consumer, index) {
+        state.counters.foreign_requests += 1;
+        return Err(not_found());
+    }
+    Ok(&state.tenant[index])
 }
 
 /// `page` and `pagelen` from the query, with Bitbucket's limits.
@@ -290,20 +339,14 @@ pub async fn workspace(
     Path(workspace): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let state = app.0.lock();
-    if let Err(response) = authorize(&state, &headers, "account") {
-        return response;
-    }
-    match state
-        .tenant
-        .iter()
-        .find(|w| w.slug == workspace || w.uuid == workspace)
-    {
-        Some(w) => Json(w.json(&base_url(&headers))).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            &format!("No workspace with identifier '{workspace}'."),
-        ),
+    let mut state = app.0.lock();
+    let consumer = match authorize(&state, &headers, "account") {
+        Ok(consumer) => consumer,
+        Err(response) => return response,
+    };
+    match visible(&mut state, consumer, &workspace) {
+        Ok(w) => Json(w.json(&base_url(&headers))).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -321,11 +364,18 @@ fn workspace_list(
         if gone(&state.knobs) {
             return self::gone();
         }
-        if let Err(response) = authorize(&state, headers, "account") {
-            return response;
-        }
+        let consumer = match authorize(&state, headers, "account") {
+            Ok(consumer) => consumer,
+            Err(response) => return response,
+        };
         let base = base_url(headers);
-        state.tenant.iter().map(|w| item(w, &base)).collect()
+        state
+            .tenant
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| state.knobs.sees(consumer, *i))
+            .map(|(_, w)| item(w, &base))
+            .collect()
     };
     list(items, headers, path, raw)
 }
@@ -337,19 +387,14 @@ pub async fn repositories(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let items = {
-        let state = app.0.lock();
-        if let Err(response) = authorize(&state, &headers, "repository") {
-            return response;
-        }
-        let Some(ws) = state
-            .tenant
-            .iter()
-            .find(|w| w.slug == workspace || w.uuid == workspace)
-        else {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!("No workspace with identifier '{workspace}'."),
-            );
+        let mut state = app.0.lock();
+        let consumer = match authorize(&state, &headers, "repository") {
+            Ok(consumer) => consumer,
+            Err(response) => return response,
+        };
+        let ws = match visible(&mut state, consumer, &workspace) {
+            Ok(ws) => ws,
+            Err(response) => return response,
         };
         let base = base_url(&headers);
         ws.repos.iter().map(|r| r.json(ws, &base)).collect()

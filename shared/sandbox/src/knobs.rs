@@ -44,6 +44,14 @@ pub struct Knobs {
     /// The OAuth consumer's secret.
     #[arg(long, default_value = "sandbox-client-secret")]
     pub client_secret: String,
+    /// Workspace-owned consumers besides the main one: consumer i is `<client-id>-i` / `<client-secret>-i`
+    /// and sees only the workspaces whose index is i modulo this (as a consumer of a personal workspace
+    /// does since 2026-05-04), with a Bitbucket rate limit of its own.
+    #[arg(long, default_value_t = 0)]
+    pub consumers: usize,
+    /// Workspace-owned consumers that were revoked: their secret and tokens are refused.
+    #[arg(long, value_delimiter = ',')]
+    pub revoked_consumers: Vec<usize>,
     /// Make the consumer public, so client_credentials fails as it does on Bitbucket.
     #[arg(long)]
     pub public_consumer: bool,
@@ -72,6 +80,9 @@ pub struct Knobs {
     /// The Snyk API token the sandbox accepts.
     #[arg(long, default_value = "sandbox-snyk-token")]
     pub snyk_token: String,
+    /// More Snyk API tokens of the same group, each with a rate limit of its own.
+    #[arg(long, value_delimiter = ',')]
+    pub snyk_tokens: Vec<String>,
     /// The Snyk group's id.
     #[arg(long, default_value = "00000000-0000-4000-8000-00000000a11a")]
     pub group_id: String,
@@ -160,6 +171,30 @@ impl Knobs {
             [] => self.repos_per_workspace,
             counts => counts[workspace % counts.len()],
         }
+    }
+
+    /// The workspace-owned consumer `index`'s key and secret.
+    pub fn consumer(&self, index: usize) -> (String, String) {
+        (
+            format!("{}-{index}", self.client_id),
+            format!("{}-{index}", self.client_secret),
+        )
+    }
+
+    /// Whether a token of `consumer` (`None`: the main one, which sees every workspace) sees workspace
+    /// number `workspace`.
+    pub fn sees(&self, consumer: Option<usize>, workspace: usize) -> bool {
+        match consumer {
+            None => true,
+            Some(c) => self.consumers > 0 && workspace % self.consumers == c,
+        }
+    }
+
+    /// The Snyk token's number (0 for `snyk_token`, then `snyk_tokens` in order), if it is accepted.
+    pub fn snyk_token_index(&self, sent: &str) -> Option<usize> {
+        std::iter::once(&self.snyk_token)
+            .chain(&self.snyk_tokens)
+            .position(|t| t == sent)
     }
 
     pub fn legacy_tokens(&self) -> bool {

@@ -93,6 +93,50 @@ impl Sandbox {
         ]
     }
 
+    /// A `BITBUCKET_APP_CREDENTIALS_FILE` for the workspace-owned consumers (`knobs.consumers`); with
+    /// `named`, each lists the workspaces it owns, else each lists them itself.
+    pub fn credentials_file(&self, named: bool) -> String {
+        let state = self.app.0.lock();
+        let knobs = &state.knobs;
+        let mut file = String::new();
+        for consumer in 0..knobs.consumers {
+            let (id, secret) = knobs.consumer(consumer);
+            file.push_str(&format!(
+                "[[consumer]]\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n"
+            ));
+            if named {
+                let owned: Vec<String> = (0..state.tenant.len())
+                    .filter(|w| knobs.sees(Some(consumer), *w))
+                    .map(|w| format!("\"{}\"", state.tenant[w].slug))
+                    .collect();
+                file.push_str(&format!("workspaces = [{}]\n", owned.join(", ")));
+            }
+            file.push('\n');
+        }
+        file
+    }
+
+    /// [`Sandbox::env`] for a tenant of workspace-owned consumers: the credentials file at `path` instead of
+    /// the single pair, and every Snyk token.
+    pub fn env_with_credentials_file(&self, path: &std::path::Path) -> Vec<(&'static str, String)> {
+        let knobs = self.knobs();
+        let mut env: Vec<_> = self
+            .env()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("BITBUCKET_APP_CLIENT_"))
+            .collect();
+        env.push(("BITBUCKET_APP_CREDENTIALS_FILE", path.display().to_string()));
+        if !knobs.snyk_tokens.is_empty() {
+            env.push(("SNYK_TOKENS", knobs.snyk_tokens.join(",")));
+        }
+        env
+    }
+
+    /// Revokes workspace-owned consumer `index`: its secret and every token it was issued are refused.
+    pub fn revoke_consumer(&self, index: usize) {
+        self.app.0.lock().knobs.revoked_consumers.push(index);
+    }
+
     pub fn stats(&self) -> Stats {
         self.app.0.lock().stats(std::time::Instant::now())
     }
@@ -201,17 +245,39 @@ async fn gate(
         let mut guard = app.0.lock();
         let state = &mut *guard;
         let now = std::time::Instant::now();
+        let authorization = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        // Each consumer acts as its own user, and each Snyk token is limited on its own.
         let limited = match api {
-            Some("bitbucket") => state.bitbucket_window.take(
-                state.knobs.bitbucket_rate_limit,
-                Duration::from_secs(state.knobs.bitbucket_window_secs),
-                now,
-            ),
-            Some(_) => state.snyk_window.take(
-                state.knobs.snyk_rate_limit,
-                Duration::from_secs(state.knobs.snyk_window_secs),
-                now,
-            ),
+            Some("bitbucket") => {
+                let consumer = state.bearer_consumer(authorization);
+                let key = state.consumer_key(consumer);
+                *state.counters.bitbucket_by_consumer.entry(key).or_default() += 1;
+                state.bitbucket_window.entry(consumer).or_default().take(
+                    state.knobs.bitbucket_rate_limit,
+                    Duration::from_secs(state.knobs.bitbucket_window_secs),
+                    now,
+                )
+            }
+            Some(_) => {
+                let token = authorization
+                    .and_then(|h| h.strip_prefix("token "))
+                    .and_then(|t| state.knobs.snyk_token_index(t.trim()));
+                if let Some(n) = token {
+                    *state
+                        .counters
+                        .snyk_by_token
+                        .entry(format!("token-{n}"))
+                        .or_default() += 1;
+                }
+                state.snyk_window.entry(token).or_default().take(
+                    state.knobs.snyk_rate_limit,
+                    Duration::from_secs(state.knobs.snyk_window_secs),
+                    now,
+                )
+            }
             None => Ok(()),
         };
         match limited {

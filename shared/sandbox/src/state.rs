@@ -35,8 +35,10 @@ pub struct State {
     pub tokens: HashMap<String, Token>,
     pub orgs: Vec<Org>,
     pub jobs: HashMap<String, Job>,
-    pub bitbucket_window: SlidingWindow,
-    pub snyk_window: SlidingWindow,
+    /// Per consumer (`None`: the main one, and requests no token names): each user has its own limit.
+    pub bitbucket_window: HashMap<Option<usize>, SlidingWindow>,
+    /// Per Snyk token number (`None`: a token the sandbox does not know).
+    pub snyk_window: HashMap<Option<usize>, SlidingWindow>,
     pub counters: Counters,
 }
 
@@ -44,6 +46,8 @@ pub struct State {
 pub struct Token {
     pub expires_at: Instant,
     pub revoked: bool,
+    /// The workspace-owned consumer it was issued to; `None` for the main one.
+    pub consumer: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,6 +95,10 @@ pub struct Counters {
     pub import_posts: BTreeMap<String, u64>,
     pub ghost_writes: u64,
     pub posts_while_pending: u64,
+    pub exchanges_by_consumer: BTreeMap<String, u64>,
+    pub bitbucket_by_consumer: BTreeMap<String, u64>,
+    pub foreign_requests: u64,
+    pub snyk_by_token: BTreeMap<String, u64>,
 }
 
 /// Requests accepted in the last `window`; Bitbucket and Snyk both count a rolling window.
@@ -122,6 +130,22 @@ impl SlidingWindow {
     }
 }
 
+impl State {
+    /// The consumer key a token was issued to, for stats.
+    pub fn consumer_key(&self, consumer: Option<usize>) -> String {
+        match consumer {
+            None => self.knobs.client_id.clone(),
+            Some(i) => self.knobs.consumer(i).0,
+        }
+    }
+
+    /// The consumer whose Bearer token `authorization` carries, if it is one the sandbox issued.
+    pub fn bearer_consumer(&self, authorization: Option<&str>) -> Option<usize> {
+        let token = authorization?.strip_prefix("Bearer ")?.trim();
+        self.tokens.get(token)?.consumer
+    }
+}
+
 pub const APP_INTEGRATION: &str = "bitbucket-connect-app";
 pub const TEMPLATE_ORG: &str = "bb2snyk-template";
 
@@ -134,8 +158,8 @@ impl State {
             tokens: HashMap::new(),
             orgs: Vec::new(),
             jobs: HashMap::new(),
-            bitbucket_window: SlidingWindow::default(),
-            snyk_window: SlidingWindow::default(),
+            bitbucket_window: HashMap::new(),
+            snyk_window: HashMap::new(),
             counters: Counters::default(),
             knobs,
         };
@@ -258,6 +282,10 @@ impl State {
             import_posts_total: c.import_posts.values().sum(),
             ghost_writes: c.ghost_writes,
             posts_while_pending: c.posts_while_pending,
+            exchanges_by_consumer: c.exchanges_by_consumer.clone(),
+            bitbucket_by_consumer: c.bitbucket_by_consumer.clone(),
+            foreign_requests: c.foreign_requests,
+            snyk_by_token: c.snyk_by_token.clone(),
             jobs,
             truth: self.truth_summary(),
         }
@@ -305,6 +333,18 @@ pub struct Stats {
     /// client can avoid by looking first, since Snyk shows a target only once its job is done.
     #[serde(default)]
     pub posts_while_pending: u64,
+    /// Successful exchanges per consumer key (the main one included).
+    #[serde(default)]
+    pub exchanges_by_consumer: BTreeMap<String, u64>,
+    /// Bitbucket API requests per consumer key, by the token they carried.
+    #[serde(default)]
+    pub bitbucket_by_consumer: BTreeMap<String, u64>,
+    /// Requests a workspace-owned consumer made for a workspace it does not own (answered 404).
+    #[serde(default)]
+    pub foreign_requests: u64,
+    /// Snyk API requests per accepted token, as `token-0` (`snyk_token`), `token-1`, ...
+    #[serde(default)]
+    pub snyk_by_token: BTreeMap<String, u64>,
     pub jobs: JobStats,
     pub truth: TruthSummary,
 }

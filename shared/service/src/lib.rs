@@ -102,6 +102,9 @@ where
         version = env!("CARGO_PKG_VERSION"),
         "starting"
     );
+    for warning in settings.warnings() {
+        tracing::warn!(service = name, "{warning}");
+    }
     match run(settings, shutdown).await {
         Ok(()) => {
             tracing::info!(service = name, "stopped");

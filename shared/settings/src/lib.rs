@@ -237,6 +237,16 @@ impl Settings {
         Ok(tokens)
     }
 
+    /// What is set but unwise, to say once at start: a credentials file other users can read.
+    pub fn warnings(&self) -> Vec<String> {
+        self.bitbucket
+            .credentials_file
+            .as_deref()
+            .and_then(loose_permissions)
+            .into_iter()
+            .collect()
+    }
+
     /// The credential `bitbucket.auth` selects, or the first part of it that is missing.
     pub fn bitbucket_credentials(&self) -> Result<BitbucketCredentials<'_>, ConfigError> {
         let b = &self.bitbucket;

@@ -409,3 +409,67 @@ async fn an_org_list_that_repeats_itself_ends() {
     assert_eq!(orgs.len(), 100, "the first page, once");
     assert_eq!(sandbox.stats().requests["GET /v1/group/{group_id}/orgs"], 2);
 }
+
+/// Several tokens of one group: each pays from its own budget, so together they make as many calls in a
+/// window as each one's limit allows; one Snyk refuses leaves the rotation and the calls go on with the rest.
+#[tokio::test]
+async fn calls_spread_over_every_token_and_a_refused_one_leaves_the_rotation() {
+    let sandbox = Sandbox::start(Knobs {
+        snyk_tokens: vec!["second-token".into()],
+        snyk_rate_limit: Some(10),
+        snyk_window_secs: 60,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let api = Url::parse(&format!("{}/v1", sandbox.url())).expect("URL");
+    let budget = |id: &str| {
+        Budget::new(
+            None,
+            BudgetConfig {
+                api: "snyk",
+                credential: id.into(),
+                limit: 10,
+                window: Duration::from_secs(60),
+            },
+        )
+        .holding_at_most(Duration::from_millis(200))
+    };
+    let tokens = ["wrong-token", "sandbox-snyk-token", "second-token"]
+        .into_iter()
+        .map(|t| (SecretString::from(t.to_owned()), budget(t)))
+        .collect();
+    let client = Client::new(reqwest::Client::new(), &api, tokens);
+    let group = sandbox.knobs().group_id;
+    // Twice one token's budget in one window: the wrong token's one try costs only its own budget.
+    for _ in 0..20 {
+        client
+            .group_orgs(&group)
+            .await
+            .expect("a token with budget left");
+    }
+    assert_eq!(client.tokens_in_rotation(), (2, 3), "the wrong token left");
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats.rate_limited.get("snyk"),
+        None,
+        "no token went past its limit"
+    );
+    assert_eq!(
+        stats.snyk_by_token.get("token-0"),
+        Some(&10),
+        "{:?}",
+        stats.snyk_by_token
+    );
+    assert_eq!(
+        stats.snyk_by_token.get("token-1"),
+        Some(&10),
+        "{:?}",
+        stats.snyk_by_token
+    );
+    let spent = client
+        .group_orgs(&group)
+        .await
+        .expect_err("every budget spent");
+    assert!(spent.deferred().is_some(), "{spent}");
+}

@@ -41,8 +41,38 @@ impl TestFleet {
     /// Starts the sandbox with `knobs`; `what` names the test's queues and keys, and `env` adds or
     /// overrides variables. No replica runs yet: see [`TestFleet::spawn`].
     pub async fn start(knobs: Knobs, what: &str, env: &[(&str, &str)]) -> Self {
-        let sandbox = std::sync::Arc::new(Sandbox::start(knobs).await.expect("the sandbox starts"));
-        let mut vars = bb2snyk_test_support::pipeline_env(sandbox.env(), what);
+        let sandbox = Sandbox::start(knobs).await.expect("the sandbox starts");
+        let base = sandbox.env();
+        Self::on(sandbox, base, what, env)
+    }
+
+    /// As [`TestFleet::start`] for a tenant of workspace-owned consumers (`knobs.consumers`): a
+    /// credentials file (each consumer named for its workspaces when `named`) instead of the single pair,
+    /// and every Snyk token of the knobs.
+    pub async fn with_consumers(
+        knobs: Knobs,
+        what: &str,
+        env: &[(&str, &str)],
+        named: bool,
+    ) -> Self {
+        let sandbox = Sandbox::start(knobs).await.expect("the sandbox starts");
+        let path = std::env::temp_dir().join(format!(
+            "{}.toml",
+            bb2snyk_test_support::unique("consumers")
+        ));
+        std::fs::write(&path, sandbox.credentials_file(named)).expect("the credentials file");
+        let base = sandbox.env_with_credentials_file(&path);
+        Self::on(sandbox, base, what, env)
+    }
+
+    fn on(
+        sandbox: Sandbox,
+        base: Vec<(&'static str, String)>,
+        what: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let sandbox = std::sync::Arc::new(sandbox);
+        let mut vars = bb2snyk_test_support::pipeline_env(base, what);
         for (k, v) in env {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }

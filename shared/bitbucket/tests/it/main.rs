@@ -5,6 +5,7 @@ mod access;
 mod broken;
 mod budget;
 mod discovery;
+mod tenant;
 mod token_cache;
 
 use std::{collections::HashMap, sync::Arc};

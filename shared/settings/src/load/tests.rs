@@ -432,7 +432,23 @@ fn the_credentials_file_lists_consumers_and_refuses_the_pair_beside_it() {
         .collect();
     assert_eq!(ids, [("one", vec!["alpha".to_owned()]), ("two", vec![])]);
     assert!(s.require(&[Need::BitbucketCredentials]).is_ok());
-    assert!(crate::loose_permissions(&path).is_none(), "0600 is private");
+    assert!(
+        s.warnings().is_empty(),
+        "0600 is private: {:?}",
+        s.warnings()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let warnings = loaded(&[("BITBUCKET_APP_CREDENTIALS_FILE", &file)]).warnings();
+        assert!(
+            warnings.len() == 1
+                && warnings[0].contains("readable by every user")
+                && warnings[0].contains(&file),
+            "{warnings:?}"
+        );
+    }
     let shown = format!("{s:?} {:?}", s.describe());
     assert!(!shown.contains("s3cret"), "{shown}");
 
