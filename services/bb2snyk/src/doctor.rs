@@ -68,7 +68,7 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
         for (account, consumer) in tenant.accounts().iter().zip(consumers) {
             let what = |check: &str| {
                 if several {
-                    format!("Bitbucket {check} [{}]", account.label)
+                    format!("Bitbucket {check} [{}]", account.name)
                 } else {
                     format!("Bitbucket {check}")
                 }
@@ -244,7 +244,7 @@ async fn bitbucket_checks(
         bitbucket
             .sign_in()
             .await
-            .map(|()| format!("{} accepted", account.label))
+            .map(|()| "accepted".to_owned())
             .map_err(Failure::from),
     );
     if !signed_in {
@@ -252,8 +252,8 @@ async fn bitbucket_checks(
             report.skip(&what(check), "Bitbucket sign-in");
         }
         return format!(
-            "{:<70} {:<8} {:<8} {:<24} -",
-            account.label, "FAIL", "-", "-"
+            "{:<32} {:<16} {:<8} {:<8} {:<24} -",
+            account.name, account.id, "FAIL", "-", "-"
         );
     }
     let scoped = report.line(&what("scopes"), scopes(settings, http, consumer).await);
@@ -296,8 +296,9 @@ async fn bitbucket_checks(
         shown.push_str(",…");
     }
     format!(
-        "{:<70} {:<8} {:<8} {:<24} {readable}",
-        account.label,
+        "{:<32} {:<16} {:<8} {:<8} {:<24} {readable}",
+        account.name,
+        account.id,
         "ok",
         mark(scoped),
         if visible {

@@ -124,6 +124,8 @@ pub struct Configured {
     pub credential: Arc<dyn Credential>,
     pub named: Vec<String>,
     pub label: Option<String>,
+    /// A consumer's key, for tables.
+    pub name: Option<String>,
 }
 
 /// Every credential settings give: the consumers of `BITBUCKET_APP_CREDENTIALS_FILE`, or the one
@@ -150,6 +152,7 @@ pub fn from_settings(
             credential,
             named: settings.bitbucket.workspaces.clone(),
             label: None,
+            name: None,
         }]
     };
     Ok(match settings.bitbucket_credentials()? {
@@ -165,6 +168,7 @@ pub fn from_settings(
                     )),
                     credential: Arc::new(provider),
                     named: entry.workspaces.clone(),
+                    name: Some(entry.client_id.clone()),
                 }
             })
             .collect(),

@@ -11,7 +11,8 @@ pub enum BitbucketError {
     )]
     PublicConsumer,
     #[error(
-        "the client id or secret is wrong (Bitbucket: {0}); check BITBUCKET_APP_CLIENT_ID and BITBUCKET_APP_CLIENT_SECRET"
+        "the client id or secret is wrong (Bitbucket: {0}); check BITBUCKET_APP_CLIENT_ID and BITBUCKET_APP_CLIENT_SECRET \
+         (or the consumer's [[consumer]] table in BITBUCKET_APP_CREDENTIALS_FILE), and that the consumer still exists"
     )]
     BadConsumer(String),
     #[error(

@@ -15,8 +15,10 @@ use crate::{Bitbucket, BitbucketError, Workspace, credentials};
 pub struct Account {
     /// What messages carry to name it: a hash of its key, never a secret.
     pub id: String,
-    /// How people see it named: the consumer's key and id, or the single credential's kind.
+    /// How errors name it: the consumer's key, id and where it is configured, or the single credential's kind.
     pub label: String,
+    /// How a table names it: the consumer's key, or the single credential's kind.
+    pub name: String,
     pub client: Bitbucket,
     /// Workspaces it is named for (`workspaces = [...]` in the file); empty means those it lists.
     pub named: Vec<String>,
@@ -77,6 +79,10 @@ impl Tenant {
                         .clone()
                         .unwrap_or_else(|| configured.credential.what().to_owned());
                     let named = configured.named.clone();
+                    let name = configured
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| configured.credential.what().to_owned());
                     let client = Bitbucket::for_credential(
                         settings,
                         http.clone(),
@@ -87,6 +93,7 @@ impl Tenant {
                     Account {
                         id,
                         label,
+                        name,
                         client,
                         named,
                     }

@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use bb2snyk_bitbucket::{Authorization, Bitbucket, Consumer, Fixed, RepoFilter, exchange};
+use bb2snyk_bitbucket::{Authorization, Bitbucket, Consumer, Fixed, RepoFilter, Tenant, exchange};
 use bb2snyk_e2e::Captured;
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_settings::{Settings, Sources};
@@ -20,6 +20,8 @@ use tracing_subscriber::EnvFilter;
 const CLIENT_SECRET: &str = "cs-4f8a1d7e9b2c6a30-very-secret";
 const SNYK_TOKEN: &str = "st-0c1b2a3d4e5f6a7b-very-secret";
 const ACCESS_TOKEN: &str = "at-9e8d7c6b5a4f3e2d-very-secret";
+const SECOND_SNYK_TOKEN: &str = "st-71d2c3b4a5968778-very-secret";
+const WRONG_SNYK_TOKEN: &str = "st-aaaabbbbccccdddd-wrong-secret";
 
 /// Runs a whole session: settings from the environment, the shared token cache on real Redis, Bitbucket,
 /// Snyk, and failures of each. Returns the Bearer tokens it used and the Debug text of everything it held.
@@ -119,7 +121,64 @@ async fn session(sandbox: &Sandbox) -> (Vec<String>, String) {
         "{refused:?} {refused} {rejected:?} {rejected} {fixed:?} {unauthorised:?} {unauthorised}\n\
          {foreign:?} {foreign} {foreign_job:?} {foreign_job} {ghost:?} {ghost}\n"
     );
+    debug += &several_credentials(sandbox).await;
     (bearers, debug)
+}
+
+/// The same with workspace-owned consumers from a credentials file (their secrets are the client secret
+/// with a suffix) and several Snyk tokens, one of them refused: discovery, paging, a revoked consumer.
+async fn several_credentials(sandbox: &Sandbox) -> String {
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("secrets-consumers")));
+    std::fs::write(&path, sandbox.credentials_file(false)).expect("credentials file");
+    let mut env: HashMap<String, String> = sandbox
+        .env_with_credentials_file(&path)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.insert(
+        "SNYK_TOKENS".into(),
+        format!("{SECOND_SNYK_TOKEN},{WRONG_SNYK_TOKEN}"),
+    );
+    env.insert(
+        "BB2SNYK__REDIS__PREFIX".into(),
+        format!("{}:", unique("secrets")),
+    );
+    env.insert("REDIS_URL".into(), redis_url().expose_secret().to_owned());
+    let settings = bb2snyk_settings::load(&Sources { file: None, env }).expect("settings load");
+    let http = bb2snyk_http::client(&settings.http).expect("HTTP client");
+    let store = Store::connect(&settings.redis.url, &settings.redis.prefix)
+        .await
+        .expect("Redis");
+    let tenant = Tenant::from_settings(&settings, http.clone(), Some(store)).expect("consumers");
+    let discovery = tenant.discover().await.expect("discovery");
+    for (workspace, credential) in &discovery.workspaces {
+        let client = tenant.client(credential.as_deref()).expect("credential");
+        let mut pages = client.repositories(&workspace.slug, &RepoFilter::default());
+        while pages.next_page().await.expect("repositories").is_some() {}
+    }
+    sandbox.revoke_consumer(1);
+    let refused = tenant.discover().await.expect("the others go on").failed;
+    assert_eq!(refused.len(), 1, "the revoked consumer is refused");
+    let snyk = Snyk::from_settings(&settings, http, None).expect("SNYK_TOKENS");
+    for _ in 0..6 {
+        snyk.group_orgs(&sandbox.knobs().group_id)
+            .await
+            .expect("orgs with the tokens Snyk accepts");
+    }
+    assert_eq!(
+        snyk.tokens_in_rotation(),
+        (2, 3),
+        "the wrong token was tried and left"
+    );
+    format!(
+        "{settings:?} {:?} {tenant:?} {snyk:?} {discovery:?} {refused:?} {}\n",
+        settings.describe(),
+        refused
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }
 
 async fn walk_everything(bitbucket: &Bitbucket) {
@@ -133,6 +192,8 @@ async fn captured_session(format: Format) {
     let knobs = Knobs {
         client_secret: CLIENT_SECRET.into(),
         snyk_token: SNYK_TOKEN.into(),
+        snyk_tokens: vec![SECOND_SNYK_TOKEN.into()],
+        consumers: 2,
         ..Knobs::default()
     };
     let sandbox = Sandbox::start(knobs).await.expect("sandbox");
@@ -168,6 +229,8 @@ async fn captured_session(format: Format) {
         ("client secret", CLIENT_SECRET),
         ("Snyk token", SNYK_TOKEN),
         ("access token", ACCESS_TOKEN),
+        ("second Snyk token", SECOND_SNYK_TOKEN),
+        ("refused Snyk token", WRONG_SNYK_TOKEN),
         ("first Bearer token", bearers[0].as_str()),
         ("second Bearer token", bearers[1].as_str()),
     ] {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod credentials;
 mod embedded;
 mod fleet;
 mod seed;
