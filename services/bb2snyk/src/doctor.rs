@@ -93,13 +93,18 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
         let snyk = Snyk::from_settings(settings, http.clone(), None)?;
         match &args.group_id {
             Some(group) => {
-                let reachable = report.line(
-                    "SNYK_TOKEN and group",
-                    snyk.group_orgs(group)
-                        .await
-                        .map(|orgs| format!("group {group} reachable, {} orgs", orgs.len()))
-                        .map_err(|e| group_failure(e, group)),
-                );
+                // Every token on its own: each must reach the group, or it would fail its share of calls.
+                let mut reachable = true;
+                for (label, client) in Snyk::per_token(settings, http.clone())? {
+                    reachable &= report.line(
+                        &format!("{label} and group"),
+                        client
+                            .group_orgs(group)
+                            .await
+                            .map(|orgs| format!("group {group} reachable, {} orgs", orgs.len()))
+                            .map_err(|e| group_failure(e, group)),
+                    );
+                }
                 if !reachable {
                     report.skip("template org", "the group");
                 }

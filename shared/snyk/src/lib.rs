@@ -156,6 +156,50 @@ impl Client {
         Ok(Self::new(http, &settings.snyk.api_base, tokens))
     }
 
+    /// One client per configured token, each labelled as messages name it, for checking every token on its
+    /// own (`doctor`); budgets are per process.
+    pub fn per_token(
+        settings: &Settings,
+        http: reqwest::Client,
+    ) -> Result<Vec<(String, Self)>, ConfigError> {
+        let all = Self::from_settings(settings, http.clone(), None)?;
+        Ok(all
+            .tokens
+            .iter()
+            .map(|token| {
+                let budget = Budget::new(
+                    None,
+                    BudgetConfig {
+                        api: "snyk",
+                        credential: token_id(&token.secret),
+                        limit: settings.snyk.rate_budget,
+                        window: settings.snyk.rate_window,
+                    },
+                );
+                let mut client = Self::new(
+                    http.clone(),
+                    &settings.snyk.api_base,
+                    vec![(token.secret.clone(), budget)],
+                );
+                let label = token.label.clone();
+                client.relabel(&label);
+                (label, client)
+            })
+            .collect())
+    }
+
+    /// Names the only token `label` (as it is known among several).
+    fn relabel(&mut self, label: &str) {
+        self.tokens = self
+            .tokens
+            .iter()
+            .map(|t| Token {
+                secret: t.secret.clone(),
+                label: label.to_owned(),
+            })
+            .collect();
+    }
+
     /// The tokens' budgets, in the order they were given.
     pub fn budgets(&self) -> &Arc<Pool> {
         &self.budgets

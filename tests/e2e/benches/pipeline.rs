@@ -80,8 +80,11 @@ impl Jobs {
     }
 }
 
-fn knobs(workspaces: usize, jobs: Jobs) -> Knobs {
+fn knobs(workspaces: usize, jobs: Jobs, tokens: usize) -> Knobs {
     Knobs {
+        snyk_tokens: (1..tokens)
+            .map(|n| format!("bench-snyk-token-{n}"))
+            .collect(),
         workspaces,
         repos_per_workspace: REPOS_PER_WORKSPACE,
         empty_rate: 0.0,
@@ -100,6 +103,10 @@ fn knobs(workspaces: usize, jobs: Jobs) -> Knobs {
 /// The environment for every process: our budgets at 95 % of the sandbox's limits, polls after 3 s.
 fn environment(sandbox: &Sandbox) -> HashMap<String, String> {
     let mut env = pipeline_env(sandbox.env(), "bench");
+    let more = sandbox.knobs().snyk_tokens;
+    if !more.is_empty() {
+        env.insert("SNYK_TOKENS".into(), more.join(","));
+    }
     for (k, v) in [
         (
             "BB2SNYK__SNYK__RATE_BUDGET",
@@ -219,21 +226,29 @@ struct Measured {
     /// The importer queue's deepest, sampled every half second (services only).
     peak_backlog: Option<u64>,
     jobs: Jobs,
+    /// Snyk tokens the run spent: the bound divides by them.
+    tokens: usize,
 }
 
 /// Requests a run needs at the least, per API; the time they take at the limits' rates (requests ÷ rate);
 /// and the floor a rolling window allows, where a first window's burst is spent at once:
 /// (⌈requests ÷ limit⌉ − 1) windows.
-fn lower_bound(workspaces: u64, repos: u64, org_pages: u64) -> (u64, u64, Duration, Duration) {
+fn lower_bound(
+    workspaces: u64,
+    repos: u64,
+    org_pages: u64,
+    tokens: usize,
+) -> (u64, u64, Duration, Duration) {
+    let snyk_per_minute = SNYK_PER_MINUTE * tokens as u32;
     // Snyk: per workspace the org lookup (org pages), create, integrations, notification settings;
     // per repository one import and one poll. Bitbucket: a token, workspace pages, repository pages.
     let snyk = workspaces * (org_pages + 3) + 2 * repos;
     let bitbucket =
         1 + workspaces.div_ceil(100) + workspaces * (REPOS_PER_WORKSPACE as u64).div_ceil(100);
-    let minutes = (snyk as f64 / f64::from(SNYK_PER_MINUTE))
+    let minutes = (snyk as f64 / f64::from(snyk_per_minute))
         .max(bitbucket as f64 / f64::from(BITBUCKET_PER_MINUTE));
     let windows = snyk
-        .div_ceil(u64::from(SNYK_PER_MINUTE))
+        .div_ceil(u64::from(snyk_per_minute))
         .max(bitbucket.div_ceil(u64::from(BITBUCKET_PER_MINUTE)));
     (
         snyk,
@@ -243,8 +258,8 @@ fn lower_bound(workspaces: u64, repos: u64, org_pages: u64) -> (u64, u64, Durati
     )
 }
 
-async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured {
-    let sandbox = Sandbox::start(knobs(workspaces, FIXED_2S))
+async fn fleet_run(bin: &Path, workspaces: usize, importers: usize, tokens: usize) -> Measured {
+    let sandbox = Sandbox::start(knobs(workspaces, FIXED_2S, tokens))
         .await
         .expect("sandbox");
     let env = environment(&sandbox);
@@ -306,7 +321,12 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured 
     }
     run.infrastructure.close().await;
     Measured {
-        label: format!("services, {importers} importer(s)"),
+        label: if tokens == 1 {
+            format!("services, {importers} importer(s)")
+        } else {
+            format!("services, {importers} importer(s), {tokens} Snyk tokens")
+        },
+        tokens,
         wall,
         stats: sandbox.stats(),
         usage,
@@ -317,7 +337,7 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize) -> Measured 
 }
 
 async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
-    let sandbox = Sandbox::start(knobs(workspaces, jobs))
+    let sandbox = Sandbox::start(knobs(workspaces, jobs, 1))
         .await
         .expect("sandbox");
     let mut env = environment(&sandbox);
@@ -343,6 +363,7 @@ async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
         messages_per_import: None,
         peak_backlog: None,
         jobs,
+        tokens: 1,
     }
 }
 
@@ -416,7 +437,7 @@ async fn fan_out(settings: &Settings, n: usize) -> (f64, f64) {
 
 /// The discoverer's peak RSS over a discovery of `workspaces` × 100 repositories (orgs and imports run too).
 async fn discoverer_peak(bin: &Path, workspaces: usize) -> f64 {
-    let outcome = fleet_run(bin, workspaces, 1).await;
+    let outcome = fleet_run(bin, workspaces, 1, 1).await;
     outcome
         .usage
         .iter()
@@ -424,7 +445,8 @@ async fn discoverer_peak(bin: &Path, workspaces: usize) -> f64 {
         .map_or(0.0, |u| u.1)
 }
 
-fn row(out: &mut String, o: &Measured, bound: Duration, floor: Duration) {
+fn row(out: &mut String, o: &Measured, workspaces: u64, repos: u64) {
+    let (_, _, bound, floor) = lower_bound(workspaces, repos, 1, o.tokens);
     let (bound, floor) = (bound + o.jobs.mean(), floor + o.jobs.mean());
     let ratio = bound.as_secs_f64() / o.wall.as_secs_f64() * 100.0;
     let of_floor = floor.as_secs_f64() / o.wall.as_secs_f64() * 100.0;
@@ -481,25 +503,35 @@ async fn main() {
         .unwrap_or(100);
     let bin = binaries(true);
     let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
-    let (snyk, bitbucket, bound, floor) = lower_bound(workspaces as u64, repos, 1);
+    let (snyk, bitbucket, bound, floor) = lower_bound(workspaces as u64, repos, 1, 1);
     eprintln!("tenant {workspaces} × {REPOS_PER_WORKSPACE}; lower bound {bound:?}");
-    // BENCH_ONLY=spreads runs just the job-duration rows (the embedded run, one per spread).
-    let only_spreads = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "spreads");
+    // BENCH_ONLY=spreads runs just the job-duration rows (the embedded run, one per spread); =tokens just
+    // the rows with 2 and 4 Snyk tokens (the services, 2 importers).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let only_spreads = only == "spreads";
     let mut outcomes = Vec::new();
-    if !only_spreads {
+    if only.is_empty() {
         for importers in [1, 2, 4] {
             eprintln!("running the services with {importers} importer(s)");
-            outcomes.push(fleet_run(&bin, workspaces, importers).await);
+            outcomes.push(fleet_run(&bin, workspaces, importers, 1).await);
         }
         eprintln!("running the embedded `bb2snyk run`");
         outcomes.push(embedded_run(&bin, workspaces, FIXED_2S).await);
     }
-    for jobs in SPREADS {
-        eprintln!("running the embedded `bb2snyk run`, jobs {}", jobs.label);
-        outcomes.push(embedded_run(&bin, workspaces, jobs).await);
+    if only.is_empty() || only == "tokens" {
+        for tokens in [2, 4] {
+            eprintln!("running the services with 2 importers and {tokens} Snyk tokens");
+            outcomes.push(fleet_run(&bin, workspaces, 2, tokens).await);
+        }
+    }
+    if only.is_empty() || only_spreads {
+        for jobs in SPREADS {
+            eprintln!("running the embedded `bb2snyk run`, jobs {}", jobs.label);
+            outcomes.push(embedded_run(&bin, workspaces, jobs).await);
+        }
     }
     let small = (workspaces / 10).max(1);
-    let (small_peak, large_peak) = if only_spreads {
+    let (small_peak, large_peak) = if !only.is_empty() {
         (0.0, 0.0)
     } else {
         eprintln!("discoverer memory at {small} × 100");
@@ -512,7 +544,9 @@ async fn main() {
         (small_peak, large_peak)
     };
     let settings = {
-        let sandbox = Sandbox::start(knobs(1, FIXED_2S)).await.expect("sandbox");
+        let sandbox = Sandbox::start(knobs(1, FIXED_2S, 1))
+            .await
+            .expect("sandbox");
         bb2snyk_settings::load(&Sources {
             file: None,
             env: environment(&sandbox),
@@ -539,7 +573,7 @@ async fn main() {
         out,
         "Rate-limit lower bound: at least {snyk} Snyk requests (per repository an import and a poll; per workspace 4 org calls) \
          at {SNYK_PER_MINUTE}/min and {bitbucket} Bitbucket requests at {BITBUCKET_PER_MINUTE}/min: **{:.0} s** \
-         (requests ÷ rate; each row adds one mean job duration, since the last jobs run after their POSTs; \"of bound\" is that bound ÷ wall time). Both limits count over a rolling minute, which lets \
+         (requests ÷ rate; a row with k Snyk tokens divides the Snyk part by k, as each token has its own limit; each row adds one mean job duration, since the last jobs run after their POSTs; \"of bound\" is that bound ÷ wall time). Both limits count over a rolling minute, which lets \
          a client spend a whole minute's budget at once, so the true floor is {:.0} s (⌈requests ÷ limit⌉ − 1 windows; \
          \"of floor\"), and beating the first bound is possible.\n",
         bound.as_secs_f64(),
@@ -551,7 +585,21 @@ async fn main() {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
-        row(&mut out, o, bound, floor);
+        row(&mut out, o, workspaces as u64, repos);
+    }
+    for o in outcomes.iter().filter(|o| o.tokens > 1) {
+        let (_, _, bound, _) = lower_bound(workspaces as u64, repos, 1, o.tokens);
+        let bound = bound + o.jobs.mean();
+        let _ = writeln!(
+            out,
+            "\nWith {} Snyk tokens: {:.1} imports/s; the bound for {} tokens ({} × one token's rate) allows {:.1}/s: {:.0} %.",
+            o.tokens,
+            repos as f64 / o.wall.as_secs_f64(),
+            o.tokens,
+            o.tokens,
+            repos as f64 / bound.as_secs_f64(),
+            bound.as_secs_f64() / o.wall.as_secs_f64() * 100.0
+        );
     }
     let _ = writeln!(
         out,
@@ -569,9 +617,17 @@ async fn main() {
          a flat discoverer RSS from 1,000 to 10,000 repositories."
     );
     println!("{out}");
+    // A partial run (BENCH_ONLY) leaves BENCHMARKS.md alone: its rows go beside it, to be merged by hand.
+    let file = if only.is_empty() {
+        "BENCHMARKS.md".to_owned()
+    } else {
+        format!("target/BENCHMARKS-{only}.md")
+    };
     std::fs::write(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../BENCHMARKS.md"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(&file),
         out,
     )
-    .expect("BENCHMARKS.md");
+    .expect("the benchmark file");
 }

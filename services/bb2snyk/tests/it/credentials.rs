@@ -6,9 +6,9 @@ use bb2snyk_sandbox::{Knobs, Sandbox};
 
 async fn tenant() -> (Sandbox, std::path::PathBuf, Vec<(&'static str, String)>) {
     let sandbox = Sandbox::start(Knobs {
-        workspaces: 5,
+        workspaces: 12,
         repos_per_workspace: 6,
-        consumers: 5,
+        consumers: 12,
         snyk_tokens: vec!["second-snyk-token".into()],
         job_ms: 100,
         ..Knobs::default()
@@ -54,12 +54,12 @@ async fn run_brings_in_a_tenant_of_consumers_with_every_token_and_skips_a_wrong_
         stderr(&out)
     );
     let stats = sandbox.stats();
-    assert_eq!(stats.orgs_created, 5);
+    assert_eq!(stats.orgs_created, 12, "one org per workspace");
     assert_eq!(stats.import_posts_total, clean, "each repository once");
     assert_eq!(stats.foreign_requests, 0);
     assert_eq!(
         stats.exchanges_by_consumer.len(),
-        5,
+        12,
         "{:?}",
         stats.exchanges_by_consumer
     );
@@ -84,17 +84,21 @@ async fn doctor_checks_every_consumer_and_config_shows_no_secret() {
         .lines()
         .filter(|l| l.starts_with("sandbox-client-id-"))
         .collect();
-    assert_eq!(rows.len(), 5, "one row per consumer:\n{report}");
+    assert_eq!(rows.len(), 12, "one row per consumer:\n{report}");
     let failed: Vec<&&str> = rows.iter().filter(|r| r.contains("FAIL")).collect();
     assert!(
         failed.len() == 1 && failed[0].contains(&revoked_id),
         "{report}"
     );
     assert!(!report.contains(&revoked_secret), "{report}");
+    assert!(
+        report.contains("ok    Snyk token 1 of 2") && report.contains("ok    Snyk token 2 of 2"),
+        "every Snyk token is checked on its own:\n{report}"
+    );
 
     let config = bb2snyk(&["config"], env.clone(), &dir).await;
     let shown = format!("{}{}", stdout(&config), stderr(&config));
-    assert!(shown.contains("5 consumers"), "{shown}");
+    assert!(shown.contains("12 consumers"), "{shown}");
     assert!(!shown.contains("sandbox-client-secret"), "{shown}");
     assert!(
         !shown.contains("second-snyk-token") && !shown.contains("sandbox-snyk-token"),

@@ -19,11 +19,13 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// Settings pointing at `sandbox`, a fresh Redis prefix, and `extra` variables on top.
 fn settings(sandbox: &Sandbox, extra: &[(&str, &str)]) -> Settings {
-    let mut env: HashMap<String, String> = sandbox
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    settings_from(sandbox.env(), extra)
+}
+
+/// Settings from these variables (the sandbox's, in one form or another), as [`settings`] makes them.
+fn settings_from(base: Vec<(&'static str, String)>, extra: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> =
+        base.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     env.insert("REDIS_URL".into(), redis_url().expose_secret().to_owned());
     env.insert(
         "BB2SNYK__REDIS__PREFIX".into(),

@@ -1,34 +1,18 @@
 //! A tenant spread over workspace-owned consumers: each consumer sees only its own workspace, discovery
 //! takes the union, each workspace is served by its own consumer, and a revoked one is named, not fatal.
 
-use std::collections::HashMap;
-
 use bb2snyk_bitbucket::{BitbucketError, Tenant};
 use bb2snyk_sandbox::{Knobs, Sandbox};
-use bb2snyk_settings::{Settings, Sources};
-use bb2snyk_test_support::{redis_url, unique};
-use secrecy::ExposeSecret;
+use bb2snyk_settings::Settings;
+use bb2snyk_test_support::unique;
 
-use crate::walk;
+use crate::{settings_from, walk};
 
 /// Settings with the sandbox's consumers in a credentials file (named for their workspaces or not).
 fn settings(sandbox: &Sandbox, named: bool, extra: &[(&str, &str)]) -> Settings {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("consumers")));
     std::fs::write(&path, sandbox.credentials_file(named)).expect("credentials file");
-    let mut env: HashMap<String, String> = sandbox
-        .env_with_credentials_file(&path)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.insert("REDIS_URL".into(), redis_url().expose_secret().to_owned());
-    env.insert(
-        "BB2SNYK__REDIS__PREFIX".into(),
-        format!("{}:", unique("tenant")),
-    );
-    for (k, v) in extra {
-        env.insert((*k).to_owned(), (*v).to_owned());
-    }
-    bb2snyk_settings::load(&Sources { file: None, env }).expect("settings")
+    settings_from(sandbox.env_with_credentials_file(&path), extra)
 }
 
 fn tenant_of(settings: &Settings) -> Tenant {

@@ -109,6 +109,26 @@ async fn a_consumer_revoked_mid_run_parks_its_own_pages_naming_it_and_the_rest_c
     )
     .await;
 
+    // `status` names the consumer among the parked reasons.
+    let bin = bb2snyk_e2e::binaries(false);
+    let status = wait_for(
+        "status to name the revoked consumer",
+        Duration::from_secs(60),
+        || async {
+            let out = tokio::process::Command::new(bin.join("bb2snyk"))
+                .arg("status")
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(&fleet.env)
+                .output()
+                .await
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.contains(&revoked_id).then_some(text)
+        },
+    )
+    .await;
+    assert!(!status.contains(&revoked_secret), "{status}");
     let infrastructure = Infrastructure::connect(&fleet.settings, "e2e-revoked-check")
         .await
         .expect("infrastructure");
