@@ -6,6 +6,14 @@
 //! The estimate is a stochastic quantile tracker: a job found done at its first poll lowers it a little, one
 //! found pending raises it more, in the ratio that settles where `quantile` of the jobs are done by the
 //! first poll. It follows jobs that get slower or faster within a run.
+//!
+//! Each outcome counts only against the estimate its poll was scheduled with. Hundreds of polls are in
+//! flight at once, all scheduled under the same estimate; counting each against the current one made a
+//! burst of them move it hundreds of steps on one piece of news (wound up from 1 s to the 60 s cap in a
+//! second of the benchmark, then polled every job half a minute late). Now a pending job raises the estimate
+//! only while it is at most [`BAND`] times the wait that poll had, and a done job lowers it only while it is
+//! at least that wait divided by [`BAND`]: a burst moves it by that factor at most, and the next polls,
+//! scheduled under the moved estimate, carry it further if they agree.
 
 use std::{
     sync::Mutex,
@@ -20,6 +28,8 @@ const KEY: &str = "poll-estimate-ms";
 const REFRESH: Duration = Duration::from_secs(1);
 /// The step of each move, as a share of the estimate (a log-space learning rate).
 const STEP: f64 = 0.1;
+/// How far from the wait its poll had an outcome may still move the estimate.
+const BAND: f64 = 1.25;
 
 /// The poll timing settings (`import.poll_*`).
 #[derive(Debug, Clone, Copy)]
@@ -77,8 +87,19 @@ impl Schedule {
         self.clamp(age.mul_f64(self.timing.growth))
     }
 
-    /// What the first poll of a job found: done (the estimate moves down a little) or pending (up more).
-    pub async fn first_poll_found(&self, done: bool) {
+    /// What the first poll of a job, scheduled `scheduled` after its request, found: done (the estimate moves
+    /// down a little) or pending (up more), unless the estimate has already moved past that wait.
+    pub async fn first_poll_found(&self, done: bool, scheduled: Duration) {
+        let current = self.estimate().await;
+        let scheduled = millis(self.clamp(scheduled));
+        let heard = if done {
+            current < scheduled / BAND
+        } else {
+            current > scheduled * BAND
+        };
+        if heard {
+            return;
+        }
         let q = self.timing.quantile;
         let factor = if done {
             (-STEP * (1.0 - q)).exp()
@@ -87,7 +108,7 @@ impl Schedule {
         };
         let low = millis(self.timing.floor);
         let high = millis(self.timing.max);
-        let moved = (self.estimate().await * factor).clamp(low, high);
+        let moved = (current * factor).clamp(low, high);
         *self.lock() = (moved, Some(Instant::now()));
         // Another importer may move it at the same time: one of the two moves is lost, which an estimate
         // can afford.
@@ -166,7 +187,7 @@ mod tests {
         for _ in 0..300 {
             let estimate = schedule.first_poll().await;
             schedule
-                .first_poll_found(estimate >= Duration::from_secs(12))
+                .first_poll_found(estimate >= Duration::from_secs(12), estimate)
                 .await;
         }
         let settled = schedule.first_poll().await;
@@ -178,11 +199,44 @@ mod tests {
         for _ in 0..300 {
             let estimate = schedule.first_poll().await;
             schedule
-                .first_poll_found(estimate >= Duration::from_secs(3))
+                .first_poll_found(estimate >= Duration::from_secs(3), estimate)
                 .await;
         }
         let faster = schedule.first_poll().await;
         assert!(faster <= Duration::from_secs(4), "{faster:?}");
+        // A burst of outcomes of polls scheduled under one estimate moves it by the band at most, not
+        // hundreds of steps: 500 polls scheduled at 1 s that all find their 2 s jobs pending raise it to
+        // about 1.25 s; 500 scheduled at 30 s that all find theirs done lower it to about 24 s.
+        let burst = Schedule::new(
+            PollTiming {
+                prior: Duration::from_secs(1),
+                ..PollTiming::default()
+            },
+            Store::memory(),
+        );
+        for _ in 0..500 {
+            burst.first_poll_found(false, Duration::from_secs(1)).await;
+        }
+        let raised = burst.first_poll().await;
+        assert!(
+            raised > Duration::from_millis(1200) && raised < Duration::from_millis(1400),
+            "{raised:?}"
+        );
+        let high = Schedule::new(
+            PollTiming {
+                prior: Duration::from_secs(30),
+                ..PollTiming::default()
+            },
+            Store::memory(),
+        );
+        for _ in 0..500 {
+            high.first_poll_found(true, Duration::from_secs(30)).await;
+        }
+        let lowered = high.first_poll().await;
+        assert!(
+            lowered < Duration::from_secs(25) && lowered > Duration::from_secs(23),
+            "{lowered:?}"
+        );
         // A pending job is polled again as it ages, within the floor and the cap.
         assert_eq!(
             schedule.next_poll(Duration::from_millis(500)),

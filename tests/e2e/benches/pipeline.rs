@@ -128,7 +128,24 @@ fn environment(sandbox: &Sandbox) -> HashMap<String, String> {
     ] {
         env.insert(k.into(), v);
     }
+    // BENCH_CONCURRENT_IMPORTS tries another importer concurrency; BENCH_SET="KEY=value,..." any setting.
+    if let Ok(n) = std::env::var("BENCH_CONCURRENT_IMPORTS") {
+        env.insert("CONCURRENT_IMPORTS".into(), n);
+    }
+    for pair in std::env::var("BENCH_SET").unwrap_or_default().split(',') {
+        if let Some((k, v)) = pair.split_once('=') {
+            env.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
     env
+}
+
+/// A number from the environment, or `default`.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Peak RSS (MiB) and CPU seconds of a running process, from /proc.
@@ -296,11 +313,18 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize, tokens: usiz
         if done >= total {
             break;
         }
-        if last_print.elapsed() > Duration::from_secs(30) {
+        if last_print.elapsed() > Duration::from_secs(10) {
             last_print = Instant::now();
+            let stats = sandbox.stats();
             eprintln!(
-                "  {importers} importer(s): {done}/{total} after {:?}",
-                started.elapsed()
+                "  {importers} importer(s): {done}/{total} after {:?}; POSTs {}, jobs done {} (pending {}), polls {}, queued imports {}, queued polls {}",
+                started.elapsed(),
+                stats.import_posts_total,
+                stats.jobs.complete,
+                stats.jobs.pending,
+                stats.jobs.polls,
+                broker.waiting("importer").await.unwrap_or(0),
+                broker.waiting("importer-polls").await.unwrap_or(0),
             );
         }
         assert!(
@@ -519,9 +543,15 @@ async fn main() {
         outcomes.push(embedded_run(&bin, workspaces, FIXED_2S).await);
     }
     if only.is_empty() || only == "tokens" {
-        for tokens in [2, 4] {
-            eprintln!("running the services with 2 importers and {tokens} Snyk tokens");
-            outcomes.push(fleet_run(&bin, workspaces, 2, tokens).await);
+        // BENCH_TOKEN_IMPORTERS sets the importers of these rows (2 by default).
+        let importers = env_number("BENCH_TOKEN_IMPORTERS", 2);
+        let rows: Vec<usize> = std::env::var("BENCH_TOKENS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![2, 4]);
+        for tokens in rows {
+            eprintln!("running the services with {importers} importers and {tokens} Snyk tokens");
+            outcomes.push(fleet_run(&bin, workspaces, importers, tokens).await);
         }
     }
     if only.is_empty() || only_spreads {

@@ -60,7 +60,9 @@ impl Importer {
             }
             JobStatus::Pending => {
                 if poll.polls == 0 {
-                    self.schedule.first_poll_found(false).await;
+                    self.schedule
+                        .first_poll_found(false, scheduled(&poll))
+                        .await;
                 }
                 let age = Duration::from_millis(now_ms().saturating_sub(poll.requested_ms));
                 let wait = self.schedule.next_poll(age);
@@ -74,7 +76,7 @@ impl Importer {
             }
             JobStatus::Complete => {
                 if poll.polls == 0 {
-                    self.schedule.first_poll_found(true).await;
+                    self.schedule.first_poll_found(true, scheduled(&poll)).await;
                 }
                 record.state = State::Imported;
                 record.projects = job
@@ -173,4 +175,9 @@ impl Importer {
         })
         .publish_after(wait)
     }
+}
+
+/// The wait a poll was scheduled with: from its job's request to when it was due.
+fn scheduled(poll: &PollImport) -> Duration {
+    Duration::from_millis(poll.not_before_ms.saturating_sub(poll.requested_ms))
 }
