@@ -3,22 +3,19 @@
 //! store. A job still pending is polled again when its age has grown by `growth` (never sooner than
 //! `floor`, never later than `max`), so a long job costs a few polls, not one every few seconds.
 //!
-//! The estimate is a stochastic quantile tracker: a job found done at its first poll lowers it a little, one
-//! found pending raises it more, in the ratio that settles where `quantile` of the jobs are done by the
-//! first poll. It follows jobs that get slower or faster within a run.
+//! The estimate is a quantile tracker: once a second at most, and after ten outcomes at least, each importer
+//! moves it by the share of first polls it heard of that found their job pending since its last move, toward the share (1 − `quantile`)
+//! where it settles, by at most a factor of 1.5 up or 0.8 down. It follows jobs that get slower or faster.
 //!
-//! Each outcome counts only against the estimate its poll was scheduled with. Hundreds of polls are in
-//! flight at once, all scheduled under the same estimate; counting each against the current one made a
-//! burst of them move it hundreds of steps on one piece of news (wound up from 1 s to the 60 s cap in a
-//! second of the benchmark, then polled every job half a minute late). Now a pending job raises the estimate
-//! only while it is at most [`BAND`] times the wait that poll had, and a done job lowers it only while it is
-//! at least that wait divided by [`BAND`]: a burst moves it by that factor at most, and the next polls,
-//! scheduled under the moved estimate, carry it further if they agree.
+//! Only outcomes of polls scheduled under (about) the current estimate count. Hundreds of polls are in
+//! flight under one estimate; counting each one against the current estimate, one step each, wound it up
+//! from 1 s to the 60 s cap in a second of the benchmark, after which every job was polled half a minute
+//! late. Choosing by outcome instead (a job done by a shorter wait was done by the estimate too) keeps the
+//! wrong ones: after a move down, the pending polls of the old estimate count and the done ones do not.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{sync::Mutex, time::Duration};
+
+use tokio::time::Instant;
 
 use bb2snyk_store::Store;
 
@@ -26,10 +23,17 @@ use bb2snyk_store::Store;
 const KEY: &str = "poll-estimate-ms";
 /// How long a process trusts its copy before reading the fleet's again.
 const REFRESH: Duration = Duration::from_secs(1);
-/// The step of each move, as a share of the estimate (a log-space learning rate).
-const STEP: f64 = 0.1;
-/// How far from the wait its poll had an outcome may still move the estimate.
-const BAND: f64 = 1.25;
+/// The most often one importer moves the estimate.
+const MOVE_EVERY: Duration = Duration::from_secs(1);
+/// How much a move follows the pending share's distance from where it should be (a log-space gain).
+const GAIN: f64 = 1.5;
+/// Outcomes a move needs at least, so one job is never the whole evidence.
+const MIN_HEARD: u32 = 10;
+/// How close to the current estimate a poll's wait must be for its outcome to count.
+const SAME_ESTIMATE: f64 = 0.05;
+/// The most one move changes the estimate by: up, and down.
+const MOST_UP: f64 = 1.5;
+const MOST_DOWN: f64 = 0.8;
 
 /// The poll timing settings (`import.poll_*`).
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +57,7 @@ impl Default for PollTiming {
             floor: Duration::from_secs(1),
             max: Duration::from_secs(60),
             growth: 0.5,
-            quantile: 0.75,
+            quantile: 0.9,
         }
     }
 }
@@ -65,12 +69,22 @@ pub struct Schedule {
     store: Store,
     /// This process's copy: the estimate in ms and when it was read.
     cached: Mutex<(f64, Option<Instant>)>,
+    /// Outcomes heard since this process last moved the estimate, and when that was.
+    heard: Mutex<Heard>,
+}
+
+#[derive(Debug, Default)]
+struct Heard {
+    done: u32,
+    pending: u32,
+    moved: Option<Instant>,
 }
 
 impl Schedule {
     pub fn new(timing: PollTiming, store: Store) -> Self {
         Self {
             cached: Mutex::new((millis(timing.prior), None)),
+            heard: Mutex::default(),
             timing,
             store,
         }
@@ -87,25 +101,40 @@ impl Schedule {
         self.clamp(age.mul_f64(self.timing.growth))
     }
 
-    /// What the first poll of a job, scheduled `scheduled` after its request, found: done (the estimate moves
-    /// down a little) or pending (up more), unless the estimate has already moved past that wait.
+    /// What the first poll of a job, scheduled `scheduled` after its request, found: done or pending.
     pub async fn first_poll_found(&self, done: bool, scheduled: Duration) {
         let current = self.estimate().await;
         let scheduled = millis(self.clamp(scheduled));
-        let heard = if done {
-            current < scheduled / BAND
-        } else {
-            current > scheduled * BAND
-        };
-        if heard {
+        // Waits travel in whole ms, hence the 1 ms.
+        if (scheduled - current).abs() > current * SAME_ESTIMATE + 1.0 {
             return;
         }
-        let q = self.timing.quantile;
-        let factor = if done {
-            (-STEP * (1.0 - q)).exp()
-        } else {
-            (STEP * q).exp()
+        let (done_n, pending_n) = {
+            let mut heard = self
+                .heard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if done {
+                heard.done += 1;
+            } else {
+                heard.pending += 1;
+            }
+            if heard.done + heard.pending < MIN_HEARD
+                || heard.moved.is_some_and(|at| at.elapsed() < MOVE_EVERY)
+            {
+                return;
+            }
+            let counts = (heard.done, heard.pending);
+            *heard = Heard {
+                moved: Some(Instant::now()),
+                ..Heard::default()
+            };
+            counts
         };
+        let pending_share = f64::from(pending_n) / f64::from(done_n + pending_n);
+        let factor = (GAIN * (pending_share - (1.0 - self.timing.quantile)))
+            .exp()
+            .clamp(MOST_DOWN, MOST_UP);
         let low = millis(self.timing.floor);
         let high = millis(self.timing.max);
         let moved = (current * factor).clamp(low, high);
@@ -179,34 +208,50 @@ pub fn wait_until(not_before_ms: u64) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_estimate_settles_where_most_first_polls_find_the_job_done() {
         let schedule = Schedule::new(PollTiming::default(), Store::memory());
         assert_eq!(schedule.first_poll().await, Duration::from_secs(5));
-        // Jobs of a fixed 12 s: the estimate climbs past them, then hovers just above.
-        for _ in 0..300 {
-            let estimate = schedule.first_poll().await;
-            schedule
-                .first_poll_found(estimate >= Duration::from_secs(12), estimate)
-                .await;
+        // Twenty first polls a second of jobs taking 10 to 14 s: it climbs, then hovers where nine in ten
+        // are done by their first poll (about 13.6 s).
+        // In no particular order, as polls come back.
+        let second = |low: f64, high: f64| {
+            (0..20).map(move |i| {
+                Duration::from_secs_f64(low + (high - low) * f64::from(i * 7 % 20) / 19.0)
+            })
+        };
+        // The estimate over the last minute of a run of two minutes, on average: it moves by coarse steps, so
+        // it circles where it should be rather than sitting on it.
+        async fn run(schedule: &Schedule, jobs: impl Fn() -> Vec<Duration>) -> Duration {
+            let mut late = Vec::new();
+            for second in 0..120 {
+                let estimate = schedule.first_poll().await;
+                if second >= 60 {
+                    late.push(estimate);
+                }
+                for duration in jobs() {
+                    schedule
+                        .first_poll_found(estimate >= duration, estimate)
+                        .await;
+                }
+                tokio::time::advance(Duration::from_secs(1)).await;
+            }
+            late.iter().sum::<Duration>() / 60
         }
-        let settled = schedule.first_poll().await;
+        let settled = run(&schedule, || second(10.0, 14.0).collect()).await;
         assert!(
-            settled >= Duration::from_secs(11) && settled <= Duration::from_secs(14),
+            settled >= Duration::from_secs_f64(13.0) && settled <= Duration::from_secs_f64(15.5),
             "{settled:?}"
         );
-        // Jobs get faster (3 s): it follows them down.
-        for _ in 0..300 {
-            let estimate = schedule.first_poll().await;
-            schedule
-                .first_poll_found(estimate >= Duration::from_secs(3), estimate)
-                .await;
-        }
-        let faster = schedule.first_poll().await;
-        assert!(faster <= Duration::from_secs(4), "{faster:?}");
-        // A burst of outcomes of polls scheduled under one estimate moves it by the band at most, not
-        // hundreds of steps: 500 polls scheduled at 1 s that all find their 2 s jobs pending raise it to
-        // about 1.25 s; 500 scheduled at 30 s that all find theirs done lower it to about 24 s.
+        // Jobs get faster (2 to 4 s): it follows them down.
+        let faster = run(&schedule, || second(2.0, 4.0).collect()).await;
+        assert!(
+            faster >= Duration::from_secs_f64(3.2) && faster <= Duration::from_secs_f64(4.5),
+            "{faster:?}"
+        );
+        // A burst of outcomes of polls scheduled under one estimate moves it once, by a bounded factor,
+        // not hundreds of steps: 500 polls scheduled at 1 s that all find their jobs pending raise it to
+        // 1.5 s; 500 scheduled at 30 s that all find theirs done lower it to about 25.8 s.
         let burst = Schedule::new(
             PollTiming {
                 prior: Duration::from_secs(1),
@@ -217,11 +262,7 @@ mod tests {
         for _ in 0..500 {
             burst.first_poll_found(false, Duration::from_secs(1)).await;
         }
-        let raised = burst.first_poll().await;
-        assert!(
-            raised > Duration::from_millis(1200) && raised < Duration::from_millis(1400),
-            "{raised:?}"
-        );
+        assert_eq!(burst.first_poll().await, Duration::from_millis(1500));
         let high = Schedule::new(
             PollTiming {
                 prior: Duration::from_secs(30),
@@ -234,7 +275,7 @@ mod tests {
         }
         let lowered = high.first_poll().await;
         assert!(
-            lowered < Duration::from_secs(25) && lowered > Duration::from_secs(23),
+            lowered > Duration::from_secs_f64(25.5) && lowered < Duration::from_secs(26),
             "{lowered:?}"
         );
         // A pending job is polled again as it ages, within the floor and the cap.

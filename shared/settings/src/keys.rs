@@ -349,7 +349,7 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "import.poll_quantile_percent",
         env: None,
-        default: Some("75"),
+        default: Some("90"),
         secret: false,
         help: "the share of jobs the first poll should find done; the learned estimate settles there",
     },

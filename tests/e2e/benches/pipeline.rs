@@ -279,7 +279,10 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize, tokens: usiz
     let sandbox = Sandbox::start(knobs(workspaces, FIXED_2S, tokens))
         .await
         .expect("sandbox");
-    let env = environment(&sandbox);
+    let mut env = environment(&sandbox);
+    if tokens > 1 && std::env::var("BENCH_CONCURRENT_IMPORTS").is_err() {
+        env.insert("CONCURRENT_IMPORTS".into(), "40".into());
+    }
     let settings = bb2snyk_settings::load(&Sources {
         file: None,
         env: env.clone(),
@@ -348,7 +351,10 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize, tokens: usiz
         label: if tokens == 1 {
             format!("services, {importers} importer(s)")
         } else {
-            format!("services, {importers} importer(s), {tokens} Snyk tokens")
+            format!(
+                "services, {importers} importer(s) × {} concurrent imports, {tokens} Snyk tokens",
+                env.get("CONCURRENT_IMPORTS").map_or("15", String::as_str)
+            )
         },
         tokens,
         wall,
@@ -543,8 +549,9 @@ async fn main() {
         outcomes.push(embedded_run(&bin, workspaces, FIXED_2S).await);
     }
     if only.is_empty() || only == "tokens" {
-        // BENCH_TOKEN_IMPORTERS sets the importers of these rows (2 by default).
-        let importers = env_number("BENCH_TOKEN_IMPORTERS", 2);
+        // More tokens need more importers to spend them: 4 of 40 imports each unless BENCH_TOKEN_IMPORTERS
+        // and BENCH_CONCURRENT_IMPORTS say otherwise.
+        let importers = env_number("BENCH_TOKEN_IMPORTERS", 4);
         let rows: Vec<usize> = std::env::var("BENCH_TOKENS")
             .ok()
             .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
