@@ -116,6 +116,20 @@ pub async fn stalled(connection: &Connection, limit: Duration) -> BrokerError {
     }
 }
 
+/// The longest a channel waits for lapin to say it has recovered. A recovery that works takes less (the
+/// default reconnect tries fit in about 30 s); one that hangs (amqp-rs/lapin#450: the connection is back
+/// but a channel's recovery never reports) would otherwise leave a consumer waiting for ever. Past it the
+/// serving ends with [`BrokerError::Stalled`] and the service starts again on a new connection.
+pub const RECOVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for lapin's recovery of `channel` after `error`, at most [`RECOVERY_WAIT`].
+pub(crate) async fn recovered(channel: &Channel, error: lapin::Error) -> Result<(), BrokerError> {
+    match tokio::time::timeout(RECOVERY_WAIT, channel.wait_for_recovery(error)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(BrokerError::Stalled(RECOVERY_WAIT)),
+    }
+}
+
 /// What a quorum queue is declared with. Every queue bb2snyk owns is durable and quorum.
 #[derive(Debug, Clone, Default)]
 pub struct QueueSpec {
@@ -230,7 +244,7 @@ impl Publisher {
                 Err(BrokerError::Amqp(e)) if recoveries < 3 => {
                     recoveries += 1;
                     tracing::warn!(error = %e, "publish failed; waiting for the connection to recover");
-                    self.channel.wait_for_recovery(e).await?;
+                    recovered(&self.channel, e).await?;
                 }
                 other => return other,
             }

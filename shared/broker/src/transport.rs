@@ -156,9 +156,26 @@ impl AmqpBroker {
             )
             .await?;
         let tracker = TaskTracker::new();
+        // A channel lapin leaves reconnecting for good delivers nothing and reports nothing
+        // (amqp-rs/lapin#450): watched, it ends the serving, and the service starts again.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let mut down_since: Option<tokio::time::Instant> = None;
         let result = loop {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
+                _ = check.tick() => {
+                    if channel.status().connected() && self.publisher.channel().status().connected() {
+                        down_since = None;
+                    } else if down_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed()
+                        >= crate::amqp::RECOVERY_WAIT
+                    {
+                        tracing::warn!(%queue, "the broker channels stayed down; starting again");
+                        break Err(BrokerError::Stalled(crate::amqp::RECOVERY_WAIT));
+                    }
+                    continue;
+                }
                 next = deliveries.next() => next,
             };
             let delivery = match delivery {
@@ -166,12 +183,12 @@ impl AmqpBroker {
                 Some(Err(e)) => {
                     // lapin recovers the connection, channel and consumer; unacked deliveries come back.
                     tracing::warn!(error = %e, %queue, "consumer interrupted; waiting for recovery");
-                    match channel.wait_for_recovery(e).await {
+                    match crate::amqp::recovered(&channel, e).await {
                         Ok(()) => {
                             tracing::info!(%queue, "consumer recovered");
                             continue;
                         }
-                        Err(e) => break Err(BrokerError::from(e)),
+                        Err(e) => break Err(e),
                     }
                 }
                 None => break Ok(()),
