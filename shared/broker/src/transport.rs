@@ -27,6 +27,9 @@ pub const REASON_HEADER: &str = "x-bb2snyk-reason";
 /// Deliveries after which RabbitMQ parks a message that keeps crashing its consumer.
 const DELIVERY_LIMIT: u32 = 20;
 
+/// The longest a cancel or close waits for the broker's answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct AmqpBroker {
     connection: Arc<Connection>,
@@ -196,14 +199,17 @@ impl AmqpBroker {
             let (broker, handler, queue) = (self.clone(), handler.clone(), queue.to_owned());
             tracker.spawn(async move { broker.settle_delivery(&queue, handler, delivery).await });
         };
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        // Bounded: on a channel whose recovery hangs, these would wait for ever.
+        let _ = tokio::time::timeout(
+            CLOSE_WAIT,
+            channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+        )
+        .await;
         tracker.close();
         if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
             tracing::warn!(%queue, ?drain, "in-flight deliveries did not finish; the broker will redeliver them");
         }
-        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, channel.close(200, "shutdown".into())).await;
         result
     }
 

@@ -266,8 +266,10 @@ impl Infrastructure {
         Ok(served?)
     }
 
+    /// Closes the RabbitMQ connection, waiting 5 s at most: a connection whose recovery hangs may never answer.
     pub async fn close(self) {
-        let _ = self.amqp.close(200, "shutdown".into()).await;
+        let closing = self.amqp.close(200, "shutdown".into());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closing).await;
     }
 }
 

@@ -75,7 +75,8 @@ async fn a_public_consumer_and_a_wrong_secret_say_what_to_do() {
     assert_eq!(
         wrong.to_string(),
         "the client id or secret is wrong (Bitbucket: Invalid OAuth client credentials); check \
-         BITBUCKET_APP_CLIENT_ID and BITBUCKET_APP_CLIENT_SECRET"
+         BITBUCKET_APP_CLIENT_ID and BITBUCKET_APP_CLIENT_SECRET (or the consumer's [[consumer]] table in \
+         BITBUCKET_APP_CREDENTIALS_FILE), and that the consumer still exists"
     );
 
     sandbox.update(|k| k.public_consumer = true);
