@@ -111,6 +111,23 @@ impl TestFleet {
         Run::request(&self.settings, &self.sandbox.knobs().group_id).await
     }
 
+    /// Publishes a run request and waits until every discovered target is imported, skipped or parked;
+    /// returns the run id.
+    pub async fn run_to_the_end(&self, expected_targets: u64) -> String {
+        let run = self.request_run().await;
+        bb2snyk_test_support::wait_for(
+            "every target settled",
+            std::time::Duration::from_secs(120),
+            || async {
+                let discovered = run.ledger.counts(&run.id).await.ok()?.discovered;
+                (discovered == expected_targets && run.settled().await == expected_targets)
+                    .then_some(())
+            },
+        )
+        .await;
+        run.id
+    }
+
     /// The ledger the replicas keep, on its own connection.
     pub async fn ledger(&self) -> Ledger {
         let store = Store::connect(&self.settings.redis.url, &self.settings.redis.prefix)

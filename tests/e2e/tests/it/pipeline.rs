@@ -109,13 +109,7 @@ async fn listen_to_events(settings: &Settings) -> (lapin::Channel, String) {
 
 /// Publishes a run request and waits until every discovered target is imported, skipped or parked.
 pub(crate) async fn run_to_the_end(fleet: &TestFleet, expected_targets: u64) -> String {
-    let run = fleet.request_run().await;
-    wait_for("every target settled", Duration::from_secs(120), || async {
-        let discovered = run.ledger.counts(&run.id).await.ok()?.discovered;
-        (discovered == expected_targets && run.settled().await == expected_targets).then_some(())
-    })
-    .await;
-    run.id
+    fleet.run_to_the_end(expected_targets).await
 }
 
 #[tokio::test]

@@ -1,6 +1,9 @@
 //! A tenant spread over workspace-owned OAuth consumers and several Snyk tokens, brought in by the fleet:
 //! each workspace served by its own consumer, one token exchange per consumer, and a consumer revoked
 //! mid-run parks only its own workspace's remaining pages, naming it.
+//!
+//! A test binary of its own: two fleets of six replicas each are heavy on two cores, and beside the broker
+//! chaos tests of `it` they slowed lapin's recoveries there past those tests' deadlines.
 
 use std::time::Duration;
 
@@ -9,7 +12,8 @@ use bb2snyk_sandbox::Knobs;
 use bb2snyk_service::Infrastructure;
 use bb2snyk_test_support::wait_for;
 
-use crate::pipeline::{FAST, run_to_the_end};
+/// Snyk's budget out of the way: these tests are about who signs what.
+const FAST: (&str, &str) = ("BB2SNYK__SNYK__RATE_BUDGET", "20000");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_workspace_comes_in_through_its_own_consumer_and_every_token_is_spent() {
@@ -24,7 +28,7 @@ async fn every_workspace_comes_in_through_its_own_consumer_and_every_token_is_sp
     let mut fleet = TestFleet::with_consumers(knobs, "e2e-consumers", &[FAST], false).await;
     fleet.spawn(&ALL, 2);
     let truth = fleet.sandbox.stats().truth;
-    run_to_the_end(&fleet, truth.repositories).await;
+    fleet.run_to_the_end(truth.repositories).await;
 
     let stats = fleet.sandbox.stats();
     assert_eq!(stats.orgs_created, 12, "one org per workspace");
