@@ -140,14 +140,6 @@ fn environment(sandbox: &Sandbox) -> HashMap<String, String> {
     env
 }
 
-/// A number from the environment, or `default`.
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Peak RSS (MiB) and CPU seconds of a running process, from /proc.
 fn usage(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -549,14 +541,17 @@ async fn main() {
         outcomes.push(embedded_run(&bin, workspaces, FIXED_2S).await);
     }
     if only.is_empty() || only == "tokens" {
-        // More tokens need more importers to spend them: 4 of 40 imports each unless BENCH_TOKEN_IMPORTERS
-        // and BENCH_CONCURRENT_IMPORTS say otherwise.
-        let importers = env_number("BENCH_TOKEN_IMPORTERS", 4);
+        // More tokens need more importers to spend them: two per token, of 40 imports each, unless
+        // BENCH_TOKEN_IMPORTERS and BENCH_CONCURRENT_IMPORTS say otherwise.
+        let importers = std::env::var("BENCH_TOKEN_IMPORTERS")
+            .ok()
+            .and_then(|v| v.parse().ok());
         let rows: Vec<usize> = std::env::var("BENCH_TOKENS")
             .ok()
             .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
             .unwrap_or_else(|| vec![2, 4]);
         for tokens in rows {
+            let importers = importers.unwrap_or(2 * tokens);
             eprintln!("running the services with {importers} importers and {tokens} Snyk tokens");
             outcomes.push(fleet_run(&bin, workspaces, importers, tokens).await);
         }
