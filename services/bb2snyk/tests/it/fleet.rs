@@ -102,13 +102,25 @@ async fn status_shows_real_depths_and_replay_imports_what_was_parked() {
                 .chain(delays)
         })
         .collect();
-    wait_for("every queue at rest", Duration::from_secs(60), || async {
+    // At rest for two seconds: a poll being handled is in no queue's depth for a moment, then deferred
+    // into a delay queue again, so one empty look is not enough.
+    let calm = std::sync::atomic::AtomicU32::new(0);
+    wait_for("every queue at rest", Duration::from_secs(90), || async {
+        let mut empty = true;
         for queue in &moving {
             if depth(&settings, queue).await > 0 {
-                return None;
+                empty = false;
+                break;
             }
         }
-        Some(())
+        let looks = if empty {
+            calm.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+        } else {
+            calm.store(0, std::sync::atomic::Ordering::SeqCst);
+            0
+        };
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        (looks >= 8).then_some(())
     })
     .await;
     let parked = depth(&settings, &parked_queue).await;
