@@ -15,8 +15,6 @@ use crate::{Bitbucket, BitbucketError, Workspace, credentials};
 pub struct Account {
     /// What messages carry to name it: a hash of its key, never a secret.
     pub id: String,
-    /// How errors name it: the consumer's key, id and where it is configured, or the single credential's kind.
-    pub label: String,
     /// How a table names it: the consumer's key, or the single credential's kind.
     pub name: String,
     pub client: Bitbucket,
@@ -74,10 +72,6 @@ impl Tenant {
                 .into_iter()
                 .map(|configured| {
                     let id = configured.credential.account();
-                    let label = configured
-                        .label
-                        .clone()
-                        .unwrap_or_else(|| configured.credential.what().to_owned());
                     let named = configured.named.clone();
                     let name = configured
                         .name
@@ -92,7 +86,6 @@ impl Tenant {
                     );
                     Account {
                         id,
-                        label,
                         name,
                         client,
                         named,

@@ -176,33 +176,15 @@ impl Client {
                         window: settings.snyk.rate_window,
                     },
                 );
-                let mut client = Self::new(
-                    http.clone(),
-                    &settings.snyk.api_base,
-                    vec![(token.secret.clone(), budget)],
-                );
-                let label = token.label.clone();
-                client.relabel(&label);
-                (label, client)
+                // The same token, labelled as it is known among several, under a budget of its own.
+                let client = Self {
+                    tokens: Arc::from([token.clone()]),
+                    budgets: Arc::new(Pool::new(vec![budget])),
+                    ..all.clone()
+                };
+                (token.label.clone(), client)
             })
             .collect())
-    }
-
-    /// Names the only token `label` (as it is known among several).
-    fn relabel(&mut self, label: &str) {
-        self.tokens = self
-            .tokens
-            .iter()
-            .map(|t| Token {
-                secret: t.secret.clone(),
-                label: label.to_owned(),
-            })
-            .collect();
-    }
-
-    /// The tokens' budgets, in the order they were given.
-    pub fn budgets(&self) -> &Arc<Pool> {
-        &self.budgets
     }
 
     /// Tokens Snyk has not refused, of all given.

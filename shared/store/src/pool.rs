@@ -72,10 +72,6 @@ impl Pool {
         }
     }
 
-    pub fn members(&self) -> &[Budget] {
-        &self.members
-    }
-
     /// Members still in the rotation.
     pub fn live_count(&self) -> usize {
         (0..self.members.len()).filter(|i| self.live(*i)).count()
