@@ -115,17 +115,53 @@ impl TestFleet {
     /// returns the run id.
     pub async fn run_to_the_end(&self, expected_targets: u64) -> String {
         let run = self.request_run().await;
+        let started = std::time::Instant::now();
+        let told = std::cell::Cell::new(started);
         bb2snyk_test_support::wait_for(
             "every target settled",
             std::time::Duration::from_secs(120),
             || async {
-                let discovered = run.ledger.counts(&run.id).await.ok()?.discovered;
-                (discovered == expected_targets && run.settled().await == expected_targets)
+                let counts = run.ledger.counts(&run.id).await.ok()?;
+                // A line every ten seconds, shown with a failure: where a slow run waits.
+                if told.get().elapsed() >= std::time::Duration::from_secs(10) {
+                    told.set(std::time::Instant::now());
+                    eprintln!("{}", self.progress(started, &counts));
+                }
+                (counts.discovered == expected_targets && counts.settled() == expected_targets)
                     .then_some(())
             },
         )
         .await;
+        eprintln!(
+            "{}",
+            self.progress(
+                started,
+                &run.ledger.counts(&run.id).await.unwrap_or_default()
+            )
+        );
         run.id
+    }
+
+    /// One line on a run under way: the ledger's counts and what the sandbox saw.
+    fn progress(&self, started: std::time::Instant, counts: &bb2snyk_ledger::RunCounts) -> String {
+        let stats = self.sandbox.stats();
+        format!(
+            "{} {:>5.1} s: discovered {} settled {} (imported {} skipped {} parked {}); \
+             snyk requests {} import POSTs {} jobs pending {} complete {} polls {} 429s {:?}",
+            self.settings.amqp.prefix,
+            started.elapsed().as_secs_f64(),
+            counts.discovered,
+            counts.settled(),
+            counts.imported,
+            counts.skipped,
+            counts.parked,
+            stats.snyk_by_token.values().sum::<u64>(),
+            stats.import_posts_total,
+            stats.jobs.pending,
+            stats.jobs.complete,
+            stats.jobs.polls,
+            stats.rate_limited,
+        )
     }
 
     /// The ledger the replicas keep, on its own connection.
