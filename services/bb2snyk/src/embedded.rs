@@ -216,8 +216,12 @@ impl Logs {
                     )?
                 }
                 // Written when the job completes, not when it is requested, so a failed job is retried.
+                // Listed in the log either way, so a lost log is whole again; counted as imported now only
+                // when this run made it.
                 Ok(Event::ImportCompleted(e)) => {
-                    self.completed += 1;
+                    if !e.before {
+                        self.completed += 1;
+                    }
                     let TargetRef {
                         org_id,
                         integration_id,

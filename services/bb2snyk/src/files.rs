@@ -338,7 +338,8 @@ pub fn imported_targets(dir: &Path) -> Result<(HashSet<String>, usize), Failure>
 pub fn imported_line(org_id: &str, integration_id: &str, target: &Target, job_url: &str) -> Value {
     json!({
         "target": target,
-        "locationUrl": job_url,
+        // snyk-api-import's `list:imported` writes null where no job is known.
+        "locationUrl": (!job_url.is_empty()).then_some(job_url),
         "orgId": org_id,
         "integrationId": integration_id,
         "targetId": target_id(org_id, integration_id, target),

@@ -6,9 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use bb2snyk_broker::{Handler, Message, Outcome};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
-use bb2snyk_messages::{
-    Body, Event, ImportCompleted, ImportRepo, ImportRequested, Target, TargetRef,
-};
+use bb2snyk_messages::{Body, Event, ImportRepo, ImportRequested, Target, TargetRef};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
 use tokio::sync::Semaphore;
@@ -97,6 +95,10 @@ impl Importer {
             Ok(None) => {}
             Err(e) => return ledger_failure(e),
         }
+        // Nothing in the ledger: Snyk may still hold it (a wiped Redis, a new machine).
+        if let Some(outcome) = self.in_snyk(&import, &id).await {
+            return outcome;
+        }
         // One request in flight per process: a crash between Snyk's answer and the ledger record duplicates
         // at most one import. Taken before the target's lock, so waiting for it holds no lock.
         let Ok(_one_at_a_time) = self.requests.acquire().await else {
@@ -161,23 +163,15 @@ impl Importer {
     /// After an ambiguous POST: if Snyk shows the target, the import happened (its job is done); else it is
     /// posted again, which duplicates it only when the first job is still pending.
     async fn look_in_snyk(&self, import: &ImportRepo, id: &str) -> Option<Outcome> {
-        let name = format!("{}/{}", import.target.owner, import.target.name);
-        match self.snyk.has_target(&import.org_id, &name).await {
+        match self
+            .snyk
+            .has_target(&import.org_id, &record::display_name(import))
+            .await
+        {
             Ok(false) => None,
             Ok(true) => {
                 tracing::info!(target = %id, "an import whose answer was lost had happened");
-                let record = Record::new(State::Imported, &import.run_id);
-                if let Err(e) = self.ledger.record(id, &record).await {
-                    return Some(ledger_failure(e));
-                }
-                let completed = Event::ImportCompleted(ImportCompleted {
-                    run_id: import.run_id.clone(),
-                    subject: id.to_owned(),
-                    about: about(import),
-                    job_url: String::new(),
-                    projects: Vec::new(),
-                });
-                Some(Outcome::Ack(vec![completed.publish()]))
+                Some(self.found_in_snyk(import, id, false).await)
             }
             Err(e) => Some(snyk_failure(e)),
         }
@@ -306,5 +300,6 @@ fn about(import: &ImportRepo) -> TargetRef {
 }
 
 mod poll;
+mod record;
 #[cfg(test)]
 mod tests;

@@ -100,9 +100,14 @@ pub struct ImportCompleted {
     pub subject: String,
     #[serde(flatten)]
     pub about: TargetRef,
+    /// The job that imported it; empty when Snyk was found to hold the target instead (see `before`, or a
+    /// POST of this run whose answer was lost).
     pub job_url: String,
     /// The ids of the projects the job made.
     pub projects: Vec<String>,
+    /// Snyk held the target before this run (an earlier run, another tool): nothing was imported now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +170,7 @@ mod tests {
             },
             job_url: "https://snyk/job/1".into(),
             projects: vec!["p1".into()],
+            before: false,
         })
     }
 

@@ -149,6 +149,7 @@ fn events() -> Vec<Event> {
             about: about.clone(),
             job_url: "j".into(),
             projects: vec!["p".into()],
+            before: true,
         }),
         Event::ImportFailed(ImportFailed {
             run_id,

@@ -51,6 +51,8 @@ const CREATE_TRIES: u32 = 3;
 const REST_VERSION: &str = "2024-10-15";
 /// Pages of targets read for one name before giving up (a server that keeps answering `next`).
 const MAX_TARGET_PAGES: usize = 50;
+/// Pages of an org's whole target list read at most: 100,000 targets, a few MiB of names.
+const MAX_ORG_TARGET_PAGES: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -361,29 +363,69 @@ impl Client {
     /// Whether the org already has `display_name` (`workspace/slug`) as a target: REST targets, every page,
     /// compared exactly (the filter is a prefix match). A target appears once its import job has completed.
     pub async fn has_target(&self, org_id: &str, display_name: &str) -> Result<bool, SnykError> {
+        let mut found = false;
+        self.each_target(
+            org_id,
+            &format!("&display_name={}", segment(display_name)),
+            MAX_TARGET_PAGES,
+            |name| {
+                found |= name == display_name;
+                !found
+            },
+        )
+        .await?;
+        Ok(found)
+    }
+
+    /// The display names (`workspace/slug`) of every target the org has, of any source: what Snyk already
+    /// holds, so nothing in it is imported again whatever a ledger remembers. At most
+    /// `MAX_ORG_TARGET_PAGES` pages of 100; a longer list is an error rather than a silent part.
+    pub async fn targets(&self, org_id: &str) -> Result<Vec<String>, SnykError> {
+        let mut names = Vec::new();
+        let whole = self
+            .each_target(org_id, "", MAX_ORG_TARGET_PAGES, |name| {
+                names.push(name.to_owned());
+                true
+            })
+            .await?;
+        if !whole {
+            return Err(SnykError::Unexpected {
+                status: StatusCode::OK,
+                what: "end of the org's targets (more pages than bb2snyk reads)",
+            });
+        }
+        Ok(names)
+    }
+
+    /// Calls `visit` with each target's display name, page by page, until it returns false or the pages
+    /// end; true when every page was read (or `visit` stopped), false when `max_pages` ran out first.
+    async fn each_target(
+        &self,
+        org_id: &str,
+        filter: &str,
+        max_pages: usize,
+        mut visit: impl FnMut(&str) -> bool,
+    ) -> Result<bool, SnykError> {
         let mut url = format!(
-            "{}/orgs/{}/targets?version={REST_VERSION}&limit=100&exclude_empty=false&display_name={}",
+            "{}/orgs/{}/targets?version={REST_VERSION}&limit=100&exclude_empty=false{filter}",
             self.rest_base,
             segment(org_id),
-            segment(display_name)
         );
         let mut seen = std::collections::HashSet::new();
-        for _ in 0..MAX_TARGET_PAGES {
+        for _ in 0..max_pages {
             let page: model::TargetsPage =
                 parse(&self.request(Method::GET, &url, None).await?.body)?;
-            if page
-                .data
-                .iter()
-                .any(|t| t.attributes.display_name == display_name)
-            {
-                return Ok(true);
+            for target in &page.data {
+                if !visit(&target.attributes.display_name) {
+                    return Ok(true);
+                }
             }
             // `next` is relative to the REST base; anything else (another host) is not followed.
             match page.links.next.map(model::Link::into_href) {
                 Some(next) if next.starts_with("/orgs/") && seen.insert(next.clone()) => {
                     url = format!("{}{next}", self.rest_base);
                 }
-                _ => return Ok(false),
+                _ => return Ok(true),
             }
         }
         Ok(false)

@@ -300,6 +300,48 @@ impl Store {
         self.run(|mut c| async move { c.smembers(key).await }).await
     }
 
+    /// `SISMEMBER`.
+    pub async fn is_member(&self, set: &str, member: &str) -> Result<bool, StoreError> {
+        let key = self.key(set);
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.contains(&key, member));
+        }
+        let member = member.to_owned();
+        self.run(|mut c| async move { c.sismember(key, member).await })
+            .await
+    }
+
+    /// `SADD` of every member (in batches of 1,000) and `PEXPIRE`: a set that goes away after `ttl`.
+    pub async fn add_members(
+        &self,
+        set: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.key(set);
+        if let Some(mut keys) = self.local() {
+            for member in members {
+                keys.add(&key, member);
+            }
+            keys.expire(&key, ttl);
+            return Ok(());
+        }
+        for batch in members.chunks(1000) {
+            let (key, batch) = (key.clone(), batch.to_vec());
+            self.run(|mut c| async move {
+                redis::pipe()
+                    .sadd(&key, batch)
+                    .ignore()
+                    .pexpire(&key, i64::try_from(millis(ttl)).unwrap_or(i64::MAX))
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// `SCARD`.
     pub async fn count(&self, set: &str) -> Result<u64, StoreError> {
         let key = self.key(set);

@@ -125,6 +125,16 @@ impl Keys<'_> {
             .unwrap_or_default()
     }
 
+    pub(crate) fn contains(&mut self, key: &str, member: &str) -> bool {
+        self.set_of(key).is_some_and(|s| s.contains(member))
+    }
+
+    pub(crate) fn expire(&mut self, key: &str, ttl: Duration) {
+        if let Some(entry) = self.live(key) {
+            entry.expires = Some(Instant::now() + ttl);
+        }
+    }
+
     pub(crate) fn len(&mut self, key: &str) -> u64 {
         self.set_of(key).map_or(0, |s| s.len() as u64)
     }

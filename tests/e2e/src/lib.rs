@@ -86,6 +86,27 @@ impl TestFleet {
         }
     }
 
+    /// A fleet of no replica yet against the same sandbox, on a store and queues of its own: a new machine
+    /// with an empty Redis, or one wiped between two runs.
+    pub fn afresh(&self, what: &str) -> Self {
+        let mut vars = self.env.clone();
+        vars.insert(
+            "BB2SNYK__AMQP__PREFIX".into(),
+            bb2snyk_test_support::unique(what),
+        );
+        vars.insert(
+            "BB2SNYK__REDIS__PREFIX".into(),
+            format!("{}:", bb2snyk_test_support::unique(what)),
+        );
+        Self {
+            sandbox: self.sandbox.clone(),
+            settings: bb2snyk_test_support::settings(vars.clone()),
+            env: vars,
+            shutdown: CancellationToken::new(),
+            replicas: Vec::new(),
+        }
+    }
+
     /// Starts `replicas` more of each of `services`.
     pub fn spawn(&mut self, services: &[Service], replicas: usize) {
         for _ in 0..replicas {

@@ -51,7 +51,7 @@ async fn run_imports_the_tenant_and_a_second_run_skips_what_is_done() {
         "{}",
         stdout(&second)
     );
-    let third = bb2snyk(&run, env, &dir).await;
+    let third = bb2snyk(&run, env.clone(), &dir).await;
     assert_eq!(third.status.code(), Some(0));
     let after = sandbox.stats();
     assert_eq!(after.orgs_created, 6, "orgs are reused by name");
@@ -60,6 +60,28 @@ async fn run_imports_the_tenant_and_a_second_run_skips_what_is_done() {
         stats.import_posts_total + truth.poison_job,
         "nothing imported twice"
     );
+
+    // A new machine, its log lost: Snyk is the record, so nothing is posted, and the new log lists all.
+    let elsewhere = workdir("run-elsewhere");
+    env.retain(|(k, _)| *k != "SNYK_LOG_PATH");
+    env.push(("SNYK_LOG_PATH", elsewhere.display().to_string()));
+    let fourth = bb2snyk(&run, env, &elsewhere).await;
+    assert_eq!(fourth.status.code(), Some(0), "{}", stderr(&fourth));
+    let imported = truth.repositories - truth.empty;
+    assert!(
+        stdout(&fourth).contains(&format!(
+            "Imported 0 target(s); {imported} were imported before"
+        )),
+        "{}",
+        stdout(&fourth)
+    );
+    assert_eq!(
+        sandbox.stats().import_posts_total,
+        after.import_posts_total,
+        "no import posted"
+    );
+    let log = std::fs::read_to_string(elsewhere.join("imported-targets.log")).expect("the log");
+    assert_eq!(log.lines().count() as u64, imported, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

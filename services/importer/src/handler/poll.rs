@@ -93,6 +93,7 @@ impl Importer {
                     about: about(&poll.import),
                     job_url: poll.job_url,
                     projects: record.projects,
+                    before: false,
                 });
                 Outcome::Ack(vec![completed.publish()])
             }

@@ -175,6 +175,88 @@ async fn an_import_is_requested_once_and_followed_to_completion() {
 }
 
 #[tokio::test]
+async fn with_the_ledger_lost_snyk_is_the_record_and_its_targets_are_read_once_per_org_and_run() {
+    let rig = rig(Knobs {
+        job_ms: 0,
+        ..Knobs::default()
+    })
+    .await;
+    let import = import(&rig.sandbox);
+    let first = publishes(
+        rig.importer
+            .handle(Body::ImportRepo(import.clone()).to_message())
+            .await,
+    );
+    let poll = first
+        .iter()
+        .find(|p| p.to == Route::Queue(IMPORTER_POLLS.into()))
+        .expect("a poll");
+    publishes(rig.importer.handle(due(&poll.message)).await);
+    assert_eq!(rig.sandbox.stats().import_posts_total, 1);
+
+    // A new machine: an importer on an empty store, in a new run.
+    let settings = bb2snyk_test_support::settings(rig.sandbox.env());
+    let store = Store::memory();
+    let fresh =
+        crate::importer(&settings, reqwest::Client::new(), store.clone()).expect("importer");
+    let ledger = Ledger::new(store);
+    let again = ImportRepo {
+        run_id: "run-2".into(),
+        ..import.clone()
+    };
+    let reads = |stats: &bb2snyk_sandbox::Stats| {
+        stats
+            .requests
+            .get("GET /rest/orgs/{org_id}/targets")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = reads(&rig.sandbox.stats());
+    let done = publishes(
+        fresh
+            .handle(Body::ImportRepo(again.clone()).to_message())
+            .await,
+    );
+    match &events(&done)[..] {
+        [Event::ImportCompleted(e)] => {
+            assert_eq!(e.subject, import.target_id());
+            assert!(e.before, "told as held before this run");
+        }
+        other => panic!("expected import.completed for what Snyk holds, got {other:?}"),
+    }
+    assert_eq!(
+        rig.sandbox.stats().import_posts_total,
+        1,
+        "nothing posted again"
+    );
+    assert_eq!(ledger.counts("run-2").await.expect("counts").imported, 1);
+    assert_eq!(
+        ledger
+            .target(&import.target_id())
+            .await
+            .expect("read")
+            .map(|r| r.state),
+        Some(State::Imported)
+    );
+    // Another repository of the same org in the same run: the targets read is not repeated, and a
+    // repository Snyk does not hold is imported.
+    let other = ImportRepo {
+        target: Target {
+            name: format!("{}-not-in-snyk", import.target.name),
+            ..import.target.clone()
+        },
+        ..again
+    };
+    fresh.handle(Body::ImportRepo(other).to_message()).await;
+    assert_eq!(
+        reads(&rig.sandbox.stats()) - before,
+        1,
+        "one read per org and run"
+    );
+    assert_eq!(rig.sandbox.stats().import_posts_total, 2);
+}
+
+#[tokio::test]
 async fn a_pending_job_is_polled_again_and_a_refused_import_is_parked() {
     let slow = rig(Knobs {
         job_ms: 60_000,
@@ -357,11 +439,11 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
 
 #[tokio::test]
 async fn with_no_budget_slot_in_sight_the_message_comes_back_later_without_holding_its_delivery() {
-    // One Snyk call a minute, and a delivery may wait one second for it.
+    // Two Snyk calls a minute (the org's targets and the import), and a delivery may wait one second.
     let rig = rig_with(
         Knobs::default(),
         &[
-            ("BB2SNYK__SNYK__RATE_BUDGET", "1"),
+            ("BB2SNYK__SNYK__RATE_BUDGET", "2"),
             ("BB2SNYK__SNYK__RATE_WINDOW_SECS", "60"),
             ("BB2SNYK__PIPELINE__MAX_HOLD_SECS", "1"),
         ],
@@ -375,7 +457,7 @@ async fn with_no_budget_slot_in_sight_the_message_comes_back_later_without_holdi
     }
     assert_eq!(
         rig.sandbox.stats().requests_total,
-        1,
-        "only the import was sent"
+        2,
+        "only the org's targets read and the import were sent"
     );
 }
