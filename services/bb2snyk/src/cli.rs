@@ -38,6 +38,10 @@ pub enum Command {
     ImportData(ImportDataArgs),
     /// Step 4: import the targets, skipping those in imported-targets.log; exits 1 when some failed.
     Import(ImportArgs),
+    /// What Snyk already holds, as imported-targets.log lines (snyk-api-import's `list:imported`), so
+    /// `import` resumes from Snyk when the log is lost.
+    #[command(name = "list:imported")]
+    ListImported(ListImportedArgs),
     /// The whole pipeline in this process, no RabbitMQ or Redis needed; a second run skips what is done.
     Run(RunArgs),
     /// Start a simulated Bitbucket and Snyk in this process and `run` against a generated tenant.
@@ -71,6 +75,19 @@ pub struct Group {
     /// A template org whose settings and integrations new orgs copy.
     #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
     pub source_org_public_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListImportedArgs {
+    /// Every org of this Snyk group.
+    #[arg(long = "groupId", alias = "group-id")]
+    pub group_id: Option<String>,
+    /// This org alone.
+    #[arg(long = "orgId", alias = "org-id")]
+    pub org_id: Option<String>,
+    /// snyk-api-import's integration type; bb2snyk lists the Bitbucket Cloud App's targets.
+    #[arg(long = "integrationType", alias = "integration-type", value_enum)]
+    pub integration_type: Option<Source>,
 }
 
 #[derive(Debug, Args)]

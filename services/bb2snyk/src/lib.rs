@@ -7,6 +7,7 @@ mod doctor;
 mod embedded;
 mod files;
 mod fleet;
+mod imported;
 mod orgs;
 mod run;
 mod status;
@@ -144,6 +145,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::OrgsCreate(args) => orgs::create(&settings()?, args).await,
         Command::ImportData(args) => targets::data(&args.apply(settings()?), args).await,
         Command::Import(args) => targets::import(&settings()?, args).await,
+        Command::ListImported(args) => imported::list(&settings()?, args).await,
         Command::Run(args) => run::run(&settings()?, args).await,
         Command::Demo(args) => run::demo(settings()?, args).await,
         Command::Discover(args) => fleet::discover(&settings()?, args).await,

@@ -11,6 +11,7 @@
 
 mod bitbucket;
 pub mod knobs;
+mod projects;
 pub mod query;
 mod rest;
 mod snyk;
@@ -205,6 +206,7 @@ fn router(app: App) -> Router {
             get(snyk::job),
         )
         .route("/rest/orgs/{org_id}/targets", get(rest::targets))
+        .route("/rest/orgs/{org_id}/projects", get(projects::projects))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     let admin = Router::new()
         .route("/_sandbox/stats", get(admin_stats))

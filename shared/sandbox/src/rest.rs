@@ -19,7 +19,8 @@ use crate::{App, state::JobOutcome};
 
 /// The first GA release of the targets endpoint; an earlier date finds no version (404).
 const GA: &str = "2024-02-21";
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 10] = [
+    "source_types",
     "version",
     "limit",
     "starting_after",
@@ -32,7 +33,7 @@ const KNOWN: [&str; 9] = [
 ];
 
 /// A JSON:API error, in REST's shape.
-fn error(status: StatusCode, detail: &str, parameter: Option<&str>) -> Response {
+pub(crate) fn error(status: StatusCode, detail: &str, parameter: Option<&str>) -> Response {
     let mut e = json!({"status": status.as_u16().to_string(), "detail": detail});
     if let Some(p) = parameter {
         e["source"] = json!({"parameter": p});
@@ -51,58 +52,16 @@ pub async fn targets(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let state = app.0.lock();
-    if let Err(response) = crate::snyk::authorize(&state, &headers) {
+    if let Err(response) = checked(&state, &headers, &params, &org_id, &KNOWN, GA) {
         return response;
     }
-    if let Some(unknown) = params
-        .keys()
-        .find(|k| !KNOWN.contains(&k.as_str()) && k.as_str() != "source_types")
-    {
+    let Some(limit) = page_size(&state, &params, |n| (1..=100).contains(&n)) else {
         return error(
             StatusCode::BAD_REQUEST,
-            &format!("Unknown query parameter '{unknown}'"),
-            Some(unknown),
+            "limit must be 1 to 100",
+            Some("limit"),
         );
-    }
-    match params.get("version") {
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "version is required",
-                Some("version"),
-            );
-        }
-        Some(v) if v.get(..10).is_none_or(|date| date < GA) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "no version of this endpoint on or before that date",
-                None,
-            );
-        }
-        Some(_) => {}
-    }
-    if state.org(&org_id).is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("org {org_id} not found"),
-            None,
-        );
-    }
-    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
-        None => 10,
-        Some(Ok(n)) if (1..=100).contains(&n) => n,
-        Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "limit must be 1 to 100",
-                Some("limit"),
-            );
-        }
     };
-    let limit = state
-        .knobs
-        .rest_page_limit
-        .map_or(limit, |cap| limit.min(cap.max(1)));
     let exclude_empty = params.get("exclude_empty").is_none_or(|v| v != "false");
     let prefix = params.get("display_name").cloned().unwrap_or_default();
     // Each target once, by name, with whether any completed job gave it projects.
@@ -122,11 +81,7 @@ pub async fn targets(
         .filter(|(name, projects)| name.starts_with(&prefix) && (*projects || !exclude_empty))
         .map(|(name, _)| name)
         .collect();
-    let start = params
-        .get("starting_after")
-        .and_then(|c| c.strip_prefix("v1."))
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(0);
+    let start = start(&params);
     let page: Vec<Value> = matching
         .iter()
         .skip(start)
@@ -142,29 +97,103 @@ pub async fn targets(
         .collect();
     let mut links = json!({});
     if start + limit < matching.len() {
-        // Relative to the REST base, without `/rest`, carrying every parameter.
-        let mut query: Vec<(String, String)> = params
-            .iter()
-            .filter(|(k, _)| k.as_str() != "starting_after")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        query.sort();
-        query.push(("starting_after".into(), format!("v1.{}", start + limit)));
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(query)
-            .finish();
-        links["next"] = json!(format!("/orgs/{org_id}/targets?{query}"));
+        links["next"] = json!(next(
+            &format!("/orgs/{org_id}/targets"),
+            &params,
+            start + limit
+        ));
     }
     Json(json!({"jsonapi": {"version": "1.0"}, "data": page, "links": links, "meta": {"count": matching.len()}}))
         .into_response()
 }
 
 /// A stable id per org and target name.
-fn target_id(org_id: &str, name: &str) -> String {
+pub(crate) fn target_id(org_id: &str, name: &str) -> String {
     let hash = format!("{org_id}/{name}")
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
     format!("00000000-0000-4000-8000-{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// The `next` link of a page: relative to the REST base, without `/rest`, carrying every parameter.
+pub(crate) fn next(path: &str, params: &HashMap<String, String>, start: usize) -> String {
+    let mut query: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "starting_after")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    query.sort();
+    query.push(("starting_after".into(), format!("v1.{start}")));
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    format!("{path}?{query}")
+}
+
+/// Where a page starts: the `starting_after` cursor this sandbox hands out.
+pub(crate) fn start(params: &HashMap<String, String>) -> usize {
+    params
+        .get("starting_after")
+        .and_then(|c| c.strip_prefix("v1."))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0)
+}
+
+/// What every REST list checks first, in Snyk's order: the token, the query's parameters (`known` only),
+/// a `version` on or after the endpoint's first GA release `ga`, and the org.
+pub(crate) fn checked(
+    state: &crate::state::State,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    org_id: &str,
+    known: &[&str],
+    ga: &str,
+) -> Result<(), Response> {
+    crate::snyk::authorize(state, headers)?;
+    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("Unknown query parameter '{unknown}'"),
+            Some(unknown),
+        ));
+    }
+    match params.get("version") {
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            "version is required",
+            Some("version"),
+        )),
+        Some(v) if v.get(..10).is_none_or(|date| date < ga) => Err(error(
+            StatusCode::NOT_FOUND,
+            "no version of this endpoint on or before that date",
+            None,
+        )),
+        Some(_) if state.org(org_id).is_none() => Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("org {org_id} not found"),
+            None,
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The page size asked for (10 when none), if `valid`, capped by the `rest_page_limit` knob.
+pub(crate) fn page_size(
+    state: &crate::state::State,
+    params: &HashMap<String, String>,
+    valid: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(n)) if valid(n) => n,
+        Some(_) => return None,
+    };
+    Some(
+        state
+            .knobs
+            .rest_page_limit
+            .map_or(limit, |cap| limit.min(cap.max(1))),
+    )
 }

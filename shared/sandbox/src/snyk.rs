@@ -206,7 +206,7 @@ pub async fn notification_settings(
 }
 
 /// The target for Bitbucket Cloud (App): `owner` and `name`, an optional `branch`, nothing else.
-fn target(body: &Value) -> Option<(String, String)> {
+fn target(body: &Value) -> Option<(String, String, Option<String>)> {
     let target = body.get("target")?.as_object()?;
     if target
         .keys()
@@ -232,6 +232,10 @@ fn target(body: &Value) -> Option<(String, String)> {
     Some((
         target.get("owner")?.as_str()?.to_owned(),
         target.get("name")?.as_str()?.to_owned(),
+        target
+            .get("branch")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     ))
 }
 
@@ -255,7 +259,7 @@ pub async fn import(
         }
         Some(_) => {}
     }
-    let Some((owner, name)) = serde_json::from_str::<Value>(&body)
+    let Some((owner, name, branch)) = serde_json::from_str::<Value>(&body)
         .ok()
         .as_ref()
         .and_then(target)
@@ -305,6 +309,7 @@ pub async fn import(
             org_id: org_id.clone(),
             integration_id: integration_id.clone(),
             target: key,
+            branch,
             started: Instant::now(),
             duration,
             outcome,

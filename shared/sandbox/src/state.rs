@@ -68,6 +68,8 @@ pub struct Job {
     pub integration_id: String,
     /// `workspace/slug`
     pub target: String,
+    /// The branch the import named, if any: its projects' `target_reference`.
+    pub branch: Option<String>,
     pub started: Instant,
     /// How long it runs, drawn when it starts (`job_spread`).
     pub duration: Duration,

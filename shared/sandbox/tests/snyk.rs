@@ -322,6 +322,52 @@ async fn an_import_answers_201_with_an_absolute_location_and_its_job_completes()
     let stats = snyk.sandbox.stats();
     assert_eq!(stats.import_posts[&format!("acme-000/{slug}")], 1);
     assert_eq!(stats.jobs.complete, 1);
+
+    // REST projects (§7.2): one per manifest, the target expanded; Snyk's parameter rules.
+    let projects = |query: &str| {
+        format!(
+            "{}/rest/orgs/{org}/projects?version=2024-05-31{query}",
+            snyk.sandbox.url()
+        )
+    };
+    let (status, page) = snyk
+        .json(Method::GET, &projects("&limit=100&expand=target"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let made = job["logs"][0]["projects"].as_array().map(Vec::len);
+    assert_eq!(page["data"].as_array().map(Vec::len), made);
+    let first = &page["data"][0];
+    let file = first["attributes"]["target_file"].as_str().expect("file");
+    assert_eq!(
+        first["attributes"]["name"],
+        format!("acme-000/{slug}:{file}")
+    );
+    assert_eq!(first["attributes"]["origin"], "bitbucket-connect-app");
+    assert_eq!(first["attributes"]["status"], "active");
+    assert_eq!(
+        first["relationships"]["target"]["data"]["attributes"]["display_name"],
+        format!("acme-000/{slug}")
+    );
+    for (query, expected, parameter) in [
+        ("&limit=15", StatusCode::BAD_REQUEST, Some("limit")),
+        (
+            "&displayName=x",
+            StatusCode::BAD_REQUEST,
+            Some("displayName"),
+        ),
+    ] {
+        let (status, body) = snyk.json(Method::GET, &projects(query), None).await;
+        assert_eq!(status, expected, "{query}: {body}");
+        assert_eq!(body["errors"][0]["source"]["parameter"].as_str(), parameter);
+    }
+    let old = format!(
+        "{}/rest/orgs/{org}/projects?version=2022-01-01",
+        snyk.sandbox.url()
+    );
+    assert_eq!(
+        snyk.json(Method::GET, &old, None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]

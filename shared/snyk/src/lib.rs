@@ -53,6 +53,22 @@ const REST_VERSION: &str = "2024-10-15";
 const MAX_TARGET_PAGES: usize = 50;
 /// Pages of an org's whole target list read at most: 100,000 targets, a few MiB of names.
 const MAX_ORG_TARGET_PAGES: usize = 1000;
+/// The REST release the projects endpoint is read at (GA).
+const PROJECTS_VERSION: &str = "2024-05-31";
+/// The origins Snyk reports for projects imported from Bitbucket Cloud: the app (reported as the connect
+/// app), and the legacy integration.
+const BITBUCKET_CLOUD_ORIGINS: [&str; 3] = [
+    "bitbucket-connect-app",
+    "bitbucket-cloud-app",
+    "bitbucket-cloud",
+];
+
+/// A target as Snyk's projects show it imported: `workspace/slug` and the branch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Imported {
+    pub display_name: String,
+    pub branch: Option<String>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -397,6 +413,36 @@ impl Client {
         Ok(names)
     }
 
+    /// Every Bitbucket Cloud target the org's projects were imported from, with the branch, once each:
+    /// what snyk-api-import's `list:imported` reads (REST projects, inactive ones included). Projects of
+    /// other sources are left out; at most `MAX_ORG_TARGET_PAGES` pages of 100.
+    pub async fn imported(&self, org_id: &str) -> Result<Vec<Imported>, SnykError> {
+        let mut found = std::collections::BTreeSet::new();
+        let url = format!(
+            "{}/orgs/{}/projects?version={PROJECTS_VERSION}&limit=100&expand=target",
+            self.rest_base,
+            segment(org_id),
+        );
+        let whole = self
+            .each_item(url, MAX_ORG_TARGET_PAGES, |project: model::RestProject| {
+                if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
+                    found.insert(Imported {
+                        display_name: project.display_name(),
+                        branch: project.attributes.target_reference.clone(),
+                    });
+                }
+                true
+            })
+            .await?;
+        if !whole {
+            return Err(SnykError::Unexpected {
+                status: StatusCode::OK,
+                what: "end of the org's projects (more pages than bb2snyk reads)",
+            });
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// Calls `visit` with each target's display name, page by page, until it returns false or the pages
     /// end; true when every page was read (or `visit` stopped), false when `max_pages` ran out first.
     async fn each_target(
@@ -406,17 +452,30 @@ impl Client {
         max_pages: usize,
         mut visit: impl FnMut(&str) -> bool,
     ) -> Result<bool, SnykError> {
-        let mut url = format!(
+        let url = format!(
             "{}/orgs/{}/targets?version={REST_VERSION}&limit=100&exclude_empty=false{filter}",
             self.rest_base,
             segment(org_id),
         );
+        self.each_item(url, max_pages, |target: model::RestTarget| {
+            visit(&target.attributes.display_name)
+        })
+        .await
+    }
+
+    /// Calls `visit` with each item of a REST list, page by page, until it returns false or the pages
+    /// end; true when every page was read (or `visit` stopped), false when `max_pages` ran out first.
+    async fn each_item<T: DeserializeOwned>(
+        &self,
+        mut url: String,
+        max_pages: usize,
+        mut visit: impl FnMut(T) -> bool,
+    ) -> Result<bool, SnykError> {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..max_pages {
-            let page: model::TargetsPage =
-                parse(&self.request(Method::GET, &url, None).await?.body)?;
-            for target in &page.data {
-                if !visit(&target.attributes.display_name) {
+            let page: model::Page<T> = parse(&self.request(Method::GET, &url, None).await?.body)?;
+            for item in page.data {
+                if !visit(item) {
                     return Ok(true);
                 }
             }

@@ -119,12 +119,63 @@ pub fn quiet_notifications() -> serde_json::Value {
     })
 }
 
-/// A page of `GET /rest/orgs/{org_id}/targets`: the parts read.
+/// A page of a REST list (`targets`, `projects`): the parts read.
 #[derive(Debug, Clone, Deserialize)]
-pub struct TargetsPage {
-    pub data: Vec<RestTarget>,
+pub struct Page<T> {
+    pub data: Vec<T>,
     #[serde(default)]
     pub links: Links,
+}
+
+/// A project of `GET /rest/orgs/{org_id}/projects?expand=target`: the parts read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestProject {
+    pub attributes: RestProjectAttributes,
+    #[serde(default)]
+    pub relationships: Option<ProjectRelationships>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestProjectAttributes {
+    /// `workspace/slug:file`, or `workspace/slug(branch):file`.
+    pub name: String,
+    /// The branch.
+    #[serde(default)]
+    pub target_reference: Option<String>,
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProjectRelationships {
+    pub target: ProjectTarget,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProjectTarget {
+    pub data: ProjectTargetData,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProjectTargetData {
+    /// Present with `expand=target`.
+    #[serde(default)]
+    pub attributes: Option<RestTargetAttributes>,
+}
+
+impl RestProject {
+    /// The target's display name (`workspace/slug`): the expanded target's, else read off the project's
+    /// name, as snyk-api-import does.
+    pub fn display_name(&self) -> String {
+        self.relationships
+            .as_ref()
+            .and_then(|r| r.target.data.attributes.as_ref())
+            .map(|a| a.display_name.clone())
+            .unwrap_or_else(|| {
+                let name = &self.attributes.name;
+                let target = name.split(':').next().unwrap_or(name);
+                target.split('(').next().unwrap_or(target).to_owned()
+            })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -389,6 +389,26 @@ async fn the_target_lookup_reads_every_page() {
             .await
             .expect("REST")
     );
+
+    // The whole list, and what the projects say was imported (every page of one, the branch each had).
+    let mut all = snyk.targets(&template.id).await.expect("REST");
+    all.sort();
+    let mut expected: Vec<String> = slugs.iter().map(|s| format!("{workspace}/{s}")).collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    let imported = snyk.imported(&template.id).await.expect("REST");
+    assert_eq!(
+        imported
+            .iter()
+            .map(|i| i.display_name.clone())
+            .collect::<Vec<_>>(),
+        expected,
+        "one entry per target, however many projects it has"
+    );
+    assert!(
+        imported.iter().all(|i| i.branch.is_none()),
+        "imported with no branch named"
+    );
 }
 
 /// An org list that ignores `page` (every page the first) ends at the first repeat instead of looping.

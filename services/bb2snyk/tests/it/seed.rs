@@ -121,6 +121,44 @@ async fn the_four_steps_import_every_repository_once_and_can_run_again() {
     );
     let log = std::fs::read_to_string(logs.join("imported-targets.log")).expect("log");
     assert_eq!(log.lines().count(), non_empty);
+
+    // The log is lost: `list:imported` writes it again from Snyk's projects, with the same target ids,
+    // and `import` resumes from it, posting nothing.
+    std::fs::remove_file(logs.join("imported-targets.log")).expect("removed");
+    let listed = bb2snyk(
+        &[
+            "list:imported",
+            &group,
+            "--integrationType=bitbucket-cloud-app",
+        ],
+        env.clone(),
+        &dir,
+    )
+    .await;
+    assert_eq!(listed.status.code(), Some(0), "{}", stdout(&listed));
+    assert!(
+        stdout(&listed).contains(&format!("Found {non_empty} imported target(s)")),
+        "{}",
+        stdout(&listed)
+    );
+    let relisted = std::fs::read_to_string(logs.join("imported-targets.log")).expect("log");
+    let ids = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["targetId"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(ids(&relisted), ids(&log), "the ids the imports logged");
+    let resumed = bb2snyk(&import, env, &dir).await;
+    assert_eq!(resumed.status.code(), Some(0));
+    assert!(
+        stdout(&resumed).contains(&format!(
+            "Skipped previously imported {non_empty}/{non_empty} target(s)"
+        )),
+        "{}",
+        stdout(&resumed)
+    );
+    assert_eq!(sandbox.stats().import_posts_total, last.import_posts_total);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
