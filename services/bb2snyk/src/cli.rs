@@ -42,6 +42,9 @@ pub enum Command {
     /// `import` resumes from Snyk when the log is lost.
     #[command(name = "list:imported")]
     ListImported(ListImportedArgs),
+    /// Bring Snyk in step with Bitbucket, in this process: import new, renamed and re-branched
+    /// repositories, retire the projects of deleted ones; --dry-run reports and changes nothing.
+    Sync(SyncArgs),
     /// The whole pipeline in this process, no RabbitMQ or Redis needed; a second run skips what is done.
     Run(RunArgs),
     /// Start a simulated Bitbucket and Snyk in this process and `run` against a generated tenant.
@@ -185,6 +188,17 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The Snyk group whose orgs are synced.
+    #[arg(long = "groupId", alias = "group-id")]
+    pub group_id: String,
+    #[command(flatten)]
+    pub filters: Filters,
+    #[command(flatten)]
+    pub sync: SyncFlags,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Workspaces in the generated tenant.
     #[arg(long, default_value_t = 5)]
@@ -201,6 +215,38 @@ pub struct DiscoverArgs {
     /// Sent with the run request; without any, the discoverer's `discovery.*` settings apply.
     #[command(flatten)]
     pub filters: Filters,
+    #[command(flatten)]
+    pub sync: SyncFlags,
+}
+
+/// How a sync runs; `--sync` asks the services for one instead of a run (the CronJob does).
+#[derive(Debug, Args)]
+pub struct SyncFlags {
+    /// A sync rather than a run: import what is new, retire the projects of what is gone.
+    #[arg(long)]
+    pub sync: bool,
+    /// Report what would change; change nothing (implies a sync).
+    #[arg(long = "dry-run", alias = "dryRun")]
+    pub dry_run: bool,
+    /// Delete retired projects instead of deactivating them (implies a sync).
+    #[arg(long)]
+    pub delete: bool,
+    /// This org alone (implies a sync).
+    #[arg(long = "orgId", alias = "org-id")]
+    pub org_id: Option<String>,
+}
+
+impl SyncFlags {
+    /// The sync these flags ask for, if any.
+    pub fn given(&self) -> Option<bb2snyk_messages::Sync> {
+        (self.sync || self.dry_run || self.delete || self.org_id.is_some()).then(|| {
+            bb2snyk_messages::Sync {
+                dry_run: self.dry_run,
+                delete: self.delete,
+                org_id: self.org_id.clone(),
+            }
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -186,6 +186,10 @@ pub struct Logs {
     per_org: BTreeMap<String, Log>,
     /// Imports completed so far.
     pub completed: u64,
+    /// What each workspace's sync found (a sync only).
+    pub planned: Vec<bb2snyk_messages::SyncPlanned>,
+    /// Projects a sync retired.
+    pub retired: Vec<bb2snyk_messages::ProjectsRetired>,
 }
 
 impl Logs {
@@ -195,6 +199,8 @@ impl Logs {
             imported: Log::new(dir, files::IMPORTED_TARGETS),
             per_org: BTreeMap::new(),
             completed: 0,
+            planned: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -233,6 +239,8 @@ impl Logs {
                         files::imported_line(org_id, integration_id, target, &e.job_url),
                     )?;
                 }
+                Ok(Event::SyncPlanned(e)) => self.planned.push(e),
+                Ok(Event::ProjectsRetired(e)) => self.retired.push(e),
                 Ok(_) => {}
                 Err(reason) => tracing::warn!(%reason, "event not understood"),
             }

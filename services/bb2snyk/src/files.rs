@@ -334,6 +334,34 @@ pub fn imported_targets(dir: &Path) -> Result<(HashSet<String>, usize), Failure>
     Ok((ids, unreadable))
 }
 
+/// Where `run` and `sync` keep each repository's Bitbucket uuid by name, per org, between commands (the
+/// services keep it in Redis): how a sync tells a renamed repository from a deleted one.
+pub const REPO_UUIDS: &str = "bitbucket-repo-uuids.json";
+
+/// Loads [`REPO_UUIDS`] into the command's ledger; a missing file is an empty one.
+pub async fn load_uuids(dir: &Path, ledger: &bb2snyk_ledger::Ledger) -> Result<(), Failure> {
+    let path = dir.join(REPO_UUIDS);
+    if !path.exists() {
+        return Ok(());
+    }
+    let orgs: BTreeMap<String, Vec<(String, String)>> = read_json(&path, "repository uuids file")?;
+    for (org, names) in orgs {
+        ledger.remember_uuids(&org, &names).await?;
+    }
+    Ok(())
+}
+
+/// Writes what the command's ledger knows of uuids to [`REPO_UUIDS`].
+pub async fn save_uuids(dir: &Path, ledger: &bb2snyk_ledger::Ledger) -> Result<(), Failure> {
+    let mut orgs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for org in ledger.uuid_orgs().await? {
+        let mut names = ledger.uuids(&org).await?;
+        names.sort();
+        orgs.insert(org, names);
+    }
+    write_json(&dir.join(REPO_UUIDS), &orgs)
+}
+
 /// The line `imported-targets.log` gets for a completed import.
 pub fn imported_line(org_id: &str, integration_id: &str, target: &Target, job_url: &str) -> Value {
     json!({

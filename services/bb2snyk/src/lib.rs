@@ -11,6 +11,7 @@ mod imported;
 mod orgs;
 mod run;
 mod status;
+mod sync;
 mod targets;
 
 use std::process::ExitCode;
@@ -147,6 +148,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Import(args) => targets::import(&settings()?, args).await,
         Command::ListImported(args) => imported::list(&settings()?, args).await,
         Command::Run(args) => run::run(&settings()?, args).await,
+        Command::Sync(args) => sync::sync(&settings()?, args).await,
         Command::Demo(args) => run::demo(settings()?, args).await,
         Command::Discover(args) => fleet::discover(&settings()?, args).await,
         Command::Status(args) => status::status(&settings()?, args).await,

@@ -23,6 +23,8 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
         );
     }
     let pipeline = Embedded::start(settings, Stages::All, done).await?;
+    let ledger = pipeline.ledger.clone();
+    files::load_uuids(&dir, &ledger).await?;
     println!("Run {} for group {}", pipeline.run_id, args.group.group_id);
     pipeline.publish(&Body::RunRequested(RunRequested {
         run_id: pipeline.run_id.clone(),
@@ -30,9 +32,11 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
         source_org_id: args.group.source_org_public_id.clone(),
         // Carried by the request, as `discover` does for the services.
         filters: args.filters.given(),
+        sync: None,
     }));
     let mut logs = Logs::new(&dir);
     let summary = pipeline.finish(&mut logs, "run", None).await?;
+    files::save_uuids(&dir, &ledger).await?;
     summary.report()?;
     println!("Logs are in {}", dir.display());
     Ok(())

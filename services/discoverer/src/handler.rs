@@ -11,10 +11,10 @@ use std::{
 };
 
 use bb2snyk_broker::{Broker, Handler, Message, Outcome, Publish};
-use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
+use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
-    Body, Event, IMPORTER, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested, Target,
-    WorkspaceDiscovered,
+    Body, Event, IMPORTER, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested,
+    SyncWorkspace, Target, WorkspaceDiscovered,
 };
 use futures_util::future::BoxFuture;
 
@@ -135,6 +135,7 @@ impl Discoverer {
                     name: Some(name),
                     filters: run.filters.clone(),
                     credential,
+                    sync: run.sync.clone(),
                 })
                 .publish()
             })
@@ -170,12 +171,42 @@ impl Discoverer {
             Ok(repos) => repos.unwrap_or_default(),
             Err(e) => return failure(e),
         };
+        // Kept across runs, so a later sync tells a renamed repository from a deleted one.
+        let uuids: Vec<(String, String)> = repos
+            .iter()
+            .filter_map(|r| {
+                let uuid = r.uuid.clone()?;
+                Some((format!("{}/{}", org.workspace, r.slug), uuid))
+            })
+            .collect();
+        if let Err(e) = self.ledger.remember_uuids(&org.org_id, &uuids).await {
+            return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
+        }
         let mut publishes: Vec<Publish> = Vec::with_capacity(repos.len() + 1);
-        for repo in repos {
-            match self.accept(&org, filter, repo).await {
-                Ok(publish) => publishes.push(publish),
-                Err(e) => return Outcome::failed(e.is_transient(), format!("ledger: {e}")),
+        if org.sync.is_some() {
+            if let Err(e) = self.saw(&org, filter, repos).await {
+                return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
             }
+        } else {
+            for repo in repos {
+                match self.accept(&org, filter, repo).await {
+                    Ok(publish) => publishes.push(publish),
+                    Err(e) => return Outcome::failed(e.is_transient(), format!("ledger: {e}")),
+                }
+            }
+        }
+        if let (None, Some(sync)) = (pages.next_url(), &org.sync) {
+            // The whole workspace is seen: the importer compares it with the org in Snyk.
+            publishes.push(
+                Body::SyncWorkspace(SyncWorkspace {
+                    run_id: org.run_id.clone(),
+                    org_id: org.org_id.clone(),
+                    integration_id: org.integration_id.clone(),
+                    workspace: org.workspace.clone(),
+                    sync: sync.clone(),
+                })
+                .publish(),
+            );
         }
         if let Some(next) = pages.next_url() {
             let more = Body::ReposPage(ReposPage {
@@ -186,6 +217,34 @@ impl Discoverer {
             publishes.push(more.publish());
         }
         Outcome::Ack(publishes)
+    }
+
+    /// A sync's page: what it saw is kept for the comparison with Snyk; nothing is imported yet.
+    async fn saw(
+        &self,
+        org: &OrgReady,
+        filter: &RepoFilter,
+        repos: Vec<Repository>,
+    ) -> Result<(), LedgerError> {
+        let mut seen = Vec::with_capacity(repos.len());
+        for repo in repos {
+            let target = Target {
+                owner: org.workspace.clone(),
+                name: repo.slug.clone(),
+                branch: repo.branch().map(str::to_owned),
+            };
+            let id = bb2snyk_messages::target_id(&org.org_id, &org.integration_id, &target);
+            self.ledger
+                .mark(&org.run_id, Tally::Discovered, &id)
+                .await?;
+            seen.push(SeenRepo {
+                skipped: filter.check(&repo).is_err(),
+                slug: repo.slug,
+                branch: target.branch,
+                uuid: repo.uuid,
+            });
+        }
+        self.ledger.saw(&org.run_id, &org.org_id, &seen).await
     }
 
     /// The import message for `repo`, or the event that says why it is skipped (and recorded so).

@@ -76,6 +76,8 @@ impl Handler for Importer {
             match Body::from_message(&message) {
                 Ok(Body::ImportRepo(import)) => self.import(import).await,
                 Ok(Body::PollImport(poll)) => self.poll(poll).await,
+                Ok(Body::SyncWorkspace(sync)) => self.sync(sync).await,
+                Ok(Body::RetireProjects(retire)) => self.retire(retire).await,
                 Ok(other) => Outcome::park(format!(
                     "{} does not belong on the importer's queue",
                     other.kind()
@@ -301,5 +303,6 @@ fn about(import: &ImportRepo) -> TargetRef {
 
 mod poll;
 mod record;
+mod sync;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use bb2snyk_broker::{Handler, Message, Outcome};
 use bb2snyk_ledger::{Ledger, OrgMapping, Tally};
-use bb2snyk_messages::{Body, Event, OrgReady, OrgReadyEvent, WorkspaceDiscovered};
+use bb2snyk_messages::{
+    Body, Change, ChangeKind, Event, OrgReady, OrgReadyEvent, SyncPlanned, WorkspaceDiscovered,
+};
 use bb2snyk_snyk::{Client as Snyk, SnykError, quiet_notifications};
 use futures_util::future::BoxFuture;
 
@@ -93,6 +95,23 @@ impl OrgCreator {
             .cloned();
         let (org_id, created) = match existing {
             Some(org) => (org.id, false),
+            // A sync keeps the orgs bb2snyk manages in step; making orgs for new workspaces is a run's work.
+            None if w.sync.is_some() => {
+                tracing::info!(workspace = %w.workspace, "no org for this workspace: a sync leaves it to `bb2snyk run`");
+                let unmanaged = Event::SyncPlanned(SyncPlanned {
+                    run_id: w.run_id.clone(),
+                    subject: w.workspace.clone(),
+                    org_id: String::new(),
+                    dry_run: w.sync.as_ref().is_some_and(|s| s.dry_run),
+                    changes: vec![Change {
+                        kind: ChangeKind::Unmanaged,
+                        target: w.workspace.clone(),
+                        was: None,
+                        projects: 0,
+                    }],
+                });
+                return Ok(Err(Outcome::Ack(vec![unmanaged.publish()])));
+            }
             None => {
                 let org = self
                     .snyk
@@ -126,6 +145,12 @@ impl OrgCreator {
     }
 
     async fn ready(&self, w: &WorkspaceDiscovered, mapping: OrgMapping) -> Outcome {
+        // A sync of one org (`--orgId`) leaves the others be.
+        if let Some(only) = w.sync.as_ref().and_then(|s| s.org_id.as_deref())
+            && only != mapping.org_id
+        {
+            return Outcome::ack();
+        }
         if let Err(e) = self.ledger.mark(&w.run_id, Tally::Orgs, &w.workspace).await {
             return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
         }
@@ -143,6 +168,7 @@ impl OrgCreator {
             integration_id: mapping.integration_id,
             filters: w.filters.clone(),
             credential: w.credential.clone(),
+            sync: w.sync.clone(),
         });
         Outcome::Ack(vec![ready.publish(), event.publish()])
     }

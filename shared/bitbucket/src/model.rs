@@ -27,6 +27,9 @@ pub struct Workspace {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Repository {
+    /// Bitbucket's immutable id, kept through renames and transfers: how a sync tells a rename.
+    #[serde(default)]
+    pub uuid: Option<String>,
     pub slug: String,
     pub name: Option<String>,
     pub full_name: Option<String>,

@@ -2,8 +2,11 @@
 //! and projects; per workspace its Snyk org; per run the sets of targets in each state, so counts stay
 //! exact however often a message is redelivered.
 
+mod sync;
+
 use bb2snyk_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
+pub use sync::{LastSync, SeenRepo};
 
 /// Where a target stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,10 @@ use crate::{DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR};
 const ID: usize = 128;
 const NAME: usize = 255;
 const URL: usize = 2048;
+/// A reason, in words.
+const REASON: usize = 1024;
+/// Projects one retire message names at most.
+pub const MAX_RETIRED: usize = 1000;
 
 /// Declares [`Body`] from one list: each variant's wire `type` is written once, and serde, [`Body::kind`]
 /// and [`Body::KINDS`] all read it from there.
@@ -57,6 +61,52 @@ bodies! {
     ImportRepo = "repo.import.v1" for IMPORTER,
     /// Poll an import job (to the importer's polls queue, through a delay).
     PollImport = "import.poll.v1" for IMPORTER_POLLS,
+    /// A sync has seen the whole workspace: compare it with the org in Snyk and act (to the importer).
+    SyncWorkspace = "sync.workspace.v1" for IMPORTER,
+    /// Deactivate (or delete) the projects of a target Bitbucket no longer has as it was (to the importer).
+    RetireProjects = "projects.retire.v1" for IMPORTER,
+}
+
+/// A run that brings Snyk in step with Bitbucket (`bb2snyk sync`) instead of importing every repository:
+/// new repositories are imported, and the projects of deleted, renamed or re-branched ones retired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    /// Plan only: report what would change, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Delete retired projects instead of deactivating them.
+    #[serde(default)]
+    pub delete: bool,
+    /// This org alone (`--orgId`); every org bb2snyk manages when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncWorkspace {
+    pub run_id: String,
+    pub org_id: String,
+    pub integration_id: String,
+    pub workspace: String,
+    pub sync: Sync,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireProjects {
+    pub run_id: String,
+    pub org_id: String,
+    /// The target's display name, `workspace/slug`.
+    pub target: String,
+    /// Snyk project ids, at most [`MAX_RETIRED`].
+    pub projects: Vec<String>,
+    /// Delete them rather than deactivate them.
+    #[serde(default)]
+    pub delete: bool,
+    /// Why: deleted, renamed or re-branched in Bitbucket.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +121,9 @@ pub struct RunRequested {
     /// without them the discoverer's own `discovery.*` settings apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Filters>,
+    /// A sync rather than an import of everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Sync>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +144,8 @@ pub struct WorkspaceDiscovered {
     /// configured; absent with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Sync>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +161,8 @@ pub struct OrgReady {
     /// The workspace's Bitbucket credential, copied from its `workspace.discovered.v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Sync>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +226,8 @@ impl Body {
             Self::ReposPage(m) => &m.org.run_id,
             Self::ImportRepo(m) => &m.run_id,
             Self::PollImport(m) => &m.import.run_id,
+            Self::SyncWorkspace(m) => &m.run_id,
+            Self::RetireProjects(m) => &m.run_id,
         }
     }
 
@@ -181,6 +240,14 @@ impl Body {
             Self::ReposPage(m) => format!("{}|{}|{}", m.org.run_id, m.org.workspace, m.page),
             Self::ImportRepo(m) => format!("{}|{}|{}", m.run_id, m.target_id(), m.failed_jobs),
             Self::PollImport(m) => format!("{}|{}", m.job_url, m.polls),
+            Self::SyncWorkspace(m) => format!("{}|{}", m.run_id, m.workspace),
+            Self::RetireProjects(m) => format!(
+                "{}|{}|{}|{}",
+                m.run_id,
+                m.org_id,
+                m.target,
+                m.projects.first().map_or("", String::as_str)
+            ),
         }
     }
 
@@ -225,6 +292,14 @@ impl Body {
 
     /// Each field within its bound, with no control characters.
     fn check(&self) -> Result<(), String> {
+        if let Self::RetireProjects(r) = self
+            && r.projects.len() > MAX_RETIRED
+        {
+            return Err(format!(
+                "projects names {} projects, at most {MAX_RETIRED}",
+                r.projects.len()
+            ));
+        }
         for (name, value, max) in self.bounded_fields() {
             if value.len() > max {
                 return Err(format!("{name} is {} bytes, at most {max}", value.len()));
@@ -243,6 +318,7 @@ impl Body {
                 ("run_id", &r.run_id, ID),
                 ("group_id", &r.group_id, ID),
                 ("source_org_id", or_empty(&r.source_org_id), ID),
+                ("sync.org_id", sync_org(&r.sync), ID),
             ],
             Self::WorkspaceDiscovered(w) => vec![
                 ("run_id", &w.run_id, ID),
@@ -251,6 +327,7 @@ impl Body {
                 ("workspace", &w.workspace, NAME),
                 ("name", or_empty(&w.name), NAME),
                 ("credential", or_empty(&w.credential), ID),
+                ("sync.org_id", sync_org(&w.sync), ID),
             ],
             Self::OrgReady(o) => org_fields(o),
             Self::ReposPage(p) => {
@@ -262,6 +339,23 @@ impl Body {
             Self::PollImport(p) => {
                 let mut f = import_fields(&p.import);
                 f.push(("job_url", &p.job_url, URL));
+                f
+            }
+            Self::SyncWorkspace(s) => vec![
+                ("run_id", &s.run_id, ID),
+                ("org_id", &s.org_id, ID),
+                ("integration_id", &s.integration_id, ID),
+                ("workspace", &s.workspace, NAME),
+                ("sync.org_id", or_empty(&s.sync.org_id), ID),
+            ],
+            Self::RetireProjects(r) => {
+                let mut f: Vec<Bounded<'_>> = vec![
+                    ("run_id", &r.run_id, ID),
+                    ("org_id", &r.org_id, ID),
+                    ("target", &r.target, 2 * NAME),
+                    ("reason", &r.reason, REASON),
+                ];
+                f.extend(r.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
                 f
             }
         }
@@ -276,6 +370,8 @@ impl Body {
             Self::OrgReady(o) => format!("workspace {}", o.workspace),
             Self::ReposPage(p) => format!("workspace {} page {}", p.org.workspace, p.page),
             Self::RunRequested(r) => format!("run {}", r.run_id),
+            Self::SyncWorkspace(s) => format!("sync of workspace {}", s.workspace),
+            Self::RetireProjects(r) => format!("{}'s projects", r.target),
         }
     }
 }
@@ -295,7 +391,12 @@ fn org_fields(o: &OrgReady) -> Vec<Bounded<'_>> {
         ("org_id", &o.org_id, ID),
         ("integration_id", &o.integration_id, ID),
         ("credential", or_empty(&o.credential), ID),
+        ("sync.org_id", sync_org(&o.sync), ID),
     ]
+}
+
+fn sync_org(sync: &Option<Sync>) -> &str {
+    sync.as_ref().map_or("", |s| or_empty(&s.org_id))
 }
 
 fn import_fields(i: &ImportRepo) -> Vec<Bounded<'_>> {

@@ -55,6 +55,73 @@ events! {
     ImportCompleted(ImportCompleted) = "import.completed.v1",
     /// The import job failed; it is tried again, or parked after too many failed jobs.
     ImportFailed(ImportFailed) = "import.failed.v1",
+    /// A sync compared a workspace with its org: what changes (or would, in a dry run).
+    SyncPlanned(SyncPlanned) = "sync.planned.v1",
+    /// A target's projects were deactivated (or deleted).
+    ProjectsRetired(ProjectsRetired) = "projects.retired.v1",
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPlanned {
+    pub run_id: String,
+    /// The workspace slug.
+    pub subject: String,
+    /// The org; empty when bb2snyk manages no org for the workspace (a `run` imports it).
+    pub org_id: String,
+    pub dry_run: bool,
+    pub changes: Vec<Change>,
+}
+
+/// One difference between Bitbucket and Snyk, and what a sync does about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// The repository as Bitbucket has it now (`workspace/slug`), or as Snyk had it when deleted.
+    pub target: String,
+    /// For a rename, the old name; for a branch change, the old branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was: Option<String>,
+    /// Projects retired (or to be).
+    pub projects: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// New in Bitbucket: imported.
+    New,
+    /// Renamed or moved (the same uuid): imported under the new name, the old name's projects retired.
+    Renamed,
+    /// Its default branch changed: imported on the new branch, the old branch's projects retired.
+    BranchChanged,
+    /// Gone from Bitbucket: its projects retired.
+    Deleted,
+    /// A workspace with no org bb2snyk manages: left to `run`.
+    Unmanaged,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Renamed => "renamed",
+            Self::BranchChanged => "branch changed",
+            Self::Deleted => "deleted",
+            Self::Unmanaged => "no org",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectsRetired {
+    pub run_id: String,
+    /// The target's display name, `workspace/slug`.
+    pub subject: String,
+    pub org_id: String,
+    pub projects: Vec<String>,
+    /// Deleted rather than deactivated.
+    pub deleted: bool,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

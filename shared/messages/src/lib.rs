@@ -12,10 +12,12 @@ mod event;
 use bb2snyk_broker::Message;
 pub use bb2snyk_filters::{Date, Filters, Glob};
 pub use body::{
-    Body, ImportRepo, OrgReady, PollImport, ReposPage, RunRequested, Target, WorkspaceDiscovered,
+    Body, ImportRepo, MAX_RETIRED, OrgReady, PollImport, ReposPage, RetireProjects, RunRequested,
+    Sync, SyncWorkspace, Target, WorkspaceDiscovered,
 };
 pub use event::{
-    Event, ImportCompleted, ImportFailed, ImportRequested, OrgReadyEvent, RepoSkipped, TargetRef,
+    Change, ChangeKind, Event, ImportCompleted, ImportFailed, ImportRequested, OrgReadyEvent,
+    ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef,
 };
 use sha2::{Digest, Sha256};
 

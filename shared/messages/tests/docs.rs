@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 
 use bb2snyk_messages::{
-    Body, Event, Filters, ImportCompleted, ImportFailed, ImportRepo, ImportRequested, OrgReady,
-    OrgReadyEvent, PollImport, RepoSkipped, ReposPage, RunRequested, Target, TargetRef,
+    Body, Change, ChangeKind, Event, Filters, ImportCompleted, ImportFailed, ImportRepo,
+    ImportRequested, OrgReady, OrgReadyEvent, PollImport, ProjectsRetired, RepoSkipped, ReposPage,
+    RetireProjects, RunRequested, Sync, SyncPlanned, SyncWorkspace, Target, TargetRef,
     WorkspaceDiscovered,
 };
 
@@ -77,6 +78,7 @@ fn bodies() -> Vec<Body> {
         integration_id: "i".into(),
         filters: filters.clone(),
         credential: Some("0123456789abcdef".into()),
+        sync: Some(sync()),
     };
     let import = ImportRepo {
         run_id: "r".into(),
@@ -91,6 +93,7 @@ fn bodies() -> Vec<Body> {
             group_id: "g".into(),
             source_org_id: Some("s".into()),
             filters: filters.clone(),
+            sync: Some(sync()),
         }),
         Body::WorkspaceDiscovered(WorkspaceDiscovered {
             run_id: "r".into(),
@@ -100,6 +103,7 @@ fn bodies() -> Vec<Body> {
             name: Some("Acme".into()),
             filters,
             credential: Some("0123456789abcdef".into()),
+            sync: Some(sync()),
         }),
         Body::OrgReady(org.clone()),
         Body::ReposPage(ReposPage {
@@ -115,7 +119,30 @@ fn bodies() -> Vec<Body> {
             requested_ms: 0,
             not_before_ms: 0,
         }),
+        Body::SyncWorkspace(SyncWorkspace {
+            run_id: "r".into(),
+            org_id: "o".into(),
+            integration_id: "i".into(),
+            workspace: "acme".into(),
+            sync: sync(),
+        }),
+        Body::RetireProjects(RetireProjects {
+            run_id: "r".into(),
+            org_id: "o".into(),
+            target: "acme/api".into(),
+            projects: vec!["p".into()],
+            delete: false,
+            reason: "acme/api is gone from Bitbucket".into(),
+        }),
     ]
+}
+
+fn sync() -> Sync {
+    Sync {
+        dry_run: true,
+        delete: false,
+        org_id: Some("o".into()),
+    }
 }
 
 fn events() -> Vec<Event> {
@@ -152,11 +179,31 @@ fn events() -> Vec<Event> {
             before: true,
         }),
         Event::ImportFailed(ImportFailed {
-            run_id,
+            run_id: run_id.clone(),
             subject,
             about,
             error: "no manifest".into(),
             failed_jobs: 1,
+        }),
+        Event::SyncPlanned(SyncPlanned {
+            run_id: run_id.clone(),
+            subject: "acme".into(),
+            org_id: "o".into(),
+            dry_run: false,
+            changes: vec![Change {
+                kind: ChangeKind::Renamed,
+                target: "acme/api".into(),
+                was: Some("acme/old".into()),
+                projects: 1,
+            }],
+        }),
+        Event::ProjectsRetired(ProjectsRetired {
+            run_id,
+            subject: "acme/old".into(),
+            org_id: "o".into(),
+            projects: vec!["p".into()],
+            deleted: false,
+            reason: "renamed in Bitbucket to acme/api".into(),
         }),
     ]
 }

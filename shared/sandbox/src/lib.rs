@@ -10,6 +10,7 @@
 )]
 
 mod bitbucket;
+pub mod changes;
 pub mod knobs;
 mod projects;
 pub mod query;
@@ -151,6 +152,21 @@ impl Sandbox {
         change(&mut self.app.0.lock().knobs);
     }
 
+    /// Changes the tenant between runs (repositories added, deleted, renamed, branches changed); the full
+    /// names of the repositories added.
+    pub fn change_tenant(&self, change: &changes::TenantChange) -> Result<Vec<String>, String> {
+        changes::apply(&mut self.app.0.lock(), change)
+    }
+
+    /// Applies [`changes::drift`]: `counts` repositories added, deleted, renamed and re-branched; the
+    /// change applied.
+    pub fn drift(&self, counts: [usize; 4]) -> changes::TenantChange {
+        let mut state = self.app.0.lock();
+        let change = changes::drift(&state, counts);
+        changes::apply(&mut state, &change).expect("a drift names what exists");
+        change
+    }
+
     /// Every Bearer token issued so far stops working.
     pub fn revoke_tokens(&self) -> usize {
         revoke(&mut self.app.0.lock())
@@ -207,11 +223,20 @@ fn router(app: App) -> Router {
         )
         .route("/rest/orgs/{org_id}/targets", get(rest::targets))
         .route("/rest/orgs/{org_id}/projects", get(projects::projects))
+        .route(
+            "/rest/orgs/{org_id}/projects/{project_id}",
+            axum::routing::delete(projects::delete),
+        )
+        .route(
+            "/v1/org/{org_id}/project/{project_id}/deactivate",
+            post(projects::deactivate),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     let admin = Router::new()
         .route("/_sandbox/stats", get(admin_stats))
         .route("/_sandbox/truth", get(admin_truth))
         .route("/_sandbox/revoke-tokens", post(admin_revoke))
+        .route("/_sandbox/tenant", post(admin_change_tenant))
         .route("/_sandbox/knobs", get(admin_knobs).patch(admin_patch_knobs));
     apis.merge(admin).fallback(no_api).with_state(app)
 }
@@ -403,6 +428,16 @@ async fn admin_truth(State(app): State<App>) -> Json<Value> {
 
 async fn admin_revoke(State(app): State<App>) -> Json<Value> {
     Json(json!({"revoked": revoke(&mut app.0.lock())}))
+}
+
+async fn admin_change_tenant(
+    State(app): State<App>,
+    Json(change): Json<changes::TenantChange>,
+) -> Response {
+    match changes::apply(&mut app.0.lock(), &change) {
+        Ok(added) => Json(json!({"added": added})).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
 }
 
 async fn admin_knobs(State(app): State<App>) -> Json<Knobs> {

@@ -16,11 +16,12 @@ use serde_json::{Value, json};
 use crate::{
     App,
     rest::{checked, error, next, page_size, start, target_id},
-    state::JobOutcome,
+    state::{JobOutcome, State as World},
 };
 
-/// The first GA release of the projects endpoint.
+/// The first GA release of the projects list, and of deleting one.
 const GA: &str = "2023-02-15";
+const DELETE_GA: &str = "2023-11-06";
 pub(crate) const ORIGIN: &str = "bitbucket-connect-app";
 const KNOWN: [&str; 8] = [
     "version",
@@ -56,27 +57,13 @@ pub async fn projects(
             .into_response();
     }
     let expand = params.get("expand").is_some_and(|e| e == "target");
-    // One project per target, branch and manifest, however often it was imported.
-    let now = Instant::now();
-    let mut found: BTreeMap<(&str, Option<&str>, &str), ()> = BTreeMap::new();
-    for job in state
-        .jobs
-        .values()
-        .filter(|j| j.org_id == org_id && state.is_done(j, now))
-    {
-        if let JobOutcome::Complete { manifests } = &job.outcome {
-            for file in *manifests {
-                found.insert((job.target.as_str(), job.branch.as_deref(), file), ());
-            }
-        }
-    }
-    let all: Vec<_> = found.into_keys().collect();
+    let all = rows(&state, &org_id, Instant::now());
     let start = start(&params);
     let data: Vec<Value> = all
         .iter()
         .skip(start)
         .take(limit)
-        .map(|(target, branch, file)| project(&org_id, target, *branch, file, expand))
+        .map(|row| project(&org_id, row, state.deactivated.contains(&row.id), expand))
         .collect();
     let mut links = json!({});
     if start + limit < all.len() {
@@ -89,8 +76,95 @@ pub async fn projects(
     Json(json!({"jsonapi": {"version": "1.0"}, "data": data, "links": links})).into_response()
 }
 
-fn project(org_id: &str, target: &str, branch: Option<&str>, file: &str, expand: bool) -> Value {
-    let kind = match file.rsplit('/').next().unwrap_or(file) {
+/// A project the org has: one per target, branch and manifest of its completed imports, however often
+/// each was imported.
+pub(crate) struct Row {
+    pub id: String,
+    pub target: String,
+    pub branch: Option<String>,
+    pub file: &'static str,
+}
+
+/// The org's projects, deleted ones left out, in a stable order.
+pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
+    let mut found: BTreeMap<(&str, Option<&str>, &str), ()> = BTreeMap::new();
+    for job in state
+        .jobs
+        .values()
+        .filter(|j| j.org_id == org_id && state.is_done(j, now))
+    {
+        if let JobOutcome::Complete { manifests } = &job.outcome {
+            for file in *manifests {
+                found.insert((job.target.as_str(), job.branch.as_deref(), file), ());
+            }
+        }
+    }
+    found
+        .into_keys()
+        .map(|(target, branch, file)| Row {
+            id: target_id(
+                org_id,
+                &format!("{target}({}):{file}", branch.unwrap_or_default()),
+            ),
+            target: target.to_owned(),
+            branch: branch.map(str::to_owned),
+            file,
+        })
+        .filter(|row| !state.deleted.contains(&row.id))
+        .collect()
+}
+
+/// `POST /v1/org/{org_id}/project/{project_id}/deactivate`: 200 with an empty body, again and again.
+pub async fn deactivate(
+    State(app): State<App>,
+    Path((org_id, project_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = app.0.lock();
+    if let Err(response) = crate::snyk::authorize(&state, &headers) {
+        return response;
+    }
+    if !rows(&state, &org_id, Instant::now())
+        .iter()
+        .any(|row| row.id == project_id)
+    {
+        return crate::snyk::error(
+            StatusCode::NOT_FOUND,
+            &format!("Project {project_id} not found in org {org_id}"),
+        );
+    }
+    state.deactivated.insert(project_id);
+    StatusCode::OK.into_response()
+}
+
+/// `DELETE /rest/orgs/{org_id}/projects/{project_id}`: 204, then 404 for a project that is gone.
+pub async fn delete(
+    State(app): State<App>,
+    Path((org_id, project_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let mut state = app.0.lock();
+    if let Err(response) = checked(&state, &headers, &params, &org_id, &["version"], DELETE_GA) {
+        return response;
+    }
+    if !rows(&state, &org_id, Instant::now())
+        .iter()
+        .any(|row| row.id == project_id)
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("project {project_id} not found"),
+            None,
+        );
+    }
+    state.deactivated.remove(&project_id);
+    state.deleted.insert(project_id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn project(org_id: &str, row: &Row, inactive: bool, expand: bool) -> Value {
+    let kind = match row.file.rsplit('/').next().unwrap_or(row.file) {
         "package.json" => "npm",
         "requirements.txt" | "setup.py" => "pip",
         "pom.xml" => "maven",
@@ -99,17 +173,18 @@ fn project(org_id: &str, target: &str, branch: Option<&str>, file: &str, expand:
         "Dockerfile" => "dockerfile",
         _ => "nuget",
     };
-    let mut target_data = json!({"type": "target", "id": target_id(org_id, target)});
+    let mut target = json!({"type": "target", "id": target_id(org_id, &row.target)});
     if expand {
-        target_data["attributes"] = json!({"display_name": target,
-                                           "url": format!("https://bitbucket.org/{target}")});
+        target["attributes"] = json!({"display_name": row.target,
+                                      "url": format!("https://bitbucket.org/{}", row.target)});
     }
-    json!({"type": "project", "id": crate::rest::target_id(org_id, &format!("{target}({}):{file}", branch.unwrap_or_default())),
-           "attributes": {"name": format!("{target}:{file}"), "type": kind, "target_file": file,
-                          "target_reference": branch, "origin": ORIGIN,
-                          "created": "2026-11-23T09:00:00.000Z", "status": "active", "read_only": false,
+    json!({"type": "project", "id": row.id,
+           "attributes": {"name": format!("{}:{}", row.target, row.file), "type": kind,
+                          "target_file": row.file, "target_reference": row.branch, "origin": ORIGIN,
+                          "created": "2026-11-23T09:00:00.000Z",
+                          "status": if inactive { "inactive" } else { "active" }, "read_only": false,
                           "settings": {"recurring_tests": {"frequency": "daily"}, "pull_requests": {}},
                           "tags": []},
            "relationships": {"organization": {"data": {"type": "org", "id": org_id}, "links": {}},
-                             "target": {"data": target_data, "links": {}}}})
+                             "target": {"data": target, "links": {}}}})
 }

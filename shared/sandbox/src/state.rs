@@ -40,6 +40,10 @@ pub struct State {
     /// Per Snyk token number (`None`: a token the sandbox does not know).
     pub snyk_window: HashMap<Option<usize>, SlidingWindow>,
     pub counters: Counters,
+    /// Projects deactivated (`POST /v1/org/{org}/project/{id}/deactivate`): listed as `inactive`.
+    pub deactivated: std::collections::BTreeSet<String>,
+    /// Projects deleted (REST or v1 `DELETE`): listed no more.
+    pub deleted: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -163,6 +167,8 @@ impl State {
             bitbucket_window: HashMap::new(),
             snyk_window: HashMap::new(),
             counters: Counters::default(),
+            deactivated: Default::default(),
+            deleted: Default::default(),
             knobs,
         };
         // The template org a user names with --sourceOrgPublicId; it has the app and a second integration.
@@ -288,6 +294,8 @@ impl State {
             bitbucket_by_consumer: c.bitbucket_by_consumer.clone(),
             foreign_requests: c.foreign_requests,
             snyk_by_token: c.snyk_by_token.clone(),
+            projects_deactivated: self.deactivated.len() as u64,
+            projects_deleted: self.deleted.len() as u64,
             jobs,
             truth: self.truth_summary(),
         }
@@ -347,6 +355,11 @@ pub struct Stats {
     /// Snyk API requests per accepted token, as `token-0` (`snyk_token`), `token-1`, ...
     #[serde(default)]
     pub snyk_by_token: BTreeMap<String, u64>,
+    /// Projects deactivated and deleted so far (each once, however often asked).
+    #[serde(default)]
+    pub projects_deactivated: u64,
+    #[serde(default)]
+    pub projects_deleted: u64,
     pub jobs: JobStats,
     pub truth: TruthSummary,
 }

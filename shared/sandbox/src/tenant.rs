@@ -91,7 +91,7 @@ const KINDS: &[&str] = &[
     "service", "api", "web", "worker", "lib", "cli", "infra", "sdk",
 ];
 const LANGUAGES: &[&str] = &["javascript", "python", "java", "go", "c#", "ruby", ""];
-const BRANCHES: &[&str] = &["main", "master", "develop"];
+pub(crate) const BRANCHES: &[&str] = &["main", "master", "develop"];
 
 pub fn generate(knobs: &Knobs) -> Vec<Workspace> {
     let mut rng = Rng::new(knobs.seed);

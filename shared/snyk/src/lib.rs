@@ -63,6 +63,29 @@ const BITBUCKET_CLOUD_ORIGINS: [&str; 3] = [
     "bitbucket-cloud",
 ];
 
+/// A project imported from Bitbucket Cloud, as a sync needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgProject {
+    pub id: String,
+    /// The target's display name, `workspace/slug`.
+    pub display_name: String,
+    pub branch: Option<String>,
+    /// False once deactivated.
+    pub active: bool,
+}
+
+/// A 404 for a project means it is already gone: what a retire wants.
+fn gone_is_done<T>(answer: Result<T, SnykError>) -> Result<(), SnykError> {
+    match answer {
+        Ok(_) => Ok(()),
+        Err(SnykError::Rejected {
+            status: StatusCode::NOT_FOUND,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A target as Snyk's projects show it imported: `workspace/slug` and the branch.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Imported {
@@ -414,10 +437,25 @@ impl Client {
     }
 
     /// Every Bitbucket Cloud target the org's projects were imported from, with the branch, once each:
-    /// what snyk-api-import's `list:imported` reads (REST projects, inactive ones included). Projects of
-    /// other sources are left out; at most `MAX_ORG_TARGET_PAGES` pages of 100.
+    /// what snyk-api-import's `list:imported` reads (REST projects, inactive ones included).
     pub async fn imported(&self, org_id: &str) -> Result<Vec<Imported>, SnykError> {
-        let mut found = std::collections::BTreeSet::new();
+        let found: std::collections::BTreeSet<Imported> = self
+            .projects(org_id)
+            .await?
+            .into_iter()
+            .map(|p| Imported {
+                display_name: p.display_name,
+                branch: p.branch,
+            })
+            .collect();
+        Ok(found.into_iter().collect())
+    }
+
+    /// The org's projects imported from Bitbucket Cloud (the app's and the legacy origins; inactive ones
+    /// included), each with its target's display name and branch. At most `MAX_ORG_TARGET_PAGES` pages of
+    /// 100; a longer list is an error rather than a silent part.
+    pub async fn projects(&self, org_id: &str) -> Result<Vec<OrgProject>, SnykError> {
+        let mut found = Vec::new();
         let url = format!(
             "{}/orgs/{}/projects?version={PROJECTS_VERSION}&limit=100&expand=target",
             self.rest_base,
@@ -426,9 +464,11 @@ impl Client {
         let whole = self
             .each_item(url, MAX_ORG_TARGET_PAGES, |project: model::RestProject| {
                 if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
-                    found.insert(Imported {
+                    found.push(OrgProject {
                         display_name: project.display_name(),
-                        branch: project.attributes.target_reference.clone(),
+                        active: project.attributes.status.as_deref() != Some("inactive"),
+                        branch: project.attributes.target_reference,
+                        id: project.id,
                     });
                 }
                 true
@@ -440,7 +480,36 @@ impl Client {
                 what: "end of the org's projects (more pages than bb2snyk reads)",
             });
         }
-        Ok(found.into_iter().collect())
+        Ok(found)
+    }
+
+    /// Deactivates a project (v1; Snyk stops testing it and keeps its history). Done again, or for a
+    /// project that is gone, it is no error.
+    pub async fn deactivate_project(
+        &self,
+        org_id: &str,
+        project_id: &str,
+    ) -> Result<(), SnykError> {
+        let path = format!(
+            "/org/{}/project/{}/deactivate",
+            segment(org_id),
+            segment(project_id)
+        );
+        gone_is_done(
+            self.request(Method::POST, &self.url(&path), Some(&json!({})))
+                .await,
+        )
+    }
+
+    /// Deletes a project (REST). A project already gone is no error.
+    pub async fn delete_project(&self, org_id: &str, project_id: &str) -> Result<(), SnykError> {
+        let url = format!(
+            "{}/orgs/{}/projects/{}?version={PROJECTS_VERSION}",
+            self.rest_base,
+            segment(org_id),
+            segment(project_id)
+        );
+        gone_is_done(self.request(Method::DELETE, &url, None).await)
     }
 
     /// Calls `visit` with each target's display name, page by page, until it returns false or the pages

@@ -130,6 +130,7 @@ pub struct Page<T> {
 /// A project of `GET /rest/orgs/{org_id}/projects?expand=target`: the parts read.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RestProject {
+    pub id: String,
     pub attributes: RestProjectAttributes,
     #[serde(default)]
     pub relationships: Option<ProjectRelationships>,
@@ -143,6 +144,9 @@ pub struct RestProjectAttributes {
     #[serde(default)]
     pub target_reference: Option<String>,
     pub origin: String,
+    /// `active` or `inactive`.
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -250,6 +250,15 @@ pub struct Run {
 
 impl Run {
     pub async fn request(settings: &Settings, group_id: &str) -> Self {
+        Self::request_with(settings, group_id, None).await
+    }
+
+    /// A run request that is a sync (`bb2snyk discover --sync`) when `sync` is given.
+    pub async fn request_with(
+        settings: &Settings,
+        group_id: &str,
+        sync: Option<bb2snyk_messages::Sync>,
+    ) -> Self {
         let infrastructure = Infrastructure::connect(settings, "e2e-run")
             .await
             .expect("infrastructure");
@@ -263,6 +272,7 @@ impl Run {
             group_id: group_id.to_owned(),
             source_org_id: None,
             filters: None,
+            sync,
         });
         broker
             .publish(DISCOVERER, &request.to_message())

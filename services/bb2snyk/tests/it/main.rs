@@ -7,3 +7,4 @@ mod credentials;
 mod embedded;
 mod fleet;
 mod seed;
+mod sync;

@@ -33,6 +33,7 @@ fn org(workspace: &str, filters: Option<Filters>) -> OrgReady {
         integration_id: "i".into(),
         filters,
         credential: None,
+        sync: None,
     }
 }
 
@@ -61,6 +62,7 @@ async fn a_run_becomes_one_message_per_workspace() {
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
+        sync: None,
     });
     let (bodies, events) = split(&publishes(discoverer.handle(run.to_message()).await));
     assert!(events.is_empty());
@@ -195,6 +197,7 @@ async fn workspaces_are_named_once_each_and_uniquely() {
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
+        sync: None,
     });
     let named = |outcome| -> Vec<String> {
         split(&publishes(outcome))

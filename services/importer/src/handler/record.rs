@@ -3,7 +3,10 @@
 //! the store. So a wiped Redis, a new machine or a lost `imported-targets.log` imports nothing twice; the
 //! ledger stays the fast path (what this run imported is not in that read, and need not be).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use bb2snyk_broker::Outcome;
 use bb2snyk_ledger::{Record, State};
@@ -23,8 +26,7 @@ impl Importer {
     /// `Some` when the target is in Snyk already (the outcome that settles it) or the look failed (the
     /// outcome that retries it); `None` when it is to be imported.
     pub(super) async fn in_snyk(&self, import: &ImportRepo, id: &str) -> Option<Outcome> {
-        let name = display_name(import);
-        match self.org_has(&import.run_id, &import.org_id, &name).await {
+        match self.org_has(&import.run_id, &import.org_id, import).await {
             Ok(false) => None,
             Ok(true) => {
                 tracing::debug!(target = %id, "already in Snyk: not imported again");
@@ -57,16 +59,18 @@ impl Importer {
         Outcome::Ack(vec![completed.publish()])
     }
 
-    /// Whether the org's targets, as read for this run, hold `name`: read now by this replica if none
-    /// has, else waited for.
-    async fn org_has(&self, run: &str, org: &str, name: &str) -> Result<bool, Outcome> {
+    /// Whether the org, as read from Snyk for this run, holds the target on this branch: a project of
+    /// it on the branch, or the target with no project at all (nothing to re-import on another branch).
+    /// Read now by this replica if none has, else waited for.
+    async fn org_has(&self, run: &str, org: &str, import: &ImportRepo) -> Result<bool, Outcome> {
         let store = self.ledger.store();
         let set = format!("snyk-targets:{run}:{org}");
         let read = format!("{set}:read");
+        let keys = held_keys(&display_name(import), import.target.branch.as_deref());
         let deadline = Instant::now() + READING;
         loop {
             if store.get(&read).await.map_err(store_failure)?.is_some() {
-                return store.is_member(&set, name).await.map_err(store_failure);
+                return any_member(store, &set, &keys).await;
             }
             if let Some(lock) = store
                 .lock(&format!("{set}:lock"), READING)
@@ -75,11 +79,11 @@ impl Importer {
             {
                 // Looked at again under the lock: another replica may have finished in between.
                 let held = match store.get(&read).await.map_err(store_failure)? {
-                    Some(_) => store.is_member(&set, name).await.map_err(store_failure),
+                    Some(_) => any_member(store, &set, &keys).await,
                     None => self
                         .read_org(store, org, &set, &read)
                         .await
-                        .map(|names| names.iter().any(|n| n == name)),
+                        .map(|members| members.iter().any(|m| keys.contains(m))),
                 };
                 if let Err(e) = lock.release().await {
                     tracing::debug!(error = %e, "targets lock left to expire");
@@ -95,8 +99,8 @@ impl Importer {
         }
     }
 
-    /// Reads every target of the org from Snyk and keeps their names for the run; the `read` key, set last,
-    /// says the set is whole.
+    /// Reads the org's targets and projects from Snyk and keeps, for the run, what says a target is held
+    /// (see [`held_keys`]); the `read` key, set last, says the set is whole.
     async fn read_org(
         &self,
         store: &Store,
@@ -104,22 +108,56 @@ impl Importer {
         set: &str,
         read: &str,
     ) -> Result<Vec<String>, Outcome> {
-        let names = self.snyk.targets(org).await.map_err(snyk_failure)?;
+        let targets = self.snyk.targets(org).await.map_err(snyk_failure)?;
+        let projects = self.snyk.projects(org).await.map_err(snyk_failure)?;
+        let with_projects: HashSet<&str> =
+            projects.iter().map(|p| p.display_name.as_str()).collect();
+        let mut members: Vec<String> = targets
+            .iter()
+            .filter(|t| !with_projects.contains(t.as_str()))
+            .map(|t| format!("t\t{t}"))
+            .collect();
+        members.extend(projects.iter().map(|p| {
+            format!(
+                "p\t{}\t{}",
+                p.display_name,
+                p.branch.as_deref().unwrap_or_default()
+            )
+        }));
         store
-            .add_members(set, &names, KEPT)
+            .add_members(set, &members, KEPT)
             .await
             .map_err(store_failure)?;
         store
-            .set(read, names.len().to_string().as_bytes(), Some(KEPT))
+            .set(read, targets.len().to_string().as_bytes(), Some(KEPT))
             .await
             .map_err(store_failure)?;
         tracing::info!(
             org,
-            targets = names.len(),
+            targets = targets.len(),
+            projects = projects.len(),
             "read the org's targets from Snyk"
         );
-        Ok(names)
+        Ok(members)
     }
+}
+
+/// The members of an org's set that say it holds `name` on `branch`: a project on that branch, or the
+/// target without projects.
+fn held_keys(name: &str, branch: Option<&str>) -> [String; 2] {
+    [
+        format!("p\t{name}\t{}", branch.unwrap_or_default()),
+        format!("t\t{name}"),
+    ]
+}
+
+async fn any_member(store: &Store, set: &str, keys: &[String]) -> Result<bool, Outcome> {
+    for key in keys {
+        if store.is_member(set, key).await.map_err(store_failure)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// How Snyk names a repository's target: `workspace/slug`.

@@ -321,6 +321,7 @@ async fn a_corrupt_record_or_a_stray_message_is_parked_and_nothing_is_posted() {
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
+        sync: None,
     });
     match rig.importer.handle(stray.to_message()).await {
         Outcome::Park { reason } => assert!(reason.contains("does not belong"), "{reason}"),
@@ -439,11 +440,12 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
 
 #[tokio::test]
 async fn with_no_budget_slot_in_sight_the_message_comes_back_later_without_holding_its_delivery() {
-    // Two Snyk calls a minute (the org's targets and the import), and a delivery may wait one second.
+    // Three Snyk calls a minute (the org's targets and projects, and the import), and a delivery may
+    // wait one second.
     let rig = rig_with(
         Knobs::default(),
         &[
-            ("BB2SNYK__SNYK__RATE_BUDGET", "2"),
+            ("BB2SNYK__SNYK__RATE_BUDGET", "3"),
             ("BB2SNYK__SNYK__RATE_WINDOW_SECS", "60"),
             ("BB2SNYK__PIPELINE__MAX_HOLD_SECS", "1"),
         ],
@@ -457,7 +459,7 @@ async fn with_no_budget_slot_in_sight_the_message_comes_back_later_without_holdi
     }
     assert_eq!(
         rig.sandbox.stats().requests_total,
-        2,
-        "only the org's targets read and the import were sent"
+        3,
+        "only the org's targets and projects read and the import were sent"
     );
 }

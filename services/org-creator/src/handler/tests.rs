@@ -28,6 +28,7 @@ fn discovered(sandbox: &Sandbox, workspace: &str, name: Option<&str>) -> Body {
         name: name.map(str::to_owned),
         filters: None,
         credential: None,
+        sync: None,
     })
 }
 

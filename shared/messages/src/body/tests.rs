@@ -40,6 +40,7 @@ fn kinds_are_the_serde_names() {
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
+        sync: None,
     };
     for body in [
         Body::RunRequested(run),
@@ -57,7 +58,30 @@ fn kinds_are_the_serde_names() {
         assert_eq!(json["type"], body.kind());
         assert!(Body::KINDS.contains(&body.kind()));
     }
-    assert_eq!(Body::KINDS.len(), 6);
+    // The six of a run, and a sync's two.
+    assert_eq!(Body::KINDS.len(), 8);
+}
+
+#[test]
+fn a_retire_names_a_bounded_number_of_projects() {
+    let retire = |n: usize| RetireProjects {
+        run_id: "r".into(),
+        org_id: "o".into(),
+        target: "acme/api".into(),
+        projects: (0..n).map(|i| format!("p-{i}")).collect(),
+        delete: false,
+        reason: "gone".into(),
+    };
+    let fits = Body::RetireProjects(retire(MAX_RETIRED)).to_message();
+    assert!(Body::from_message(&fits).is_ok());
+    let over = Body::RetireProjects(retire(MAX_RETIRED + 1)).to_message();
+    assert_eq!(
+        Body::from_message(&over),
+        Err(format!(
+            "malformed message (projects.retire.v1): projects names {} projects, at most {MAX_RETIRED}",
+            MAX_RETIRED + 1
+        ))
+    );
 }
 
 #[test]
@@ -90,6 +114,7 @@ fn malformed_messages_say_why() {
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
+        sync: None,
     });
     let mut message = long.to_message();
     message.correlation_id = "short".into();
@@ -103,6 +128,7 @@ fn malformed_messages_say_why() {
         run_id: "r".into(),
         group_id: "g".into(),
         source_org_id: None,
+        sync: None,
     })
     .to_message();
     wrong.kind = "repo.import.v1".into();

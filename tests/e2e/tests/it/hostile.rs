@@ -47,6 +47,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
         integration_id: "i".into(),
         filters: None,
         credential: None,
+        sync: None,
     };
     let import = ImportRepo {
         run_id: "run-hostile".into(),
@@ -68,6 +69,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 group_id: "g".into(),
                 source_org_id: None,
                 filters: None,
+                sync: None,
             })),
             "run_id is 400 bytes",
         ),
@@ -91,6 +93,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 name: None,
                 filters: None,
                 credential: None,
+                sync: None,
             })),
             "run_id is 400 bytes",
         ),
