@@ -73,7 +73,7 @@ pub enum Source {
 #[derive(Debug, Args)]
 pub struct Group {
     /// The Snyk group the orgs belong to.
-    #[arg(long = "groupId", alias = "group-id")]
+    #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
     pub group_id: String,
     /// A template org whose settings and integrations new orgs copy.
     #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
@@ -190,7 +190,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// The Snyk group whose orgs are synced.
-    #[arg(long = "groupId", alias = "group-id")]
+    #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
     pub group_id: String,
     #[command(flatten)]
     pub filters: Filters,

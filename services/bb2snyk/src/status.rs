@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, io::IsTerminal, time::Duration};
 
 use bb2snyk_broker::admin::QueueStatus;
-use bb2snyk_ledger::{Ledger, RunCounts};
+use bb2snyk_ledger::{LastSync, Ledger, RunCounts};
 use bb2snyk_settings::Settings;
 use bb2snyk_store::Store;
 use serde::Serialize;
@@ -24,6 +24,15 @@ pub struct StatusReport {
     pub parked: Parked,
     /// The run's counts, when `--run` was given.
     pub run: Option<RunStatus>,
+    /// Each synced org's last sync, from Redis (empty when none ran, or Redis did not answer).
+    pub syncs: Vec<SyncStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyncStatus {
+    pub org_id: String,
+    #[serde(flatten)]
+    pub last: LastSync,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +123,17 @@ async fn snapshot(settings: &Settings, args: &StatusArgs) -> Result<StatusReport
         }
         None => None,
     };
+    // Best effort: the queues are worth showing even when Redis does not answer.
+    let syncs = match Store::connect(&settings.redis.url, &settings.redis.prefix).await {
+        Ok(store) => Ledger::new(store)
+            .last_syncs()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(org_id, last)| SyncStatus { org_id, last })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let source = if managed {
         "broker and management API"
     } else {
@@ -124,6 +144,7 @@ async fn snapshot(settings: &Settings, args: &StatusArgs) -> Result<StatusReport
         queues,
         parked: Parked { total, reasons },
         run,
+        syncs,
     })
 }
 
@@ -149,6 +170,31 @@ fn print(report: &StatusReport) {
     println!("Parked: {}", report.parked.total);
     for r in &report.parked.reasons {
         println!("  {:>5} × {}", r.count, r.reason);
+    }
+    if !report.syncs.is_empty() {
+        println!("Last sync of each org");
+        println!(
+            "  {:<32} {:<38} {:>9} {:>5} {:>8} {:>7} {:>8}",
+            "workspace", "org", "ago", "new", "renamed", "branch", "deleted"
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for s in &report.syncs {
+            let l = &s.last;
+            let ago = Duration::from_millis(now.saturating_sub(l.at_ms));
+            println!(
+                "  {:<32} {:<38} {:>8}m {:>5} {:>8} {:>7} {:>8}{}",
+                l.workspace,
+                s.org_id,
+                ago.as_secs() / 60,
+                l.new,
+                l.renamed,
+                l.branch_changed,
+                l.deleted,
+                if l.dry_run { "  (dry run)" } else { "" }
+            );
+        }
     }
     if let Some(run) = &report.run {
         let c = &run.counts;

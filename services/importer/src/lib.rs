@@ -29,6 +29,13 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         infrastructure.http.clone(),
         infrastructure.store.clone(),
     )?;
+    // The time since the last sync is the fleet's, not this process's: carried on from the ledger.
+    if let Ok(Some(at_ms)) = bb2snyk_ledger::Ledger::new(infrastructure.store.clone())
+        .last_sync_success()
+        .await
+    {
+        bb2snyk_telemetry::metrics::synced(at_ms);
+    }
     tracing::info!("importer ready");
     // Either queue failing ends this life; the supervisor starts the next.
     infrastructure

@@ -110,7 +110,15 @@ impl Ledger {
 
     pub async fn set_last_sync(&self, org: &str, last: &LastSync) -> Result<(), LedgerError> {
         self.write(&format!("sync-last:{org}"), last).await?;
+        if !last.dry_run {
+            self.write("sync-last-success", &last.at_ms).await?;
+        }
         Ok(self.store.add_member("sync-orgs", org).await?)
+    }
+
+    /// When the last sync that was not a dry run compared a workspace (Unix milliseconds), of any org.
+    pub async fn last_sync_success(&self) -> Result<Option<u64>, LedgerError> {
+        self.read("sync-last-success").await
     }
 
     /// Each synced org's last sync, by org id.

@@ -31,9 +31,12 @@ pub const REDIS_FAILURES: &str = "bb2snyk_redis_failures_total";
 pub const IMPORT_JOBS_IN_FLIGHT: &str = "bb2snyk_import_jobs_in_flight";
 /// 1 while the RabbitMQ connection is up.
 pub const AMQP_CONNECTED: &str = "bb2snyk_amqp_connected";
+/// When the last sync that changed Snyk (not a dry run) compared a workspace, as Unix seconds, as the
+/// ledger says (any replica's); `time() - max(...)` is the time since.
+pub const SYNC_LAST_SUCCESS: &str = "bb2snyk_sync_last_success_timestamp_seconds";
 
 /// Every metric name, for the README and the dashboard test.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     MESSAGES,
     HANDLER_SECONDS,
     HTTP_REQUESTS,
@@ -45,6 +48,7 @@ pub const NAMES: [&str; 11] = [
     REDIS_FAILURES,
     IMPORT_JOBS_IN_FLIGHT,
     AMQP_CONNECTED,
+    SYNC_LAST_SUCCESS,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -89,6 +93,10 @@ fn describe() {
         "import jobs requested and not finished (sum over the fleet)"
     );
     describe_gauge!(AMQP_CONNECTED, "1 while the RabbitMQ connection is up");
+    describe_gauge!(
+        SYNC_LAST_SUCCESS,
+        "when the last sync that changed Snyk compared a workspace (Unix seconds)"
+    );
 }
 
 pub fn message(queue: &str, kind: &str, outcome: &'static str) {
@@ -134,6 +142,11 @@ pub fn redis_failed() {
 
 pub fn import_jobs_in_flight(change: f64) {
     gauge!(IMPORT_JOBS_IN_FLIGHT).increment(change);
+}
+
+/// A sync that changed Snyk compared a workspace at `at_ms` (Unix milliseconds).
+pub fn synced(at_ms: u64) {
+    gauge!(SYNC_LAST_SUCCESS).set(at_ms as f64 / 1000.0);
 }
 
 pub fn amqp_connected(up: bool) {

@@ -198,6 +198,9 @@ impl Importer {
         if let Err(e) = self.ledger.set_last_sync(&s.org_id, &last).await {
             return ledger_failure(e);
         }
+        if !s.sync.dry_run {
+            bb2snyk_telemetry::metrics::synced(last.at_ms);
+        }
         tracing::info!(workspace = %s.workspace, org = %s.org_id, changes = plan.changes.len(), dry_run = s.sync.dry_run, "synced");
         let mut publishes: Vec<Publish> = vec![
             Event::SyncPlanned(SyncPlanned {

@@ -87,6 +87,7 @@ fn known_variables() -> BTreeSet<String> {
         "BB2SNYK_LOG_FORMAT",
         "BB2SNYK_CONFIG",
         "SNYK_IMPORT_PATH",
+        "SNYK_GROUP_ID",
     ] {
         known.insert(name.to_owned());
     }
@@ -172,6 +173,20 @@ fn every_file_parses_and_every_reference_resolves() {
         assert_eq!(command[0], "bb2snyk");
         assert_eq!(command[1], "topology");
     }
+    // The sync CronJob asks the services for a sync of the ConfigMap's group.
+    let cron = kind(&docs, "CronJob");
+    assert_eq!(cron.len(), 1, "the sync");
+    let pod = &cron[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["command"],
+        serde_json::json!(["bb2snyk", "discover", "--sync"])
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(
+        kind(&docs, "ConfigMap")
+            .iter()
+            .any(|m| m["data"]["SNYK_GROUP_ID"].is_string())
+    );
 
     // Compose: our binaries, known variables, healthchecks and healthy dependencies.
     let compose = &docs
