@@ -107,6 +107,7 @@ impl OrgCreator {
                         kind: ChangeKind::Unmanaged,
                         target: w.workspace.clone(),
                         was: None,
+                        uuid: None,
                         projects: 0,
                     }],
                 });

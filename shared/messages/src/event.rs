@@ -81,6 +81,9 @@ pub struct Change {
     /// For a rename, the old name; for a branch change, the old branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub was: Option<String>,
+    /// The repository's Bitbucket uuid, which survives renames and transfers (when known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     /// Projects retired (or to be).
     pub projects: u32,
 }

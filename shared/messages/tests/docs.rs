@@ -194,6 +194,7 @@ fn events() -> Vec<Event> {
                 kind: ChangeKind::Renamed,
                 target: "acme/api".into(),
                 was: Some("acme/old".into()),
+                uuid: Some("{0f3c}".into()),
                 projects: 1,
             }],
         }),

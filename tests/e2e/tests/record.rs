@@ -76,6 +76,12 @@ async fn sync(fleet: &TestFleet, sync: Sync, orgs: usize) -> Vec<LastSync> {
     .await
 }
 
+const DRY_RUN: Sync = Sync {
+    dry_run: true,
+    delete: false,
+    org_id: None,
+};
+
 /// New, renamed, branch changed and deleted, over every org.
 fn changes(syncs: &[LastSync]) -> [u32; 4] {
     syncs.iter().fold([0; 4], |t, s| {
@@ -103,15 +109,7 @@ async fn the_services_sync_a_drifted_tenant_and_a_second_sync_changes_nothing() 
     fleet.sandbox.drift([5, 3, 2, 2]);
     let before = fleet.sandbox.stats();
 
-    let dry = sync(
-        &fleet,
-        Sync {
-            dry_run: true,
-            ..Sync::default()
-        },
-        10,
-    )
-    .await;
+    let dry = sync(&fleet, DRY_RUN, 10).await;
     assert_eq!(
         changes(&dry),
         [5, 2, 2, 3],
@@ -131,15 +129,7 @@ async fn the_services_sync_a_drifted_tenant_and_a_second_sync_changes_nothing() 
         "Snyk to match Bitbucket",
         Duration::from_secs(120),
         || async {
-            let look = sync(
-                &fleet,
-                Sync {
-                    dry_run: true,
-                    ..Sync::default()
-                },
-                10,
-            )
-            .await;
+            let look = sync(&fleet, DRY_RUN, 10).await;
             (changes(&look) == [0; 4]).then_some(())
         },
     )

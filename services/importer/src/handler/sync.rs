@@ -135,6 +135,7 @@ pub fn plan(
             kind,
             target: name,
             was,
+            uuid: repo.uuid.clone(),
             projects: u32::try_from(retire.len()).unwrap_or(u32::MAX),
         });
     }
@@ -146,10 +147,15 @@ pub fn plan(
         if retire.is_empty() {
             continue;
         }
+        let uuid = uuids
+            .iter()
+            .find(|(old, _)| old == name)
+            .map(|(_, uuid)| uuid.clone());
         plan.changes.push(Change {
             kind: ChangeKind::Deleted,
             target: (*name).to_owned(),
             was: None,
+            uuid,
             projects: u32::try_from(retire.len()).unwrap_or(u32::MAX),
         });
         plan.retire.push((
