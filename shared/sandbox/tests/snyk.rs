@@ -368,6 +368,60 @@ async fn an_import_answers_201_with_an_absolute_location_and_its_job_completes()
         snyk.json(Method::GET, &old, None).await.0,
         StatusCode::NOT_FOUND
     );
+    // Filtered by target; deactivated (v1, again and again), then deleted (REST, then 404).
+    let target = first["relationships"]["target"]["data"]["id"]
+        .as_str()
+        .expect("target id");
+    let count = |page: &Value| page["data"].as_array().map_or(0, Vec::len);
+    let (_, mine) = snyk
+        .json(
+            Method::GET,
+            &projects(&format!("&target_id={target}")),
+            None,
+        )
+        .await;
+    assert_eq!(Some(count(&mine)), made);
+    let (_, none) = snyk
+        .json(
+            Method::GET,
+            &projects("&target_id=00000000-0000-4000-8000-000000000000"),
+            None,
+        )
+        .await;
+    assert_eq!(count(&none), 0);
+    let id = first["id"].as_str().expect("project id");
+    for _ in 0..2 {
+        let (status, _) = snyk
+            .json(
+                Method::POST,
+                &format!("/org/{org}/project/{id}/deactivate"),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, page) = snyk.json(Method::GET, &projects("&limit=100"), None).await;
+    assert_eq!(page["data"][0]["attributes"]["status"], "inactive");
+    let delete = format!(
+        "{}/rest/orgs/{org}/projects/{id}?version=2024-05-31",
+        snyk.sandbox.url()
+    );
+    assert_eq!(
+        snyk.call(Method::DELETE, &delete, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        snyk.call(Method::DELETE, &delete, None).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let (_, page) = snyk.json(Method::GET, &projects("&limit=100"), None).await;
+    assert_eq!(
+        Some(count(&page) + 1),
+        made,
+        "a deleted project is listed no more"
+    );
+    let stats = snyk.sandbox.stats();
+    assert_eq!((stats.projects_deactivated, stats.projects_deleted), (0, 1));
 }
 
 #[tokio::test]
@@ -549,4 +603,53 @@ async fn control_endpoints_over_http() {
         .await
         .expect("JSON");
     assert_eq!(revoked["revoked"], 0);
+
+    // The tenant drifts between runs: one of each change, all or nothing.
+    let first = &truth[0]["repos"];
+    let slug = |i: usize| first[i]["slug"].as_str().expect("slug").to_owned();
+    let ws = truth[0]["slug"].as_str().expect("slug").to_owned();
+    let uuid = first[1]["uuid"].clone();
+    let change = json!({
+        "add": {ws.clone(): 2},
+        "delete": [format!("{ws}/{}", slug(0))],
+        "rename": {format!("{ws}/{}", slug(1)): "renamed"},
+        "branch": {format!("{ws}/{}", slug(2)): "develop"},
+    });
+    let changed = snyk
+        .http
+        .post(format!("{url}/_sandbox/tenant"))
+        .json(&change)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(changed.status(), StatusCode::OK);
+    let added: Value = changed.json().await.expect("JSON");
+    assert_eq!(added["added"].as_array().map(Vec::len), Some(2));
+    let after = snyk.sandbox.truth();
+    let repos = after[0]["repos"].as_array().expect("repos");
+    assert_eq!(repos.len(), first.as_array().expect("repos").len() + 1);
+    assert!(!repos.iter().any(|r| r["slug"] == slug(0).as_str()));
+    let renamed = repos
+        .iter()
+        .find(|r| r["slug"] == "renamed")
+        .expect("renamed");
+    assert_eq!(renamed["uuid"], uuid, "a rename keeps the uuid");
+    let rebranched = repos
+        .iter()
+        .find(|r| r["slug"] == slug(2).as_str())
+        .expect("kept");
+    assert_eq!(rebranched["mainbranch"], "develop");
+    let unknown = snyk
+        .http
+        .post(format!("{url}/_sandbox/tenant"))
+        .json(&json!({"delete": [format!("{ws}/no-such-repo")], "add": {ws: 1}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        snyk.sandbox.truth()[0]["repos"].as_array().map(Vec::len),
+        Some(repos.len()),
+        "nothing changed"
+    );
 }
