@@ -90,7 +90,7 @@ where
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     if let Some(listen) = settings.metrics.listen
-        && let Err(e) = endpoints::serve(listen, shutdown.clone()).await
+        && let Err(e) = serve_endpoints(listen, settings.metrics.fixed, &shutdown).await
     {
         let why = format!(
             "cannot serve /metrics on {listen}: {e}; set BB2SNYK__METRICS__LISTEN to a free host:port (or empty to turn it off)"
@@ -119,6 +119,29 @@ fn fail(name: &str, error: &ServiceError) -> ExitCode {
     eprintln!("{name}: {error}");
     tracing::error!(service = name, error = %error, "exiting");
     ExitCode::from(error.exit_code())
+}
+
+/// Serves the endpoints on `listen`. The default port taken (a second replica on one host) gives way to a
+/// free port on the same address, announced in the log; a port that was asked for (`fixed`) does not.
+async fn serve_endpoints(
+    listen: std::net::SocketAddr,
+    fixed: bool,
+    shutdown: &CancellationToken,
+) -> std::io::Result<std::net::SocketAddr> {
+    match endpoints::serve(listen, shutdown.clone()).await {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !fixed => {
+            let bound =
+                endpoints::serve(std::net::SocketAddr::new(listen.ip(), 0), shutdown.clone())
+                    .await?;
+            tracing::warn!(
+                %bound,
+                "the default endpoints port {listen} is taken (another replica on this host?): serving /metrics, \
+                 /healthz and /readyz on {bound} instead; set BB2SNYK__METRICS__LISTEN per replica for a fixed port"
+            );
+            Ok(bound)
+        }
+        served => served,
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

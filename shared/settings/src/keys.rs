@@ -372,7 +372,7 @@ pub const KEYS: &[Key] = &[
         env: None,
         default: Some("0.0.0.0:9600"),
         secret: false,
-        help: "where each service serves /metrics, /healthz and /readyz (host:port; empty turns them off)",
+        help: "where each service serves /metrics, /healthz and /readyz (host:port; empty turns them off; the default gives way to a free port when another replica on the host holds it)",
     },
     Key {
         path: "http.connect_timeout_secs",

@@ -149,6 +149,9 @@ pub struct ImportSettings {
 pub struct MetricsSettings {
     /// `None` turns them off.
     pub listen: Option<std::net::SocketAddr>,
+    /// Whether `listen` was set (file or environment) rather than left at its default: a default port
+    /// another replica on the host holds gives way to a free one; a port asked for does not.
+    pub fixed: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -68,6 +68,14 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
             problem: e.to_string(),
         })?;
     let mut settings = read(&Reader(config), sources.env.get("HOME").map(PathBuf::from))?;
+    settings.metrics.fixed = sources.env.contains_key("BB2SNYK__METRICS__LISTEN")
+        || match &sources.file {
+            Some(path) => Config::builder()
+                .add_source(checked_file(path)?)
+                .build()
+                .is_ok_and(|file| file.get_string("metrics.listen").is_ok()),
+            None => false,
+        };
     consumers(&mut settings)?;
     Ok(settings)
 }
@@ -177,6 +185,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
         },
         metrics: MetricsSettings {
             listen: r.address("metrics.listen")?,
+            fixed: false,
         },
         http: HttpSettings {
             timeout: Duration::from_secs(r.number("http.timeout_secs", 1..=600)?),

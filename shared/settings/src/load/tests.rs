@@ -499,3 +499,22 @@ fn the_credentials_file_lists_consumers_and_refuses_the_pair_beside_it() {
     .to_string();
     assert!(missing.contains("/nonexistent/consumers.toml"), "{missing}");
 }
+
+#[test]
+fn an_endpoints_port_is_fixed_only_when_asked_for() {
+    assert!(!loaded(&[]).metrics.fixed, "the default may give way");
+    assert!(
+        loaded(&[("BB2SNYK__METRICS__LISTEN", "0.0.0.0:9600")])
+            .metrics
+            .fixed
+    );
+    let path = temp_toml("[metrics]\nlisten = \"127.0.0.1:9700\"\n");
+    let from_file = load(&Sources {
+        file: Some(path.clone()),
+        env: HashMap::new(),
+    })
+    .expect("settings");
+    assert!(from_file.metrics.fixed);
+    assert_eq!(from_file.metrics.listen.map(|a| a.port()), Some(9700));
+    let _ = std::fs::remove_file(path);
+}
