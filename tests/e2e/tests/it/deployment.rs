@@ -260,3 +260,70 @@ fn alerts_and_dashboards_use_metrics_that_exist() {
         "parked and consumer alerts read RabbitMQ's queue metrics"
     );
 }
+
+/// The image runs the binary its first argument names, and any other first argument as a `bb2snyk`
+/// command (`docker run IMAGE discover …`, `docker compose run --rm bb2snyk status`): the entrypoint run
+/// here with stand-ins for the binaries, and the Dockerfile read for what a first `docker run` needs.
+#[test]
+fn the_image_runs_a_binary_or_a_bb2snyk_command_as_a_non_root_user_in_a_writable_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = std::env::temp_dir().join(bb2snyk_test_support::unique("image-bin"));
+    std::fs::create_dir_all(&bin).expect("a directory");
+    for name in BINARIES {
+        let stub = bin.join(name);
+        std::fs::write(
+            &stub,
+            format!("#!/bin/sh\nprintf '%s' {name}\nfor a in \"$@\"; do printf ' %s' \"$a\"; done\necho\n"),
+        )
+        .expect("a stand-in");
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("sh")
+            .arg(root().join("deploy/image/entrypoint.sh"))
+            .args(args)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .expect("sh runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(run(&["importer"]), "importer");
+    assert_eq!(run(&["org-creator", "--version"]), "org-creator --version");
+    assert_eq!(
+        run(&["discover", "--groupId=G"]),
+        "bb2snyk discover --groupId=G"
+    );
+    assert_eq!(run(&["bb2snyk", "status"]), "bb2snyk status");
+    assert_eq!(run(&[]), "bb2snyk --help");
+    let _ = std::fs::remove_dir_all(&bin);
+
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let last_stage = dockerfile.rsplit("\nFROM ").next().expect("a final stage");
+    let line = |instruction: &str| {
+        last_stage
+            .lines()
+            .filter(|l| l.starts_with(instruction))
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(line("ENTRYPOINT"), r#"ENTRYPOINT ["bb2snyk-entrypoint"]"#);
+    assert!(
+        last_stage.contains("COPY deploy/image/entrypoint.sh /usr/local/bin/bb2snyk-entrypoint")
+    );
+    assert_eq!(line("USER"), "USER 10001");
+    assert_eq!(line("WORKDIR"), "WORKDIR /work");
+    assert!(
+        last_stage.contains("chown 10001:10001 /work"),
+        "the work directory is the user's"
+    );
+    assert!(line("HEALTHCHECK").starts_with("HEALTHCHECK"));
+    assert!(
+        dockerfile.contains("CARGO_PROFILE_RELEASE_STRIP"),
+        "stripped binaries"
+    );
+    assert!(
+        dockerfile.contains("--mount=type=cache"),
+        "a dependency cache"
+    );
+}
