@@ -302,8 +302,7 @@ fn the_image_runs_a_binary_or_a_bb2snyk_command_as_a_non_root_user_in_a_writable
     let line = |instruction: &str| {
         last_stage
             .lines()
-            .filter(|l| l.starts_with(instruction))
-            .last()
+            .rfind(|l| l.starts_with(instruction))
             .unwrap_or_default()
             .to_owned()
     };
