@@ -249,9 +249,11 @@ fn lower_bound(
     tokens: usize,
 ) -> (u64, u64, Duration, Duration) {
     let snyk_per_minute = SNYK_PER_MINUTE * tokens as u32;
-    // Snyk: per workspace the org lookup (org pages), create, integrations, notification settings;
-    // per repository one import and one poll. Bitbucket: a token, workspace pages, repository pages.
-    let snyk = workspaces * (org_pages + 3) + 2 * repos;
+    // Snyk: per workspace the org lookup (org pages), create, integrations, notification settings, and
+    // the Snyk record's reads of the org's targets and projects (a page each per 100); per repository one
+    // import and one poll. Bitbucket: a token, workspace pages, repository pages.
+    let record = 2 * (REPOS_PER_WORKSPACE as u64).div_ceil(100);
+    let snyk = workspaces * (org_pages + 3 + record) + 2 * repos;
     let bitbucket =
         1 + workspaces.div_ceil(100) + workspaces * (REPOS_PER_WORKSPACE as u64).div_ceil(100);
     let minutes = (snyk as f64 / f64::from(snyk_per_minute))
@@ -603,7 +605,7 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "Rate-limit lower bound: at least {snyk} Snyk requests (per repository an import and a poll; per workspace 4 org calls) \
+        "Rate-limit lower bound: at least {snyk} Snyk requests (per repository an import and a poll; per workspace 4 org calls and 2 reads of what the org holds) \
          at {SNYK_PER_MINUTE}/min and {bitbucket} Bitbucket requests at {BITBUCKET_PER_MINUTE}/min: **{:.0} s** \
          (requests ÷ rate; a row with k Snyk tokens divides the Snyk part by k, as each token has its own limit; each row adds one mean job duration, since the last jobs run after their POSTs; \"of bound\" is that bound ÷ wall time). Both limits count over a rolling minute, which lets \
          a client spend a whole minute's budget at once, so the true floor is {:.0} s (⌈requests ÷ limit⌉ − 1 windows; \

@@ -212,6 +212,16 @@ fn every_file_parses_and_every_reference_resolves() {
     assert!(compose["services"]["importer"]["deploy"]["replicas"].as_u64() > Some(1));
     assert_eq!(compose["services"]["sandbox"]["profiles"][0], "sandbox");
     assert!(compose["services"]["rabbitmq"]["healthcheck"].is_object());
+    // Nothing is published beyond this host's loopback.
+    for (name, service) in compose["services"].as_object().expect("services") {
+        for port in service["ports"].as_array().into_iter().flatten() {
+            let port = port.as_str().unwrap_or_default();
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} on every interface"
+            );
+        }
+    }
     assert!(compose["services"]["redis"]["healthcheck"].is_object());
 }
 
