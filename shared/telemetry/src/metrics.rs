@@ -162,7 +162,13 @@ pub fn endpoint(path: &str) -> &'static str {
     if path.contains("/repositories/") {
         return "/repositories/{workspace}";
     }
-    const ENDINGS: [(&str, &str); 8] = [
+    if path.contains("/projects/") {
+        return "/orgs/{org}/projects/{project}";
+    }
+    const ENDINGS: [(&str, &str); 11] = [
+        ("/deactivate", "/org/{org}/project/{project}/deactivate"),
+        ("/targets", "/orgs/{org}/targets"),
+        ("/projects", "/orgs/{org}/projects"),
         ("/oauth2/access_token", "/site/oauth2/access_token"),
         ("/user/workspaces", "/user/workspaces"),
         ("/workspaces", "/workspaces"),
@@ -203,6 +209,13 @@ mod tests {
             (
                 "/v1/org/o/integrations/i/import/j",
                 "/org/{org}/integrations/{integration}/import/{job}",
+            ),
+            ("/rest/orgs/o/targets", "/orgs/{org}/targets"),
+            ("/rest/orgs/o/projects", "/orgs/{org}/projects"),
+            ("/rest/orgs/o/projects/p", "/orgs/{org}/projects/{project}"),
+            (
+                "/v1/org/o/project/p/deactivate",
+                "/org/{org}/project/{project}/deactivate",
             ),
             ("/something/else", "other"),
         ] {
