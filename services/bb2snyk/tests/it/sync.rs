@@ -124,10 +124,32 @@ async fn a_sync_makes_snyk_match_bitbucket_and_a_second_changes_nothing() {
 
     // --delete deletes instead: one more repository gone, its projects deleted.
     sandbox.drift([0, 1, 0, 0]);
-    let deleting = bb2snyk(&["sync", &group, "--delete"], env, &dir).await;
+    let deleting = bb2snyk(&["sync", &group, "--delete"], env.clone(), &dir).await;
     assert_eq!(deleting.status.code(), Some(0), "{}", stderr(&deleting));
     assert_eq!(totals(&stdout(&deleting))[..4], [0, 0, 0, 1]);
     let deleted = sandbox.stats();
     assert!(deleted.projects_deleted > 0);
     assert_eq!(deleted.import_posts_total, last.import_posts_total);
+
+    // --orgId: one org's workspace alone. A repository added to each of the first two workspaces; the
+    // sync of the first's org sees only its own.
+    let added = sandbox.drift([2, 0, 0, 0]);
+    let first_ws = added.add.keys().next().expect("a workspace").clone();
+    let org = report["workspaces"]
+        .as_array()
+        .expect("workspaces")
+        .iter()
+        .find(|w| w["subject"] == first_ws.as_str())
+        .and_then(|w| w["org_id"].as_str())
+        .expect("the workspace's org")
+        .to_owned();
+    let one = bb2snyk(
+        &["sync", &group, &format!("--orgId={org}"), "--dry-run"],
+        env,
+        &dir,
+    )
+    .await;
+    assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
+    assert_eq!(totals(&stdout(&one))[..4], [1, 0, 0, 0], "{}", stdout(&one));
+    assert!(stdout(&one).contains(&format!("new             {first_ws}/")));
 }
