@@ -112,27 +112,29 @@ async fn snapshot(settings: &Settings, args: &StatusArgs) -> Result<StatusReport
         .collect();
     reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     reasons.truncate(TOP_REASONS);
-    let run = match &args.run {
-        Some(run) => {
-            let store = Store::connect(&settings.redis.url, &settings.redis.prefix).await?;
-            let counts = Ledger::new(store).counts(run).await?;
-            Some(RunStatus {
-                id: run.clone(),
-                counts,
-            })
-        }
-        None => None,
+    // One connection for the ledger. The run's counts need it; each org's last sync is shown when Redis
+    // answers, since the queues are worth showing without it.
+    let ledger = match Store::connect(&settings.redis.url, &settings.redis.prefix).await {
+        Ok(store) => Some(Ledger::new(store)),
+        Err(e) if args.run.is_some() => return Err(e.into()),
+        Err(_) => None,
     };
-    // Best effort: the queues are worth showing even when Redis does not answer.
-    let syncs = match Store::connect(&settings.redis.url, &settings.redis.prefix).await {
-        Ok(store) => Ledger::new(store)
+    let run = match (&args.run, &ledger) {
+        (Some(run), Some(ledger)) => Some(RunStatus {
+            id: run.clone(),
+            counts: ledger.counts(run).await?,
+        }),
+        _ => None,
+    };
+    let syncs = match &ledger {
+        Some(ledger) => ledger
             .last_syncs()
             .await
             .unwrap_or_default()
             .into_iter()
             .map(|(org_id, last)| SyncStatus { org_id, last })
             .collect(),
-        Err(_) => Vec::new(),
+        None => Vec::new(),
     };
     let source = if managed {
         "broker and management API"

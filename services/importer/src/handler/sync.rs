@@ -64,18 +64,17 @@ pub fn plan(
     for (name, uuid) in uuids {
         names_of.entry(uuid).or_default().push(name);
     }
-    let active =
-        |branches: &BTreeMap<&str, Vec<(&str, bool)>>, except: Option<&str>| -> Vec<String> {
-            branches
-                .iter()
-                .filter(|(branch, _)| Some(**branch) != except)
-                .flat_map(|(_, ids)| {
-                    ids.iter()
-                        .filter(|(_, on)| *on)
-                        .map(|(id, _)| (*id).to_owned())
-                })
-                .collect()
-        };
+    let active = |branches: &Branches<'_>, except: Option<&str>| -> Vec<String> {
+        branches
+            .iter()
+            .filter(|(branch, _)| Some(**branch) != except)
+            .flat_map(|(_, ids)| {
+                ids.iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(id, _)| (*id).to_owned())
+            })
+            .collect()
+    };
     let mut plan = Plan::default();
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
     for repo in seen.iter().filter(|r| !r.skipped) {
@@ -120,14 +119,16 @@ pub fn plan(
             name: repo.slug.clone(),
             branch: repo.branch.clone(),
         });
-        let reason = match (kind, &was) {
-            (ChangeKind::Renamed, _) => format!("renamed in Bitbucket to {name}"),
-            _ => format!("the default branch of {name} is now {branch}"),
-        };
         if !retire.is_empty() {
-            let old = match kind {
-                ChangeKind::Renamed => was.clone().unwrap_or_default(),
-                _ => name.clone(),
+            // The old name's projects for a rename; the other branches' of this name for a branch change.
+            let (old, reason) = match (kind, &was) {
+                (ChangeKind::Renamed, Some(old)) => {
+                    (old.clone(), format!("renamed in Bitbucket to {name}"))
+                }
+                _ => (
+                    name.clone(),
+                    format!("the default branch of {name} is now {branch}"),
+                ),
             };
             plan.retire.push((old, retire.clone(), reason));
         }

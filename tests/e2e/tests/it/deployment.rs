@@ -182,6 +182,11 @@ fn every_file_parses_and_every_reference_resolves() {
         serde_json::json!(["bb2snyk", "discover", "--sync"])
     );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        cron[0]["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/part-of"],
+        "bb2snyk",
+        "its Jobs are found by the runbook's selector"
+    );
     assert!(
         kind(&docs, "ConfigMap")
             .iter()
