@@ -22,7 +22,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Every YAML document and JSON file under `deploy/`, and `docker-compose.yml`, as JSON values.
+/// Every YAML document and JSON file under `deploy/` (but vendored schemas), and `docker-compose.yml`, as
+/// JSON values.
 fn documents() -> Vec<(PathBuf, Value)> {
     let mut files = vec![root().join("docker-compose.yml")];
     let mut dirs = vec![root().join("deploy")];
@@ -30,7 +31,10 @@ fn documents() -> Vec<(PathBuf, Value)> {
         for entry in std::fs::read_dir(&dir).expect("deploy dir").flatten() {
             let path = entry.path();
             if path.is_dir() {
-                dirs.push(path);
+                // Vendored CRD schemas, read by deploy/kubernetes/check.
+                if !path.ends_with("check-schemas") {
+                    dirs.push(path);
+                }
             } else {
                 files.push(path);
             }
@@ -109,13 +113,21 @@ fn every_file_parses_and_every_reference_resolves() {
         .iter()
         .map(|q| topology.work(q))
         .collect();
-    let deployments = kind(&docs, "Deployment");
+    // The services: the Deployments of the Kustomize base (the sandbox overlay adds the simulator's).
+    let deployments: Vec<&Value> = docs
+        .iter()
+        .filter(|(p, v)| {
+            p.parent().is_some_and(|d| d.ends_with("kubernetes/base")) && v["kind"] == "Deployment"
+        })
+        .map(|(_, v)| v)
+        .collect();
     let names: BTreeSet<&str> = deployments
         .iter()
         .filter_map(|d| d["metadata"]["name"].as_str())
         .collect();
     let scaled = kind(&docs, "ScaledObject");
-    assert_eq!(scaled.len(), 2, "the importer and the discoverer");
+    assert_eq!(scaled.len(), 3, "one per service");
+    let mut watched = BTreeSet::new();
     for object in scaled {
         let target = object["spec"]["scaleTargetRef"]["name"]
             .as_str()
@@ -127,27 +139,30 @@ fn every_file_parses_and_every_reference_resolves() {
                 work.contains(queue),
                 "KEDA queue {queue} is not in {work:?}"
             );
+            watched.insert(queue.to_owned());
             assert_eq!(trigger["metadata"]["protocol"], "http");
             assert_eq!(trigger["metadata"]["mode"], "QueueLength");
         }
     }
+    assert_eq!(watched, work, "KEDA watches every work queue");
 
-    // Every variable a ConfigMap or Secret sets is one bb2snyk (or KEDA) reads.
-    for map in kind(&docs, "ConfigMap")
-        .into_iter()
-        .chain(kind(&docs, "Secret"))
-    {
-        let data = map["data"]
-            .as_object()
-            .or(map["stringData"].as_object())
-            .expect("data");
-        for name in data.keys() {
-            assert!(
-                known.contains(name) || keda_only.contains(&name.as_str()),
-                "{name} is not a setting"
-            );
-        }
+    // Every variable the settings and Secrets set (kustomize generates them from env files and literals)
+    // is one bb2snyk reads; the management URL is KEDA's alone, the sandbox broker's user its own.
+    let generated = generated_variables(&docs);
+    assert!(generated.len() >= 15, "{generated:?}");
+    for line in &generated {
+        let name = line.split('=').next().unwrap_or_default();
+        assert!(
+            known.contains(name) || keda_only.contains(&name),
+            "{name} is not a setting"
+        );
     }
+    assert!(generated.iter().any(|l| l.starts_with("SNYK_GROUP_ID=")));
+    assert!(
+        generated
+            .iter()
+            .any(|l| l.starts_with("BB2SNYK__AMQP__PREFIX="))
+    );
 
     // Deployments run our binaries, probe our endpoints, and outlast the drain on SIGTERM.
     let drain = settings.pipeline.drain.as_secs();
@@ -173,7 +188,7 @@ fn every_file_parses_and_every_reference_resolves() {
         assert_eq!(command[0], "bb2snyk");
         assert_eq!(command[1], "topology");
     }
-    // The sync CronJob asks the services for a sync of the ConfigMap's group.
+    // The sync CronJob asks the services for a sync of the settings' group.
     let cron = kind(&docs, "CronJob");
     assert_eq!(cron.len(), 1, "the sync");
     let pod = &cron[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"];
@@ -183,14 +198,8 @@ fn every_file_parses_and_every_reference_resolves() {
     );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
-        cron[0]["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/part-of"],
-        "bb2snyk",
+        cron[0]["spec"]["jobTemplate"]["metadata"]["labels"]["app.kubernetes.io/component"], "sync",
         "its Jobs are found by the runbook's selector"
-    );
-    assert!(
-        kind(&docs, "ConfigMap")
-            .iter()
-            .any(|m| m["data"]["SNYK_GROUP_ID"].is_string())
     );
 
     // Compose: our binaries, known variables, healthchecks and healthy dependencies.
@@ -368,4 +377,40 @@ fn the_image_runs_a_binary_or_a_bb2snyk_command_as_a_non_root_user_in_a_writable
         dockerfile.contains("--mount=type=cache"),
         "a dependency cache"
     );
+}
+
+/// `KEY=value` lines of every kustomize ConfigMap and Secret generator: literals, and env files (for
+/// production's git-ignored credential files, their committed examples). The sandbox broker's own user
+/// (the `rabbitmq` Secret) is RabbitMQ's, not ours.
+fn generated_variables(docs: &[(PathBuf, Value)]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (path, doc) in docs {
+        if !path.ends_with("kustomization.yaml") {
+            continue;
+        }
+        let dir = path.parent().expect("a directory");
+        for generator in ["configMapGenerator", "secretGenerator"] {
+            for g in doc[generator].as_array().into_iter().flatten() {
+                if g["name"] == "rabbitmq" {
+                    continue;
+                }
+                for literal in g["literals"].as_array().into_iter().flatten() {
+                    lines.push(literal.as_str().expect("KEY=value").to_owned());
+                }
+                for file in g["envs"].as_array().into_iter().flatten() {
+                    let file = file.as_str().expect("a file name");
+                    let example = dir.join(format!("{file}.example"));
+                    let env = if example.exists() {
+                        example
+                    } else {
+                        dir.join(file)
+                    };
+                    let text = std::fs::read_to_string(&env)
+                        .unwrap_or_else(|e| panic!("{}: {e}", env.display()));
+                    lines.extend(text.lines().filter(|l| l.contains('=')).map(str::to_owned));
+                }
+            }
+        }
+    }
+    lines
 }
