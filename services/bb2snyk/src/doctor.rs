@@ -136,12 +136,12 @@ pub async fn doctor(settings: &Settings, args: &DoctorArgs) -> Result<(), Failur
         };
         report.line(
             "RabbitMQ",
-            match bb2snyk_broker::connect(&settings.amqp.url, &name, reconnect).await {
+            match bb2snyk_broker::connect(&settings.amqp.urls, &name, reconnect).await {
                 Ok(c) => {
                     let _ = c.close(200, "done".into()).await;
                     Ok(format!(
                         "reachable at {}",
-                        bb2snyk_settings::redact_url(&settings.amqp.url)
+                        bb2snyk_settings::redact_urls(&settings.amqp.urls)
                     ))
                 }
                 Err(e) => Err(Failure::from(e)),

@@ -24,11 +24,12 @@ async fn connect(settings: &Settings, what: &str) -> Result<(Admin, AmqpBroker),
         ..Reconnect::default()
     };
     let name = format!("bb2snyk-{what}/{}", settings.amqp.prefix);
-    let connection = Arc::new(bb2snyk_broker::connect(&settings.amqp.url, &name, reconnect).await?);
+    let connection =
+        Arc::new(bb2snyk_broker::connect(&settings.amqp.urls, &name, reconnect).await?);
     let topology = bb2snyk_service::topology(settings);
     let broker = AmqpBroker::new(connection.clone(), topology.clone(), "bb2snyk").await?;
     let http = crate::http(settings)?;
-    let management = Management::for_amqp_url(http, &settings.amqp.url);
+    let management = Management::for_amqp_urls(http, &settings.amqp.urls);
     Ok((Admin::new(connection, topology, management), broker))
 }
 

@@ -197,6 +197,14 @@ pub struct Management {
 }
 
 impl Management {
+    /// For a cluster's first node (with it down, status goes on without the API's figures).
+    pub fn for_amqp_urls(http: reqwest::Client, amqp_urls: &[SecretString]) -> Self {
+        match amqp_urls.first() {
+            Some(url) => Self::for_amqp_url(http, url),
+            None => Self::for_amqp_url(http, &SecretString::from(String::new())),
+        }
+    }
+
     /// For the broker at `amqp_url`; an unparseable URL gives one that never answers.
     pub fn for_amqp_url(http: reqwest::Client, amqp_url: &SecretString) -> Self {
         let Ok(amqp) = url::Url::parse(amqp_url.expose_secret()) else {

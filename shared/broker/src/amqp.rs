@@ -33,6 +33,8 @@ pub enum BrokerError {
         "the RabbitMQ connection stayed down for {0:?} while its recovery was under way; starting again from a new connection"
     )]
     Stalled(Duration),
+    #[error("no RabbitMQ URL to connect to; set AMQP_URL")]
+    NoUrl,
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
 }
@@ -71,9 +73,59 @@ impl Reconnect {
     }
 }
 
+impl Reconnect {
+    /// Recovery attempts on one node of a cluster before its connection counts as lost: a node that is
+    /// down is left at once for the next (the service starts again on a new connection, [`connect`]
+    /// walking the addresses), instead of being knocked on for half a minute.
+    const PER_NODE: usize = 3;
+
+    /// How each connection to one of `addresses` nodes recovers: as configured for one address, a few
+    /// tries for several. [`Reconnect::budget`] of this is how long a recovery may take.
+    pub fn per_connection(self, addresses: usize) -> Self {
+        if addresses > 1 {
+            Self {
+                attempts: self.attempts.min(Self::PER_NODE),
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+}
+
 /// Connects with automatic recovery, under a name that shows in the management UI. The same backoff
-/// applies to the first connection and to every recovery.
+/// applies to the first connection and to every recovery. With several URLs (a cluster's nodes) they are
+/// tried in order, each a few times, for as many rounds as `reconnect.attempts` allows; a connection
+/// whose node goes away gives up soon (see [`Reconnect::per_connection`]) so the next connect finds a
+/// node that is up.
 pub async fn connect(
+    urls: &[SecretString],
+    name: &str,
+    reconnect: Reconnect,
+) -> Result<Connection, BrokerError> {
+    let each = reconnect.per_connection(urls.len());
+    let rounds = reconnect.attempts.div_ceil(each.attempts.max(1)).max(1);
+    let mut last = None;
+    for round in 0..rounds {
+        if round > 0 {
+            tokio::time::sleep(reconnect.max_delay).await;
+        }
+        for url in urls {
+            match connect_one(url, name, each).await {
+                Ok(connection) => return Ok(connection),
+                Err(e) => {
+                    if urls.len() > 1 {
+                        tracing::warn!(error = %e, "RabbitMQ node unreachable; trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or(BrokerError::NoUrl))
+}
+
+async fn connect_one(
     url: &SecretString,
     name: &str,
     reconnect: Reconnect,

@@ -245,12 +245,12 @@ impl Infrastructure {
         };
         // The prefix tells deployments (and tests) apart in the management UI.
         let name = format!("{service}/{}", settings.amqp.prefix);
-        let amqp = bb2snyk_broker::connect(&settings.amqp.url, &name, reconnect).await?;
+        let amqp = bb2snyk_broker::connect(&settings.amqp.urls, &name, reconnect).await?;
         let store = Store::connect(&settings.redis.url, &settings.redis.prefix).await?;
         let amqp = Arc::new(amqp);
         endpoints::attach(&amqp, &store);
         tracing::info!(
-            amqp = %bb2snyk_settings::redact_url(&settings.amqp.url),
+            amqp = %bb2snyk_settings::redact_urls(&settings.amqp.urls),
             redis = %bb2snyk_settings::redact_url(&settings.redis.url),
             "connected to RabbitMQ and Redis"
         );
@@ -258,7 +258,7 @@ impl Infrastructure {
             .map_err(|e| ServiceError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             amqp,
-            reconnect,
+            reconnect: reconnect.per_connection(settings.amqp.urls.len()),
             store,
             http,
         })

@@ -225,7 +225,7 @@ pub const KEYS: &[Key] = &[
         env: Some("AMQP_URL"),
         default: Some("amqp://guest:guest@127.0.0.1:5672/%2f"),
         secret: true,
-        help: "RabbitMQ URL (amqp:// or amqps://, vhost URL-encoded)",
+        help: "RabbitMQ URL (amqp:// or amqps://, vhost URL-encoded); a cluster's nodes as several, comma-separated, tried in order",
     },
     Key {
         path: "amqp.prefix",

@@ -101,8 +101,9 @@ pub struct SnykSettings {
 
 #[derive(Debug, Clone)]
 pub struct AmqpSettings {
-    /// Secret: it usually carries the broker password.
-    pub url: SecretString,
+    /// One URL per node of a cluster, tried in order on connect and on recovery; never empty. Secret:
+    /// each usually carries the broker password.
+    pub urls: Vec<SecretString>,
     pub prefix: String,
     pub connect_attempts: u32,
     /// Queues are deleted after this long unused; `None` keeps them.
@@ -333,6 +334,11 @@ pub fn redact_url(secret_url: &SecretString) -> String {
     url.to_string()
 }
 
+/// Several URLs (a cluster's nodes) redacted as [`redact_url`] does, comma-separated.
+pub fn redact_urls(urls: &[SecretString]) -> String {
+    urls.iter().map(redact_url).collect::<Vec<_>>().join(",")
+}
+
 impl Settings {
     /// Every key with the value in force, secrets shown only as set or not: what `bb2snyk config` prints.
     pub fn describe(&self) -> Vec<(&'static Key, String)> {
@@ -402,7 +408,7 @@ impl Settings {
                     "snyk.rate_window_secs" => self.snyk.rate_window.as_secs().to_string(),
                     "snyk.integration_type" => text(&self.snyk.integration_type),
                     "snyk.quiet_notifications" => self.snyk.quiet_notifications.to_string(),
-                    "amqp.url" => redact_url(&self.amqp.url),
+                    "amqp.url" => redact_urls(&self.amqp.urls),
                     "amqp.prefix" => self.amqp.prefix.clone(),
                     "amqp.connect_attempts" => self.amqp.connect_attempts.to_string(),
                     "amqp.expires_secs" => self

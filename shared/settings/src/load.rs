@@ -147,7 +147,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             quiet_notifications: r.flag("snyk.quiet_notifications")?,
         },
         amqp: AmqpSettings {
-            url: SecretString::from(r.url("amqp.url", &["amqp", "amqps"])?.to_string()),
+            urls: r.urls("amqp.url", &["amqp", "amqps"])?,
             prefix: r.name("amqp.prefix")?,
             connect_attempts: r.number("amqp.connect_attempts", 1..=100)? as u32,
             expires: match r.text("amqp.expires_secs")? {
@@ -197,6 +197,30 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
 /// Reads typed values and words each failure for the person who has to fix it.
 struct Reader(Config);
 
+/// `raw` as a URL of one of `schemes`; errors call it `which` when the key is secret (never echo a value
+/// that may hold a password), else quote it.
+fn parse_url(
+    k: &'static crate::Key,
+    raw: &str,
+    which: &str,
+    schemes: &[&str],
+) -> Result<Url, ConfigError> {
+    let shown = if k.secret {
+        which.to_owned()
+    } else {
+        format!("{raw:?}")
+    };
+    let url = Url::parse(raw)
+        .map_err(|e| ConfigError::invalid(k, format!("{shown} is not a URL: {e}")))?;
+    if !schemes.contains(&url.scheme()) || url.cannot_be_a_base() {
+        return Err(ConfigError::invalid(
+            k,
+            format!("{shown} must start with {}://", schemes.join("://, ")),
+        ));
+    }
+    Ok(url)
+}
+
 impl Reader {
     /// A value, or `None` when it is absent or blank.
     fn text(&self, path: &str) -> Result<Option<String>, ConfigError> {
@@ -214,23 +238,32 @@ impl Reader {
     }
 
     fn url(&self, path: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
-        let k = key(path);
         let raw = self.required(path)?;
-        // Never echo a value that may hold a password.
-        let shown = if k.secret {
-            "the value".to_owned()
-        } else {
-            format!("{raw:?}")
-        };
-        let url = Url::parse(&raw)
-            .map_err(|e| ConfigError::invalid(k, format!("{shown} is not a URL: {e}")))?;
-        if !schemes.contains(&url.scheme()) || url.cannot_be_a_base() {
+        parse_url(key(path), &raw, "the value", schemes)
+    }
+
+    /// One URL or several, comma-separated (a cluster's nodes), each checked as [`Self::url`] checks one.
+    fn urls(&self, path: &str, schemes: &[&str]) -> Result<Vec<SecretString>, ConfigError> {
+        /// More is a mistake: a cluster has a handful of nodes.
+        const MAX: usize = 16;
+        let raw = self.required(path)?;
+        let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
+        if parts.len() > MAX {
             return Err(ConfigError::invalid(
-                k,
-                format!("{shown} must start with {}://", schemes.join("://, ")),
+                key(path),
+                format!("it holds {} URLs; at most {MAX}, one per node", parts.len()),
             ));
         }
-        Ok(url)
+        let mut urls = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let which = match parts.len() {
+                1 => "the value".to_owned(),
+                n => format!("URL {} of {n}", i + 1),
+            };
+            let url = parse_url(key(path), part, &which, schemes)?;
+            urls.push(SecretString::from(url.to_string()));
+        }
+        Ok(urls)
     }
 
     /// `host:port`, or nothing (empty) to turn the feature off.

@@ -60,9 +60,13 @@ async fn a_budget_wait_past_the_bound_gives_the_delivery_back_and_no_channel_is_
 
     // The control: a delivery held past 3 s does get its channel closed, so the setting is in force.
     let url = bb2snyk_test_support::amqp_url();
-    let control = bb2snyk_broker::connect(&url, "bb2snyk-test-timeout", Default::default())
-        .await
-        .expect("RabbitMQ");
+    let control = bb2snyk_broker::connect(
+        std::slice::from_ref(&url),
+        "bb2snyk-test-timeout",
+        Default::default(),
+    )
+    .await
+    .expect("RabbitMQ");
     let channel = control.create_channel().await.expect("channel");
     let queue = bb2snyk_test_support::unique("held");
     let options = lapin::options::QueueDeclareOptions {

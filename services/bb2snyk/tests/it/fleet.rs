@@ -13,7 +13,7 @@ use serde_json::Value;
 /// Ready messages in `queue`, straight from the broker.
 async fn depth(settings: &Settings, queue: &str) -> u64 {
     let connection =
-        bb2snyk_broker::connect(&settings.amqp.url, "cli-test-depth", Default::default())
+        bb2snyk_broker::connect(&settings.amqp.urls, "cli-test-depth", Default::default())
             .await
             .expect("RabbitMQ");
     let channel = connection.create_channel().await.expect("channel");

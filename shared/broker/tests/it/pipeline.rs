@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test]
 async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
     let connection = Arc::new(
-        connect(&amqp_url(), "bb2snyk-test", Reconnect::default())
+        connect(&[amqp_url()], "bb2snyk-test", Reconnect::default())
             .await
             .expect("RabbitMQ"),
     );
@@ -117,7 +117,7 @@ async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
 #[tokio::test]
 async fn a_parked_message_survives_every_peek() {
     let connection = Arc::new(
-        connect(&amqp_url(), "bb2snyk-test-peek", Reconnect::default())
+        connect(&[amqp_url()], "bb2snyk-test-peek", Reconnect::default())
             .await
             .expect("RabbitMQ"),
     );

@@ -24,7 +24,7 @@ fn spec() -> QueueSpec {
 
 #[tokio::test]
 async fn publish_with_confirm_and_consume_on_a_quorum_queue() {
-    let connection = connect(&amqp_url(), "bb2snyk-test", Reconnect::default())
+    let connection = connect(&[amqp_url()], "bb2snyk-test", Reconnect::default())
         .await
         .expect("RabbitMQ is reachable");
     let publisher = Publisher::new(&connection, "bb2snyk-test")
@@ -117,7 +117,7 @@ async fn publish_with_confirm_and_consume_on_a_quorum_queue() {
 
 #[tokio::test]
 async fn an_unroutable_publish_is_an_error_not_a_loss() {
-    let connection = connect(&amqp_url(), "bb2snyk-test", Reconnect::default())
+    let connection = connect(&[amqp_url()], "bb2snyk-test", Reconnect::default())
         .await
         .expect("RabbitMQ is reachable");
     let publisher = Publisher::new(&connection, "bb2snyk-test")
@@ -155,7 +155,7 @@ async fn an_unroutable_publish_is_an_error_not_a_loss() {
 async fn an_unreachable_broker_is_named_without_its_password() {
     let url = SecretString::from("amqp://ops:s3cr3t-pw@127.0.0.1:1/%2f".to_owned());
     let error = connect(
-        &url,
+        std::slice::from_ref(&url),
         "bb2snyk-test",
         Reconnect {
             attempts: 1,
@@ -186,7 +186,7 @@ async fn a_connection_down_past_its_limit_is_reported_stalled_and_a_live_one_nev
     let _ = through.set_port(Some(proxy.addr().port()));
     // lapin keeps trying far longer than the limit below: only the watchdog can end the wait.
     let connection = connect(
-        &SecretString::from(through.to_string()),
+        &[SecretString::from(through.to_string())],
         "bb2snyk-test-stalled",
         Reconnect {
             attempts: 100,
@@ -210,4 +210,93 @@ async fn a_connection_down_past_its_limit_is_reported_stalled_and_a_live_one_nev
         matches!(error, BrokerError::Stalled(d) if d == limit),
         "{error}"
     );
+}
+
+/// The broker behind two proxies, as two nodes of a cluster: the URL of the one at `proxy`.
+fn node_url(proxy: &TcpProxy) -> SecretString {
+    let mut url =
+        url::Url::parse(secrecy::ExposeSecret::expose_secret(&amqp_url())).expect("AMQP URL");
+    let _ = url.set_host(Some("127.0.0.1"));
+    let _ = url.set_port(Some(proxy.addr().port()));
+    SecretString::from(url.to_string())
+}
+
+#[tokio::test]
+async fn a_cluster_s_nodes_are_tried_in_order_and_a_lost_node_is_left_for_the_next() {
+    let url = url::Url::parse(secrecy::ExposeSecret::expose_secret(&amqp_url())).expect("AMQP URL");
+    let broker_at = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5672)
+    );
+    let (first, second) = (
+        TcpProxy::start(&broker_at).await,
+        TcpProxy::start(&broker_at).await,
+    );
+    let nodes = [node_url(&first), node_url(&second)];
+    let reconnect = Reconnect {
+        attempts: 8,
+        max_delay: Duration::from_millis(500),
+    };
+
+    // In order: the first node takes the connection, so the second going away leaves it alone.
+    let on_first = connect(&nodes, "bb2snyk-test-cluster", reconnect)
+        .await
+        .expect("the first node");
+    second.stop();
+    let channel = on_first
+        .create_channel()
+        .await
+        .expect("a channel on the first node");
+    let queue = unique("cluster");
+    declare_quorum_queue(&channel, &queue, &spec())
+        .await
+        .expect("declared through the first node");
+    second.resume().await;
+
+    // The first node goes away: its connection gives up after a few tries (not the configured eight),
+    // and a new connection finds the second.
+    first.stop();
+    let budget = reconnect.per_connection(nodes.len()).budget();
+    assert!(budget < reconnect.budget(), "{budget:?}");
+    let lost = tokio::time::timeout(budget * 2, stalled(&on_first, budget)).await;
+    assert!(
+        lost.is_ok(),
+        "the lost node's connection is reported within {budget:?}"
+    );
+    let on_second = connect(&nodes, "bb2snyk-test-cluster", reconnect)
+        .await
+        .expect("the second node, the first being down");
+    let channel = on_second
+        .create_channel()
+        .await
+        .expect("a channel on the second node");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the queue declared through the first node, seen through the second");
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+
+    // No node at all: an error naming the last one tried, without its password.
+    second.stop();
+    let error = connect(
+        &nodes,
+        "bb2snyk-test-cluster",
+        Reconnect {
+            attempts: 1,
+            max_delay: Duration::from_millis(100),
+        },
+    )
+    .await
+    .expect_err("no node listens");
+    assert!(matches!(error, BrokerError::Unreachable { .. }), "{error}");
 }

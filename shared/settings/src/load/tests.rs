@@ -58,8 +58,12 @@ fn defaults_match_the_seed_tool() {
     );
     assert_eq!(s.snyk.api_base.as_str(), "https://api.snyk.io/v1");
     assert_eq!(
-        s.amqp.url.expose_secret(),
-        "amqp://guest:guest@127.0.0.1:5672/%2f"
+        s.amqp
+            .urls
+            .iter()
+            .map(|u| u.expose_secret())
+            .collect::<Vec<_>>(),
+        ["amqp://guest:guest@127.0.0.1:5672/%2f"]
     );
     assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:6379");
     assert_eq!(s.import.concurrent_imports, 15);
@@ -229,9 +233,37 @@ fn debug_output_redacts_every_secret() {
         assert!(!debug.contains(secret), "{secret} leaked into {debug}");
     }
     assert_eq!(
-        crate::redact_url(&s.amqp.url),
+        crate::redact_urls(&s.amqp.urls),
         "amqp://user:***@mq:5672/%2f"
     );
+}
+
+/// A cluster: every node's URL, in order, each checked and each password hidden; a bad one is named by
+/// its place, never quoted.
+#[test]
+fn amqp_url_takes_a_cluster_s_nodes_in_order() {
+    let s = loaded(&[(
+        "AMQP_URL",
+        "amqp://u:pw-one@mq-1:5672/%2f, amqp://u:pw-two@mq-2:5672/%2f,amqps://u:pw-three@mq-3:5671/%2f",
+    )]);
+    assert_eq!(
+        crate::redact_urls(&s.amqp.urls),
+        "amqp://u:***@mq-1:5672/%2f,amqp://u:***@mq-2:5672/%2f,amqps://u:***@mq-3:5671/%2f"
+    );
+    assert!(!format!("{s:?}").contains("pw-"));
+    let message = error(&[(
+        "AMQP_URL",
+        "amqp://u:pw@mq-1:5672/%2f,http://u:hunter2@mq-2/",
+    )]);
+    assert!(
+        message.contains("URL 2 of 2 must start with amqp://"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+    let message = error(&[("AMQP_URL", "amqp://mq-1:5672/%2f,")]);
+    assert!(message.contains("URL 2 of 2 is not a URL"), "{message}");
+    let many = vec!["amqp://mq:5672/%2f"; 17].join(",");
+    assert!(error(&[("AMQP_URL", many.as_str())]).contains("at most 16"));
 }
 
 #[test]

@@ -50,7 +50,7 @@ async fn metrics_move_and_readiness_follows_the_broker() {
         env: env.clone(),
     })
     .expect("settings");
-    let amqp = url::Url::parse(settings.amqp.url.expose_secret()).expect("AMQP URL");
+    let amqp = url::Url::parse(settings.amqp.urls[0].expose_secret()).expect("AMQP URL");
     let broker_at = format!(
         "{}:{}",
         amqp.host_str().unwrap_or("127.0.0.1"),

@@ -63,7 +63,7 @@ impl Heard {
 
 /// A queue of the test's own, bound to every event, as an ops tool would bind one.
 async fn listen_to_events(settings: &Settings) -> (lapin::Channel, String) {
-    let connection = bb2snyk_broker::connect(&settings.amqp.url, "e2e-events", Default::default())
+    let connection = bb2snyk_broker::connect(&settings.amqp.urls, "e2e-events", Default::default())
         .await
         .expect("RabbitMQ");
     let channel = connection.create_channel().await.expect("channel");
