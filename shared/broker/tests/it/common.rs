@@ -5,6 +5,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use bb2snyk_broker::{Handler, Message, Outcome, Publish};
 use futures_util::future::BoxFuture;
 
+/// The queue as the broker holds it, declared passively (an error if it does not exist).
+pub async fn passive(channel: &lapin::Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    let options = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, Default::default())
+        .await
+}
+
 pub fn message(id: &str) -> Message {
     Message {
         kind: "test.v1".into(),

@@ -3,10 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::common::{Sink, Stage, message};
+use crate::common::{Sink, Stage, message, passive};
 use bb2snyk_broker::{AmqpBroker, Reconnect, RetryPolicy, Topology, connect};
 use bb2snyk_test_support::{amqp_url, unique, wait_for};
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::options::BasicGetOptions;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -57,15 +57,7 @@ async fn retries_come_back_parking_keeps_the_reason_and_follow_ups_arrive() {
     let depth = |queue: String| {
         let channel = channel.clone();
         async move {
-            channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    Default::default(),
-                )
+            passive(&channel, &queue)
                 .await
                 .expect("passive declare")
                 .message_count()

@@ -175,12 +175,7 @@ async fn an_unreachable_broker_is_named_without_its_password() {
 
 #[tokio::test]
 async fn a_connection_down_past_its_limit_is_reported_stalled_and_a_live_one_never_is() {
-    let url = url::Url::parse(secrecy::ExposeSecret::expose_secret(&amqp_url())).expect("AMQP URL");
-    let broker_at = format!(
-        "{}:{}",
-        url.host_str().unwrap_or("127.0.0.1"),
-        url.port().unwrap_or(5672)
-    );
+    let (url, broker_at) = broker();
     let proxy = TcpProxy::start(&broker_at).await;
     let mut through = url.clone();
     let _ = through.set_port(Some(proxy.addr().port()));
@@ -212,10 +207,20 @@ async fn a_connection_down_past_its_limit_is_reported_stalled_and_a_live_one_nev
     );
 }
 
+/// The test broker's URL, and its `host:port` for a proxy to stand in front of.
+fn broker() -> (url::Url, String) {
+    let url = url::Url::parse(secrecy::ExposeSecret::expose_secret(&amqp_url())).expect("AMQP URL");
+    let at = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5672)
+    );
+    (url, at)
+}
+
 /// The broker behind two proxies, as two nodes of a cluster: the URL of the one at `proxy`.
 fn node_url(proxy: &TcpProxy) -> SecretString {
-    let mut url =
-        url::Url::parse(secrecy::ExposeSecret::expose_secret(&amqp_url())).expect("AMQP URL");
+    let (mut url, _) = broker();
     let _ = url.set_host(Some("127.0.0.1"));
     let _ = url.set_port(Some(proxy.addr().port()));
     SecretString::from(url.to_string())
@@ -223,12 +228,7 @@ fn node_url(proxy: &TcpProxy) -> SecretString {
 
 #[tokio::test]
 async fn a_cluster_s_nodes_are_tried_in_order_and_a_lost_node_is_left_for_the_next() {
-    let url = url::Url::parse(secrecy::ExposeSecret::expose_secret(&amqp_url())).expect("AMQP URL");
-    let broker_at = format!(
-        "{}:{}",
-        url.host_str().unwrap_or("127.0.0.1"),
-        url.port().unwrap_or(5672)
-    );
+    let (_, broker_at) = broker();
     let (first, second) = (
         TcpProxy::start(&broker_at).await,
         TcpProxy::start(&broker_at).await,
@@ -271,15 +271,7 @@ async fn a_cluster_s_nodes_are_tried_in_order_and_a_lost_node_is_left_for_the_ne
         .create_channel()
         .await
         .expect("a channel on the second node");
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    crate::common::passive(&channel, &queue)
         .await
         .expect("the queue declared through the first node, seen through the second");
     let _ = channel
