@@ -7,7 +7,8 @@
 //! - Refreshed early, by max(60 s, 10 % of the lifetime) plus jitter, so no call meets an expired token.
 //! - A 401 invalidates only the token that was used (compare-and-delete), so a late 401 for an old token
 //!   never throws away the new one.
-//! - Redis down or slow: the in-process cache carries on alone, at most one exchange per process per lifetime.
+//! - Redis down (three failures in a row; one slow answer is not enough): the in-process cache carries on
+//!   alone, at most one exchange per process per lifetime.
 
 use std::{
     sync::{
@@ -30,6 +31,9 @@ const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
 /// The exchange lock's lifetime should its holder crash; a live holder renews it for as long as its
 /// exchange takes. The others wait for its token about as long as an exchange may take.
 const LOCK_TTL: Duration = Duration::from_secs(10);
+/// Redis failures in a row (each a timeout of half a second at most) before a process takes Redis for
+/// down and exchanges on its own.
+const STORE_FAILURES: u32 = 3;
 
 pub struct TokenProvider {
     http: reqwest::Client,
@@ -175,10 +179,19 @@ impl TokenProvider {
             return self.exchange(None).await;
         };
         let give_up_at = Instant::now() + EXCHANGE_DEADLINE + LOCK_TTL;
+        // A slow answer under load is not an outage: only a few failures in a row make this process
+        // exchange on its own (a second exchange for the fleet).
+        let mut failures = 0;
         while Instant::now() < give_up_at {
+            let wait = Duration::from_millis(fastrand::u64(50..=200));
             match self.read_shared(store).await {
                 Ok(Some(cached)) => return Ok(cached),
-                Ok(None) => {}
+                Ok(None) => failures = 0,
+                Err(_) if failures + 1 < STORE_FAILURES => {
+                    failures += 1;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 Err(_) => return self.degraded().await,
             }
             // Held, and renewed, for the whole exchange, its retries and 429 pauses included.
@@ -190,8 +203,9 @@ impl TokenProvider {
                     }
                     return result;
                 }
-                Ok(None) => {
-                    let wait = Duration::from_millis(fastrand::u64(50..=200));
+                Ok(None) => tokio::time::sleep(wait).await,
+                Err(_) if failures + 1 < STORE_FAILURES => {
+                    failures += 1;
                     tokio::time::sleep(wait).await;
                 }
                 Err(_) => return self.degraded().await,
