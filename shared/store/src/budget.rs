@@ -88,7 +88,11 @@ pub struct BudgetConfig {
 #[derive(Debug)]
 pub struct Budget {
     api: &'static str,
+    /// Redis: the log every replica shares.
     store: Option<Store>,
+    /// An in-process store (`bb2snyk run`): the log every budget of this process shares, so its stages
+    /// together keep to the limit (each with a log of its own would each spend all of it).
+    in_process: Option<Store>,
     log_key: String,
     pause_key: String,
     limit: u32,
@@ -109,14 +113,18 @@ struct Local {
 }
 
 impl Budget {
-    /// `store: None` (or an in-process store) paces this process alone.
+    /// `store: None` paces this budget alone; an in-process store, every budget of the process on it.
     pub fn new(store: Option<Store>, config: BudgetConfig) -> Self {
-        let store = store.filter(Store::is_shared);
+        let (store, in_process) = match store {
+            Some(s) if s.is_shared() => (Some(s), None),
+            other => (None, other),
+        };
         // The tag in braces keeps both keys of the script in one Redis Cluster slot.
         let tag = format!("{{{}:{}}}", config.api, config.credential);
         Self {
             api: config.api,
             store,
+            in_process,
             log_key: format!("budget:{tag}"),
             pause_key: format!("pause:{tag}"),
             limit: config.limit.max(1),
@@ -183,7 +191,12 @@ impl Budget {
             Some(wait) => wait,
             None => match self.take_shared().await {
                 Some(wait) => wait,
-                None => self.take_local(),
+                None => match &self.in_process {
+                    Some(store) => store
+                        .take_in_process(&self.log_key, &self.pause_key, self.window, self.limit)
+                        .unwrap_or_else(|| self.take_local()),
+                    None => self.take_local(),
+                },
             },
         };
         if wait.is_zero() {
@@ -234,6 +247,9 @@ impl Budget {
             if local.paused_until.is_none_or(|p| p < until) {
                 local.paused_until = Some(until);
             }
+        }
+        if let Some(store) = &self.in_process {
+            store.pause_in_process(&self.pause_key, duration);
         }
         if let Some(store) = &self.store {
             let key = store.key(&self.pause_key);

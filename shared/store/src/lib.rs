@@ -146,6 +146,25 @@ impl Store {
         }
     }
 
+    /// A budget's take on an in-process store (see [`crate::budget`]): `None` on Redis, whose script does it.
+    pub(crate) fn take_in_process(
+        &self,
+        log: &str,
+        pause: &str,
+        window: Duration,
+        limit: u32,
+    ) -> Option<Duration> {
+        let mut keys = self.local()?;
+        Some(keys.take(&self.key(log), &self.key(pause), window, limit))
+    }
+
+    /// A budget's pause on an in-process store; nothing on Redis.
+    pub(crate) fn pause_in_process(&self, pause: &str, duration: Duration) {
+        if let Some(mut keys) = self.local() {
+            keys.pause(&self.key(pause), duration);
+        }
+    }
+
     /// The in-process map, when this store is one.
     fn local(&self) -> Option<memory::Keys<'_>> {
         match &self.backend {

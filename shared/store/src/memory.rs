@@ -2,7 +2,7 @@
 //! code that locks and keeps its ledger through [`crate::Store`] runs unchanged without Redis.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, VecDeque},
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -22,6 +22,8 @@ struct Entry {
 enum Value {
     Bytes(Vec<u8>),
     Set(BTreeSet<String>),
+    /// A budget's grants, oldest first: the sliding log Redis keeps in a sorted set.
+    Log(VecDeque<Instant>),
 }
 
 /// The live keys: expired ones are dropped as they are met.
@@ -99,7 +101,7 @@ impl Keys<'_> {
     fn set_of(&mut self, key: &str) -> Option<&mut BTreeSet<String>> {
         match &mut self.live(key)?.value {
             Value::Set(set) => Some(set),
-            Value::Bytes(_) => None,
+            Value::Bytes(_) | Value::Log(_) => None,
         }
     }
 
@@ -138,6 +140,54 @@ impl Keys<'_> {
     pub(crate) fn len(&mut self, key: &str) -> u64 {
         self.set_of(key).map_or(0, |s| s.len() as u64)
     }
+
+    /// The budget script's work on a map: zero when a request may go now (and it is logged), else the
+    /// wait, a pause in `pause` first.
+    pub(crate) fn take(
+        &mut self,
+        log: &str,
+        pause: &str,
+        window: Duration,
+        limit: u32,
+    ) -> Duration {
+        if let Some(wait) = self.ttl(pause).filter(|w| !w.is_zero()) {
+            return wait;
+        }
+        let now = Instant::now();
+        let entry = self.0.entry(log.to_owned()).or_insert_with(|| Entry {
+            value: Value::Log(VecDeque::new()),
+            expires: None,
+        });
+        // Taken out and put back, so a key that held something else simply becomes a log.
+        let mut grants = match std::mem::replace(&mut entry.value, Value::Log(VecDeque::new())) {
+            Value::Log(grants) => grants,
+            Value::Bytes(_) | Value::Set(_) => VecDeque::new(),
+        };
+        while grants
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            grants.pop_front();
+        }
+        let wait = if grants.len() < limit as usize {
+            grants.push_back(now);
+            Duration::ZERO
+        } else {
+            let oldest = grants.front().copied().unwrap_or(now);
+            window
+                .saturating_sub(now.duration_since(oldest))
+                .max(Duration::from_millis(1))
+        };
+        entry.value = Value::Log(grants);
+        wait
+    }
+
+    /// Extends the pause in `key` to `duration` unless it already lasts longer.
+    pub(crate) fn pause(&mut self, key: &str, duration: Duration) {
+        if self.ttl(key).is_none_or(|left| left < duration) {
+            self.set(key, b"1", Some(duration));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +209,25 @@ mod tests {
         assert!(
             keys.ttl("gone")
                 .is_some_and(|t| t <= Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn a_log_grants_its_limit_per_window_and_a_pause_holds_it() {
+        let memory = Memory::default();
+        let mut keys = memory.keys();
+        let window = Duration::from_secs(60);
+        assert!(keys.take("log", "pause", window, 2).is_zero());
+        assert!(keys.take("log", "pause", window, 2).is_zero());
+        let wait = keys.take("log", "pause", window, 2);
+        assert!(wait > Duration::from_secs(59) && wait <= window, "{wait:?}");
+        keys.pause("other-pause", Duration::from_secs(5));
+        let paused = keys.take("other-log", "other-pause", window, 2);
+        assert!(paused > Duration::from_secs(4), "{paused:?}");
+        keys.pause("other-pause", Duration::from_secs(1));
+        assert!(
+            keys.ttl("other-pause") > Some(Duration::from_secs(4)),
+            "a pause never shrinks"
         );
     }
 

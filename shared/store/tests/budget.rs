@@ -253,3 +253,33 @@ async fn a_pool_spends_every_member_and_moves_off_a_refused_one() {
     assert!(matches!(last, Err(Refused::Unauthorized)), "{last:?}");
     assert_eq!(pool.live_count(), 1, "the last member stays");
 }
+
+/// `bb2snyk run`'s stages each build their own client on the one in-process store: together they keep
+/// to the limit, as replicas do on Redis (a log per budget let each spend all of it: 429s).
+#[tokio::test]
+async fn budgets_on_one_in_process_store_share_its_log_and_its_pause() {
+    let store = Store::memory();
+    let window = Duration::from_secs(60);
+    let (org_creator, importer) = (
+        budget(store.clone(), 3, window),
+        budget(store.clone(), 3, window),
+    );
+    org_creator.acquire().await;
+    importer.acquire().await;
+    org_creator.acquire().await;
+    let fourth = tokio::time::timeout(Duration::from_millis(300), importer.acquire()).await;
+    assert!(fourth.is_err(), "the 4th waits for the shared window");
+
+    // Another store is another process: a budget of its own.
+    let other = budget(Store::memory(), 3, window);
+    other.acquire().await;
+
+    // A 429 heard by one holds the other.
+    let (a, b) = (
+        budget_of("paused", store.clone(), 100, window),
+        budget_of("paused", store, 100, window),
+    );
+    a.pause(Duration::from_secs(60)).await;
+    let held = tokio::time::timeout(Duration::from_millis(300), b.acquire()).await;
+    assert!(held.is_err(), "b waits out a's pause");
+}
