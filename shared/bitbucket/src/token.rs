@@ -31,8 +31,9 @@ const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
 /// The exchange lock's lifetime should its holder crash; a live holder renews it for as long as its
 /// exchange takes. The others wait for its token about as long as an exchange may take.
 const LOCK_TTL: Duration = Duration::from_secs(10);
-/// Redis failures in a row (each a timeout of half a second at most) before a process takes Redis for
-/// down and exchanges on its own.
+/// Redis failures in a row, each after the store's rest (a timeout of half a second at most, or the rest
+/// that follows one), before a process takes Redis for down and exchanges on its own; and tries to share
+/// a new token.
 const STORE_FAILURES: u32 = 3;
 
 pub struct TokenProvider {
@@ -189,7 +190,7 @@ impl TokenProvider {
                 Ok(None) => failures = 0,
                 Err(_) if failures + 1 < STORE_FAILURES => {
                     failures += 1;
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(bb2snyk_store::REST + wait).await;
                     continue;
                 }
                 Err(_) => return self.degraded().await,
@@ -206,7 +207,7 @@ impl TokenProvider {
                 Ok(None) => tokio::time::sleep(wait).await,
                 Err(_) if failures + 1 < STORE_FAILURES => {
                     failures += 1;
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(bb2snyk_store::REST + wait).await;
                 }
                 Err(_) => return self.degraded().await,
             }
@@ -284,13 +285,17 @@ impl TokenProvider {
         };
         let plain = serde_json::to_vec(&stored).ok()?;
         let sealed = self.seal.seal(&plain, &store.key(&self.token_key))?;
-        match store.set_px(&self.token_key, &sealed, fresh_for).await {
-            Ok(()) => Some(sealed),
-            Err(e) => {
-                tracing::debug!(error = %e, "token kept in this process only");
-                None
+        // The other replicas wait for this write: one failure is not enough to keep it from them.
+        for attempt in 1..=STORE_FAILURES {
+            match store.set_px(&self.token_key, &sealed, fresh_for).await {
+                Ok(()) => return Some(sealed),
+                Err(e) if attempt == STORE_FAILURES => {
+                    tracing::debug!(error = %e, "token kept in this process only");
+                }
+                Err(_) => tokio::time::sleep(bb2snyk_store::REST).await,
             }
         }
+        None
     }
 
     fn lock_local(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {

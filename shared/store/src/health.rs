@@ -8,8 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long Redis is left alone after a failure before the next command tries it again.
-const REST: Duration = Duration::from_millis(500);
+/// How long Redis is left alone after a failure before the next command tries it again: a caller that
+/// tries again sooner only meets the same failure.
+pub const REST: Duration = Duration::from_millis(500);
 /// At most one warning in this long, however many commands fail.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 

@@ -17,6 +17,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use bb2snyk_settings::redact_url;
 pub use budget::{Budget, BudgetConfig, Next, Overdue, Retry};
 use health::Health;
+pub use health::REST;
 pub use lock::Guard;
 pub use pool::Pool;
 use redis::{AsyncCommands, RedisResult, aio::ConnectionManager, aio::ConnectionManagerConfig};
