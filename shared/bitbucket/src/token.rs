@@ -184,30 +184,32 @@ impl TokenProvider {
         // exchange on its own (a second exchange for the fleet).
         let mut failures = 0;
         while Instant::now() < give_up_at {
-            let wait = Duration::from_millis(fastrand::u64(50..=200));
-            match self.read_shared(store).await {
+            // No token shared and the lock held by another (`Ok`), or Redis failed (`Err`).
+            let looked = match self.read_shared(store).await {
                 Ok(Some(cached)) => return Ok(cached),
-                Ok(None) => failures = 0,
-                Err(_) if failures + 1 < STORE_FAILURES => {
-                    failures += 1;
-                    tokio::time::sleep(bb2snyk_store::REST + wait).await;
-                    continue;
-                }
-                Err(_) => return self.degraded().await,
-            }
-            // Held, and renewed, for the whole exchange, its retries and 429 pauses included.
-            match store.lock(&self.lock_key, LOCK_TTL).await {
-                Ok(Some(lock)) => {
-                    let result = self.exchange(Some(store)).await;
-                    if let Err(e) = lock.release().await {
-                        tracing::debug!(error = %e, "token lock left to expire");
+                // Held, and renewed, for the whole exchange, its retries and 429 pauses included.
+                Ok(None) => match store.lock(&self.lock_key, LOCK_TTL).await {
+                    Ok(Some(lock)) => {
+                        let result = self.exchange(Some(store)).await;
+                        if let Err(e) = lock.release().await {
+                            tracing::debug!(error = %e, "token lock left to expire");
+                        }
+                        return result;
                     }
-                    return result;
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            let jitter = Duration::from_millis(fastrand::u64(50..=200));
+            match looked {
+                Ok(()) => {
+                    failures = 0;
+                    tokio::time::sleep(jitter).await;
                 }
-                Ok(None) => tokio::time::sleep(wait).await,
                 Err(_) if failures + 1 < STORE_FAILURES => {
                     failures += 1;
-                    tokio::time::sleep(bb2snyk_store::REST + wait).await;
+                    tokio::time::sleep(bb2snyk_store::REST + jitter).await;
                 }
                 Err(_) => return self.degraded().await,
             }

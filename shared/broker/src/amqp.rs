@@ -58,6 +58,10 @@ impl Default for Reconnect {
 
 impl Reconnect {
     const MIN_DELAY: Duration = Duration::from_millis(200);
+    /// Recovery attempts on one node of a cluster before its connection counts as lost: a node that is
+    /// down is left at once for the next (the service starts again on a new connection, [`connect`]
+    /// walking the addresses), instead of being knocked on for half a minute.
+    const PER_NODE: usize = 3;
 
     /// The longest a recovery that will succeed can take: every wait between attempts at its ceiling,
     /// plus a margin for the attempts themselves. A connection down longer than this is [`stalled`].
@@ -71,13 +75,6 @@ impl Reconnect {
             .sum();
         waits + Duration::from_secs(10)
     }
-}
-
-impl Reconnect {
-    /// Recovery attempts on one node of a cluster before its connection counts as lost: a node that is
-    /// down is left at once for the next (the service starts again on a new connection, [`connect`]
-    /// walking the addresses), instead of being knocked on for half a minute.
-    const PER_NODE: usize = 3;
 
     /// How each connection to one of `addresses` nodes recovers: as configured for one address, a few
     /// tries for several. [`Reconnect::budget`] of this is how long a recovery may take.

@@ -364,6 +364,21 @@ pub struct Stats {
     pub truth: TruthSummary,
 }
 
+impl Stats {
+    /// Requests per endpoint since `earlier` (a snapshot of the same sandbox), the endpoints asked at all:
+    /// what one step of a test cost.
+    pub fn requests_since(&self, earlier: &Stats) -> BTreeMap<String, u64> {
+        self.requests
+            .iter()
+            .map(|(endpoint, n)| {
+                let before = earlier.requests.get(endpoint).copied().unwrap_or(0);
+                (endpoint.clone(), n.saturating_sub(before))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct JobStats {
     pub pending: u64,

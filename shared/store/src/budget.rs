@@ -53,7 +53,7 @@ pub trait Retry {
 
 /// `KEYS[1]` the log, `KEYS[2]` the pause; `ARGV` window ms, limit, a unique member. Returns 0 when a request
 /// may go now, else the milliseconds to wait.
-const TAKE: &str = r"
+pub(crate) const TAKE: &str = r"
 local pause = redis.call('PTTL', KEYS[2])
 if pause > 0 then return pause end
 local t = redis.call('TIME')
@@ -69,7 +69,7 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)";
 
 /// Extends the pause in `KEYS[1]` to `ARGV[1]` ms unless it already lasts longer.
-const PAUSE: &str = r"
+pub(crate) const PAUSE: &str = r"
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 end
@@ -88,11 +88,9 @@ pub struct BudgetConfig {
 #[derive(Debug)]
 pub struct Budget {
     api: &'static str,
-    /// Redis: the log every replica shares.
+    /// Where the log and the pause live: on Redis every replica's budget shares them; on an in-process
+    /// store (`bb2snyk run`) every budget of the process does, so its stages together keep to the limit.
     store: Option<Store>,
-    /// An in-process store (`bb2snyk run`): the log every budget of this process shares, so its stages
-    /// together keep to the limit (each with a log of its own would each spend all of it).
-    in_process: Option<Store>,
     log_key: String,
     pause_key: String,
     limit: u32,
@@ -115,16 +113,11 @@ struct Local {
 impl Budget {
     /// `store: None` paces this budget alone; an in-process store, every budget of the process on it.
     pub fn new(store: Option<Store>, config: BudgetConfig) -> Self {
-        let (store, in_process) = match store {
-            Some(s) if s.is_shared() => (Some(s), None),
-            other => (None, other),
-        };
         // The tag in braces keeps both keys of the script in one Redis Cluster slot.
         let tag = format!("{{{}:{}}}", config.api, config.credential);
         Self {
             api: config.api,
             store,
-            in_process,
             log_key: format!("budget:{tag}"),
             pause_key: format!("pause:{tag}"),
             limit: config.limit.max(1),
@@ -161,7 +154,7 @@ impl Budget {
 
     /// What this process may spend on its own: the whole budget when nothing else shares it, else its share.
     fn local_limit(&self) -> usize {
-        if self.store.is_some() {
+        if self.store.as_ref().is_some_and(Store::is_shared) {
             (self.limit / self.fleet_size).max(1) as usize
         } else {
             self.limit as usize
@@ -191,12 +184,7 @@ impl Budget {
             Some(wait) => wait,
             None => match self.take_shared().await {
                 Some(wait) => wait,
-                None => match &self.in_process {
-                    Some(store) => store
-                        .take_in_process(&self.log_key, &self.pause_key, self.window, self.limit)
-                        .unwrap_or_else(|| self.take_local()),
-                    None => self.take_local(),
-                },
+                None => self.take_local(),
             },
         };
         if wait.is_zero() {
@@ -248,45 +236,20 @@ impl Budget {
                 local.paused_until = Some(until);
             }
         }
-        if let Some(store) = &self.in_process {
-            store.pause_in_process(&self.pause_key, duration);
-        }
-        if let Some(store) = &self.store {
-            let key = store.key(&self.pause_key);
-            let result: Result<i64, _> = store
-                .run(|mut c| async move {
-                    redis::Script::new(PAUSE)
-                        .key(key)
-                        .arg(millis(duration))
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "the pause is kept in this process only");
-            }
+        if let Some(store) = &self.store
+            && let Err(e) = store.budget_pause(&self.pause_key, duration).await
+        {
+            tracing::debug!(error = %e, "the pause is kept in this process only");
         }
     }
 
-    /// `Some(wait)` from the shared log, `None` when Redis cannot answer.
+    /// `Some(wait)` from the store's log, `None` without a store or when Redis cannot answer.
     async fn take_shared(&self) -> Option<Duration> {
         let store = self.store.as_ref()?;
-        let log = store.key(&self.log_key);
-        let pause = store.key(&self.pause_key);
-        let member = format!("{:016x}", fastrand::u64(..));
-        let wait: Result<u64, _> = store
-            .run(|mut c| async move {
-                redis::Script::new(TAKE)
-                    .key(log)
-                    .key(pause)
-                    .arg(millis(self.window))
-                    .arg(self.limit)
-                    .arg(member)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await;
-        wait.ok().map(Duration::from_millis)
+        store
+            .budget_take(&self.log_key, &self.pause_key, self.window, self.limit)
+            .await
+            .ok()
     }
 
     fn local_pause(&self) -> Option<Duration> {

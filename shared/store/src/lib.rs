@@ -147,23 +147,55 @@ impl Store {
         }
     }
 
-    /// A budget's take on an in-process store (see [`crate::budget`]): `None` on Redis, whose script does it.
-    pub(crate) fn take_in_process(
+    /// A budget's take (see [`crate::budget`]): zero when a request may go now (and it is logged), else
+    /// the wait, a pause first. Redis runs the script; an in-process store does the same on its map.
+    pub(crate) async fn budget_take(
         &self,
         log: &str,
         pause: &str,
         window: Duration,
         limit: u32,
-    ) -> Option<Duration> {
-        let mut keys = self.local()?;
-        Some(keys.take(&self.key(log), &self.key(pause), window, limit))
+    ) -> Result<Duration, StoreError> {
+        let (log, pause) = (self.key(log), self.key(pause));
+        if let Some(mut keys) = self.local() {
+            return Ok(keys.take(&log, &pause, window, limit));
+        }
+        let member = format!("{:016x}", fastrand::u64(..));
+        let wait: u64 = self
+            .run(|mut c| async move {
+                redis::Script::new(budget::TAKE)
+                    .key(log)
+                    .key(pause)
+                    .arg(millis(window))
+                    .arg(limit)
+                    .arg(member)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(Duration::from_millis(wait))
     }
 
-    /// A budget's pause on an in-process store; nothing on Redis.
-    pub(crate) fn pause_in_process(&self, pause: &str, duration: Duration) {
+    /// Extends a budget's pause to `duration` unless it already lasts longer.
+    pub(crate) async fn budget_pause(
+        &self,
+        pause: &str,
+        duration: Duration,
+    ) -> Result<(), StoreError> {
+        let pause = self.key(pause);
         if let Some(mut keys) = self.local() {
-            keys.pause(&self.key(pause), duration);
+            keys.pause(&pause, duration);
+            return Ok(());
         }
+        self.run(|mut c| async move {
+            redis::Script::new(budget::PAUSE)
+                .key(pause)
+                .arg(millis(duration))
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await?;
+        Ok(())
     }
 
     /// The in-process map, when this store is one.
