@@ -3,12 +3,13 @@
 //!
 //! - One exchange per process: a mutex with a double check.
 //! - One across replicas: `SET lock NX PX`; the others poll the shared cache with jitter, and take the lock
-//!   when the holder lets it go without leaving a token.
+//!   when the holder lets it go without leaving a token. The lock's winner looks again before it
+//!   exchanges: the previous holder may have shared its token and let go between our look and our lock.
 //! - Refreshed early, by max(60 s, 10 % of the lifetime) plus jitter, so no call meets an expired token.
 //! - A 401 invalidates only the token that was used (compare-and-delete), so a late 401 for an old token
 //!   never throws away the new one.
-//! - Redis down (three failures in a row; one slow answer is not enough): the in-process cache carries on
-//!   alone, at most one exchange per process per lifetime.
+//! - Redis down (failing for [`STORE_OUTAGE`] with no success between; slow answers under load are not
+//!   enough): the in-process cache carries on alone, at most one exchange per process per lifetime.
 
 use std::{
     sync::{
@@ -31,10 +32,11 @@ const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
 /// The exchange lock's lifetime should its holder crash; a live holder renews it for as long as its
 /// exchange takes. The others wait for its token about as long as an exchange may take.
 const LOCK_TTL: Duration = Duration::from_secs(10);
-/// Redis failures in a row, each after the store's rest (a timeout of half a second at most, or the rest
-/// that follows one), before a process takes Redis for down and exchanges on its own; and tries to share
-/// a new token.
-const STORE_FAILURES: u32 = 3;
+/// How long Redis must fail, with no success between, before a process takes it for down and exchanges
+/// on its own (a second exchange for the fleet); and how long a new token's shared write is tried, since
+/// the other replicas wait for it. A loaded host can time out a few answers in a row (the store's timeout
+/// is half a second): a count of failures would mistake that for an outage, a span of time does not.
+const STORE_OUTAGE: Duration = Duration::from_secs(5);
 
 pub struct TokenProvider {
     http: reqwest::Client,
@@ -66,6 +68,14 @@ struct Cached {
     token: SecretString,
     refresh_at: Instant,
     shared_value: Option<Vec<u8>>,
+}
+
+/// What one look at Redis found.
+enum Look {
+    /// The shared token, or the outcome of our own exchange.
+    Done(Result<Cached, BitbucketError>),
+    /// Another replica holds the lock: its token is on the way.
+    Wait,
 }
 
 /// What is sealed into Redis. No Debug: it holds the token in the clear.
@@ -180,35 +190,19 @@ impl TokenProvider {
             return self.exchange(None).await;
         };
         let give_up_at = Instant::now() + EXCHANGE_DEADLINE + LOCK_TTL;
-        // A slow answer under load is not an outage: only a few failures in a row make this process
-        // exchange on its own (a second exchange for the fleet).
-        let mut failures = 0;
+        // When Redis began failing, with no success since.
+        let mut failing_since: Option<Instant> = None;
         while Instant::now() < give_up_at {
-            // No token shared and the lock held by another (`Ok`), or Redis failed (`Err`).
-            let looked = match self.read_shared(store).await {
-                Ok(Some(cached)) => return Ok(cached),
-                // Held, and renewed, for the whole exchange, its retries and 429 pauses included.
-                Ok(None) => match store.lock(&self.lock_key, LOCK_TTL).await {
-                    Ok(Some(lock)) => {
-                        let result = self.exchange(Some(store)).await;
-                        if let Err(e) = lock.release().await {
-                            tracing::debug!(error = %e, "token lock left to expire");
-                        }
-                        return result;
-                    }
-                    Ok(None) => Ok(()),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
             let jitter = Duration::from_millis(fastrand::u64(50..=200));
-            match looked {
-                Ok(()) => {
-                    failures = 0;
+            match self.look(store).await {
+                Ok(Look::Done(result)) => return result,
+                Ok(Look::Wait) => {
+                    failing_since = None;
                     tokio::time::sleep(jitter).await;
                 }
-                Err(_) if failures + 1 < STORE_FAILURES => {
-                    failures += 1;
+                Err(_)
+                    if failing_since.get_or_insert_with(Instant::now).elapsed() < STORE_OUTAGE =>
+                {
                     tokio::time::sleep(bb2snyk_store::REST + jitter).await;
                 }
                 Err(_) => return self.degraded().await,
@@ -216,6 +210,27 @@ impl TokenProvider {
         }
         tracing::warn!("no replica finished a token exchange in time; exchanging here");
         self.exchange(Some(store)).await
+    }
+
+    /// The shared token; else, with the lock (held, and renewed, for the whole exchange, its retries and
+    /// 429 pauses included), a second look and then an exchange: the previous holder may have shared its
+    /// token and let go between our first look and our lock.
+    async fn look(&self, store: &Store) -> Result<Look, StoreError> {
+        if let Some(cached) = self.read_shared(store).await? {
+            return Ok(Look::Done(Ok(cached)));
+        }
+        let Some(lock) = store.lock(&self.lock_key, LOCK_TTL).await? else {
+            return Ok(Look::Wait);
+        };
+        let look = match self.read_shared(store).await {
+            Ok(Some(cached)) => Ok(Look::Done(Ok(cached))),
+            Ok(None) => Ok(Look::Done(self.exchange(Some(store)).await)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = lock.release().await {
+            tracing::debug!(error = %e, "token lock left to expire");
+        }
+        look
     }
 
     async fn degraded(&self) -> Result<Cached, BitbucketError> {
@@ -287,17 +302,18 @@ impl TokenProvider {
         };
         let plain = serde_json::to_vec(&stored).ok()?;
         let sealed = self.seal.seal(&plain, &store.key(&self.token_key))?;
-        // The other replicas wait for this write: one failure is not enough to keep it from them.
-        for attempt in 1..=STORE_FAILURES {
+        // The other replicas wait for this write: a few failures are not enough to keep it from them.
+        let started = Instant::now();
+        loop {
             match store.set_px(&self.token_key, &sealed, fresh_for).await {
                 Ok(()) => return Some(sealed),
-                Err(e) if attempt == STORE_FAILURES => {
+                Err(e) if started.elapsed() >= STORE_OUTAGE => {
                     tracing::debug!(error = %e, "token kept in this process only");
+                    return None;
                 }
                 Err(_) => tokio::time::sleep(bb2snyk_store::REST).await,
             }
         }
-        None
     }
 
     fn lock_local(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
