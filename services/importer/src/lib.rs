@@ -84,6 +84,7 @@ pub fn importer(
             max: settings.import.poll_max,
             growth: f64::from(settings.import.poll_growth_percent) / 100.0,
             quantile: f64::from(settings.import.poll_quantile_percent) / 100.0,
+            margin: f64::from(settings.import.poll_margin_percent) / 100.0,
         },
     ))
 }

@@ -1,7 +1,14 @@
 //! When to poll an import job. The first poll comes when the job is expected done: a running estimate of
 //! a high quantile of job durations, learned from the jobs seen so far and shared by the fleet through the
-//! store. A job still pending is polled again when its age has grown by `growth` (never sooner than
-//! `floor`, never later than `max`), so a long job costs a few polls, not one every few seconds.
+//! store, plus a margin. A job still pending is polled again when its age has grown by `growth` (never
+//! sooner than `floor`, never later than `max`), so a long job costs a few polls, not one every few seconds.
+//!
+//! Probes and the margin: a poll that comes early costs a request, one that comes late only a moment, and
+//! Snyk's request limit is what bounds a large import. But the estimate learns only from polls that can
+//! come early: one first poll in [`PROBE_EVERY`] is a probe, at the estimate itself, and the others come
+//! `margin` later. For jobs that all take 5 s, polls at the estimate found one job in five pending (the
+//! estimate circles the duration, and hears it crossed only a job's duration later); now only the probes
+//! can, and the rest land after the job is done.
 //!
 //! The estimate is a quantile tracker: once a second at most, and after ten outcomes at least, each importer
 //! moves it by the share of first polls it heard of that found their job pending since its last move, toward the share (1 − `quantile`)
@@ -13,7 +20,13 @@
 //! late. Choosing by outcome instead (a job done by a shorter wait was done by the estimate too) keeps the
 //! wrong ones: after a move down, the pending polls of the old estimate count and the done ones do not.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
@@ -31,8 +44,11 @@ const GAIN: f64 = 1.5;
 const MIN_HEARD: u32 = 10;
 /// How close to the current estimate a poll's wait must be for its outcome to count.
 const SAME_ESTIMATE: f64 = 0.05;
-/// The most one move changes the estimate by: up, and down.
-const MOST_UP: f64 = 1.5;
+/// One first poll in this many is a probe, at the estimate without the margin.
+const PROBE_EVERY: u64 = 8;
+/// The most one move changes the estimate by: up, and down. Up is quicker: until the estimate reaches
+/// the jobs' durations every first poll comes early, and each step waits one estimate for its evidence.
+const MOST_UP: f64 = 1.75;
 const MOST_DOWN: f64 = 0.8;
 
 /// The poll timing settings (`import.poll_*`).
@@ -46,8 +62,10 @@ pub struct PollTiming {
     pub max: Duration,
     /// A pending job is polled again when its age has grown by this share (0.5: at 1.5 times its age).
     pub growth: f64,
-    /// The share of jobs the first poll should find done.
+    /// The share of probes that should find their job done: where the estimate settles.
     pub quantile: f64,
+    /// How much later than the estimate the first polls that are not probes come (0.2: 20 % later).
+    pub margin: f64,
 }
 
 impl Default for PollTiming {
@@ -58,6 +76,7 @@ impl Default for PollTiming {
             max: Duration::from_secs(60),
             growth: 0.5,
             quantile: 0.9,
+            margin: 0.2,
         }
     }
 }
@@ -71,6 +90,8 @@ pub struct Schedule {
     cached: Mutex<(f64, Option<Instant>)>,
     /// Outcomes heard since this process last moved the estimate, and when that was.
     heard: Mutex<Heard>,
+    /// First polls scheduled by this process: every [`PROBE_EVERY`]th is a probe.
+    first_polls: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -85,15 +106,25 @@ impl Schedule {
         Self {
             cached: Mutex::new((millis(timing.prior), None)),
             heard: Mutex::default(),
+            first_polls: AtomicU64::new(0),
             timing,
             store,
         }
     }
 
-    /// The wait before a new job's first poll: the estimate.
+    /// The wait before a new job's first poll: the estimate for a probe, else the estimate and the margin.
     pub async fn first_poll(&self) -> Duration {
         let estimate = self.estimate().await;
-        self.clamp(Duration::from_secs_f64(estimate / 1000.0))
+        let probe = self
+            .first_polls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PROBE_EVERY);
+        let wait = if probe {
+            estimate
+        } else {
+            estimate * (1.0 + self.timing.margin)
+        };
+        self.clamp(Duration::from_secs_f64(wait / 1000.0))
     }
 
     /// The wait before the next poll of a job `age` old that is still pending.
@@ -101,7 +132,8 @@ impl Schedule {
         self.clamp(age.mul_f64(self.timing.growth))
     }
 
-    /// What the first poll of a job, scheduled `scheduled` after its request, found: done or pending.
+    /// What the first poll of a job, scheduled `scheduled` after its request, found: done or pending. Only
+    /// polls at (about) the current estimate count: the probes.
     pub async fn first_poll_found(&self, done: bool, scheduled: Duration) {
         let current = self.estimate().await;
         let scheduled = millis(self.clamp(scheduled));
@@ -210,7 +242,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_estimate_settles_where_most_first_polls_find_the_job_done() {
-        let schedule = Schedule::new(PollTiming::default(), Store::memory());
+        // Every first poll a probe, so each one read here is the estimate.
+        let probes_only = PollTiming {
+            margin: 0.0,
+            ..PollTiming::default()
+        };
+        let schedule = Schedule::new(probes_only, Store::memory());
         assert_eq!(schedule.first_poll().await, Duration::from_secs(5));
         // Twenty first polls a second of jobs taking 10 to 14 s: it climbs, then hovers where nine in ten
         // are done by their first poll (about 13.6 s).
@@ -251,22 +288,22 @@ mod tests {
         );
         // A burst of outcomes of polls scheduled under one estimate moves it once, by a bounded factor,
         // not hundreds of steps: 500 polls scheduled at 1 s that all find their jobs pending raise it to
-        // 1.5 s; 500 scheduled at 30 s that all find theirs done lower it to about 25.8 s.
+        // 1.75 s; 500 scheduled at 30 s that all find theirs done lower it to about 25.8 s.
         let burst = Schedule::new(
             PollTiming {
                 prior: Duration::from_secs(1),
-                ..PollTiming::default()
+                ..probes_only
             },
             Store::memory(),
         );
         for _ in 0..500 {
             burst.first_poll_found(false, Duration::from_secs(1)).await;
         }
-        assert_eq!(burst.first_poll().await, Duration::from_millis(1500));
+        assert_eq!(burst.first_poll().await, Duration::from_millis(1750));
         let high = Schedule::new(
             PollTiming {
                 prior: Duration::from_secs(30),
-                ..PollTiming::default()
+                ..probes_only
             },
             Store::memory(),
         );
@@ -291,5 +328,40 @@ mod tests {
             schedule.next_poll(Duration::from_secs(600)),
             Duration::from_secs(60)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_first_poll_in_eight_probes_at_the_estimate_and_only_probes_move_it() {
+        let schedule = Schedule::new(PollTiming::default(), Store::memory());
+        let mut waits = Vec::new();
+        for _ in 0..16 {
+            waits.push(schedule.first_poll().await.as_millis());
+        }
+        let (probe, late) = (5_000, 6_000);
+        let mut expected = vec![late; 16];
+        expected[0] = probe;
+        expected[8] = probe;
+        assert_eq!(waits, expected, "the estimate, then seven 20 % later");
+        // Polls a margin late that find their jobs pending (or done) say nothing of the estimate's quantile.
+        for done in [false, true] {
+            for _ in 0..100 {
+                schedule
+                    .first_poll_found(done, Duration::from_millis(late as u64))
+                    .await;
+            }
+        }
+        tokio::time::advance(REFRESH).await;
+        assert_eq!(
+            schedule.first_poll().await,
+            Duration::from_secs(5),
+            "the 17th, a probe: the estimate, unmoved"
+        );
+        // Probes that find theirs pending raise it.
+        for _ in 0..MIN_HEARD {
+            schedule
+                .first_poll_found(false, Duration::from_millis(probe as u64))
+                .await;
+        }
+        assert!(schedule.first_poll().await > Duration::from_secs(7));
     }
 }

@@ -351,7 +351,14 @@ pub const KEYS: &[Key] = &[
         env: None,
         default: Some("90"),
         secret: false,
-        help: "the share of jobs the first poll should find done; the learned estimate settles there",
+        help: "the share of probes (one first poll in eight) that should find their job done; the learned estimate settles there",
+    },
+    Key {
+        path: "import.poll_margin_percent",
+        env: None,
+        default: Some("20"),
+        secret: false,
+        help: "how much later than the estimate the other first polls come (20: at 1.2 times it)",
     },
     Key {
         path: "import.log_path",

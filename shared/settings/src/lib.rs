@@ -142,6 +142,7 @@ pub struct ImportSettings {
     pub poll_max: Duration,
     pub poll_growth_percent: u32,
     pub poll_quantile_percent: u32,
+    pub poll_margin_percent: u32,
     pub log_path: PathBuf,
 }
 
@@ -433,6 +434,7 @@ impl Settings {
                     "import.poll_max_secs" => self.import.poll_max.as_secs().to_string(),
                     "import.poll_growth_percent" => self.import.poll_growth_percent.to_string(),
                     "import.poll_quantile_percent" => self.import.poll_quantile_percent.to_string(),
+                    "import.poll_margin_percent" => self.import.poll_margin_percent.to_string(),
                     "import.log_path" => self.import.log_path.display().to_string(),
                     "http.timeout_secs" => self.http.timeout.as_secs().to_string(),
                     "http.connect_timeout_secs" => self.http.connect_timeout.as_secs().to_string(),
