@@ -148,29 +148,37 @@ impl Store {
     }
 
     /// A budget's take (see [`crate::budget`]): zero when a request may go now (and it is logged), else
-    /// the wait, a pause first. Redis runs the script; an in-process store does the same on its map.
+    /// the wait, a pause first; a write also needs room in `writes` (its log and limit). Redis runs the
+    /// script; an in-process store does the same on its map.
     pub(crate) async fn budget_take(
         &self,
         log: &str,
         pause: &str,
         window: Duration,
         limit: u32,
+        writes: Option<(&str, u32)>,
     ) -> Result<Duration, StoreError> {
         let (log, pause) = (self.key(log), self.key(pause));
+        let writes = writes.map(|(log, limit)| (self.key(log), limit));
         if let Some(mut keys) = self.local() {
-            return Ok(keys.take(&log, &pause, window, limit));
+            let mut logs = vec![(log.as_str(), limit)];
+            logs.extend(writes.as_ref().map(|(log, limit)| (log.as_str(), *limit)));
+            return Ok(keys.take(&logs, &pause, window));
         }
         let member = format!("{:016x}", fastrand::u64(..));
         let wait: u64 = self
             .run(|mut c| async move {
-                redis::Script::new(budget::TAKE)
-                    .key(log)
-                    .key(pause)
-                    .arg(millis(window))
-                    .arg(limit)
-                    .arg(member)
-                    .invoke_async(&mut c)
-                    .await
+                let script = redis::Script::new(budget::TAKE);
+                let mut invocation = script.prepare_invoke();
+                invocation.key(log).key(pause);
+                if let Some((writes_log, _)) = &writes {
+                    invocation.key(writes_log);
+                }
+                invocation.arg(millis(window)).arg(limit).arg(member);
+                if let Some((_, writes_limit)) = &writes {
+                    invocation.arg(*writes_limit);
+                }
+                invocation.invoke_async(&mut c).await
             })
             .await?;
         Ok(Duration::from_millis(wait))

@@ -141,27 +141,39 @@ impl Keys<'_> {
         self.set_of(key).map_or(0, |s| s.len() as u64)
     }
 
-    /// The budget script's work on a map: zero when a request may go now (and it is logged), else the
-    /// wait, a pause in `pause` first.
-    pub(crate) fn take(
-        &mut self,
-        log: &str,
-        pause: &str,
-        window: Duration,
-        limit: u32,
-    ) -> Duration {
+    /// The budget script's work on a map: zero when a request may go now (and it is logged in each of
+    /// `logs`, a log and its limit), else the wait, a pause in `pause` first.
+    pub(crate) fn take(&mut self, logs: &[(&str, u32)], pause: &str, window: Duration) -> Duration {
         if let Some(wait) = self.ttl(pause).filter(|w| !w.is_zero()) {
             return wait;
         }
         let now = Instant::now();
-        let entry = self.0.entry(log.to_owned()).or_insert_with(|| Entry {
+        for (log, limit) in logs {
+            let grants = self.log(log, now, window);
+            if grants.len() >= *limit as usize {
+                let oldest = grants.front().copied().unwrap_or(now);
+                return window
+                    .saturating_sub(now.duration_since(oldest))
+                    .max(Duration::from_millis(1));
+            }
+        }
+        for (log, _) in logs {
+            self.log(log, now, window).push_back(now);
+        }
+        Duration::ZERO
+    }
+
+    /// The grants in `key` within `window` of `now`. A key that held something else becomes a log.
+    fn log(&mut self, key: &str, now: Instant, window: Duration) -> &mut VecDeque<Instant> {
+        let entry = self.0.entry(key.to_owned()).or_insert_with(|| Entry {
             value: Value::Log(VecDeque::new()),
             expires: None,
         });
-        // Taken out and put back, so a key that held something else simply becomes a log.
-        let mut grants = match std::mem::replace(&mut entry.value, Value::Log(VecDeque::new())) {
-            Value::Log(grants) => grants,
-            Value::Bytes(_) | Value::Set(_) => VecDeque::new(),
+        if !matches!(entry.value, Value::Log(_)) {
+            entry.value = Value::Log(VecDeque::new());
+        }
+        let Value::Log(grants) = &mut entry.value else {
+            unreachable!("made a log above")
         };
         while grants
             .front()
@@ -169,17 +181,7 @@ impl Keys<'_> {
         {
             grants.pop_front();
         }
-        let wait = if grants.len() < limit as usize {
-            grants.push_back(now);
-            Duration::ZERO
-        } else {
-            let oldest = grants.front().copied().unwrap_or(now);
-            window
-                .saturating_sub(now.duration_since(oldest))
-                .max(Duration::from_millis(1))
-        };
-        entry.value = Value::Log(grants);
-        wait
+        grants
     }
 
     /// Extends the pause in `key` to `duration` unless it already lasts longer.
@@ -217,12 +219,12 @@ mod tests {
         let memory = Memory::default();
         let mut keys = memory.keys();
         let window = Duration::from_secs(60);
-        assert!(keys.take("log", "pause", window, 2).is_zero());
-        assert!(keys.take("log", "pause", window, 2).is_zero());
-        let wait = keys.take("log", "pause", window, 2);
+        assert!(keys.take(&[("log", 2)], "pause", window).is_zero());
+        assert!(keys.take(&[("log", 2)], "pause", window).is_zero());
+        let wait = keys.take(&[("log", 2)], "pause", window);
         assert!(wait > Duration::from_secs(59) && wait <= window, "{wait:?}");
         keys.pause("other-pause", Duration::from_secs(5));
-        let paused = keys.take("other-log", "other-pause", window, 2);
+        let paused = keys.take(&[("other-log", 2)], "other-pause", window);
         assert!(paused > Duration::from_secs(4), "{paused:?}");
         keys.pause("other-pause", Duration::from_secs(1));
         assert!(

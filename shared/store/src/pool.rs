@@ -124,11 +124,12 @@ impl Lanes for Pool {
     }
 }
 
-/// Waits for a slot in any live member, or answers [`Overdue`] at once when the wait would pass
-/// `max_hold` in all. Returns the member that granted it.
+/// Waits for a slot in any live member (in its writes' share too for a `write`), or answers [`Overdue`] at
+/// once when the wait would pass `max_hold` in all. Returns the member that granted it.
 pub(crate) async fn acquire<L: Lanes + ?Sized>(
     lanes: &L,
     max_hold: Option<Duration>,
+    write: bool,
 ) -> Result<usize, Overdue> {
     let started = Instant::now();
     loop {
@@ -139,7 +140,7 @@ pub(crate) async fn acquire<L: Lanes + ?Sized>(
             if !lanes.live(index) {
                 continue;
             }
-            let wait = lanes.lane(index).try_take().await;
+            let wait = lanes.lane(index).try_take(write).await;
             if wait.is_zero() {
                 lanes.lane(index).record_wait(started.elapsed());
                 return Ok(index);
@@ -166,7 +167,8 @@ where
 {
     let mut attempt = 0;
     loop {
-        let index = acquire(lanes, lanes.max_hold()).await?;
+        // What must not happen twice is what creates something: a write, within the writes' share.
+        let index = acquire(lanes, lanes.max_hold(), !idempotent).await?;
         let error = match call(index).await {
             Ok(value) => return Ok(value),
             Err(e) => e,

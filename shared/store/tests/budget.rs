@@ -283,3 +283,28 @@ async fn budgets_on_one_in_process_store_share_its_log_and_its_pause() {
     let held = tokio::time::timeout(Duration::from_millis(300), b.acquire()).await;
     assert!(held.is_err(), "b waits out a's pause");
 }
+
+/// Writes (the import POSTs) may spend half the limit in a window, reads (their polls) all of it: a burst
+/// of writes leaves the polls that follow them their half. On Redis and on an in-process store alike.
+#[tokio::test]
+async fn writes_spend_half_the_budget_and_reads_the_rest() {
+    let prefix = format!("{}:", unique("writes"));
+    for store in [store(&redis_url(), &prefix).await, Store::memory()] {
+        let hold = Duration::from_millis(300);
+        let budget = budget(store, 4, Duration::from_secs(60)).holding_at_most(hold);
+        let write = || budget.call_write(|| async { Ok::<(), Refused>(()) });
+        assert!(write().await.is_ok());
+        assert!(write().await.is_ok());
+        match write().await {
+            Err(Refused::Overdue(wait)) => assert!(wait > hold, "{wait:?}"),
+            other => panic!("a third write of a 4-call budget should wait, got {other:?}"),
+        }
+        let read = || budget.call(|| async { Ok::<(), Refused>(()) });
+        assert!(read().await.is_ok(), "the reads' half");
+        assert!(read().await.is_ok(), "the reads' half");
+        assert!(
+            matches!(read().await, Err(Refused::Overdue(_))),
+            "writes and reads together keep to the limit"
+        );
+    }
+}
