@@ -134,3 +134,40 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
         );
     }
 }
+
+/// Two importers on one Redis hear the same news in the same second: the fleet moves the estimate once,
+/// not once per importer (four importers each moving it once a second polled 1.18 times per import).
+#[tokio::test]
+async fn the_fleet_moves_the_estimate_once_a_second_however_many_importers_hear_the_news() {
+    let prefix = format!("{}:", bb2snyk_test_support::unique("turn"));
+    let url = bb2snyk_test_support::redis_url();
+    let mut importers = Vec::new();
+    for _ in 0..2 {
+        let store = Store::connect(&url, &prefix).await.expect("Redis");
+        importers.push(Schedule::new(PollTiming::default(), store));
+    }
+    // Every probe finds its job pending: the first importer raises the estimate by the most a move may.
+    for _ in 0..10 {
+        importers[0]
+            .first_poll_found(false, Duration::from_secs(5))
+            .await;
+    }
+    let moved = Duration::from_millis(8750);
+    // The second reads the fleet's estimate afresh and hears the same of its own probes in that second:
+    // alone it would raise it again, but the turn is taken.
+    for _ in 0..10 {
+        importers[1].first_poll_found(false, moved).await;
+    }
+    assert_eq!(
+        importers[1].first_poll().await,
+        moved,
+        "one move of x1.75, not two"
+    );
+    assert_eq!(importers[0].first_poll().await, moved);
+    // A second later it is the fleet's turn again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..10 {
+        importers[1].first_poll_found(false, moved).await;
+    }
+    assert!(importers[1].first_poll().await > moved);
+}

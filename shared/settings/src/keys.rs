@@ -356,9 +356,9 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "import.poll_margin_percent",
         env: None,
-        default: Some("20"),
+        default: Some("15"),
         secret: false,
-        help: "how much later than the estimate the other first polls come (20: at 1.2 times it)",
+        help: "how much later than the estimate the other first polls come (15: at 1.15 times it)",
     },
     Key {
         path: "import.log_path",
