@@ -531,7 +531,12 @@ async fn main() {
     let only_spreads = only == "spreads";
     let mut outcomes = Vec::new();
     if only.is_empty() || only == "fleet" {
-        for importers in [1, 2, 4] {
+        // BENCH_IMPORTERS="1,4" picks the fleet sizes.
+        let sizes: Vec<usize> = std::env::var("BENCH_IMPORTERS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 2, 4]);
+        for importers in sizes {
             eprintln!("running the services with {importers} importer(s)");
             outcomes.push(fleet_run(&bin, workspaces, importers, 1).await);
         }
