@@ -264,14 +264,17 @@ impl Budget {
     /// Redis each process keeps to its share of the whole budget, writes included.)
     async fn take_shared(&self, write: bool) -> Option<Duration> {
         let store = self.store.as_ref()?;
-        let writes = (self.limit * WRITE_SHARE_PERCENT / 100).max(1);
+        let writes = write.then(|| {
+            let limit = (self.limit * WRITE_SHARE_PERCENT / 100).max(1);
+            (self.writes_key.as_str(), limit)
+        });
         store
             .budget_take(
                 &self.log_key,
                 &self.pause_key,
                 self.window,
                 self.limit,
-                write.then_some((self.writes_key.as_str(), writes)),
+                writes,
             )
             .await
             .ok()

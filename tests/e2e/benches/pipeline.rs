@@ -515,6 +515,14 @@ fn today() -> String {
         .unwrap_or_default()
 }
 
+/// The comma-separated numbers in the variable `name`, else `default`.
+fn counts(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name).map_or_else(
+        |_| default.to_vec(),
+        |v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let workspaces: usize = std::env::var("BENCH_WORKSPACES")
@@ -532,11 +540,7 @@ async fn main() {
     let mut outcomes = Vec::new();
     if only.is_empty() || only == "fleet" {
         // BENCH_IMPORTERS="1,4" picks the fleet sizes.
-        let sizes: Vec<usize> = std::env::var("BENCH_IMPORTERS")
-            .ok()
-            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-            .unwrap_or_else(|| vec![1, 2, 4]);
-        for importers in sizes {
+        for importers in counts("BENCH_IMPORTERS", &[1, 2, 4]) {
             eprintln!("running the services with {importers} importer(s)");
             outcomes.push(fleet_run(&bin, workspaces, importers, 1).await);
         }
@@ -547,11 +551,7 @@ async fn main() {
         let importers = std::env::var("BENCH_TOKEN_IMPORTERS")
             .ok()
             .and_then(|v| v.parse().ok());
-        let rows: Vec<usize> = std::env::var("BENCH_TOKENS")
-            .ok()
-            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-            .unwrap_or_else(|| vec![2, 4]);
-        for tokens in rows {
+        for tokens in counts("BENCH_TOKENS", &[2, 4]) {
             let importers = importers.unwrap_or(2 * tokens);
             eprintln!("running the services with {importers} importers and {tokens} Snyk tokens");
             outcomes.push(fleet_run(&bin, workspaces, importers, tokens).await);
