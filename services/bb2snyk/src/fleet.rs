@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn filters_read_nested_fields_and_the_run() {
         let message = Message {
-            kind: "repo.import.v1".into(),
+            kind: "any.kind.v1".into(),
             message_id: "m".into(),
             correlation_id: "run-1".into(),
             attempt: 3,

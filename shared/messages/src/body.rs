@@ -1,4 +1,7 @@
 //! The work messages: what each stage asks of the next.
+//!
+//! Over 400 lines on purpose: every work message with its bounds check beside it, so what a queue may
+//! carry reads in one place (the tests are in `body/tests.rs`).
 
 use bb2snyk_broker::{Message, Publish};
 use bb2snyk_filters::Filters;

@@ -1,4 +1,7 @@
 //! Bitbucket Cloud: the OAuth2 token endpoint and the 2.0 API's workspace and repository lists.
+//!
+//! Over 400 lines on purpose: the token endpoint and the two lists share the fault, limit and paging
+//! rules written here, and read in the order `bitbucket-and-snyk-apis.md` gives them.
 
 use std::{
     collections::HashMap,

@@ -3,6 +3,9 @@
 //! `bitbucket-and-snyk-apis.md`. It adds what tests and rehearsals need: a deterministic tenant, latency,
 //! 5xx faults, rolling-window rate limits with 429 + `Retry-After`, poison repositories, token revocation,
 //! and `/_sandbox/stats` with the ground truth to check a run against.
+//!
+//! Over 400 lines on purpose: the knobs, the router and the control endpoints form one public surface
+//! that tests and the benchmark read together.
 
 #![allow(
     clippy::result_large_err,

@@ -3,6 +3,9 @@
 //!
 //! Every value is checked when loaded; a value a stage needs but that has no default (`SNYK_TOKEN`, the
 //! OAuth consumer) is checked by [`Settings::require`], so each binary asks only for what it uses.
+//!
+//! Over 400 lines on purpose: the settings types, one per section, are the documented contract and read
+//! best as one list (loading is in `load.rs`, the key table in `keys.rs`).
 
 mod consumers;
 mod keys;

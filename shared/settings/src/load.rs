@@ -1,3 +1,8 @@
+//! Loading settings: the layers merged by `config`, each value checked into its type with an error that
+//! names the key or variable and how to fix it.
+//!
+//! Over 400 lines on purpose: one check per setting, in the order of the key table.
+
 use std::{collections::HashMap, ops::RangeInclusive, path::PathBuf, time::Duration};
 
 use config::{Config, Environment, FileFormat, Map, Source, ValueKind};

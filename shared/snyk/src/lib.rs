@@ -1,25 +1,26 @@
 //! The Snyk v1 API for bb2snyk, authenticated with `Authorization: token <SNYK_TOKEN>`: a group's orgs, org
-//! creation, integrations, notification settings, import and job polling. Every call is paced by a budget
-//! shared by every replica, and 429s pause the whole fleet.
+//! creation, integrations, notification settings, import and job polling (REST targets and projects in
+//! [`rest`]). Every call is paced by a budget shared by every replica, and 429s pause the whole fleet.
 
+mod call;
 mod error;
 mod model;
+mod rest;
 
 use std::sync::Arc;
 
 use bb2snyk_settings::{ConfigError, Settings};
-use bb2snyk_store::{Budget, BudgetConfig, Pool, Store, fingerprint};
+use bb2snyk_store::{Budget, BudgetConfig, Pool, Store};
+use call::{Token, parse, segment, token_id};
 pub use error::SnykError;
 pub use model::{
     CreatedOrg, ImportOptions, Job, JobLog, JobStatus, OrgSummary, Project, Target,
     quiet_notifications,
 };
-use reqwest::{
-    Method, StatusCode,
-    header::{AUTHORIZATION, HeaderValue, LOCATION},
-};
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, de::DeserializeOwned};
+use reqwest::{Method, StatusCode};
+pub use rest::{Imported, OrgProject};
+use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -47,51 +48,6 @@ pub fn app_integration_in(
 
 /// Creates of one org after failures that surely did not create it, before the error is returned.
 const CREATE_TRIES: u32 = 3;
-/// The REST release the targets endpoint is read at (GA since 2024-02-21).
-const REST_VERSION: &str = "2024-10-15";
-/// Pages of targets read for one name before giving up (a server that keeps answering `next`).
-const MAX_TARGET_PAGES: usize = 50;
-/// Pages of an org's whole target list read at most: 100,000 targets, a few MiB of names.
-const MAX_ORG_TARGET_PAGES: usize = 1000;
-/// The REST release the projects endpoint is read at (GA).
-const PROJECTS_VERSION: &str = "2024-05-31";
-/// The origins Snyk reports for projects imported from Bitbucket Cloud: the app (reported as the connect
-/// app), and the legacy integration.
-const BITBUCKET_CLOUD_ORIGINS: [&str; 3] = [
-    "bitbucket-connect-app",
-    "bitbucket-cloud-app",
-    "bitbucket-cloud",
-];
-
-/// A project imported from Bitbucket Cloud, as a sync needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrgProject {
-    pub id: String,
-    /// The target's display name, `workspace/slug`.
-    pub display_name: String,
-    pub branch: Option<String>,
-    /// False once deactivated.
-    pub active: bool,
-}
-
-/// A 404 for a project means it is already gone: what a retire wants.
-fn gone_is_done<T>(answer: Result<T, SnykError>) -> Result<(), SnykError> {
-    match answer {
-        Ok(_) => Ok(()),
-        Err(SnykError::Rejected {
-            status: StatusCode::NOT_FOUND,
-            ..
-        }) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// A target as Snyk's projects show it imported: `workspace/slug` and the branch.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Imported {
-    pub display_name: String,
-    pub branch: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -102,19 +58,6 @@ pub struct Client {
     /// One or more API tokens of the group, each paced by its own member of `budgets` (same index).
     tokens: Arc<[Token]>,
     budgets: Arc<Pool>,
-}
-
-/// One API token and how messages name it: never the token itself.
-#[derive(Debug, Clone)]
-struct Token {
-    secret: SecretString,
-    label: String,
-}
-
-/// A successful answer: its status, its `Location`, its body.
-struct Answer {
-    location: Option<String>,
-    body: String,
 }
 
 impl Client {
@@ -399,274 +342,9 @@ impl Client {
         }
     }
 
-    /// Whether the org already has `display_name` (`workspace/slug`) as a target: REST targets, every page,
-    /// compared exactly (the filter is a prefix match). A target appears once its import job has completed.
-    pub async fn has_target(&self, org_id: &str, display_name: &str) -> Result<bool, SnykError> {
-        let mut found = false;
-        self.each_target(
-            org_id,
-            &format!("&display_name={}", segment(display_name)),
-            MAX_TARGET_PAGES,
-            |name| {
-                found |= name == display_name;
-                !found
-            },
-        )
-        .await?;
-        Ok(found)
-    }
-
-    /// The display names (`workspace/slug`) of every target the org has, of any source: what Snyk already
-    /// holds, so nothing in it is imported again whatever a ledger remembers. At most
-    /// `MAX_ORG_TARGET_PAGES` pages of 100; a longer list is an error rather than a silent part.
-    pub async fn targets(&self, org_id: &str) -> Result<Vec<String>, SnykError> {
-        let mut names = Vec::new();
-        let whole = self
-            .each_target(org_id, "", MAX_ORG_TARGET_PAGES, |name| {
-                names.push(name.to_owned());
-                true
-            })
-            .await?;
-        if !whole {
-            return Err(SnykError::Unexpected {
-                status: StatusCode::OK,
-                what: "end of the org's targets (more pages than bb2snyk reads)",
-            });
-        }
-        Ok(names)
-    }
-
-    /// Every Bitbucket Cloud target the org's projects were imported from, with the branch, once each:
-    /// what snyk-api-import's `list:imported` reads (REST projects, inactive ones included).
-    pub async fn imported(&self, org_id: &str) -> Result<Vec<Imported>, SnykError> {
-        let found: std::collections::BTreeSet<Imported> = self
-            .projects(org_id)
-            .await?
-            .into_iter()
-            .map(|p| Imported {
-                display_name: p.display_name,
-                branch: p.branch,
-            })
-            .collect();
-        Ok(found.into_iter().collect())
-    }
-
-    /// The org's projects imported from Bitbucket Cloud (the app's and the legacy origins; inactive ones
-    /// included), each with its target's display name and branch. At most `MAX_ORG_TARGET_PAGES` pages of
-    /// 100; a longer list is an error rather than a silent part.
-    pub async fn projects(&self, org_id: &str) -> Result<Vec<OrgProject>, SnykError> {
-        let mut found = Vec::new();
-        let url = format!(
-            "{}/orgs/{}/projects?version={PROJECTS_VERSION}&limit=100&expand=target",
-            self.rest_base,
-            segment(org_id),
-        );
-        let whole = self
-            .each_item(url, MAX_ORG_TARGET_PAGES, |project: model::RestProject| {
-                if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
-                    found.push(OrgProject {
-                        display_name: project.display_name(),
-                        active: project.attributes.status.as_deref() != Some("inactive"),
-                        branch: project.attributes.target_reference,
-                        id: project.id,
-                    });
-                }
-                true
-            })
-            .await?;
-        if !whole {
-            return Err(SnykError::Unexpected {
-                status: StatusCode::OK,
-                what: "end of the org's projects (more pages than bb2snyk reads)",
-            });
-        }
-        Ok(found)
-    }
-
-    /// Deactivates a project (v1; Snyk stops testing it and keeps its history). Done again, or for a
-    /// project that is gone, it is no error.
-    pub async fn deactivate_project(
-        &self,
-        org_id: &str,
-        project_id: &str,
-    ) -> Result<(), SnykError> {
-        let path = format!(
-            "/org/{}/project/{}/deactivate",
-            segment(org_id),
-            segment(project_id)
-        );
-        gone_is_done(
-            self.request(Method::POST, &self.url(&path), Some(&json!({})))
-                .await,
-        )
-    }
-
-    /// Deletes a project (REST). A project already gone is no error.
-    pub async fn delete_project(&self, org_id: &str, project_id: &str) -> Result<(), SnykError> {
-        let url = format!(
-            "{}/orgs/{}/projects/{}?version={PROJECTS_VERSION}",
-            self.rest_base,
-            segment(org_id),
-            segment(project_id)
-        );
-        gone_is_done(self.request(Method::DELETE, &url, None).await)
-    }
-
-    /// Calls `visit` with each target's display name, page by page, until it returns false or the pages
-    /// end; true when every page was read (or `visit` stopped), false when `max_pages` ran out first.
-    async fn each_target(
-        &self,
-        org_id: &str,
-        filter: &str,
-        max_pages: usize,
-        mut visit: impl FnMut(&str) -> bool,
-    ) -> Result<bool, SnykError> {
-        let url = format!(
-            "{}/orgs/{}/targets?version={REST_VERSION}&limit=100&exclude_empty=false{filter}",
-            self.rest_base,
-            segment(org_id),
-        );
-        self.each_item(url, max_pages, |target: model::RestTarget| {
-            visit(&target.attributes.display_name)
-        })
-        .await
-    }
-
-    /// Calls `visit` with each item of a REST list, page by page, until it returns false or the pages
-    /// end; true when every page was read (or `visit` stopped), false when `max_pages` ran out first.
-    async fn each_item<T: DeserializeOwned>(
-        &self,
-        mut url: String,
-        max_pages: usize,
-        mut visit: impl FnMut(T) -> bool,
-    ) -> Result<bool, SnykError> {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..max_pages {
-            let page: model::Page<T> = parse(&self.request(Method::GET, &url, None).await?.body)?;
-            for item in page.data {
-                if !visit(item) {
-                    return Ok(true);
-                }
-            }
-            // `next` is relative to the REST base; anything else (another host) is not followed.
-            match page.links.next.map(model::Link::into_href) {
-                Some(next) if next.starts_with("/orgs/") && seen.insert(next.clone()) => {
-                    url = format!("{}{next}", self.rest_base);
-                }
-                _ => return Ok(true),
-            }
-        }
-        Ok(false)
-    }
-
     /// Polls a job at the `Location` [`Client::import`] returned.
     pub async fn job(&self, location: &str) -> Result<Job, SnykError> {
         let answer = self.request(Method::GET, location, None).await?;
         parse(&answer.body)
     }
-
-    fn url(&self, path_and_query: &str) -> String {
-        format!("{}{path_and_query}", self.api_base)
-    }
-
-    async fn json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<&Value>,
-    ) -> Result<T, SnykError> {
-        let answer = self
-            .request(method, &self.url(path_and_query), body)
-            .await?;
-        parse(&answer.body)
-    }
-
-    /// One call under the budget and its retry rules. A POST creates something (an org, an import job), so
-    /// it is never sent again after a failure that may have happened: the caller looks first.
-    async fn request(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-    ) -> Result<Answer, SnykError> {
-        if !bb2snyk_http::is_within(&self.api_base, url)
-            && !bb2snyk_http::is_within(&self.rest_base, url)
-        {
-            return Err(SnykError::ForeignUrl {
-                url: url.chars().take(200).collect(),
-                base: self.api_base.clone(),
-            });
-        }
-        let method = &method;
-        let call = |index: usize| async move {
-            let token = &self.tokens[index];
-            let mut request = self
-                .http
-                .request(method.clone(), url)
-                .header(AUTHORIZATION, authorization(token)?);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let sent = request.send().await;
-            bb2snyk_telemetry::metrics::http_call(
-                "snyk",
-                url,
-                sent.as_ref().ok().map(|r| r.status().as_u16()),
-            );
-            let response = sent.map_err(SnykError::network)?;
-            let status = response.status();
-            tracing::debug!(%method, %url, %status, "snyk call");
-            let retry_after = bb2snyk_http::retry_after(response.headers());
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .map(str::to_owned);
-            let body = bb2snyk_http::text(response)
-                .await
-                .map_err(SnykError::body)?;
-            if status.is_success() {
-                Ok(Answer { location, body })
-            } else {
-                Err(SnykError::from_status(
-                    status,
-                    retry_after,
-                    &body,
-                    &token.label,
-                ))
-            }
-        };
-        if method == Method::POST {
-            self.budgets.call_write(call).await
-        } else {
-            self.budgets.call(call).await
-        }
-    }
-}
-
-/// `token <TOKEN>`, marked sensitive so no debug output of the request shows it.
-fn authorization(token: &Token) -> Result<HeaderValue, SnykError> {
-    let mut value = HeaderValue::from_str(&format!("token {}", token.secret.expose_secret()))
-        .map_err(|_| SnykError::BadToken {
-            token: token.label.clone(),
-        })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-/// Names a token in Redis keys and messages without revealing it.
-fn token_id(token: &SecretString) -> String {
-    fingerprint(&format!("snyk:{}", token.expose_secret()))
-}
-
-fn parse<T: DeserializeOwned>(body: &str) -> Result<T, SnykError> {
-    serde_json::from_str(body).map_err(|_| SnykError::Unexpected {
-        status: StatusCode::OK,
-        what: "JSON body",
-    })
-}
-
-/// A path segment, percent-encoded.
-fn segment(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }

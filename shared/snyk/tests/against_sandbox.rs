@@ -1,5 +1,7 @@
 //! The Snyk v1 client against the sandbox: orgs, integrations, notification settings, import and polling,
 //! each error class, and the budget under Snyk's rate limit.
+//!
+//! Over 400 lines on purpose: one test per call and error class, kept in one file as the client is one.
 
 use std::time::Duration;
 

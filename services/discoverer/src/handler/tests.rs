@@ -268,7 +268,7 @@ async fn paging_waits_while_the_importer_s_queue_is_full() {
 
 fn ready_message(i: u32) -> bb2snyk_broker::Message {
     bb2snyk_broker::Message {
-        kind: "repo.import.v1".into(),
+        kind: "placeholder.v1".into(), // only the queue's depth matters here
         message_id: format!("m{i}"),
         correlation_id: "run-1".into(),
         attempt: 0,

@@ -1,5 +1,7 @@
 //! The importer's handler on the in-process store against the sandbox: what it answers for each message,
 //! what it records, and what it asks of Snyk.
+//!
+//! Over 400 lines on purpose: one test per outcome of the handler, each short, sharing the set-up above them.
 
 use std::time::Duration;
 

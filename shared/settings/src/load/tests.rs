@@ -1,3 +1,7 @@
+//! The loading rules, one test per rule: layers, seed variables, every check and its message.
+//!
+//! Over 400 lines on purpose: each rule is short and the rules read best in one list.
+
 use std::{collections::HashMap, io::Write, path::PathBuf};
 
 use secrecy::ExposeSecret;
