@@ -1,5 +1,8 @@
 //! Snyk is the record of what is imported: a fleet that lost its Redis (or a new one on a new machine)
 //! imports nothing that Snyk already holds, and a sync brings Snyk in step with a tenant that drifted.
+//!
+//! A test binary of its own, as `credentials.rs`: its fleets run whole tenants, and kept apart from `it`
+//! they do not share two cores with the broker chaos tests there.
 
 use std::time::Duration;
 

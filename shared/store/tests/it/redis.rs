@@ -1,15 +1,15 @@
-//! Against the real Redis on this machine; every test uses its own key prefix.
+//! The store's commands, locks and health guard against the real Redis.
 
 use std::time::Duration;
 
 use bb2snyk_store::Store;
+
+use super::connect;
 use bb2snyk_test_support::{redis_url, unique, wait_for};
 use secrecy::SecretString;
 
 async fn store() -> Store {
-    Store::connect(&redis_url(), &format!("{}:", unique("store")))
-        .await
-        .expect("Redis is reachable")
+    connect(&redis_url(), &format!("{}:", unique("store"))).await
 }
 
 #[tokio::test]

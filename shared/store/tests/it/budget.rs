@@ -4,14 +4,9 @@
 use std::time::{Duration, Instant};
 
 use bb2snyk_store::{Budget, BudgetConfig, Pool, Store};
-use bb2snyk_test_support::{RedisServer, redis_url, unique, wait_for};
-use secrecy::SecretString;
 
-async fn store(url: &SecretString, prefix: &str) -> Store {
-    Store::connect(url, prefix)
-        .await
-        .expect("Redis is reachable")
-}
+use super::connect;
+use bb2snyk_test_support::{RedisServer, redis_url, unique, wait_for};
 
 fn budget(store: Store, limit: u32, window: Duration) -> Budget {
     budget_of("c0ffee", store, limit, window)
@@ -33,8 +28,8 @@ fn budget_of(credential: &str, store: Store, limit: u32, window: Duration) -> Bu
 async fn two_instances_share_one_rolling_window() {
     let prefix = format!("{}:", unique("budget"));
     let window = Duration::from_millis(1500);
-    let a = budget(store(&redis_url(), &prefix).await, 5, window);
-    let b = budget(store(&redis_url(), &prefix).await, 5, window);
+    let a = budget(connect(&redis_url(), &prefix).await, 5, window);
+    let b = budget(connect(&redis_url(), &prefix).await, 5, window);
     let started = Instant::now();
     for i in 0..5 {
         if i % 2 == 0 {
@@ -66,12 +61,12 @@ async fn two_instances_share_one_rolling_window() {
 async fn a_pause_holds_every_instance() {
     let prefix = format!("{}:", unique("pause"));
     let a = budget(
-        store(&redis_url(), &prefix).await,
+        connect(&redis_url(), &prefix).await,
         100,
         Duration::from_secs(60),
     );
     let b = budget(
-        store(&redis_url(), &prefix).await,
+        connect(&redis_url(), &prefix).await,
         100,
         Duration::from_secs(60),
     );
@@ -89,7 +84,7 @@ async fn a_pause_holds_every_instance() {
 #[tokio::test]
 async fn without_redis_each_process_keeps_its_own_budget() {
     let mut server = RedisServer::start().await;
-    let store = store(&server.url(), "b:").await;
+    let store = connect(&server.url(), "b:").await;
     let window = Duration::from_millis(1200);
     let budget = budget(store.clone(), 3, window);
     budget.acquire().await;
@@ -157,7 +152,7 @@ async fn a_wait_past_the_hold_bound_answers_overdue_at_once() {
     let prefix = format!("{}:", unique("hold"));
     let hold = Duration::from_millis(500);
     let spent = budget(
-        store(&redis_url(), &prefix).await,
+        connect(&redis_url(), &prefix).await,
         1,
         Duration::from_secs(60),
     )
@@ -175,7 +170,7 @@ async fn a_wait_past_the_hold_bound_answers_overdue_at_once() {
     );
 
     let paused = budget(
-        store(&redis_url(), &format!("{prefix}p:")).await,
+        connect(&redis_url(), &format!("{prefix}p:")).await,
         100,
         Duration::from_secs(60),
     )
@@ -194,7 +189,7 @@ async fn a_wait_past_the_hold_bound_answers_overdue_at_once() {
 #[tokio::test]
 async fn without_redis_each_process_keeps_to_its_share_of_the_fleet() {
     let mut server = RedisServer::start().await;
-    let store = store(&server.url(), "share:").await;
+    let store = connect(&server.url(), "share:").await;
     let budget = budget(store, 10, Duration::from_secs(60))
         .shared_by(5)
         .holding_at_most(Duration::from_millis(200));
@@ -217,8 +212,8 @@ async fn a_pool_spends_every_member_and_moves_off_a_refused_one() {
     let window = Duration::from_secs(60);
     let hold = Duration::from_millis(300);
     let members = vec![
-        budget_of("a", store(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
-        budget_of("b", store(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
+        budget_of("a", connect(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
+        budget_of("b", connect(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
     ];
     let pool = Pool::new(members);
     let mut paid_by = [0; 2];
@@ -233,8 +228,8 @@ async fn a_pool_spends_every_member_and_moves_off_a_refused_one() {
     }
 
     let pool = Pool::new(vec![
-        budget_of("c", store(&redis_url(), &prefix).await, 100, window),
-        budget_of("d", store(&redis_url(), &prefix).await, 100, window),
+        budget_of("c", connect(&redis_url(), &prefix).await, 100, window),
+        budget_of("d", connect(&redis_url(), &prefix).await, 100, window),
     ]);
     for _ in 0..4 {
         let paid: Result<usize, Refused> = pool
@@ -289,7 +284,7 @@ async fn budgets_on_one_in_process_store_share_its_log_and_its_pause() {
 #[tokio::test]
 async fn writes_spend_half_the_budget_and_reads_the_rest() {
     let prefix = format!("{}:", unique("writes"));
-    for store in [store(&redis_url(), &prefix).await, Store::memory()] {
+    for store in [connect(&redis_url(), &prefix).await, Store::memory()] {
         let hold = Duration::from_millis(300);
         let budget = budget(store, 4, Duration::from_secs(60)).holding_at_most(hold);
         let write = || budget.call_write(|| async { Ok::<(), Refused>(()) });
