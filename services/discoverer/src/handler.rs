@@ -5,18 +5,15 @@
 use bb2snyk_bitbucket::{
     BitbucketError, RepoFilter, Repository, RepositoryPages, Tenant, org_names,
 };
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
-};
-
-use bb2snyk_broker::{Broker, Handler, Message, Outcome, Publish};
+use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
-    Body, Event, IMPORTER, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested,
-    SyncWorkspace, Target, WorkspaceDiscovered,
+    Body, Event, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested, SyncWorkspace, Target,
+    WorkspaceDiscovered,
 };
 use futures_util::future::BoxFuture;
+
+use crate::Backlog;
 
 /// Pages of one workspace followed at most (a million repositories at 100 a page).
 const MAX_PAGES: u32 = 10_000;
@@ -29,55 +26,6 @@ pub struct Discoverer {
     pub ledger: Ledger,
     /// Paging pauses while the importer's queue holds more than this; `None` pages as fast as Bitbucket lets.
     pub backlog: Option<Backlog>,
-}
-
-/// Keeps the importer's queue from growing toward the whole tenant: while it holds more than `limit`
-/// messages, workspace paging waits (its page message comes back after `pause`), so queue depth, broker
-/// memory and Redis keys stay flat however many repositories there are.
-#[derive(Clone)]
-pub struct Backlog {
-    pub broker: Arc<dyn Broker>,
-    pub limit: u64,
-    pub pause: Duration,
-    /// The last count and when it was taken: counting costs the broker a round trip, so once a second.
-    last: Arc<Mutex<Option<(Instant, u64)>>>,
-}
-
-impl std::fmt::Debug for Backlog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backlog")
-            .field("limit", &self.limit)
-            .field("pause", &self.pause)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Backlog {
-    pub fn new(broker: Arc<dyn Broker>, limit: u64, pause: Duration) -> Self {
-        Self {
-            broker,
-            limit,
-            pause,
-            last: Arc::default(),
-        }
-    }
-
-    /// True while the importer's queue holds more than the limit.
-    async fn is_full(&self) -> bool {
-        let cached = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        let waiting = match cached {
-            Some((at, n)) if at.elapsed() < Duration::from_secs(1) => n,
-            _ => {
-                let Some(n) = self.broker.waiting(IMPORTER).await else {
-                    return false;
-                };
-                *self.last.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some((Instant::now(), n));
-                n
-            }
-        };
-        waiting > self.limit
-    }
 }
 
 impl Handler for Discoverer {
@@ -144,12 +92,16 @@ impl Discoverer {
     }
 
     async fn page(&self, org: OrgReady, next: Option<String>, page: u32) -> Outcome {
-        if let Some(backlog) = &self.backlog
-            && backlog.is_full().await
-        {
-            tracing::debug!(workspace = %org.workspace, page, "the importer's queue is full; paging waits");
-            return Outcome::defer(backlog.pause);
-        }
+        let admission = match &self.backlog {
+            Some(backlog) => match backlog.admit().await {
+                Some(admission) => Some(admission),
+                None => {
+                    tracing::debug!(workspace = %org.workspace, page, "the importer's queue is full; paging waits");
+                    return Outcome::defer(backlog.pause);
+                }
+            },
+            None => None,
+        };
         if page > MAX_PAGES {
             return Outcome::park(format!(
                 "workspace {} has more than {MAX_PAGES} pages of repositories; Bitbucket's paging does not end",
@@ -194,6 +146,10 @@ impl Discoverer {
                     Err(e) => return Outcome::failed(e.is_transient(), format!("ledger: {e}")),
                 }
             }
+        }
+        if let Some(admission) = admission {
+            let imports = publishes.iter().filter(|p| matches!(p.to, Route::Queue(_)));
+            admission.published(imports.count() as u64);
         }
         if let (None, Some(sync)) = (pages.next_url(), &org.sync) {
             // The whole workspace is seen: the importer compares it with the org in Snyk.

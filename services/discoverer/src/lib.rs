@@ -1,16 +1,18 @@
 //! The discoverer service: lists Bitbucket workspaces and repositories and publishes them for the other stages.
 
+mod backlog;
 mod handler;
 
 use std::sync::Arc;
 
+pub use backlog::{Admission, Backlog};
 use bb2snyk_bitbucket::{BitbucketError, RepoFilter, Tenant};
 use bb2snyk_broker::Stage;
 use bb2snyk_ledger::Ledger;
 use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
 use bb2snyk_store::Store;
-pub use handler::{Backlog, Discoverer};
+pub use handler::Discoverer;
 
 /// Proves the Bitbucket credentials, then serves the discoverer's queue until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServiceError> {

@@ -25,6 +25,9 @@ use bb2snyk_test_support::{pipeline_env, wait_for};
 use futures_util::future::BoxFuture;
 use tokio::process::{Child, Command};
 
+#[path = "pipeline/backlog.rs"]
+mod backlog;
+
 const SNYK_PER_MINUTE: u32 = 6000;
 const BITBUCKET_PER_MINUTE: u32 = 1000;
 const REPOS_PER_WORKSPACE: usize = 100;
@@ -230,6 +233,8 @@ struct Measured {
     messages_per_import: Option<f64>,
     /// The importer queue's deepest, sampled every half second (services only).
     peak_backlog: Option<u64>,
+    /// RabbitMQ's memory (MiB) when the run began and at its peak (services only).
+    broker_memory: Option<(f64, f64)>,
     jobs: Jobs,
     /// Snyk tokens the run spent: the bound divides by them.
     tokens: usize,
@@ -265,13 +270,24 @@ fn lower_bound(
     )
 }
 
-async fn fleet_run(bin: &Path, workspaces: usize, importers: usize, tokens: usize) -> Measured {
+/// The services on a tenant of `workspaces` × 100, with `importers` importers and `tokens` Snyk tokens;
+/// `extra` settings over the bench's own.
+async fn fleet_run(
+    bin: &Path,
+    workspaces: usize,
+    importers: usize,
+    tokens: usize,
+    extra: &[(&str, &str)],
+) -> Measured {
     let sandbox = Sandbox::start(knobs(workspaces, FIXED_5S, tokens))
         .await
         .expect("sandbox");
     let mut env = environment(&sandbox);
     if tokens > 1 && std::env::var("BENCH_CONCURRENT_IMPORTS").is_err() {
         env.insert("CONCURRENT_IMPORTS".into(), "40".into());
+    }
+    for (k, v) in extra {
+        env.insert((*k).into(), (*v).into());
     }
     let settings = bb2snyk_settings::load(&Sources {
         file: None,
@@ -296,12 +312,21 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize, tokens: usiz
         .await
         .expect("broker");
     let mut peak_backlog = 0;
+    let broker_start = backlog::broker_memory().await;
+    let mut broker_peak = broker_start.unwrap_or(0.0);
     let mut last_print = Instant::now();
+    let mut last_memory = Instant::now();
     loop {
         for p in &mut processes {
             p.sample();
         }
         peak_backlog = peak_backlog.max(broker.waiting("importer").await.unwrap_or(0));
+        if last_memory.elapsed() > Duration::from_secs(2) {
+            last_memory = Instant::now();
+            if let Some(mib) = backlog::broker_memory().await {
+                broker_peak = broker_peak.max(mib);
+            }
+        }
         let done = run.settled().await;
         if done >= total {
             break;
@@ -352,6 +377,7 @@ async fn fleet_run(bin: &Path, workspaces: usize, importers: usize, tokens: usiz
         usage,
         messages_per_import: Some(consumed / total as f64),
         peak_backlog: Some(peak_backlog),
+        broker_memory: broker_start.map(|start| (start, broker_peak)),
         jobs: FIXED_5S,
     }
 }
@@ -382,6 +408,7 @@ async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
         usage: vec![("bb2snyk run".into(), p.last.0, p.last.1)],
         messages_per_import: None,
         peak_backlog: None,
+        broker_memory: None,
         jobs,
         tokens: 1,
     }
@@ -457,7 +484,7 @@ async fn fan_out(settings: &Settings, n: usize) -> (f64, f64) {
 
 /// The discoverer's peak RSS over a discovery of `workspaces` × 100 repositories (orgs and imports run too).
 async fn discoverer_peak(bin: &Path, workspaces: usize) -> f64 {
-    let outcome = fleet_run(bin, workspaces, 1, 1).await;
+    let outcome = fleet_run(bin, workspaces, 1, 1, &[]).await;
     outcome
         .usage
         .iter()
@@ -537,12 +564,16 @@ async fn main() {
     // rows (the embedded run, one per spread); =tokens just the rows with 2 and 4 Snyk tokens.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let only_spreads = only == "spreads";
+    if only == "backlog" {
+        backlog::rows(&bin).await;
+        return;
+    }
     let mut outcomes = Vec::new();
     if only.is_empty() || only == "fleet" {
         // BENCH_IMPORTERS="1,4" picks the fleet sizes.
         for importers in counts("BENCH_IMPORTERS", &[1, 2, 4]) {
             eprintln!("running the services with {importers} importer(s)");
-            outcomes.push(fleet_run(&bin, workspaces, importers, 1).await);
+            outcomes.push(fleet_run(&bin, workspaces, importers, 1, &[]).await);
         }
     }
     if only.is_empty() || only == "tokens" {
@@ -554,7 +585,7 @@ async fn main() {
         for tokens in counts("BENCH_TOKENS", &[2, 4]) {
             let importers = importers.unwrap_or(2 * tokens);
             eprintln!("running the services with {importers} importers and {tokens} Snyk tokens");
-            outcomes.push(fleet_run(&bin, workspaces, importers, tokens).await);
+            outcomes.push(fleet_run(&bin, workspaces, importers, tokens, &[]).await);
         }
     }
     if only.is_empty() || only_spreads {

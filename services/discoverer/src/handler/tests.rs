@@ -230,7 +230,7 @@ async fn paging_waits_while_the_importer_s_queue_is_full() {
     let (sandbox, discoverer, _) = rig(Knobs::default()).await;
     let broker = bb2snyk_broker::memory::MemoryBroker::new(Default::default());
     let discoverer = super::Discoverer {
-        backlog: Some(super::Backlog::new(
+        backlog: Some(crate::Backlog::new(
             std::sync::Arc::new(broker.clone()),
             5,
             std::time::Duration::from_secs(5),
@@ -255,7 +255,7 @@ async fn paging_waits_while_the_importer_s_queue_is_full() {
     // Under the limit (counted again a second later), paging goes on.
     let fresh = bb2snyk_broker::memory::MemoryBroker::new(Default::default());
     let discoverer = super::Discoverer {
-        backlog: Some(super::Backlog::new(
+        backlog: Some(crate::Backlog::new(
             std::sync::Arc::new(fresh),
             5,
             std::time::Duration::from_secs(5),

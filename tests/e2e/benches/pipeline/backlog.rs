@@ -1,0 +1,85 @@
+//! `BENCH_ONLY=backlog`: the discoverer's backpressure at two tenant sizes (`BENCH_BACKLOG_WORKSPACES`,
+//! default 100 and 500 workspaces: 10,000 and 50,000 repositories), each with it (the default
+//! `discovery.max_backlog`) and without it (a limit no run reaches). Four Snyk tokens and eight importers
+//! scale the rate so each run takes minutes. Rows go to `target/BENCHMARKS-backlog.md`.
+
+use std::{fmt::Write as _, path::Path, time::Duration};
+
+use bb2snyk_test_support::management_url;
+
+use super::{FIXED_5S, REPOS_PER_WORKSPACE, counts, fleet_run, lower_bound, today};
+
+const TOKENS: usize = 4;
+const IMPORTERS: usize = 8;
+
+/// RabbitMQ's memory (MiB) as its node reports it (`mem_used`), `None` when the management API is away.
+pub(super) async fn broker_memory() -> Option<f64> {
+    let mut base = reqwest::Url::parse(&management_url()).ok()?;
+    let (user, password) = (
+        base.username().to_owned(),
+        base.password().map(str::to_owned),
+    );
+    let _ = base.set_username("");
+    let _ = base.set_password(None);
+    let nodes: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(base.join("/api/nodes").ok()?)
+        .basic_auth(user, password)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let bytes: u64 = nodes.iter().filter_map(|n| n["mem_used"].as_u64()).sum();
+    Some(bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub(super) async fn rows(bin: &Path) {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Backpressure ({}): the services with {IMPORTERS} importers and {TOKENS} Snyk tokens, jobs fixed 5 s.\n",
+        today()
+    );
+    let _ = writeln!(
+        out,
+        "| repositories | backpressure | wall | of bound | importer queue peak | RabbitMQ memory at start / peak | polls per import | 429s |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for workspaces in counts("BENCH_BACKLOG_WORKSPACES", &[100, 500]) {
+        let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
+        let (_, _, bound, _) = lower_bound(workspaces as u64, repos, 1, TOKENS);
+        let bound = bound + FIXED_5S.mean();
+        for (label, extra) in [
+            ("max_backlog 5000 (default)", vec![]),
+            (
+                "off (max_backlog 1000000000)",
+                vec![("BB2SNYK__DISCOVERY__MAX_BACKLOG", "1000000000")],
+            ),
+        ] {
+            eprintln!("backlog: {repos} repositories, backpressure {label}");
+            let o = fleet_run(bin, workspaces, IMPORTERS, TOKENS, &extra).await;
+            let imports = o.stats.import_posts_total.max(1) as f64;
+            let r429: u64 = o.stats.rate_limited.values().sum();
+            let memory = o
+                .broker_memory
+                .map_or("-".into(), |(a, b)| format!("{a:.0} / {b:.0} MiB"));
+            let _ = writeln!(
+                out,
+                "| {repos} | {label} | {:.0} s | {:.0} % | {} | {memory} | {:.2} | {r429} |",
+                o.wall.as_secs_f64(),
+                bound.as_secs_f64() / o.wall.as_secs_f64() * 100.0,
+                o.peak_backlog.unwrap_or(0),
+                o.stats.jobs.polls as f64 / imports,
+            );
+            eprint!("{out}");
+        }
+    }
+    println!("{out}");
+    std::fs::write(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/BENCHMARKS-backlog.md"),
+        out,
+    )
+    .expect("the benchmark file");
+}
