@@ -9,7 +9,6 @@ use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
 use bb2snyk_messages::{Body, Event, ImportRepo, ImportRequested, Target, TargetRef};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
-use tokio::sync::Semaphore;
 
 use crate::schedule::{PollTiming, Schedule};
 
@@ -42,10 +41,6 @@ pub struct Importer {
     pub ledger: Ledger,
     pub options: ImportOptions,
     pub policy: Policy,
-    /// Import requests in flight in this process. Between Snyk accepting a request and the ledger recording
-    /// its job, a crash leaves the import unrecorded, and its redelivery imports again: one permit bounds
-    /// that to one duplicate per crash. Polls, most of an import's life, do not take it.
-    pub requests: Arc<Semaphore>,
     /// When to poll each job.
     pub schedule: Arc<Schedule>,
 }
@@ -64,7 +59,6 @@ impl Importer {
             ledger,
             options,
             policy,
-            requests: Arc::new(Semaphore::new(1)),
             schedule,
         }
     }
@@ -101,11 +95,6 @@ impl Importer {
         if let Some(outcome) = self.in_snyk(&import, &id).await {
             return outcome;
         }
-        // One request in flight per process: a crash between Snyk's answer and the ledger record duplicates
-        // at most one import. Taken before the target's lock, so waiting for it holds no lock.
-        let Ok(_one_at_a_time) = self.requests.acquire().await else {
-            return Outcome::retry("the importer is stopping");
-        };
         // While one delivery is between its POST and its ledger record, a redelivery of the same message
         // (after a broker reconnect) must not POST again: it comes back later and finds the job.
         let lock = format!("import-lock:{id}");
@@ -139,7 +128,20 @@ impl Importer {
     /// What the ledger (and, after an ambiguous failure, Snyk) says is already done for this target:
     /// `None` when it still has to be imported.
     async fn settled(&self, import: &ImportRepo, id: &str) -> Result<Option<Outcome>, LedgerError> {
-        match self.ledger.target(id).await? {
+        let record = self.ledger.target(id).await?;
+        // A POST began and its process stopped before the answer: the job it may have made is given time
+        // to finish (and show in Snyk) before anyone looks there.
+        if let Some(Record {
+            maybe_requested: true,
+            posting_since_ms: Some(since),
+            ..
+        }) = &record
+            && let Some(wait) = self.posting_grace(*since).await
+        {
+            let later = Body::ImportRepo(import.clone()).publish_after(wait);
+            return Ok(Some(Outcome::Ack(vec![later])));
+        }
+        match record {
             Some(r) if r.state == State::Imported => {
                 tracing::debug!(target = %id, "already imported");
                 // Counted in this run too, so its status adds up.
@@ -179,7 +181,28 @@ impl Importer {
         }
     }
 
+    /// How much longer a POST that began at `since_ms` and was never answered is given before Snyk is
+    /// asked about it: twice the time a job is expected to take (the first poll's wait), at least
+    /// `requeue_after`. `None` once that has passed.
+    async fn posting_grace(&self, since_ms: u64) -> Option<Duration> {
+        let grace = (self.schedule.expected().await * 2).max(self.policy.requeue_after);
+        let due = since_ms.saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+        crate::wait_until(due)
+    }
+
     async fn request(&self, import: ImportRepo, id: &str) -> Outcome {
+        // Recorded before the POST: should this process stop before the answer is recorded, the redelivery
+        // finds it and looks in Snyk instead of posting again. So several requests may be in flight at once
+        // without a crash duplicating them.
+        let posting = Record {
+            attempts: import.failed_jobs,
+            maybe_requested: true,
+            posting_since_ms: Some(crate::now_ms()),
+            ..Record::new(State::Requested, &import.run_id)
+        };
+        if let Err(e) = self.ledger.record(id, &posting).await {
+            return ledger_failure(e);
+        }
         let job_url = match self
             .snyk
             .import(
@@ -193,6 +216,15 @@ impl Importer {
             Ok(url) => url,
             Err(e) if e.may_have_happened() => return self.ambiguous(&import, id, e).await,
             Err(e) => {
+                // Surely not sent (or refused): nothing to look for later.
+                let unsent = Record {
+                    maybe_requested: false,
+                    posting_since_ms: None,
+                    ..posting
+                };
+                if let Err(e) = self.ledger.record(id, &unsent).await {
+                    return ledger_failure(e);
+                }
                 return self
                     .failed_call(id, &import.run_id, import.failed_jobs, e)
                     .await;

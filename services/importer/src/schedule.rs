@@ -132,6 +132,14 @@ impl Schedule {
         self.clamp(Duration::from_secs_f64(wait / 1000.0))
     }
 
+    /// How long a job is expected to take, margin included (no probe, and no first poll is counted).
+    pub async fn expected(&self) -> Duration {
+        let estimate = self.estimate().await;
+        self.clamp(Duration::from_secs_f64(
+            estimate * (1.0 + self.timing.margin) / 1000.0,
+        ))
+    }
+
     /// The wait before the next poll of a job `age` old that is still pending.
     pub fn next_poll(&self, age: Duration) -> Duration {
         self.clamp(age.mul_f64(self.timing.growth))

@@ -96,10 +96,15 @@ pub struct Record {
     pub job_url: Option<String>,
     #[serde(default)]
     pub projects: Vec<String>,
-    /// An import POST failed after it may have reached Snyk (a 5xx, a timeout): Snyk's targets are read
-    /// before posting again.
+    /// An import POST failed after it may have reached Snyk (a 5xx, a timeout), or began and was never
+    /// answered (its process stopped): Snyk's targets are read before posting again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub maybe_requested: bool,
+    /// When an import POST began (ms since the epoch), written just before it is sent and replaced by
+    /// its answer. Found later, its process stopped in between: the job it may have made is given time
+    /// to finish and show in Snyk before anyone looks there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posting_since_ms: Option<u64>,
 }
 
 impl Record {
@@ -113,6 +118,7 @@ impl Record {
             job_url: None,
             projects: Vec::new(),
             maybe_requested: false,
+            posting_since_ms: None,
         }
     }
 }

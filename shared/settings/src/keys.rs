@@ -246,7 +246,7 @@ pub const KEYS: &[Key] = &[
         env: None,
         default: None,
         secret: false,
-        help: "queues of this deployment are deleted after this long unused (for rehearsals and tests; not in production)",
+        help: "queues of this deployment are deleted after this long unused (for rehearsals and tests; not in production); longer than the longest run, as queues without consumers (retry tiers, delays, parking) count as unused while messages pass through them",
     },
     Key {
         path: "pipeline.retry_tiers_secs",

@@ -123,6 +123,10 @@ fn environment(sandbox: &Sandbox) -> HashMap<String, String> {
             "3,10,60".into(),
         ),
         ("BB2SNYK__PIPELINE__MAX_ATTEMPTS", "6".into()),
+        // Longer than any run: a delay queue has no consumer, so RabbitMQ counts it unused however many
+        // messages pass through it, and would delete it, messages and all, mid-run (the bench deletes
+        // its queues when a run ends).
+        ("BB2SNYK__AMQP__EXPIRES_SECS", "7200".into()),
         ("RUST_LOG", "warn".into()),
     ] {
         env.insert(k.into(), v);

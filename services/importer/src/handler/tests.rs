@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bb2snyk_broker::{Handler, Outcome, Publish, Route};
-use bb2snyk_ledger::{Ledger, State};
+use bb2snyk_ledger::{Ledger, Record, State};
 use bb2snyk_messages::{Body, Event, IMPORTER_POLLS, ImportRepo, Target};
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use bb2snyk_store::Store;
@@ -463,5 +463,55 @@ async fn with_no_budget_slot_in_sight_the_message_comes_back_later_without_holdi
         rig.sandbox.stats().requests_total,
         3,
         "only the org's targets and projects read and the import were sent"
+    );
+}
+
+#[tokio::test]
+async fn a_post_whose_process_stopped_before_the_answer_is_looked_up_in_snyk_after_a_grace() {
+    let rig = rig(Knobs {
+        job_ms: 0,
+        ..Knobs::default()
+    })
+    .await;
+    let target = import(&rig.sandbox);
+    let id = target.target_id();
+    let request = Body::ImportRepo(target).to_message();
+    publishes(rig.importer.handle(request.clone()).await);
+    assert_eq!(rig.sandbox.stats().import_posts_total, 1);
+    // The process stopped between Snyk's answer and its record: the ledger still says a POST began.
+    let began = |ago_ms: u64| Record {
+        maybe_requested: true,
+        posting_since_ms: Some(crate::now_ms() - ago_ms),
+        ..Record::new(State::Requested, "run-1")
+    };
+    rig.ledger.record(&id, &began(0)).await.expect("recorded");
+    // Just begun: the redelivery comes back after the grace instead of posting.
+    match publishes(rig.importer.handle(request.clone()).await).as_slice() {
+        [
+            Publish {
+                to: Route::Queue(queue),
+                delay: Some(wait),
+                ..
+            },
+        ] => {
+            assert_eq!(queue, bb2snyk_messages::IMPORTER);
+            assert!(*wait >= Duration::from_secs(9), "{wait:?}");
+        }
+        other => panic!("expected the import back later, got {other:?}"),
+    }
+    // The grace over: Snyk shows the target, so the import is done and nothing is posted again.
+    rig.ledger
+        .record(&id, &began(3_600_000))
+        .await
+        .expect("recorded");
+    let done = publishes(rig.importer.handle(request).await);
+    assert!(
+        matches!(events(&done)[..], [Event::ImportCompleted(_)]),
+        "{done:?}"
+    );
+    assert_eq!(
+        rig.sandbox.stats().import_posts_total,
+        1,
+        "not posted again"
     );
 }

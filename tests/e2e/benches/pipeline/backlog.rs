@@ -54,8 +54,8 @@ pub(super) async fn rows(bin: &Path) {
         for (label, extra) in [
             ("max_backlog 5000 (default)", vec![]),
             (
-                "off (max_backlog 1000000000)",
-                vec![("BB2SNYK__DISCOVERY__MAX_BACKLOG", "1000000000")],
+                "off (max_backlog 10000000)",
+                vec![("BB2SNYK__DISCOVERY__MAX_BACKLOG", "10000000")],
             ),
         ] {
             eprintln!("backlog: {repos} repositories, backpressure {label}");
