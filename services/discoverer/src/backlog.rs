@@ -3,6 +3,7 @@
 //! repositories there are.
 
 use std::{
+    collections::VecDeque,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -16,11 +17,16 @@ pub const PAGE: u64 = 100;
 /// How long a count of the queue is trusted: counting costs the broker a round trip.
 const RECOUNT: Duration = Duration::from_secs(1);
 
+/// How long what a page published is added to the count: until a count surely shows it (a page's
+/// messages reach the queue while its delivery settles, after the page is done here).
+const RECENT: Duration = Duration::from_secs(2);
+
 /// Admits pages while the importer's queue, with what this process is about to add, stays within `limit`.
 ///
-/// The broker's count is taken once a second; between counts, and while a count is under way, the process
-/// adds what it has admitted itself: a whole page for each page being fetched, then what the page really
-/// published. So however many pages run at once, one process never takes the queue past `limit` (a limit
+/// The broker's count is taken once a second; on top of it the process adds what it has admitted itself:
+/// a whole page for each page being fetched, then, for two seconds, what the page really published (by
+/// then a count shows it; until then it may or may not, and counting it twice only makes paging wait a
+/// little). So however many pages run at once, one process never takes the queue past `limit` (a limit
 /// under one page admits one page at a time). Several discoverer replicas each keep their own tally, so
 /// together they can pass it by what they publish within one count's second, which Bitbucket's rate
 /// bounds (about 16 pages a second at its default limit).
@@ -41,8 +47,21 @@ pub struct Backlog {
 struct Held {
     /// Pages admitted and not yet done: each counts as a whole page.
     pages: u64,
-    /// Imports published by pages done since the last count began.
-    published: u64,
+    /// Imports published by pages done in the last [`RECENT`], and when.
+    published: VecDeque<(Instant, u64)>,
+}
+
+impl Held {
+    fn recently_published(&mut self) -> u64 {
+        while self
+            .published
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > RECENT)
+        {
+            self.published.pop_front();
+        }
+        self.published.iter().map(|(_, n)| n).sum()
+    }
 }
 
 impl std::fmt::Debug for Backlog {
@@ -73,9 +92,6 @@ impl Backlog {
             match *counted {
                 Some((at, n)) if at.elapsed() < RECOUNT => Some(n),
                 _ => {
-                    // Pages done from here on are added on top of this count, which may already show
-                    // some of them: counted twice at worst, never missed.
-                    self.held().published = 0;
                     let n = self.broker.waiting(IMPORTER).await;
                     *counted = n.map(|n| (Instant::now(), n));
                     n
@@ -86,7 +102,7 @@ impl Backlog {
         if let Some(waiting) = waiting {
             let expected = waiting
                 .saturating_add(held.pages.saturating_mul(PAGE))
-                .saturating_add(held.published);
+                .saturating_add(held.recently_published());
             if expected > 0 && expected.saturating_add(PAGE) > self.limit {
                 return None;
             }
@@ -123,7 +139,9 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.pages = held.pages.saturating_sub(1);
-        held.published = held.published.saturating_add(self.published);
+        if self.published > 0 {
+            held.published.push_back((Instant::now(), self.published));
+        }
     }
 }
 
@@ -147,7 +165,7 @@ mod tests {
             backlog.admit().await.is_none(),
             "200 held: a third page could take the queue to 300"
         );
-        // The first page published 40 imports (the count is a second old, so they are held here).
+        // The first page published 40 imports: held here until a count surely shows them.
         first.published(40);
         drop(second);
         let third = backlog.admit().await.expect("40 held: room");

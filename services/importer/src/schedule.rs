@@ -129,20 +129,24 @@ impl Schedule {
         } else {
             estimate * (1.0 + self.timing.margin)
         };
-        self.clamp(Duration::from_secs_f64(wait / 1000.0))
+        self.wait_of(wait / 1000.0)
     }
 
     /// How long a job is expected to take, margin included (no probe, and no first poll is counted).
     pub async fn expected(&self) -> Duration {
         let estimate = self.estimate().await;
-        self.clamp(Duration::from_secs_f64(
-            estimate * (1.0 + self.timing.margin) / 1000.0,
-        ))
+        self.wait_of(estimate * (1.0 + self.timing.margin) / 1000.0)
     }
 
     /// The wait before the next poll of a job `age` old that is still pending.
     pub fn next_poll(&self, age: Duration) -> Duration {
-        self.clamp(age.mul_f64(self.timing.growth))
+        self.wait_of(age.as_secs_f64() * self.timing.growth)
+    }
+
+    /// `secs` as a wait within the bounds; one that is no number of seconds at all (it never should be)
+    /// is the longest wait rather than a panic.
+    fn wait_of(&self, secs: f64) -> Duration {
+        self.clamp(Duration::try_from_secs_f64(secs).unwrap_or(self.timing.max))
     }
 
     /// What the first poll of a job, scheduled `scheduled` after its request, found: done or pending. Only
@@ -154,7 +158,10 @@ impl Schedule {
         if (scheduled - current).abs() > current * SAME_ESTIMATE + 1.0 {
             return;
         }
-        {
+        // Counted, checked and taken under one lock: taken in two, a concurrent outcome could take the
+        // counts in between and leave this one none (0 of 0 pending: a NaN estimate, and every first
+        // poll of the next second panicked, 157 imports parked in the benchmark).
+        let (done_n, pending_n) = {
             let mut heard = self.heard();
             if done {
                 heard.done += 1;
@@ -166,16 +173,6 @@ impl Schedule {
             {
                 return;
             }
-        }
-        // Another importer's turn this second: it moved the estimate on news as fresh, and this one starts
-        // over. Without Redis, or on a store of this process alone, the turn is this process's.
-        let my_turn = !self.store.is_shared()
-            || !matches!(
-                self.store.set_nx_px(TURN_KEY, b"1", MOVE_EVERY).await,
-                Ok(false)
-            );
-        let (done_n, pending_n) = {
-            let mut heard = self.heard();
             let counts = (heard.done, heard.pending);
             *heard = Heard {
                 moved: Some(Instant::now()),
@@ -183,6 +180,13 @@ impl Schedule {
             };
             counts
         };
+        // Another importer's turn this second: it moved the estimate on news as fresh, and this one starts
+        // over. Without Redis, or on a store of this process alone, the turn is this process's.
+        let my_turn = !self.store.is_shared()
+            || !matches!(
+                self.store.set_nx_px(TURN_KEY, b"1", MOVE_EVERY).await,
+                Ok(false)
+            );
         if !my_turn {
             return;
         }
@@ -193,6 +197,9 @@ impl Schedule {
         let low = millis(self.timing.floor);
         let high = millis(self.timing.max);
         let moved = (current * factor).clamp(low, high);
+        if !moved.is_finite() {
+            return;
+        }
         *self.lock() = (moved, Some(Instant::now()));
         // Should a turn expire mid-move, two importers may move it at once: one move is lost, which an
         // estimate can afford.

@@ -171,3 +171,37 @@ async fn the_fleet_moves_the_estimate_once_a_second_however_many_importers_hear_
     }
     assert!(importers[1].first_poll().await > moved);
 }
+
+/// Outcomes heard by many deliveries at once, on Redis where taking the fleet's turn awaits: the estimate
+/// stays a number and no first poll panics. (Counts checked and taken under two locks let a delivery
+/// take none: 0 of 0 pending, a NaN estimate, and every first poll of the next second panicked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_heard_at_once_never_make_the_estimate_no_number() {
+    let prefix = format!("{}:", bb2snyk_test_support::unique("outcomes"));
+    let url = bb2snyk_test_support::redis_url();
+    let store = Store::connect(&url, &prefix).await.expect("Redis");
+    let schedule = std::sync::Arc::new(Schedule::new(PollTiming::default(), store));
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64_u32 {
+        let schedule = schedule.clone();
+        tasks.spawn(async move {
+            let mut i = 0_u32;
+            while std::time::Instant::now() < until {
+                let estimate = schedule.expected().await.div_f64(1.15);
+                schedule
+                    // One in ten pending: where the estimate settles, so it stays near the prior.
+                    .first_poll_found(!(task + i).is_multiple_of(10), estimate)
+                    .await;
+                schedule.first_poll().await;
+                i += 1;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("no delivery panicked");
+    }
+    // Not the longest wait, which is what a wait that is no number would become.
+    let wait = schedule.expected().await;
+    assert!(wait < PollTiming::default().max / 2, "{wait:?}");
+}

@@ -158,6 +158,13 @@ pub const KEYS: &[Key] = &[
         help: "the rolling window Snyk counts requests over, in seconds",
     },
     Key {
+        path: "snyk.even_pace",
+        env: None,
+        default: Some("true"),
+        secret: false,
+        help: "spread Snyk requests evenly over the window (at most rate_budget / rate_window_secs in any second), so polls of finished jobs never wait out a window spent in its first seconds",
+    },
+    Key {
         path: "snyk.integration_type",
         env: None,
         default: None,

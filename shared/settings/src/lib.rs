@@ -97,6 +97,9 @@ pub struct SnykSettings {
     pub tokens: Vec<SecretString>,
     pub rate_budget: u32,
     pub rate_window: Duration,
+    /// Spread requests evenly over the window (at most a second's share in any second) instead of
+    /// spending a window's budget at once and waiting out the rest of it.
+    pub even_pace: bool,
     /// Where each org lists the Bitbucket Cloud App; `None` tries the known keys.
     pub integration_type: Option<String>,
     pub quiet_notifications: bool,

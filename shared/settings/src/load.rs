@@ -148,6 +148,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
                 .collect(),
             rate_budget: r.number("snyk.rate_budget", 1..=100_000)? as u32,
             rate_window: Duration::from_secs(r.number("snyk.rate_window_secs", 1..=3600)?),
+            even_pace: r.flag("snyk.even_pace")?,
             integration_type: r.text("snyk.integration_type")?,
             quiet_notifications: r.flag("snyk.quiet_notifications")?,
         },

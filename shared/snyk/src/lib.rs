@@ -133,7 +133,8 @@ impl Client {
                     },
                     &settings.pipeline,
                     for_stage,
-                );
+                )
+                .evenly_paced(settings.snyk.even_pace);
                 (token.clone(), budget)
             })
             .collect();

@@ -1,6 +1,9 @@
 //! A request budget shared by every replica: at most `limit` requests in any rolling `window`, the way
 //! Bitbucket and Snyk count. A small tenant spends the budget at full speed; pacing starts only as it runs
-//! out. A 429 sets a fleet-wide pause that every replica honours before its next request.
+//! out. An evenly paced budget (Snyk's, by default) also spends at most a second's share of the limit in
+//! any second: a fleet that could spend a whole window in its first seconds would otherwise wait out the
+//! rest of it, polls of finished jobs included. A 429 sets a fleet-wide pause that every replica honours
+//! before its next request.
 //!
 //! The shared state is a sliding log (a sorted set of grant times, read with Redis's own clock so replicas'
 //! clocks never disagree) in one Lua script. A GCRA or token bucket would be smaller, but it lets up to twice
@@ -52,16 +55,21 @@ pub trait Retry {
 }
 
 /// `KEYS[1]` the log, `KEYS[2]` the pause, and for a write `KEYS[3]` the writes' log; `ARGV` window ms,
-/// limit, a unique member, and for a write the writes' limit. Returns 0 when a request may go now (logged
-/// in each log), else the milliseconds to wait.
+/// limit, a unique member, the most requests in any second (0: no such bound), and for a write the
+/// writes' limit. Returns 0 when a request may go now (logged in each log), else the milliseconds to wait.
 pub(crate) const TAKE: &str = r"
 local pause = redis.call('PTTL', KEYS[2])
 if pause > 0 then return pause end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
+local per_second = tonumber(ARGV[4])
+if per_second > 0 and redis.call('ZCOUNT', KEYS[1], now - 999, '+inf') >= per_second then
+  local first = redis.call('ZRANGEBYSCORE', KEYS[1], now - 999, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  return math.max(1, tonumber(first[2]) + 1000 - now)
+end
 local logs = {{KEYS[1], tonumber(ARGV[2])}}
-if KEYS[3] then table.insert(logs, {KEYS[3], tonumber(ARGV[4])}) end
+if KEYS[3] then table.insert(logs, {KEYS[3], tonumber(ARGV[5])}) end
 for _, log in ipairs(logs) do
   redis.call('ZREMRANGEBYSCORE', log[1], '-inf', now - window)
   if redis.call('ZCARD', log[1]) >= log[2] then
@@ -87,6 +95,17 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 end
 return 0";
+
+/// What one look at a budget's logs checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slots<'a> {
+    pub window: Duration,
+    pub limit: u32,
+    /// The most requests in any second, for an evenly paced budget.
+    pub per_second: Option<u32>,
+    /// For a write: the writes' log and their limit.
+    pub writes: Option<(&'a str, u32)>,
+}
 
 #[derive(Debug, Clone)]
 pub struct BudgetConfig {
@@ -116,6 +135,8 @@ pub struct Budget {
     max_hold: Option<Duration>,
     /// Processes that share this budget: while Redis is away each keeps to its share of it.
     fleet_size: u32,
+    /// The most requests in any second when evenly paced.
+    per_second: Option<u32>,
 }
 
 /// This process's own view: its grants and the latest pause it heard of.
@@ -142,7 +163,15 @@ impl Budget {
             waited_ms: AtomicU64::new(0),
             max_hold: None,
             fleet_size: 1,
+            per_second: None,
         }
+    }
+
+    /// When `even`, at most a second's share of the limit (rounded up) goes in any second.
+    pub fn evenly_paced(mut self, even: bool) -> Self {
+        let per_second = (u64::from(self.limit) * 1000).div_ceil(millis(self.window).max(1));
+        self.per_second = even.then(|| u32::try_from(per_second).unwrap_or(u32::MAX).max(1));
+        self
     }
 
     /// A budget as the pipeline's settings shape it: shared by `pipeline.fleet_size` processes and, for a
@@ -268,14 +297,14 @@ impl Budget {
             let limit = (self.limit * WRITE_SHARE_PERCENT / 100).max(1);
             (self.writes_key.as_str(), limit)
         });
+        let slots = Slots {
+            window: self.window,
+            limit: self.limit,
+            per_second: self.per_second,
+            writes,
+        };
         store
-            .budget_take(
-                &self.log_key,
-                &self.pause_key,
-                self.window,
-                self.limit,
-                writes,
-            )
+            .budget_take(&self.log_key, &self.pause_key, &slots)
             .await
             .ok()
     }
@@ -296,6 +325,13 @@ impl Budget {
             .is_some_and(|t| now.duration_since(*t) >= self.window)
         {
             local.grants.pop_front();
+        }
+        if let Some(per_second) = self.per_second {
+            // This process's share of a second, as of the window.
+            let share = (per_second as usize * self.local_limit()).div_ceil(self.limit as usize);
+            if let Some(wait) = crate::memory::second_spent(&local.grants, now, share) {
+                return wait;
+            }
         }
         if local.grants.len() < self.local_limit() {
             return Duration::ZERO;

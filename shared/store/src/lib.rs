@@ -158,16 +158,15 @@ impl Store {
         &self,
         log: &str,
         pause: &str,
-        window: Duration,
-        limit: u32,
-        writes: Option<(&str, u32)>,
+        slots: &budget::Slots<'_>,
     ) -> Result<Duration, StoreError> {
         let (log, pause) = (self.key(log), self.key(pause));
-        let writes = writes.map(|(log, limit)| (self.key(log), limit));
+        let writes = slots.writes.map(|(log, limit)| (self.key(log), limit));
+        let (window, limit) = (slots.window, slots.limit);
         if let Some(mut keys) = self.local() {
             let mut logs = vec![(log.as_str(), limit)];
             logs.extend(writes.as_ref().map(|(log, limit)| (log.as_str(), *limit)));
-            return Ok(keys.take(&logs, &pause, window));
+            return Ok(keys.take(&logs, &pause, window, slots.per_second));
         }
         let member = format!("{:016x}", fastrand::u64(..));
         let wait: u64 = self
@@ -178,7 +177,11 @@ impl Store {
                 if let Some((writes_log, _)) = &writes {
                     invocation.key(writes_log);
                 }
-                invocation.arg(millis(window)).arg(limit).arg(member);
+                invocation
+                    .arg(millis(window))
+                    .arg(limit)
+                    .arg(member)
+                    .arg(slots.per_second.unwrap_or(0));
                 if let Some((_, writes_limit)) = &writes {
                     invocation.arg(*writes_limit);
                 }

@@ -143,11 +143,24 @@ impl Keys<'_> {
 
     /// The budget script's work on a map: zero when a request may go now (and it is logged in each of
     /// `logs`, a log and its limit), else the wait, a pause in `pause` first.
-    pub(crate) fn take(&mut self, logs: &[(&str, u32)], pause: &str, window: Duration) -> Duration {
+    /// One look at a budget's logs: the first is the budget's own, bounded to `per_second` in any second
+    /// when evenly paced.
+    pub(crate) fn take(
+        &mut self,
+        logs: &[(&str, u32)],
+        pause: &str,
+        window: Duration,
+        per_second: Option<u32>,
+    ) -> Duration {
         if let Some(wait) = self.ttl(pause).filter(|w| !w.is_zero()) {
             return wait;
         }
         let now = Instant::now();
+        if let (Some(per_second), Some((log, _))) = (per_second, logs.first())
+            && let Some(wait) = second_spent(self.log(log, now, window), now, per_second as usize)
+        {
+            return wait;
+        }
         for (log, limit) in logs {
             let grants = self.log(log, now, window);
             if grants.len() >= *limit as usize {
@@ -192,6 +205,27 @@ impl Keys<'_> {
     }
 }
 
+/// With `per_second` grants or more in the second before `now` (grants in time order), how long until the
+/// first of them leaves it.
+pub(crate) fn second_spent(
+    grants: &VecDeque<Instant>,
+    now: Instant,
+    per_second: usize,
+) -> Option<Duration> {
+    let second = Duration::from_secs(1);
+    let (count, first) = grants
+        .iter()
+        .rev()
+        .take_while(|t| now.duration_since(**t) < second)
+        .fold((0, None), |(n, _), t| (n + 1, Some(*t)));
+    let first = first.filter(|_| count >= per_second.max(1))?;
+    Some(
+        second
+            .saturating_sub(now.duration_since(first))
+            .max(Duration::from_millis(1)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,12 +253,12 @@ mod tests {
         let memory = Memory::default();
         let mut keys = memory.keys();
         let window = Duration::from_secs(60);
-        assert!(keys.take(&[("log", 2)], "pause", window).is_zero());
-        assert!(keys.take(&[("log", 2)], "pause", window).is_zero());
-        let wait = keys.take(&[("log", 2)], "pause", window);
+        assert!(keys.take(&[("log", 2)], "pause", window, None).is_zero());
+        assert!(keys.take(&[("log", 2)], "pause", window, None).is_zero());
+        let wait = keys.take(&[("log", 2)], "pause", window, None);
         assert!(wait > Duration::from_secs(59) && wait <= window, "{wait:?}");
         keys.pause("other-pause", Duration::from_secs(5));
-        let paused = keys.take(&[("other-log", 2)], "other-pause", window);
+        let paused = keys.take(&[("other-log", 2)], "other-pause", window, None);
         assert!(paused > Duration::from_secs(4), "{paused:?}");
         keys.pause("other-pause", Duration::from_secs(1));
         assert!(

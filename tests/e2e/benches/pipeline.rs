@@ -127,6 +127,8 @@ fn environment(sandbox: &Sandbox) -> HashMap<String, String> {
         // messages pass through it, and would delete it, messages and all, mid-run (the bench deletes
         // its queues when a run ends).
         ("BB2SNYK__AMQP__EXPIRES_SECS", "7200".into()),
+        // As in production (the test environment turns it off).
+        ("BB2SNYK__SNYK__EVEN_PACE", "true".into()),
         ("RUST_LOG", "warn".into()),
     ] {
         env.insert(k.into(), v);

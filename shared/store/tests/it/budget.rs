@@ -303,3 +303,49 @@ async fn writes_spend_half_the_budget_and_reads_the_rest() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_evenly_paced_budget_spends_a_second_s_share_in_any_second() {
+    // 120 a minute: two in any second, however much of the window is left.
+    let minute = Duration::from_secs(60);
+    let shared = connect(&redis_url(), &format!("{}:", unique("paced"))).await;
+    let cases = [
+        ("Redis", Some(shared)),
+        ("in-process store", Some(Store::memory())),
+        ("no store", None),
+    ];
+    for (what, store) in cases {
+        let config = BudgetConfig {
+            api: "test",
+            credential: "even".into(),
+            limit: 120,
+            window: minute,
+        };
+        let paced = Budget::new(store.clone(), config.clone()).evenly_paced(true);
+        let started = Instant::now();
+        for _ in 0..5 {
+            paced.acquire().await;
+        }
+        // Two at once, two a second later, the fifth a second after them.
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(1950) && took < Duration::from_secs(10),
+            "{what}: five grants took {took:?}"
+        );
+        // The same budget not evenly paced spends its window at once.
+        let config = BudgetConfig {
+            credential: "burst".into(),
+            ..config
+        };
+        let burst = Budget::new(store, config).evenly_paced(false);
+        let started = Instant::now();
+        for _ in 0..5 {
+            burst.acquire().await;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{what}: unpaced grants waited {:?}",
+            started.elapsed()
+        );
+    }
+}
