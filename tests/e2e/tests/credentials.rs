@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use bb2snyk_e2e::{ALL, Service, TestFleet};
+use bb2snyk_ledger::Tally;
 use bb2snyk_sandbox::Knobs;
 use bb2snyk_service::Infrastructure;
 use bb2snyk_test_support::wait_for;
@@ -69,9 +70,10 @@ async fn every_workspace_comes_in_through_its_own_consumer_and_every_token_is_sp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_revoked_mid_run_parks_its_own_pages_naming_it_and_the_rest_completes() {
-    // Workspace 3 has four pages; the importers start late, so its later pages wait behind the backlog
-    // bound until after its consumer is revoked.
-    let mut repo_counts = vec![10; 12];
+    // Workspace 3 has four pages, the others one of five repositories each. With no importer yet, one
+    // discoverer holds the importer's queue to 199: every first page fits (11 × 5 + 100), and workspace
+    // 3's second page cannot (another 100) until the importers start, after its consumer is revoked.
+    let mut repo_counts = vec![5; 12];
     repo_counts[3] = 400;
     let knobs = Knobs {
         workspaces: 12,
@@ -82,21 +84,28 @@ async fn a_consumer_revoked_mid_run_parks_its_own_pages_naming_it_and_the_rest_c
         ..Knobs::default()
     };
     let backlog = [
-        ("BB2SNYK__DISCOVERY__MAX_BACKLOG", "100"),
+        ("BB2SNYK__DISCOVERY__MAX_BACKLOG", "199"),
         ("BB2SNYK__DISCOVERY__BACKLOG_PAUSE_SECS", "1"),
     ];
     let mut fleet =
         TestFleet::with_consumers(knobs, "e2e-revoked", &[FAST, backlog[0], backlog[1]], false)
             .await;
-    fleet.spawn(&[Service::Discoverer, Service::OrgCreator], 2);
+    // One discoverer: the bound is exact for one process (replicas each add their own pages).
+    fleet.spawn(&[Service::Discoverer], 1);
+    fleet.spawn(&[Service::OrgCreator], 2);
     let run = fleet.request_run().await;
-    // Every workspace's first page: 11 × 10 + 100.
+    let third = fleet.sandbox.truth()[3]["slug"]
+        .as_str()
+        .expect("a slug")
+        .to_owned();
     wait_for(
-        "the first pages discovered",
+        "workspace 3's first page discovered",
         Duration::from_secs(60),
         || async {
-            let discovered = run.ledger.counts(&run.id).await.ok()?.discovered;
-            (discovered >= 210).then_some(())
+            let discovered = run.ledger.members(&run.id, Tally::Discovered).await.ok()?;
+            // A targetId is org:integration:repository:workspace[:branch].
+            let own = |t: &&String| t.split(':').nth(3) == Some(third.as_str());
+            (discovered.iter().filter(own).count() >= 100).then_some(())
         },
     )
     .await;
@@ -108,7 +117,7 @@ async fn a_consumer_revoked_mid_run_parks_its_own_pages_naming_it_and_the_rest_c
         Duration::from_secs(120),
         || async {
             let counts = run.ledger.counts(&run.id).await.ok()?;
-            (counts.discovered == 210 && counts.settled() == 210).then_some(())
+            (counts.discovered == 155 && counts.settled() == 155).then_some(())
         },
     )
     .await;
@@ -163,7 +172,7 @@ async fn a_consumer_revoked_mid_run_parks_its_own_pages_naming_it_and_the_rest_c
     );
     let counts = run.ledger.counts(&run.id).await.expect("counts");
     assert_eq!(
-        counts.imported, 210,
+        counts.imported, 155,
         "every other workspace completed: {counts:?}"
     );
     let stats = fleet.sandbox.stats();
