@@ -57,7 +57,6 @@ pub trait Retry {
 /// `KEYS[1]` the log, `KEYS[2]` the pause, and for a write `KEYS[3]` the writes' log; `ARGV` window ms,
 /// limit, a unique member, the most requests in any second (0: no such bound), and for a write the
 /// writes' limit. Returns 0 when a request may go now (logged in each log), else the milliseconds to wait.
-/// Evenly paced, each log keeps to its own share of a second (the writes' as their share of the window).
 pub(crate) const TAKE: &str = r"
 local pause = redis.call('PTTL', KEYS[2])
 if pause > 0 then return pause end
@@ -65,17 +64,12 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local per_second = tonumber(ARGV[4])
+if per_second > 0 and redis.call('ZCOUNT', KEYS[1], now - 999, '+inf') >= per_second then
+  local first = redis.call('ZRANGEBYSCORE', KEYS[1], now - 999, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  return math.max(1, tonumber(first[2]) + 1000 - now)
+end
 local logs = {{KEYS[1], tonumber(ARGV[2])}}
 if KEYS[3] then table.insert(logs, {KEYS[3], tonumber(ARGV[5])}) end
-if per_second > 0 then
-  for _, log in ipairs(logs) do
-    local share = math.max(1, math.ceil(per_second * log[2] / logs[1][2]))
-    if redis.call('ZCOUNT', log[1], now - 999, '+inf') >= share then
-      local first = redis.call('ZRANGEBYSCORE', log[1], now - 999, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-      return math.max(1, tonumber(first[2]) + 1000 - now)
-    end
-  end
-end
 for _, log in ipairs(logs) do
   redis.call('ZREMRANGEBYSCORE', log[1], '-inf', now - window)
   if redis.call('ZCARD', log[1]) >= log[2] then
@@ -89,8 +83,8 @@ for _, log in ipairs(logs) do
 end
 return 0";
 
-/// The share of the limit writes (import POSTs, org creation) may spend in any window (and, evenly paced,
-/// in any second), so reads (the polls that follow them) always find slots: every import is followed by at least one poll, so imports never
+/// The share of the limit writes (import POSTs, org creation) may spend in any window, so reads (the polls
+/// that follow them) always find slots: every import is followed by at least one poll, so imports never
 /// need more than half, and a burst of them cannot take a whole window's budget and leave polls of jobs
 /// long done waiting a minute (the benchmark's 4 importers saw completion half a minute late at p50).
 const WRITE_SHARE_PERCENT: u32 = 50;

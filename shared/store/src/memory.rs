@@ -144,7 +144,7 @@ impl Keys<'_> {
     /// The budget script's work on a map: zero when a request may go now (and it is logged in each of
     /// `logs`, a log and its limit), else the wait, a pause in `pause` first.
     /// One look at a budget's logs: the first is the budget's own, bounded to `per_second` in any second
-    /// when evenly paced, and each other (the writes') to its share of that, as of its share of the limit.
+    /// when evenly paced.
     pub(crate) fn take(
         &mut self,
         logs: &[(&str, u32)],
@@ -156,13 +156,10 @@ impl Keys<'_> {
             return wait;
         }
         let now = Instant::now();
-        if let (Some(per_second), Some((_, whole))) = (per_second, logs.first()) {
-            for (log, limit) in logs {
-                let share = (u64::from(per_second) * u64::from(*limit)).div_ceil(u64::from(*whole));
-                if let Some(wait) = second_spent(self.log(log, now, window), now, share as usize) {
-                    return wait;
-                }
-            }
+        if let (Some(per_second), Some((log, _))) = (per_second, logs.first())
+            && let Some(wait) = second_spent(self.log(log, now, window), now, per_second as usize)
+        {
+            return wait;
         }
         for (log, limit) in logs {
             let grants = self.log(log, now, window);

@@ -349,25 +349,3 @@ async fn an_evenly_paced_budget_spends_a_second_s_share_in_any_second() {
         );
     }
 }
-
-#[tokio::test]
-async fn evenly_paced_writes_keep_to_half_of_each_second_and_reads_take_the_rest() {
-    // 240 a minute, evenly: four in any second, of which writes may take two.
-    let prefix = format!("{}:", unique("paced-writes"));
-    for store in [connect(&redis_url(), &prefix).await, Store::memory()] {
-        let hold = Duration::from_millis(300);
-        let budget = budget(store, 240, Duration::from_secs(60))
-            .evenly_paced(true)
-            .holding_at_most(hold);
-        let write = || budget.call_write(|| async { Ok::<(), Refused>(()) });
-        assert!(write().await.is_ok());
-        assert!(write().await.is_ok());
-        assert!(
-            matches!(write().await, Err(Refused::Overdue(_))),
-            "a third write in one second waits"
-        );
-        let read = || budget.call(|| async { Ok::<(), Refused>(()) });
-        assert!(read().await.is_ok(), "the reads' half of the second");
-        assert!(read().await.is_ok(), "the reads' half of the second");
-    }
-}
