@@ -1,0 +1,126 @@
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn the_estimate_settles_where_most_first_polls_find_the_job_done() {
+    // Every first poll a probe, so each one read here is the estimate.
+    let probes_only = PollTiming {
+        margin: 0.0,
+        ..PollTiming::default()
+    };
+    let schedule = Schedule::new(probes_only, Store::memory());
+    assert_eq!(schedule.first_poll().await, Duration::from_secs(5));
+    // Twenty first polls a second of jobs taking 10 to 14 s: it climbs, then hovers where nine in ten
+    // are done by their first poll (about 13.6 s).
+    // In no particular order, as polls come back.
+    let second = |low: f64, high: f64| {
+        (0..20).map(move |i| {
+            Duration::from_secs_f64(low + (high - low) * f64::from(i * 7 % 20) / 19.0)
+        })
+    };
+    // The estimate over the last minute of a run of two minutes, on average: it moves by coarse steps, so
+    // it circles where it should be rather than sitting on it.
+    async fn run(schedule: &Schedule, jobs: impl Fn() -> Vec<Duration>) -> Duration {
+        let mut late = Vec::new();
+        for second in 0..120 {
+            let estimate = schedule.first_poll().await;
+            if second >= 60 {
+                late.push(estimate);
+            }
+            for duration in jobs() {
+                schedule
+                    .first_poll_found(estimate >= duration, estimate)
+                    .await;
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        late.iter().sum::<Duration>() / 60
+    }
+    let settled = run(&schedule, || second(10.0, 14.0).collect()).await;
+    assert!(
+        settled >= Duration::from_secs_f64(13.0) && settled <= Duration::from_secs_f64(15.5),
+        "{settled:?}"
+    );
+    // Jobs get faster (2 to 4 s): it follows them down.
+    let faster = run(&schedule, || second(2.0, 4.0).collect()).await;
+    assert!(
+        faster >= Duration::from_secs_f64(3.2) && faster <= Duration::from_secs_f64(4.5),
+        "{faster:?}"
+    );
+    // A burst of outcomes of polls scheduled under one estimate moves it once, by a bounded factor,
+    // not hundreds of steps: 500 polls scheduled at 1 s that all find their jobs pending raise it to
+    // 1.75 s; 500 scheduled at 30 s that all find theirs done lower it to about 25.8 s.
+    let burst = Schedule::new(
+        PollTiming {
+            prior: Duration::from_secs(1),
+            ..probes_only
+        },
+        Store::memory(),
+    );
+    for _ in 0..500 {
+        burst.first_poll_found(false, Duration::from_secs(1)).await;
+    }
+    assert_eq!(burst.first_poll().await, Duration::from_millis(1750));
+    let high = Schedule::new(
+        PollTiming {
+            prior: Duration::from_secs(30),
+            ..probes_only
+        },
+        Store::memory(),
+    );
+    for _ in 0..500 {
+        high.first_poll_found(true, Duration::from_secs(30)).await;
+    }
+    let lowered = high.first_poll().await;
+    assert!(
+        lowered > Duration::from_secs_f64(25.5) && lowered < Duration::from_secs(26),
+        "{lowered:?}"
+    );
+    // A pending job is polled again as it ages, within the floor and the cap.
+    assert_eq!(
+        schedule.next_poll(Duration::from_millis(500)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        schedule.next_poll(Duration::from_secs(20)),
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        schedule.next_poll(Duration::from_secs(600)),
+        Duration::from_secs(60)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_first_poll_in_eight_probes_at_the_estimate_and_only_probes_move_it() {
+    let schedule = Schedule::new(PollTiming::default(), Store::memory());
+    let mut waits = Vec::new();
+    for _ in 0..16 {
+        waits.push(schedule.first_poll().await.as_millis());
+    }
+    let (probe, late) = (5_000, 5_750);
+    let mut expected = vec![late; 16];
+    expected[0] = probe;
+    expected[8] = probe;
+    assert_eq!(waits, expected, "the estimate, then seven 15 % later");
+    // Polls a margin late that find their jobs pending (or done) say nothing of the estimate's quantile.
+    for done in [false, true] {
+        for _ in 0..100 {
+            schedule
+                .first_poll_found(done, Duration::from_millis(late as u64))
+                .await;
+        }
+    }
+    tokio::time::advance(REFRESH).await;
+    assert_eq!(
+        schedule.first_poll().await,
+        Duration::from_secs(5),
+        "the 17th, a probe: the estimate, unmoved"
+    );
+    // Probes that find theirs pending raise it.
+    for _ in 0..MIN_HEARD {
+        schedule
+            .first_poll_found(false, Duration::from_millis(probe as u64))
+            .await;
+    }
+    assert!(schedule.first_poll().await > Duration::from_secs(6));
+}
