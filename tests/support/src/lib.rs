@@ -226,8 +226,8 @@ async fn require_management() {
     }
 }
 
-/// The management API's client, base URL and credentials.
-fn admin() -> (reqwest::Client, reqwest::Url, String, Option<String>) {
+/// The management API's client, base URL and credentials (sent as a header, never in the URL).
+pub fn admin() -> (reqwest::Client, reqwest::Url, String, Option<String>) {
     let mut base = reqwest::Url::parse(&management_url()).expect("management URL");
     let user = base.username().to_owned();
     let password = base.password().map(str::to_owned);

@@ -5,7 +5,7 @@
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
-use bb2snyk_test_support::management_url;
+use bb2snyk_test_support::admin;
 
 use super::{FIXED_5S, REPOS_PER_WORKSPACE, counts, fleet_run, lower_bound, today};
 
@@ -14,14 +14,8 @@ const IMPORTERS: usize = 8;
 
 /// RabbitMQ's memory (MiB) as its node reports it (`mem_used`), `None` when the management API is away.
 pub(super) async fn broker_memory() -> Option<f64> {
-    let mut base = reqwest::Url::parse(&management_url()).ok()?;
-    let (user, password) = (
-        base.username().to_owned(),
-        base.password().map(str::to_owned),
-    );
-    let _ = base.set_username("");
-    let _ = base.set_password(None);
-    let nodes: Vec<serde_json::Value> = reqwest::Client::new()
+    let (http, base, user, password) = admin();
+    let nodes: Vec<serde_json::Value> = http
         .get(base.join("/api/nodes").ok()?)
         .basic_auth(user, password)
         .timeout(Duration::from_secs(3))
