@@ -54,22 +54,33 @@ pub trait Retry {
     }
 }
 
-/// `KEYS[1]` the log, `KEYS[2]` the pause, and for a write `KEYS[3]` the writes' log; `ARGV` window ms,
-/// limit, a unique member, the most requests in any second (0: no such bound), and for a write the
-/// writes' limit. Returns 0 when a request may go now (logged in each log), else the milliseconds to wait.
+/// `KEYS[1]` the log, `KEYS[2]` the pause, `KEYS[3]` the mark of a read that waits, and for a write
+/// `KEYS[4]` the writes' log; `ARGV` window ms, limit, a unique member, the most requests in any second (0:
+/// no such bound), and for a write the writes' limit, their floor and the span of the floor in ms. Returns
+/// 0 when a request may go now (logged in each log), else the milliseconds to wait.
+///
+/// Reads go first: a write yields while a read waits (the mark lives until just after that read's retry),
+/// unless writes have had less than their floor lately. A read that is granted clears the mark.
 pub(crate) const TAKE: &str = r"
 local pause = redis.call('PTTL', KEYS[2])
 if pause > 0 then return pause end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
+local write = KEYS[4] ~= nil
+if write then
+  local waiting = redis.call('PTTL', KEYS[3])
+  if waiting > 0 and redis.call('ZCOUNT', KEYS[4], now - tonumber(ARGV[7]) + 1, '+inf') >= tonumber(ARGV[6]) then
+    return waiting
+  end
+end
 local per_second = tonumber(ARGV[4])
 if per_second > 0 and redis.call('ZCOUNT', KEYS[1], now - 999, '+inf') >= per_second then
   local first = redis.call('ZRANGEBYSCORE', KEYS[1], now - 999, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return math.max(1, tonumber(first[2]) + 1000 - now)
 end
 local logs = {{KEYS[1], tonumber(ARGV[2])}}
-if KEYS[3] then table.insert(logs, {KEYS[3], tonumber(ARGV[5])}) end
+if write then table.insert(logs, {KEYS[4], tonumber(ARGV[5])}) end
 for _, log in ipairs(logs) do
   redis.call('ZREMRANGEBYSCORE', log[1], '-inf', now - window)
   if redis.call('ZCARD', log[1]) >= log[2] then
@@ -81,6 +92,7 @@ for _, log in ipairs(logs) do
   redis.call('ZADD', log[1], now, ARGV[3])
   redis.call('PEXPIRE', log[1], window)
 end
+if not write then redis.call('DEL', KEYS[3]) end
 return 0";
 
 /// The share of the limit writes (import POSTs, org creation) may spend in any window, so reads (the polls
@@ -88,6 +100,15 @@ return 0";
 /// need more than half, and a burst of them cannot take a whole window's budget and leave polls of jobs
 /// long done waiting a minute (the benchmark's 4 importers saw completion half a minute late at p50).
 const WRITE_SHARE_PERCENT: u32 = 50;
+
+/// The share of the limit writes get however many reads wait: reads go first (a poll that waits is a job
+/// done and not yet seen), but a flood of reads (a sync listing every target) never stops imports. Over a
+/// second when evenly paced, else over the window.
+const WRITE_FLOOR_PERCENT: u32 = 25;
+
+/// How long past its retry a waiting read's mark lasts: should that read never come back (its process
+/// stopped, or another member of a pool granted it), writes yield no longer than this after it was due.
+const READ_MARK_GRACE: Duration = Duration::from_millis(50);
 
 /// Extends the pause in `KEYS[1]` to `ARGV[1]` ms unless it already lasts longer.
 pub(crate) const PAUSE: &str = r"
@@ -99,12 +120,26 @@ return 0";
 /// What one look at a budget's logs checks.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slots<'a> {
+    pub log: &'a str,
+    pub pause: &'a str,
+    /// Set while a read waits for this budget: writes yield to it.
+    pub reads_waiting: &'a str,
     pub window: Duration,
     pub limit: u32,
     /// The most requests in any second, for an evenly paced budget.
     pub per_second: Option<u32>,
-    /// For a write: the writes' log and their limit.
-    pub writes: Option<(&'a str, u32)>,
+    /// For a write: its share and floor.
+    pub writes: Option<Writes<'a>>,
+}
+
+/// A write's look at the budget: the writes' log, the most they may spend in a window, and the floor they
+/// get however many reads wait (`floor` writes in any `floor_span`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Writes<'a> {
+    pub log: &'a str,
+    pub limit: u32,
+    pub floor: u32,
+    pub floor_span: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +162,8 @@ pub struct Budget {
     pause_key: String,
     /// The log of writes alone, for their share of the limit.
     writes_key: String,
+    /// Set while a read waits: writes yield to it.
+    reads_waiting_key: String,
     limit: u32,
     window: Duration,
     local: Mutex<Local>,
@@ -156,6 +193,7 @@ impl Budget {
             store,
             log_key: format!("budget:{tag}"),
             writes_key: format!("budget-writes:{tag}"),
+            reads_waiting_key: format!("budget-reads-waiting:{tag}"),
             pause_key: format!("pause:{tag}"),
             limit: config.limit.max(1),
             window: config.window,
@@ -293,20 +331,40 @@ impl Budget {
     /// Redis each process keeps to its share of the whole budget, writes included.)
     async fn take_shared(&self, write: bool) -> Option<Duration> {
         let store = self.store.as_ref()?;
+        let percent_of = |n: u32, percent: u32| (n * percent / 100).max(1);
         let writes = write.then(|| {
-            let limit = (self.limit * WRITE_SHARE_PERCENT / 100).max(1);
-            (self.writes_key.as_str(), limit)
+            let (floor_of, floor_span) = match self.per_second {
+                Some(per_second) => (per_second, Duration::from_secs(1)),
+                None => (self.limit, self.window),
+            };
+            Writes {
+                log: &self.writes_key,
+                limit: percent_of(self.limit, WRITE_SHARE_PERCENT),
+                floor: percent_of(floor_of, WRITE_FLOOR_PERCENT),
+                floor_span,
+            }
         });
         let slots = Slots {
+            log: &self.log_key,
+            pause: &self.pause_key,
+            reads_waiting: &self.reads_waiting_key,
             window: self.window,
             limit: self.limit,
             per_second: self.per_second,
             writes,
         };
-        store
-            .budget_take(&self.log_key, &self.pause_key, &slots)
+        store.budget_take(&slots).await.ok()
+    }
+
+    /// A read found no slot and comes back after `retry`: until just after then, writes yield to it.
+    pub(crate) async fn mark_read_waiting(&self, retry: Duration) {
+        let Some(store) = &self.store else { return };
+        if let Err(e) = store
+            .set(&self.reads_waiting_key, b"1", Some(retry + READ_MARK_GRACE))
             .await
-            .ok()
+        {
+            tracing::debug!(error = %e, "a waiting read could not ask writes to yield");
+        }
     }
 
     fn local_pause(&self) -> Option<Duration> {

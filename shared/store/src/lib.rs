@@ -152,38 +152,51 @@ impl Store {
     }
 
     /// A budget's take (see [`crate::budget`]): zero when a request may go now (and it is logged), else
-    /// the wait, a pause first; a write also needs room in `writes` (its log and limit). Redis runs the
-    /// script; an in-process store does the same on its map.
+    /// the wait, a pause first; a write also needs room in its share and yields to a waiting read. Redis
+    /// runs the script; an in-process store does the same on its map.
     pub(crate) async fn budget_take(
         &self,
-        log: &str,
-        pause: &str,
         slots: &budget::Slots<'_>,
     ) -> Result<Duration, StoreError> {
-        let (log, pause) = (self.key(log), self.key(pause));
-        let writes = slots.writes.map(|(log, limit)| (self.key(log), limit));
-        let (window, limit) = (slots.window, slots.limit);
+        let (log, pause) = (self.key(slots.log), self.key(slots.pause));
+        let reads_waiting = self.key(slots.reads_waiting);
+        let writes_log = slots.writes.map(|w| self.key(w.log));
+        let writes = slots
+            .writes
+            .zip(writes_log.as_deref())
+            .map(|(w, log)| budget::Writes { log, ..w });
+        let slots = budget::Slots {
+            log: &log,
+            pause: &pause,
+            reads_waiting: &reads_waiting,
+            writes,
+            ..*slots
+        };
         if let Some(mut keys) = self.local() {
-            let mut logs = vec![(log.as_str(), limit)];
-            logs.extend(writes.as_ref().map(|(log, limit)| (log.as_str(), *limit)));
-            return Ok(keys.take(&logs, &pause, window, slots.per_second));
+            return Ok(keys.take(&slots));
         }
         let member = format!("{:016x}", fastrand::u64(..));
         let wait: u64 = self
             .run(|mut c| async move {
                 let script = redis::Script::new(budget::TAKE);
                 let mut invocation = script.prepare_invoke();
-                invocation.key(log).key(pause);
-                if let Some((writes_log, _)) = &writes {
-                    invocation.key(writes_log);
+                invocation
+                    .key(slots.log)
+                    .key(slots.pause)
+                    .key(slots.reads_waiting);
+                if let Some(writes) = &slots.writes {
+                    invocation.key(writes.log);
                 }
                 invocation
-                    .arg(millis(window))
-                    .arg(limit)
+                    .arg(millis(slots.window))
+                    .arg(slots.limit)
                     .arg(member)
                     .arg(slots.per_second.unwrap_or(0));
-                if let Some((_, writes_limit)) = &writes {
-                    invocation.arg(*writes_limit);
+                if let Some(writes) = &slots.writes {
+                    invocation
+                        .arg(writes.limit)
+                        .arg(writes.floor)
+                        .arg(millis(writes.floor_span));
                 }
                 invocation.invoke_async(&mut c).await
             })

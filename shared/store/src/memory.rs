@@ -1,6 +1,8 @@
 //! The store's in-process backend, for `bb2snyk run` and `import`: the same commands on a map, so stage
 //! code that locks and keeps its ledger through [`crate::Store`] runs unchanged without Redis.
 
+use crate::budget::Slots;
+
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
     sync::{Mutex, MutexGuard, PoisonError},
@@ -141,37 +143,52 @@ impl Keys<'_> {
         self.set_of(key).map_or(0, |s| s.len() as u64)
     }
 
-    /// The budget script's work on a map: zero when a request may go now (and it is logged in each of
-    /// `logs`, a log and its limit), else the wait, a pause in `pause` first.
-    /// One look at a budget's logs: the first is the budget's own, bounded to `per_second` in any second
-    /// when evenly paced.
-    pub(crate) fn take(
-        &mut self,
-        logs: &[(&str, u32)],
-        pause: &str,
-        window: Duration,
-        per_second: Option<u32>,
-    ) -> Duration {
-        if let Some(wait) = self.ttl(pause).filter(|w| !w.is_zero()) {
+    /// The budget script's work on a map ([`crate::budget::TAKE`]): zero when a request may go now (and it
+    /// is logged in its logs), else the wait, a pause first.
+    pub(crate) fn take(&mut self, slots: &Slots<'_>) -> Duration {
+        if let Some(wait) = self.ttl(slots.pause).filter(|w| !w.is_zero()) {
             return wait;
         }
         let now = Instant::now();
-        if let (Some(per_second), Some((log, _))) = (per_second, logs.first())
-            && let Some(wait) = second_spent(self.log(log, now, window), now, per_second as usize)
+        if let Some(writes) = &slots.writes
+            && let Some(waiting) = self.ttl(slots.reads_waiting).filter(|w| !w.is_zero())
+        {
+            let span = writes.floor_span;
+            let recent = self.log(writes.log, now, slots.window);
+            let lately = recent
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < span);
+            if lately.count() >= writes.floor as usize {
+                return waiting;
+            }
+        }
+        if let Some(per_second) = slots.per_second
+            && let Some(wait) = second_spent(
+                self.log(slots.log, now, slots.window),
+                now,
+                per_second as usize,
+            )
         {
             return wait;
         }
-        for (log, limit) in logs {
-            let grants = self.log(log, now, window);
+        let mut logs = vec![(slots.log, slots.limit)];
+        logs.extend(slots.writes.map(|w| (w.log, w.limit)));
+        for (log, limit) in &logs {
+            let grants = self.log(log, now, slots.window);
             if grants.len() >= *limit as usize {
                 let oldest = grants.front().copied().unwrap_or(now);
-                return window
+                return slots
+                    .window
                     .saturating_sub(now.duration_since(oldest))
                     .max(Duration::from_millis(1));
             }
         }
-        for (log, _) in logs {
-            self.log(log, now, window).push_back(now);
+        for (log, _) in &logs {
+            self.log(log, now, slots.window).push_back(now);
+        }
+        if slots.writes.is_none() {
+            self.delete(slots.reads_waiting);
         }
         Duration::ZERO
     }
@@ -248,17 +265,29 @@ mod tests {
         );
     }
 
+    fn slots<'a>(log: &'a str, pause: &'a str) -> Slots<'a> {
+        Slots {
+            log,
+            pause,
+            reads_waiting: "reads-waiting",
+            window: Duration::from_secs(60),
+            limit: 2,
+            per_second: None,
+            writes: None,
+        }
+    }
+
     #[test]
     fn a_log_grants_its_limit_per_window_and_a_pause_holds_it() {
         let memory = Memory::default();
         let mut keys = memory.keys();
         let window = Duration::from_secs(60);
-        assert!(keys.take(&[("log", 2)], "pause", window, None).is_zero());
-        assert!(keys.take(&[("log", 2)], "pause", window, None).is_zero());
-        let wait = keys.take(&[("log", 2)], "pause", window, None);
+        assert!(keys.take(&slots("log", "pause")).is_zero());
+        assert!(keys.take(&slots("log", "pause")).is_zero());
+        let wait = keys.take(&slots("log", "pause"));
         assert!(wait > Duration::from_secs(59) && wait <= window, "{wait:?}");
         keys.pause("other-pause", Duration::from_secs(5));
-        let paused = keys.take(&[("other-log", 2)], "other-pause", window, None);
+        let paused = keys.take(&slots("other-log", "other-pause"));
         assert!(paused > Duration::from_secs(4), "{paused:?}");
         keys.pause("other-pause", Duration::from_secs(1));
         assert!(

@@ -151,7 +151,14 @@ pub(crate) async fn acquire<L: Lanes + ?Sized>(
             return Err(Overdue { wait: soonest });
         }
         let jitter = Duration::from_millis(fastrand::u64(0..=(millis(soonest) / 10).min(50)));
-        tokio::time::sleep(soonest.min(MAX_SLEEP) + jitter).await;
+        let retry = soonest.min(MAX_SLEEP) + jitter;
+        // A read that found no member free comes back first: until it does, writes yield to it.
+        if !write {
+            for index in (0..lanes.count()).filter(|i| lanes.live(*i)) {
+                lanes.lane(index).mark_read_waiting(retry).await;
+            }
+        }
+        tokio::time::sleep(retry).await;
     }
 }
 

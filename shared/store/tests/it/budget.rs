@@ -349,3 +349,58 @@ async fn an_evenly_paced_budget_spends_a_second_s_share_in_any_second() {
         );
     }
 }
+
+/// Reads go first: a read that finds no slot marks the budget while it waits, a write that comes meanwhile
+/// yields to it (once writes had their floor, a quarter of the limit), and the read's grant clears the mark.
+/// Polls of finished jobs (reads) so never queue behind a stream of import POSTs (writes).
+#[tokio::test]
+async fn a_write_yields_to_a_waiting_read_once_writes_had_their_floor() {
+    let prefix = format!("{}:", unique("reads-first"));
+    let mark = "budget-reads-waiting:{test:c0ffee}";
+    for store in [connect(&redis_url(), &prefix).await, Store::memory()] {
+        // 8 in 2 s: writes may spend 4 and get 2 however many reads wait.
+        let window = Duration::from_secs(2);
+        let budget = budget(store.clone(), 8, window).holding_at_most(Duration::from_millis(300));
+        let write = || budget.call_write(|| async { Ok::<(), Refused>(()) });
+        let read = || budget.call(|| async { Ok::<(), Refused>(()) });
+        store
+            .set(mark, b"1", Some(Duration::from_secs(5)))
+            .await
+            .expect("Redis sets the mark");
+        assert!(write().await.is_ok(), "below their floor writes go");
+        assert!(write().await.is_ok(), "below their floor writes go");
+        match write().await {
+            Err(Refused::Overdue(wait)) => assert!(wait > Duration::from_secs(4), "{wait:?}"),
+            other => panic!("a write should yield to the waiting read, got {other:?}"),
+        }
+        assert!(read().await.is_ok());
+        assert_eq!(
+            store.get(mark).await.expect("Redis reads the mark"),
+            None,
+            "a granted read clears the mark"
+        );
+        assert!(write().await.is_ok(), "with no read waiting a write goes");
+
+        // A read with no slot marks the budget until it is granted.
+        for _ in 0..4 {
+            assert!(read().await.is_ok());
+        }
+        let waiting = budget_of("c0ffee", store.clone(), 8, window);
+        let started = Instant::now();
+        let granted = tokio::spawn(async move { waiting.acquire().await });
+        wait_for("a waiting read's mark", Duration::from_secs(5), || async {
+            store.get(mark).await.ok().flatten()
+        })
+        .await;
+        granted.await.expect("the waiting read is granted");
+        assert!(
+            started.elapsed() > Duration::from_secs(1),
+            "the read waited for a slot"
+        );
+        assert_eq!(
+            store.get(mark).await.expect("Redis reads the mark"),
+            None,
+            "and its grant cleared the mark"
+        );
+    }
+}
