@@ -124,3 +124,37 @@ async fn one_first_poll_in_eight_probes_at_the_estimate_and_only_probes_move_it(
     }
     assert!(schedule.first_poll().await > Duration::from_secs(6));
 }
+
+/// News is of the estimate it was heard under: outcomes heard before another importer moved the
+/// estimate never move the new one.
+#[tokio::test(start_paused = true)]
+async fn outcomes_of_an_estimate_another_importer_moved_never_move_the_new_one() {
+    let probes_only = PollTiming {
+        margin: 0.0,
+        ..PollTiming::default()
+    };
+    let store = Store::memory();
+    let (a, b) = (
+        Schedule::new(probes_only, store.clone()),
+        Schedule::new(probes_only, store),
+    );
+    let at_prior = Duration::from_secs(5);
+    for _ in 0..MIN_HEARD - 1 {
+        a.first_poll_found(false, at_prior).await;
+    }
+    for _ in 0..MIN_HEARD {
+        b.first_poll_found(false, at_prior).await;
+    }
+    let moved = Duration::from_millis(8750);
+    assert_eq!(b.first_poll().await, moved, "one importer raised it");
+    tokio::time::advance(REFRESH).await;
+    // The other hears one probe of the new estimate done: with its nine old pending ones it would raise
+    // it again, to 15.3 s.
+    a.first_poll_found(true, moved).await;
+    assert_eq!(a.first_poll().await, moved);
+    // Ten of the new estimate, all done, lower it.
+    for _ in 0..MIN_HEARD - 1 {
+        a.first_poll_found(true, moved).await;
+    }
+    assert!(a.first_poll().await < moved);
+}
