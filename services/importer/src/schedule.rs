@@ -15,6 +15,14 @@
 //! the importer's last look, toward the share (1 − `quantile`) where it settles, by at most a factor of 1.75
 //! up or 0.8 down. It follows jobs that get slower or faster.
 //!
+//! The step adapts (after Kesten's rule): a move that turns back (the estimate passed the quantile) is
+//! made at half the step, down to an eighth, and the third move in a row the same way (the jobs changed)
+//! at twice it. With full steps, jobs of a fixed 5 s kept it circling between 4.8 and 7.5 s (every probe
+//! pending below 5 s, none above, so each crossing was a full step), and the first polls with it:
+//! completion seen 2.8 s late at p50. Doubling on the second move the same way undid the halving on
+//! each approach (4.3 to 6.5 s); halving alone followed jobs that went from 5 to 15 s in 15 moves
+//! rather than 6.
+//!
 //! Only outcomes of polls scheduled under (about) the current estimate count. Hundreds of polls are in
 //! flight under one estimate; counting each one against the current estimate, one step each, wound it up
 //! from 1 s to the 60 s cap in a second of the benchmark, after which every job was polled half a minute
@@ -55,6 +63,8 @@ const PROBE_EVERY: u64 = 8;
 /// the jobs' durations every first poll comes early, and each step waits one estimate for its evidence.
 const MOST_UP: f64 = 1.75;
 const MOST_DOWN: f64 = 0.8;
+/// The smallest step, as a share of a full one (log space).
+const LEAST_STEP: f64 = 0.125;
 
 /// The poll timing settings (`import.poll_*`).
 #[derive(Debug, Clone, Copy)]
@@ -91,12 +101,83 @@ impl Default for PollTiming {
 pub struct Schedule {
     timing: PollTiming,
     store: Store,
-    /// This process's copy: the estimate in ms and when it was read.
-    cached: Mutex<(f64, Option<Instant>)>,
+    /// This process's copy of the estimate and when it was read.
+    cached: Mutex<(Estimate, Option<Instant>)>,
     /// Outcomes heard since this process last moved the estimate, and when that was.
     heard: Mutex<Heard>,
     /// First polls scheduled by this process: every [`PROBE_EVERY`]th is a probe.
     first_polls: AtomicU64,
+}
+
+/// The fleet's estimate as the store keeps it (`"<ms> <step> <streak>"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Estimate {
+    ms: f64,
+    /// The share of a full move (in log space) moves are made at, between [`LEAST_STEP`] and 1.
+    step: f64,
+    /// The moves in a row the same way, up (1, 2) or down (-1, -2); 0 before the first.
+    streak: i8,
+}
+
+impl Estimate {
+    fn new(ms: f64) -> Self {
+        Self {
+            ms,
+            step: 1.0,
+            streak: 0,
+        }
+    }
+
+    /// Moved by `factor` (a full step) at the step this move earns: half when it turns back, twice when
+    /// it is the third the same way.
+    fn moved(self, factor: f64, low: f64, high: f64) -> Self {
+        let way: i8 = if factor > 1.0 {
+            1
+        } else if factor < 1.0 {
+            -1
+        } else {
+            return self;
+        };
+        let (step, streak) = match self.streak.signum() {
+            0 => (self.step, way),
+            last if last != way => ((self.step / 2.0).max(LEAST_STEP), way),
+            _ if self.streak.abs() >= 2 => ((self.step * 2.0).min(1.0), way),
+            _ => (self.step, self.streak + way),
+        };
+        Self {
+            ms: (self.ms * factor.powf(step)).clamp(low, high),
+            step,
+            streak,
+        }
+    }
+
+    /// The store's text, read as input: anything but a positive number of ms is no estimate, and a step
+    /// or streak that is missing or out of range (an older importer wrote ms alone) is a fresh one's.
+    fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let ms = words
+            .next()?
+            .parse::<f64>()
+            .ok()
+            .filter(|ms| ms.is_finite() && *ms > 0.0)?;
+        let step = words
+            .next()
+            .and_then(|w| w.parse::<f64>().ok())
+            .filter(|s| (LEAST_STEP..=1.0).contains(s));
+        let streak = words
+            .next()
+            .and_then(|w| w.parse::<i8>().ok())
+            .filter(|s| (-2..=2).contains(s));
+        Some(Self {
+            step: step.unwrap_or(1.0),
+            streak: streak.unwrap_or(0),
+            ..Self::new(ms)
+        })
+    }
+
+    fn text(&self) -> String {
+        format!("{} {} {}", self.ms.round(), self.step, self.streak)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -111,7 +192,7 @@ struct Heard {
 impl Schedule {
     pub fn new(timing: PollTiming, store: Store) -> Self {
         Self {
-            cached: Mutex::new((millis(timing.prior), None)),
+            cached: Mutex::new((Estimate::new(millis(timing.prior)), None)),
             heard: Mutex::default(),
             first_polls: AtomicU64::new(0),
             timing,
@@ -207,28 +288,25 @@ impl Schedule {
         let factor = (GAIN * (pending_share - (1.0 - self.timing.quantile)))
             .exp()
             .clamp(MOST_DOWN, MOST_UP);
-        let low = millis(self.timing.floor);
-        let high = millis(self.timing.max);
-        let moved = (current * factor).clamp(low, high);
-        if !moved.is_finite() {
+        if !factor.is_finite() {
             return;
         }
+        let low = millis(self.timing.floor);
+        let high = millis(self.timing.max);
+        let moved = self.lock().0.moved(factor, low, high);
         *self.lock() = (moved, Some(Instant::now()));
         // Should a turn expire mid-move, two importers may move it at once: one move is lost, which an
         // estimate can afford.
-        if let Err(e) = self
-            .store
-            .set(KEY, moved.round().to_string().as_bytes(), None)
-            .await
-        {
+        if let Err(e) = self.store.set(KEY, moved.text().as_bytes(), None).await {
             tracing::debug!(error = %e, "poll estimate kept in this process");
         }
     }
 
+    /// The estimate in ms: this process's copy, read afresh from the fleet's once a [`REFRESH`].
     async fn estimate(&self) -> f64 {
-        let (ms, read) = *self.lock();
+        let (estimate, read) = *self.lock();
         if read.is_some_and(|at| at.elapsed() < REFRESH) {
-            return ms;
+            return estimate.ms;
         }
         let shared = self
             .store
@@ -237,11 +315,10 @@ impl Schedule {
             .ok()
             .flatten()
             .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|text| text.parse::<f64>().ok())
-            .filter(|ms| ms.is_finite() && *ms > 0.0);
-        let ms = shared.unwrap_or(ms);
-        *self.lock() = (ms, Some(Instant::now()));
-        ms
+            .and_then(|text| Estimate::parse(&text));
+        let estimate = shared.unwrap_or(estimate);
+        *self.lock() = (estimate, Some(Instant::now()));
+        estimate.ms
     }
 
     fn clamp(&self, wait: Duration) -> Duration {
@@ -254,7 +331,7 @@ impl Schedule {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (f64, Option<Instant>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Estimate, Option<Instant>)> {
         self.cached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

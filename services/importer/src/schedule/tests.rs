@@ -158,3 +158,59 @@ async fn outcomes_of_an_estimate_another_importer_moved_never_move_the_new_one()
     }
     assert!(a.first_poll().await < moved);
 }
+
+/// Jobs that all take the same time answer every probe alike (pending below it, done above): with full
+/// steps the estimate circled them from 4.3 to 8.7 s here. Each turn back halves the step, so it closes
+/// in; and a change of the jobs is still followed within a few moves.
+#[tokio::test(start_paused = true)]
+async fn jobs_of_one_length_draw_the_estimate_in_rather_than_round_them() {
+    let probes_only = PollTiming {
+        margin: 0.0,
+        prior: Duration::from_secs(2),
+        ..PollTiming::default()
+    };
+    let schedule = Schedule::new(probes_only, Store::memory());
+    let job = Duration::from_secs(5);
+    let mut seen = Vec::new();
+    for second in 0..180 {
+        let estimate = schedule.first_poll().await;
+        if second >= 120 {
+            seen.push(estimate);
+        }
+        for _ in 0..10 {
+            schedule.first_poll_found(estimate >= job, estimate).await;
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let (low, high) = (seen.iter().min(), seen.iter().max());
+    assert!(
+        low >= Some(&Duration::from_millis(4600)) && high <= Some(&Duration::from_millis(5600)),
+        "the last minute's estimates ranged from {low:?} to {high:?}"
+    );
+    // The jobs now take 15 s: within twenty moves the estimate is there.
+    let job = Duration::from_secs(15);
+    for _ in 0..20 {
+        let estimate = schedule.first_poll().await;
+        for _ in 0..10 {
+            schedule.first_poll_found(estimate >= job, estimate).await;
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let followed = schedule.first_poll().await;
+    assert!(followed >= Duration::from_secs(14), "{followed:?}");
+}
+
+/// The store's text is input: garbage is no estimate, and an estimate of an older importer (ms alone)
+/// moves by full steps.
+#[test]
+fn the_fleet_s_estimate_is_read_with_care() {
+    for garbage in ["", "soon", "-5", "NaN", "inf", "0"] {
+        assert_eq!(Estimate::parse(garbage), None, "{garbage:?}");
+    }
+    assert_eq!(Estimate::parse("5000"), Some(Estimate::new(5000.0)));
+    let read = Estimate::parse("4200 0.25 -2").expect("an estimate");
+    assert_eq!((read.ms, read.step, read.streak), (4200.0, 0.25, -2));
+    let wild = Estimate::parse("4200 9 7").expect("an estimate");
+    assert_eq!((wild.step, wild.streak), (1.0, 0));
+    assert_eq!(Estimate::parse(&read.text()), Some(read));
+}
