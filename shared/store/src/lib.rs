@@ -16,7 +16,11 @@ mod lock;
 mod memory;
 mod pool;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use bb2snyk_settings::redact_url;
 pub use budget::{Budget, BudgetConfig, Next, Overdue, Retry};
@@ -26,6 +30,11 @@ pub use lock::Guard;
 pub use pool::Pool;
 use redis::{AsyncCommands, RedisResult, aio::ConnectionManager, aio::ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
+
+/// The budget's scripts, hashed once: `Script::new` hashes its source, and a budget takes a slot (or a
+/// write yields to a waiting read) on every request.
+static TAKE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(budget::TAKE));
+static PAUSE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(budget::PAUSE));
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -178,8 +187,7 @@ impl Store {
         let member = format!("{:016x}", fastrand::u64(..));
         let wait: u64 = self
             .run(|mut c| async move {
-                let script = redis::Script::new(budget::TAKE);
-                let mut invocation = script.prepare_invoke();
+                let mut invocation = TAKE.prepare_invoke();
                 invocation
                     .key(slots.log)
                     .key(slots.pause)
@@ -216,7 +224,7 @@ impl Store {
             return Ok(());
         }
         self.run(|mut c| async move {
-            redis::Script::new(budget::PAUSE)
+            PAUSE
                 .key(pause)
                 .arg(millis(duration))
                 .invoke_async::<i64>(&mut c)

@@ -595,7 +595,14 @@ async fn main() {
         }
     }
     if only.is_empty() || only_spreads {
-        for jobs in SPREADS {
+        // BENCH_SPREADS="uniform,long-tail" picks the spreads.
+        let picked = std::env::var("BENCH_SPREADS").ok();
+        let picked = |jobs: &Jobs| {
+            picked
+                .as_deref()
+                .is_none_or(|list| list.split(',').any(|p| p.trim() == jobs.spread))
+        };
+        for jobs in SPREADS.into_iter().filter(picked) {
             eprintln!("running the embedded `bb2snyk run`, jobs {}", jobs.label);
             outcomes.push(embedded_run(&bin, workspaces, jobs).await);
         }
