@@ -17,7 +17,7 @@
 //!
 //! The step adapts (after Kesten's rule): a move that turns back (the estimate passed the quantile) is
 //! made at half the step, down to an eighth, and the third move in a row the same way (the jobs changed)
-//! at twice it. With full steps, jobs of a fixed 5 s kept it circling between 4.8 and 7.5 s (every probe
+//! at twice it. With full steps, jobs of a fixed 5 s kept it circling between 4.3 and 7.5 s (every probe
 //! pending below 5 s, none above, so each crossing was a full step), and the first polls with it:
 //! completion seen 2.8 s late at p50. Doubling on the second move the same way undid the halving on
 //! each approach (4.3 to 6.5 s); halving alone followed jobs that went from 5 to 15 s in 15 moves
@@ -235,7 +235,8 @@ impl Schedule {
     /// What the first poll of a job, scheduled `scheduled` after its request, found: done or pending. Only
     /// polls at (about) the current estimate count: the probes.
     pub async fn first_poll_found(&self, done: bool, scheduled: Duration) {
-        let current = self.estimate().await;
+        let estimate = self.shared_estimate().await;
+        let current = estimate.ms;
         let scheduled = millis(self.clamp(scheduled));
         // Waits travel in whole ms, hence the 1 ms.
         if (scheduled - current).abs() > current * SAME_ESTIMATE + 1.0 {
@@ -293,7 +294,8 @@ impl Schedule {
         }
         let low = millis(self.timing.floor);
         let high = millis(self.timing.max);
-        let moved = self.lock().0.moved(factor, low, high);
+        // Moved from the estimate the outcomes were heard under, not from a copy read since.
+        let moved = estimate.moved(factor, low, high);
         *self.lock() = (moved, Some(Instant::now()));
         // Should a turn expire mid-move, two importers may move it at once: one move is lost, which an
         // estimate can afford.
@@ -302,11 +304,16 @@ impl Schedule {
         }
     }
 
-    /// The estimate in ms: this process's copy, read afresh from the fleet's once a [`REFRESH`].
+    /// The estimate in ms.
     async fn estimate(&self) -> f64 {
+        self.shared_estimate().await.ms
+    }
+
+    /// This process's copy of the fleet's estimate, read afresh once a [`REFRESH`].
+    async fn shared_estimate(&self) -> Estimate {
         let (estimate, read) = *self.lock();
         if read.is_some_and(|at| at.elapsed() < REFRESH) {
-            return estimate.ms;
+            return estimate;
         }
         let shared = self
             .store
@@ -318,7 +325,7 @@ impl Schedule {
             .and_then(|text| Estimate::parse(&text));
         let estimate = shared.unwrap_or(estimate);
         *self.lock() = (estimate, Some(Instant::now()));
-        estimate.ms
+        estimate
     }
 
     fn clamp(&self, wait: Duration) -> Duration {
