@@ -51,7 +51,7 @@ pub fn org_creator(
     store: Store,
 ) -> Result<OrgCreator, ServiceError> {
     Ok(OrgCreator {
-        snyk: Snyk::for_stage(settings, http, Some(store.clone()))?,
+        snyk: Snyk::for_setup_stage(settings, http, Some(store.clone()))?,
         ledger: Ledger::new(store),
         integration_type: settings.snyk.integration_type.clone(),
         quiet_notifications: settings.snyk.quiet_notifications,

@@ -99,7 +99,7 @@ impl Client {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, false)
+        Self::build(settings, http, store, false, false)
     }
 
     /// For a pipeline stage: as [`Client::from_settings`], but a call that would wait longer than
@@ -110,7 +110,17 @@ impl Client {
         http: reqwest::Client,
         store: Option<Store>,
     ) -> Result<Self, ConfigError> {
-        Self::build(settings, http, store, true)
+        Self::build(settings, http, store, true, false)
+    }
+
+    /// For the org-creator: as [`Client::for_stage`], and its writes go first, as reads do (see
+    /// [`Budget::going_first`]): an org's few calls unlock a workspace's imports.
+    pub fn for_setup_stage(
+        settings: &Settings,
+        http: reqwest::Client,
+        store: Option<Store>,
+    ) -> Result<Self, ConfigError> {
+        Self::build(settings, http, store, true, true)
     }
 
     fn build(
@@ -118,6 +128,7 @@ impl Client {
         http: reqwest::Client,
         store: Option<Store>,
         for_stage: bool,
+        first: bool,
     ) -> Result<Self, ConfigError> {
         let tokens = settings
             .snyk_tokens()?
@@ -134,7 +145,8 @@ impl Client {
                     &settings.pipeline,
                     for_stage,
                 )
-                .evenly_paced(settings.snyk.even_pace);
+                .evenly_paced(settings.snyk.even_pace)
+                .going_first(first);
                 (token.clone(), budget)
             })
             .collect();

@@ -60,7 +60,8 @@ pub trait Retry {
 /// 0 when a request may go now (logged in each log), else the milliseconds to wait.
 ///
 /// Reads go first: a write yields while a read waits (the mark lives until just after that read's retry),
-/// unless writes have had less than their floor lately. A read that is granted clears the mark.
+/// unless writes have had less than their floor lately. A read that is granted clears the mark. A write of
+/// a budget [going first](Budget::going_first) marks as a read does, and its floor is never reached.
 pub(crate) const TAKE: &str = r"
 local pause = redis.call('PTTL', KEYS[2])
 if pause > 0 then return pause end
@@ -122,7 +123,7 @@ return 0";
 pub(crate) struct Slots<'a> {
     pub log: &'a str,
     pub pause: &'a str,
-    /// Set while a read waits for this budget: writes yield to it.
+    /// Set while a read (or a write going first) waits for this budget: writes yield to it.
     pub reads_waiting: &'a str,
     pub window: Duration,
     pub limit: u32,
@@ -162,7 +163,7 @@ pub struct Budget {
     pause_key: String,
     /// The log of writes alone, for their share of the limit.
     writes_key: String,
-    /// Set while a read waits: writes yield to it.
+    /// Set while a read (or a write going first) waits: writes yield to it.
     reads_waiting_key: String,
     limit: u32,
     window: Duration,
@@ -174,6 +175,8 @@ pub struct Budget {
     fleet_size: u32,
     /// The most requests in any second when evenly paced.
     per_second: Option<u32>,
+    /// Its writes go first, as reads do: they never yield, and writes that do yield to them.
+    goes_first: bool,
 }
 
 /// This process's own view: its grants and the latest pause it heard of.
@@ -202,7 +205,22 @@ impl Budget {
             max_hold: None,
             fleet_size: 1,
             per_second: None,
+            goes_first: false,
         }
+    }
+
+    /// When `first`, this budget's writes go first, as reads do: a stage whose few calls unlock much
+    /// other work (an org's setup, which a hundred imports wait for) is not paced by the imports it
+    /// feeds. With 320 import POSTs waiting at every moment, four org-creator tasks won a slot so rarely
+    /// that orgs came at under 2 a second and set the pace of a 50,000-repository run.
+    pub fn going_first(mut self, first: bool) -> Self {
+        self.goes_first = first;
+        self
+    }
+
+    /// Whether a call of this kind waits for others: writes yield to waiting reads unless they go first.
+    pub(crate) fn yields(&self, write: bool) -> bool {
+        write && !self.goes_first
     }
 
     /// When `even`, at most a second's share of the limit (rounded up) goes in any second.
@@ -340,7 +358,12 @@ impl Budget {
             Writes {
                 log: &self.writes_key,
                 limit: percent_of(self.limit, WRITE_SHARE_PERCENT),
-                floor: percent_of(floor_of, WRITE_FLOOR_PERCENT),
+                // A write that goes first has no floor it could reach: it never yields.
+                floor: if self.goes_first {
+                    u32::MAX
+                } else {
+                    percent_of(floor_of, WRITE_FLOOR_PERCENT)
+                },
                 floor_span,
             }
         });
@@ -356,7 +379,8 @@ impl Budget {
         store.budget_take(&slots).await.ok()
     }
 
-    /// A read found no slot and comes back after `retry`: until just after then, writes yield to it.
+    /// A read (or a write going first) found no slot and comes back after `retry`: until just after then,
+    /// writes yield to it.
     pub(crate) async fn mark_read_waiting(&self, retry: Duration) {
         let Some(store) = &self.store else { return };
         if let Err(e) = store

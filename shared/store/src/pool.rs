@@ -152,8 +152,9 @@ pub(crate) async fn acquire<L: Lanes + ?Sized>(
         }
         let jitter = Duration::from_millis(fastrand::u64(0..=(millis(soonest) / 10).min(50)));
         let retry = soonest.min(MAX_SLEEP) + jitter;
-        // A read that found no member free comes back first: until it does, writes yield to it.
-        if !write {
+        // A call that goes first (a read, or a write of a budget going first) and found no member free
+        // comes back first: until it does, writes that yield wait for it.
+        if !lanes.lane(first).yields(write) {
             for index in (0..lanes.count()).filter(|i| lanes.live(*i)) {
                 lanes.lane(index).mark_read_waiting(retry).await;
             }

@@ -341,7 +341,7 @@ async fn fleet_run(
             last_print = Instant::now();
             let stats = sandbox.stats();
             eprintln!(
-                "  {importers} importer(s): {done}/{total} after {:?}; POSTs {}, jobs done {} (pending {}), polls {}, queued imports {}, queued polls {}",
+                "  {importers} importer(s): {done}/{total} after {:?}; POSTs {}, jobs done {} (pending {}), polls {}, queued imports {}, queued polls {}, orgs created {}, queued workspaces {}",
                 started.elapsed(),
                 stats.import_posts_total,
                 stats.jobs.complete,
@@ -349,6 +349,8 @@ async fn fleet_run(
                 stats.jobs.polls,
                 broker.waiting("importer").await.unwrap_or(0),
                 broker.waiting("importer-polls").await.unwrap_or(0),
+                stats.orgs_created,
+                broker.waiting("org-creator").await.unwrap_or(0),
             );
         }
         assert!(

@@ -404,3 +404,52 @@ async fn a_write_yields_to_a_waiting_read_once_writes_had_their_floor() {
         );
     }
 }
+
+/// A budget going first (the org-creator's: an org's few calls unlock a workspace's imports) is not paced
+/// by the imports it feeds: its writes pass a waiting read's mark beyond the writes' floor, and when one
+/// finds no slot it marks the budget as a waiting read does, so import POSTs yield to it.
+#[tokio::test]
+async fn writes_going_first_never_yield_and_mark_the_budget_while_they_wait() {
+    let prefix = format!("{}:", unique("first"));
+    let mark = "budget-reads-waiting:{test:c0ffee}";
+    for store in [connect(&redis_url(), &prefix).await, Store::memory()] {
+        // 8 in 2 s: writes may spend 4, and get 2 however many reads wait.
+        let window = Duration::from_secs(2);
+        let hold = Duration::from_millis(300);
+        let setup = budget(store.clone(), 8, window)
+            .going_first(true)
+            .holding_at_most(hold);
+        let imports = budget(store.clone(), 8, window).holding_at_most(hold);
+        let ok = || async { Ok::<(), Refused>(()) };
+        store
+            .set(mark, b"1", Some(Duration::from_secs(5)))
+            .await
+            .expect("Redis sets the mark");
+        for n in 1..=3 {
+            assert!(
+                setup.call_write(ok).await.is_ok(),
+                "write {n} going first passes the mark"
+            );
+        }
+        match imports.call_write(ok).await {
+            Err(Refused::Overdue(wait)) => assert!(wait > Duration::from_secs(4), "{wait:?}"),
+            other => panic!("an import POST beyond the floor yields, got {other:?}"),
+        }
+        store.delete(mark).await.expect("Redis deletes the mark");
+        assert!(imports.call_write(ok).await.is_ok(), "the writes' 4th slot");
+
+        // The writes' share is spent: a write going first waits for a slot, and marks the budget.
+        let waiting = budget(store.clone(), 8, window).going_first(true);
+        let granted = tokio::spawn(async move { waiting.call_write(ok).await });
+        wait_for(
+            "a waiting setup write's mark",
+            Duration::from_secs(5),
+            || async { store.get(mark).await.ok().flatten() },
+        )
+        .await;
+        assert!(
+            granted.await.expect("the waiting write is granted").is_ok(),
+            "once a write's slot frees"
+        );
+    }
+}
