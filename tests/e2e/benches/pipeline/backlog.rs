@@ -2,7 +2,8 @@
 //! default 100 and 500 workspaces: 10,000 and 50,000 repositories), each with it (the default
 //! `discovery.max_backlog`, or `BENCH_BACKLOG_LIMIT`) and without it (a limit no run reaches). Four Snyk
 //! tokens and eight importers scale the rate so each run takes minutes; at that rate the default bound is
-//! not reached, and a lower one shows it at work. Rows go to `target/BENCHMARKS-backlog.md`.
+//! not reached, and a lower one shows it at work. `BENCH_BACKLOG_TOKENS=1` runs one token and two
+//! importers, where discovery outruns the importers most. Rows go to `target/BENCHMARKS-backlog.md`.
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
@@ -10,8 +11,17 @@ use bb2snyk_test_support::admin;
 
 use super::{FIXED_5S, REPOS_PER_WORKSPACE, counts, fleet_run, lower_bound, today};
 
+/// Snyk tokens and importers, unless `BENCH_BACKLOG_TOKENS` says otherwise (importers: twice the tokens).
 const TOKENS: usize = 4;
-const IMPORTERS: usize = 8;
+
+fn tokens_and_importers() -> (usize, usize) {
+    let tokens = std::env::var("BENCH_BACKLOG_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(TOKENS);
+    (tokens, 2 * tokens)
+}
 
 /// RabbitMQ's memory (MiB) as its node reports it (`mem_used`), `None` when the management API is away.
 pub(super) async fn broker_memory() -> Option<f64> {
@@ -31,10 +41,11 @@ pub(super) async fn broker_memory() -> Option<f64> {
 }
 
 pub(super) async fn rows(bin: &Path) {
+    let (tokens, importers) = tokens_and_importers();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Backpressure ({}): the services with {IMPORTERS} importers and {TOKENS} Snyk tokens, jobs fixed 5 s.\n",
+        "Backpressure ({}): the services with {importers} importers and {tokens} Snyk tokens, jobs fixed 5 s.\n",
         today()
     );
     let _ = writeln!(
@@ -45,7 +56,7 @@ pub(super) async fn rows(bin: &Path) {
     let limit = std::env::var("BENCH_BACKLOG_LIMIT").ok();
     for workspaces in counts("BENCH_BACKLOG_WORKSPACES", &[100, 500]) {
         let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
-        let (_, _, bound, _) = lower_bound(workspaces as u64, repos, 1, TOKENS);
+        let (_, _, bound, _) = lower_bound(workspaces as u64, repos, 1, tokens);
         let bound = bound + FIXED_5S.mean();
         let on = match &limit {
             Some(limit) => (format!("max_backlog {limit}"), limit.as_str()),
@@ -55,7 +66,7 @@ pub(super) async fn rows(bin: &Path) {
         for (label, bound_setting) in [on, off] {
             let extra = [("BB2SNYK__DISCOVERY__MAX_BACKLOG", bound_setting)];
             eprintln!("backlog: {repos} repositories, backpressure {label}");
-            let o = fleet_run(bin, workspaces, IMPORTERS, TOKENS, &extra).await;
+            let o = fleet_run(bin, workspaces, importers, tokens, &extra).await;
             let imports = o.stats.import_posts_total.max(1) as f64;
             let r429: u64 = o.stats.rate_limited.values().sum();
             let memory = o
