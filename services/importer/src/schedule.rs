@@ -296,7 +296,16 @@ impl Schedule {
         let high = millis(self.timing.max);
         // Moved from the estimate the outcomes were heard under, not from a copy read since.
         let moved = estimate.moved(factor, low, high);
+        tracing::debug!(
+            from_ms = estimate.ms.round(),
+            to_ms = moved.ms.round(),
+            step = moved.step,
+            pending = pending_n,
+            done = done_n,
+            "poll estimate moved"
+        );
         *self.lock() = (moved, Some(Instant::now()));
+        bb2snyk_telemetry::metrics::poll_estimate(Duration::from_secs_f64(moved.ms / 1000.0));
         // Should a turn expire mid-move, two importers may move it at once: one move is lost, which an
         // estimate can afford.
         if let Err(e) = self.store.set(KEY, moved.text().as_bytes(), None).await {
@@ -325,6 +334,7 @@ impl Schedule {
             .and_then(|text| Estimate::parse(&text));
         let estimate = shared.unwrap_or(estimate);
         *self.lock() = (estimate, Some(Instant::now()));
+        bb2snyk_telemetry::metrics::poll_estimate(Duration::from_secs_f64(estimate.ms / 1000.0));
         estimate
     }
 

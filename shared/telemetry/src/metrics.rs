@@ -29,6 +29,9 @@ pub const REDIS_DEGRADED: &str = "bb2snyk_redis_degraded";
 pub const REDIS_FAILURES: &str = "bb2snyk_redis_failures_total";
 /// Import jobs requested and not yet finished; sum it over the fleet (a job may finish on another replica).
 pub const IMPORT_JOBS_IN_FLIGHT: &str = "bb2snyk_import_jobs_in_flight";
+/// The fleet's estimate of how long an import job takes, as this importer last read or moved it: when
+/// first polls come (a probe at it, the rest a margin later).
+pub const POLL_ESTIMATE: &str = "bb2snyk_poll_estimate_seconds";
 /// 1 while the RabbitMQ connection is up.
 pub const AMQP_CONNECTED: &str = "bb2snyk_amqp_connected";
 /// When the last sync that changed Snyk (not a dry run) compared a workspace, as Unix seconds, as the
@@ -36,7 +39,7 @@ pub const AMQP_CONNECTED: &str = "bb2snyk_amqp_connected";
 pub const SYNC_LAST_SUCCESS: &str = "bb2snyk_sync_last_success_timestamp_seconds";
 
 /// Every metric name, for the README and the dashboard test.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     MESSAGES,
     HANDLER_SECONDS,
     HTTP_REQUESTS,
@@ -47,6 +50,7 @@ pub const NAMES: [&str; 12] = [
     REDIS_DEGRADED,
     REDIS_FAILURES,
     IMPORT_JOBS_IN_FLIGHT,
+    POLL_ESTIMATE,
     AMQP_CONNECTED,
     SYNC_LAST_SUCCESS,
 ];
@@ -142,6 +146,10 @@ pub fn redis_failed() {
 
 pub fn import_jobs_in_flight(change: f64) {
     gauge!(IMPORT_JOBS_IN_FLIGHT).increment(change);
+}
+
+pub fn poll_estimate(estimate: Duration) {
+    gauge!(POLL_ESTIMATE).set(estimate.as_secs_f64());
 }
 
 /// A sync that changed Snyk compared a workspace at `at_ms` (Unix milliseconds).
