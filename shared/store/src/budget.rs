@@ -100,6 +100,11 @@ return 0";
 /// that follow them) always find slots: every import is followed by at least one poll, so imports never
 /// need more than half, and a burst of them cannot take a whole window's budget and leave polls of jobs
 /// long done waiting a minute (the benchmark's 4 importers saw completion half a minute late at p50).
+///
+/// An evenly paced budget has no such share: no second spends more than its share of the window, so
+/// writes cannot spend it ahead of the polls, and reads go first whenever they wait. There the half only
+/// idled the budget: with jobs of up to a minute, the POSTs of a run's first 30 s (when no poll is yet
+/// due) spent it, and imports stopped for the next 30 s while polls used less than the rest.
 const WRITE_SHARE_PERCENT: u32 = 50;
 
 /// The share of the limit writes get however many reads wait: reads go first (a poll that waits is a job
@@ -357,7 +362,11 @@ impl Budget {
             };
             Writes {
                 log: &self.writes_key,
-                limit: percent_of(self.limit, WRITE_SHARE_PERCENT),
+                limit: if self.per_second.is_some() {
+                    self.limit
+                } else {
+                    percent_of(self.limit, WRITE_SHARE_PERCENT)
+                },
                 // A write that goes first has no floor it could reach: it never yields.
                 floor: if self.goes_first {
                     u32::MAX

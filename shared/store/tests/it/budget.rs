@@ -332,6 +332,20 @@ async fn an_evenly_paced_budget_spends_a_second_s_share_in_any_second() {
             took >= Duration::from_millis(1950) && took < Duration::from_secs(10),
             "{what}: five grants took {took:?}"
         );
+        // Writes may spend the whole window, a second's share at a time: past the half that binds an
+        // unpaced budget (60 of 120 here).
+        let writes_config = BudgetConfig {
+            credential: "paced-writes".into(),
+            window: Duration::from_millis(1000),
+            ..config.clone()
+        };
+        let writes = Budget::new(store.clone(), writes_config)
+            .evenly_paced(true)
+            .holding_at_most(Duration::from_millis(300));
+        for n in 1..=90 {
+            let wrote = writes.call_write(|| async { Ok::<(), Refused>(()) }).await;
+            assert!(wrote.is_ok(), "{what}: write {n} of an evenly paced budget");
+        }
         // The same budget not evenly paced spends its window at once.
         let config = BudgetConfig {
             credential: "burst".into(),
