@@ -217,7 +217,8 @@ impl Budget {
     /// When `first`, this budget's writes go first, as reads do: a stage whose few calls unlock much
     /// other work (an org's setup, which a hundred imports wait for) is not paced by the imports it
     /// feeds. With 320 import POSTs waiting at every moment, four org-creator tasks won a slot so rarely
-    /// that orgs came at under 2 a second and set the pace of a 50,000-repository run.
+    /// that orgs came at under 2 a second, no faster than the importers took repositories, and the
+    /// importers waited for them at the end of a 50,000-repository run.
     pub fn going_first(mut self, first: bool) -> Self {
         self.goes_first = first;
         self
