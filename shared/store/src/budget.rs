@@ -103,8 +103,8 @@ return 0";
 ///
 /// An evenly paced budget has no such share: no second spends more than its share of the window, so
 /// writes cannot spend it ahead of the polls, and reads go first whenever they wait. There the half only
-/// idled the budget: with jobs of up to a minute, the POSTs of a run's first 30 s (when no poll is yet
-/// due) spent it, and imports stopped for the next 30 s while polls used less than the rest.
+/// idled the budget: with jobs of up to a minute and a 30 s first poll, the POSTs of a run's first 35 s
+/// (when few polls are due) spent it, and imports stopped for 20-25 s while polls used less than the rest.
 const WRITE_SHARE_PERCENT: u32 = 50;
 
 /// The share of the limit writes get however many reads wait: reads go first (a poll that waits is a job
