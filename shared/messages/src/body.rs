@@ -211,6 +211,14 @@ pub struct PollImport {
     /// Not to be polled before this (Unix ms): a poll that comes back early waits out the rest.
     #[serde(default)]
     pub not_before_ms: u64,
+    /// For a job whose first poll was a probe, the estimate it probed (ms); 0 for others. Its later polls
+    /// tell the fleet how long probed jobs run (left out of the JSON when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub probe_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ImportRepo {

@@ -402,10 +402,24 @@ async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
     let group = format!("--groupId={}", sandbox.knobs().group_id);
     let started = Instant::now();
     let mut p = Process::spawn(bin, "bb2snyk", &["run", &group], &env, false);
+    let mut last_print = Instant::now();
     loop {
         p.sample();
         if let Ok(Some(_)) = p.child.try_wait() {
             break;
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            last_print = Instant::now();
+            let stats = sandbox.stats();
+            eprintln!(
+                "  run: after {:?}; POSTs {}, jobs done {} (pending {}), polls {}, Snyk requests {}",
+                started.elapsed(),
+                stats.import_posts_total,
+                stats.jobs.complete,
+                stats.jobs.pending,
+                stats.jobs.polls,
+                stats.snyk_by_token.values().sum::<u64>(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -64,8 +64,15 @@ impl Importer {
                         .first_poll_found(false, scheduled(&poll))
                         .await;
                 }
-                let age = Duration::from_millis(now_ms().saturating_sub(poll.requested_ms));
-                let wait = self.schedule.next_poll(age);
+                let age = age(&poll);
+                self.schedule
+                    .probed_job_found(poll.probe_ms, poll.polls, false, age)
+                    .await;
+                let wait = if poll.polls == 0 && poll.probe_ms != 0 {
+                    self.schedule.after_probe(age).await
+                } else {
+                    self.schedule.next_poll(age)
+                };
                 Outcome::Ack(vec![self.poll_after(
                     PollImport {
                         polls: poll.polls.saturating_add(1),
@@ -78,6 +85,9 @@ impl Importer {
                 if poll.polls == 0 {
                     self.schedule.first_poll_found(true, scheduled(&poll)).await;
                 }
+                self.schedule
+                    .probed_job_found(poll.probe_ms, poll.polls, true, age(&poll))
+                    .await;
                 record.state = State::Imported;
                 record.projects = job
                     .projects()
@@ -143,15 +153,16 @@ impl Importer {
 
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
     pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
-        let wait = self.schedule.first_poll().await;
+        let first = self.schedule.plan_first_poll().await;
         let poll = PollImport {
             import,
             job_url,
             polls: 0,
             requested_ms: now_ms(),
             not_before_ms: 0,
+            probe_ms: first.probe_ms,
         };
-        self.poll_after(poll, wait)
+        self.poll_after(poll, first.wait)
     }
 
     /// A poll for a job the ledger recorded (its requester stopped): its age is unknown, so it is polled
@@ -163,6 +174,7 @@ impl Importer {
             polls: 1,
             requested_ms: now_ms(),
             not_before_ms: 0,
+            probe_ms: 0,
         };
         self.poll_after(poll, self.schedule.next_poll(Duration::ZERO))
     }
@@ -181,4 +193,9 @@ impl Importer {
 /// The wait a poll was scheduled with: from its job's request to when it was due.
 fn scheduled(poll: &PollImport) -> Duration {
     Duration::from_millis(poll.not_before_ms.saturating_sub(poll.requested_ms))
+}
+
+/// How long ago Snyk accepted the poll's job.
+fn age(poll: &PollImport) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(poll.requested_ms))
 }

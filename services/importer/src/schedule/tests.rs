@@ -125,6 +125,122 @@ async fn one_first_poll_in_eight_probes_at_the_estimate_and_only_probes_move_it(
     assert!(schedule.first_poll().await > Duration::from_secs(6));
 }
 
+/// A cohort of probed jobs still largely pending at an age past the estimate raises it to that age at
+/// once; one that circles the quantile, or was heard too few times, does not.
+#[tokio::test(start_paused = true)]
+async fn probed_jobs_still_pending_past_the_estimate_raise_it_to_their_age() {
+    let schedule = Schedule::new(PollTiming::default(), Store::memory());
+    let first = schedule.plan_first_poll().await;
+    assert_eq!(
+        first,
+        FirstPoll {
+            wait: Duration::from_secs(5),
+            probe_ms: 5_000
+        },
+        "the first poll is a probe and says which estimate it probed"
+    );
+    assert_eq!(
+        schedule.plan_first_poll().await.probe_ms,
+        0,
+        "the next is not"
+    );
+    let secs = Duration::from_secs;
+    let heard = |polls: &[(u32, bool, Duration)]| {
+        let polls = polls.to_vec();
+        let schedule = &schedule;
+        async move {
+            for (poll, done, age) in polls {
+                schedule.probed_job_found(5_000, poll, done, age).await;
+            }
+        }
+    };
+    // Every probe pending at 5 s, then half of them still pending at 8.6 s: drawn as a straight line, the
+    // share pending falls to one in ten at 8.6 × 0.9 / 0.5 = 15.48 s.
+    heard(&[(0, false, secs(5)); 20]).await;
+    let mut second = vec![(1, true, Duration::from_millis(8_600)); 5];
+    second.extend([(1, false, Duration::from_millis(8_600)); 5]);
+    heard(&second).await;
+    let raised = schedule.first_poll().await;
+    assert!(
+        raised.as_millis().abs_diff(17_802) <= 1,
+        "15.48 s and the margin: {raised:?}"
+    );
+    // At 20 s a sixth of those are pending: 8 % of the cohort, under the fifth it takes, so the estimate
+    // stays where it is whatever the age.
+    let mut third = vec![(2, false, secs(20)); 2];
+    third.extend([(2, true, secs(20)); 10]);
+    heard(&third).await;
+    assert_eq!(schedule.first_poll().await, raised);
+
+    // Probes circling the quantile (one in ten pending) never raise it, nor do nine outcomes alone, nor
+    // polls past those a cohort counts, nor jobs that were not probed.
+    let circling = Schedule::new(PollTiming::default(), Store::memory());
+    for i in 0..100 {
+        circling
+            .probed_job_found(5_000, 0, i % 10 != 0, Duration::from_millis(5_400))
+            .await;
+    }
+    for _ in 0..(MIN_HEARD - 1) {
+        circling.probed_job_found(7_000, 0, false, secs(9)).await;
+    }
+    for poll in [COHORT_POLLS as u32, u32::MAX] {
+        for _ in 0..MIN_HEARD * 2 {
+            circling
+                .probed_job_found(5_000, poll, false, secs(50))
+                .await;
+        }
+    }
+    for _ in 0..MIN_HEARD * 2 {
+        circling.probed_job_found(0, 0, false, secs(50)).await;
+    }
+    assert_eq!(circling.plan_first_poll().await.wait, secs(5));
+    // A cohort all pending raises it to twice the age; an age past the cap only to the cap. Cohorts kept
+    // are bounded.
+    for _ in 0..MIN_HEARD {
+        circling.probed_job_found(6_000, 0, false, secs(6)).await;
+    }
+    let doubled = circling.first_poll().await;
+    assert!(
+        doubled.as_millis().abs_diff(13_800) <= 1,
+        "12 s and the margin: {doubled:?}"
+    );
+    for _ in 0..MIN_HEARD {
+        circling
+            .probed_job_found(9_000, 0, false, secs(3_600))
+            .await;
+    }
+    assert_eq!(circling.first_poll().await, secs(60));
+    for probe_ms in 1..=(COHORTS as u64 * 4) {
+        circling.probed_job_found(probe_ms, 0, true, secs(1)).await;
+    }
+    assert_eq!(circling.cohorts().len(), COHORTS);
+}
+
+/// A probe that finds its job pending polls it again when the other first polls come, not at 1.5 times
+/// its age; past that, the backoff.
+#[tokio::test(start_paused = true)]
+async fn a_pending_probe_s_job_is_polled_again_with_the_other_first_polls() {
+    let schedule = Schedule::new(
+        PollTiming {
+            prior: Duration::from_secs(40),
+            margin: 0.25,
+            ..PollTiming::default()
+        },
+        Store::memory(),
+    );
+    let secs = Duration::from_secs;
+    // Expected at 50 s (40 s and 25 %): a probe pending at 40 s comes back 10 s later, not 20 s.
+    assert_eq!(schedule.after_probe(secs(40)).await, secs(10));
+    // Never later than the backoff, never sooner than the floor.
+    assert_eq!(schedule.after_probe(secs(4)).await, secs(2));
+    assert_eq!(
+        schedule.after_probe(Duration::from_millis(49_800)).await,
+        secs(1)
+    );
+    // A probe older than the expected time (the estimate fell since): the backoff.
+    assert_eq!(schedule.after_probe(secs(60)).await, secs(30));
+}
+
 /// News is of the estimate it was heard under: outcomes heard before another importer moved the
 /// estimate never move the new one.
 #[tokio::test(start_paused = true)]

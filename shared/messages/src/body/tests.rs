@@ -51,6 +51,7 @@ fn kinds_are_the_serde_names() {
             polls: 2,
             requested_ms: 0,
             not_before_ms: 0,
+            probe_ms: 0,
         }),
     ] {
         let json: serde_json::Value =

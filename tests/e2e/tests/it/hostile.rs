@@ -116,6 +116,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 polls: 0,
                 requested_ms: 0,
                 not_before_ms: 0,
+                probe_ms: 0,
             })),
             "run_id is 400 bytes",
         ),
@@ -127,6 +128,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 polls: 0,
                 requested_ms: 0,
                 not_before_ms: 0,
+                probe_ms: 0,
             })
             .to_message(),
             "refused to send SNYK_TOKEN",
