@@ -26,8 +26,9 @@
 //! Probed jobs are followed. A probe's job carries the estimate it probed on its later polls, and each
 //! importer keeps, per such cohort, how many were pending at each poll: the share still pending at an age
 //! (Kaplan-Meier, a product of each poll's pending share). While a fifth or more of a cohort is still
-//! pending at an age past the estimate, the estimate is raised at once: to where that survival, drawn as a
-//! straight line, falls to 1 − `quantile` (at most twice the age). The tracker alone climbs by at most 1.75 a move, each move waiting one estimate for its
+//! pending at an age past the estimate, the estimate is raised at once: to where the survival, drawn as a
+//! straight line through this poll and the one before, falls to 1 − `quantile` (at most twice the age;
+//! just the age where the line does not fall, as for jobs of one length, all pending until all done). The tracker alone climbs by at most 1.75 a move, each move waiting one estimate for its
 //! probes: from the 5 s prior to jobs of 1-60 s it took 110 s, and the jobs requested meanwhile were
 //! polled over and over as they aged (5,539 polls for the first 4,261 imports of the benchmark).
 //!
@@ -136,25 +137,40 @@ pub struct FirstPoll {
     pub probe_ms: u64,
 }
 
-/// The jobs probed under one estimate: per poll (the probe first), how many found their job pending and
-/// how many done.
+/// The jobs probed under one estimate: per poll (the probe first), how many found their job pending, how
+/// many done, and the age it was heard at last.
 #[derive(Debug)]
 struct Cohort {
     probe_ms: u64,
-    polls: Vec<(u32, u32)>,
+    polls: Vec<CohortPoll>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CohortPoll {
+    pending: u32,
+    done: u32,
+    age_ms: f64,
 }
 
 impl Cohort {
     /// The share of the cohort still pending at its `poll`th poll, once every poll up to it was heard
     /// [`MIN_HEARD`] times: the product of each poll's pending share.
     fn still_pending(&self, poll: usize) -> Option<f64> {
-        self.polls
-            .get(..=poll)?
-            .iter()
-            .try_fold(1.0, |share, &(pending, done)| {
-                (pending.saturating_add(done) >= MIN_HEARD)
-                    .then(|| share * f64::from(pending) / f64::from(pending.saturating_add(done)))
-            })
+        self.polls.get(..=poll)?.iter().try_fold(1.0, |share, p| {
+            let heard = p.pending.saturating_add(p.done);
+            (heard >= MIN_HEARD).then(|| share * f64::from(p.pending) / f64::from(heard))
+        })
+    }
+
+    /// The age (ms) and share still pending at the poll before `poll`: all pending at 0 for the probe.
+    fn before(&self, poll: usize) -> (f64, f64) {
+        match poll.checked_sub(1) {
+            Some(last) => (
+                self.polls.get(last).map_or(0.0, |p| p.age_ms),
+                self.still_pending(last).unwrap_or(1.0),
+            ),
+            None => (0.0, 1.0),
+        }
     }
 }
 
@@ -410,22 +426,29 @@ impl Schedule {
             };
             let cohort = &mut cohorts[index];
             if cohort.polls.len() <= poll {
-                cohort.polls.resize(poll + 1, (0, 0));
+                cohort.polls.resize(poll + 1, CohortPoll::default());
             }
             let counts = &mut cohort.polls[poll];
             if done {
-                counts.1 = counts.1.saturating_add(1);
+                counts.done = counts.done.saturating_add(1);
             } else {
-                counts.0 = counts.0.saturating_add(1);
+                counts.pending = counts.pending.saturating_add(1);
             }
-            cohort.still_pending(poll)
+            counts.age_ms = millis(age);
+            cohort
+                .still_pending(poll)
+                .map(|share| (share, cohort.before(poll)))
         };
-        let Some(share) = still_pending else { return };
+        let Some((share, before)) = still_pending else {
+            return;
+        };
         if done || share < RAISE_SHARE * (1.0 - self.timing.quantile) {
             return;
         }
         let estimate = self.shared_estimate().await;
-        let to = millis(self.clamp(age.mul_f64(self.beyond(share))));
+        let to = millis(self.clamp(Duration::from_secs_f64(
+            self.beyond((millis(age), share), before) / 1000.0,
+        )));
         if to <= estimate.ms {
             return;
         }
@@ -441,15 +464,16 @@ impl Schedule {
         self.publish(raised).await;
     }
 
-    /// How far past an age at which `share` of a cohort is still pending the quantile lies: where the
-    /// cohort's survival, drawn as a straight line from all pending at 0 through `share` at that age, falls
-    /// to 1 − `quantile`; at most twice the age, as the line is a guess (jobs of one length are all pending
-    /// until they are all done).
-    fn beyond(&self, share: f64) -> f64 {
-        if share >= 1.0 {
-            return 2.0;
+    /// Where the quantile lies, from a cohort's survival at two polls, `(age ms, share pending)`: where
+    /// the straight line through them falls to 1 − `quantile`, at least the later age and at most twice
+    /// it. A line that does not fall (no job done in between: jobs of one length are all pending until
+    /// they are all done) says only that the quantile is past the later age.
+    fn beyond(&self, (age, share): (f64, f64), (before_age, before_share): (f64, f64)) -> f64 {
+        let falls = (before_share - share) / (age - before_age);
+        if !(falls.is_finite() && falls > 0.0) {
+            return age;
         }
-        (self.timing.quantile / (1.0 - share)).clamp(1.0, 2.0)
+        (age + (share - (1.0 - self.timing.quantile)) / falls).clamp(age, 2.0 * age)
     }
 
     /// Makes `estimate` this process's and the fleet's.

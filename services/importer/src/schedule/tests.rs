@@ -154,16 +154,18 @@ async fn probed_jobs_still_pending_past_the_estimate_raise_it_to_their_age() {
             }
         }
     };
-    // Every probe pending at 5 s, then half of them still pending at 8.6 s: drawn as a straight line, the
-    // share pending falls to one in ten at 8.6 × 0.9 / 0.5 = 15.48 s.
+    // Every probe pending at 5 s (no higher than the estimate, and a line that does not fall), then half
+    // of them still pending at 8.6 s: the line through both falls to one in ten at 8.6 s + 0.4 / (0.5 /
+    // 3.6 s) = 11.48 s.
     heard(&[(0, false, secs(5)); 20]).await;
+    assert_eq!(schedule.plan_first_poll().await.wait, secs(5) * 115 / 100);
     let mut second = vec![(1, true, Duration::from_millis(8_600)); 5];
     second.extend([(1, false, Duration::from_millis(8_600)); 5]);
     heard(&second).await;
     let raised = schedule.first_poll().await;
     assert!(
-        raised.as_millis().abs_diff(17_802) <= 1,
-        "15.48 s and the margin: {raised:?}"
+        raised.as_millis().abs_diff(13_202) <= 1,
+        "11.48 s and the margin: {raised:?}"
     );
     // At 20 s a sixth of those are pending: 8 % of the cohort, under the fifth it takes, so the estimate
     // stays where it is whatever the age.
@@ -194,15 +196,15 @@ async fn probed_jobs_still_pending_past_the_estimate_raise_it_to_their_age() {
         circling.probed_job_found(0, 0, false, secs(50)).await;
     }
     assert_eq!(circling.plan_first_poll().await.wait, secs(5));
-    // A cohort all pending raises it to twice the age; an age past the cap only to the cap. Cohorts kept
-    // are bounded.
+    // A cohort all pending (jobs of one length, say) raises it to the age alone; an age past the cap
+    // only to the cap. Cohorts kept are bounded.
     for _ in 0..MIN_HEARD {
         circling.probed_job_found(6_000, 0, false, secs(6)).await;
     }
-    let doubled = circling.first_poll().await;
+    let aged = circling.first_poll().await;
     assert!(
-        doubled.as_millis().abs_diff(13_800) <= 1,
-        "12 s and the margin: {doubled:?}"
+        aged.as_millis().abs_diff(6_900) <= 1,
+        "6 s and the margin: {aged:?}"
     );
     for _ in 0..MIN_HEARD {
         circling
