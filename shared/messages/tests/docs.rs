@@ -118,7 +118,7 @@ fn bodies() -> Vec<Body> {
             polls: 0,
             requested_ms: 0,
             not_before_ms: 0,
-            probe_ms: 0,
+            probe_ms: 5_000,
         }),
         Body::SyncWorkspace(SyncWorkspace {
             run_id: "r".into(),

@@ -196,15 +196,20 @@ async fn probed_jobs_still_pending_past_the_estimate_raise_it_to_their_age() {
         circling.probed_job_found(0, 0, false, secs(50)).await;
     }
     assert_eq!(circling.plan_first_poll().await.wait, secs(5));
-    // A cohort all pending (jobs of one length, say) raises it to the age alone; an age past the cap
-    // only to the cap. Cohorts kept are bounded.
+    // A cohort all pending (jobs of one length, say) raises it to the age alone, and not at all by less
+    // than a quarter (the tracker's step adapts to small moves); an age past the cap only to the cap.
+    // Cohorts kept are bounded.
     for _ in 0..MIN_HEARD {
         circling.probed_job_found(6_000, 0, false, secs(6)).await;
     }
+    assert_eq!(circling.plan_first_poll().await.wait, secs(5) * 115 / 100);
+    for _ in 0..MIN_HEARD {
+        circling.probed_job_found(7_000, 0, false, secs(7)).await;
+    }
     let aged = circling.first_poll().await;
     assert!(
-        aged.as_millis().abs_diff(6_900) <= 1,
-        "6 s and the margin: {aged:?}"
+        aged.as_millis().abs_diff(8_050) <= 1,
+        "7 s and the margin: {aged:?}"
     );
     for _ in 0..MIN_HEARD {
         circling
@@ -331,4 +336,23 @@ fn the_fleet_s_estimate_is_read_with_care() {
     let wild = Estimate::parse("4200 9 7").expect("an estimate");
     assert_eq!((wild.step, wild.streak), (1.0, 0));
     assert_eq!(Estimate::parse(&read.text()), Some(read));
+}
+
+/// A cohort's raise moves the estimate, not the tracker's step: raised afresh at full step, jobs of a
+/// fixed 5 s kept it circling.
+#[tokio::test(start_paused = true)]
+async fn a_cohort_s_raise_keeps_the_tracker_s_step() {
+    let store = Store::memory();
+    store
+        .set(KEY, b"4000 0.25 -1", None)
+        .await
+        .expect("the estimate");
+    let schedule = Schedule::new(PollTiming::default(), store.clone());
+    for _ in 0..MIN_HEARD {
+        schedule
+            .probed_job_found(4_000, 0, false, Duration::from_secs(6))
+            .await;
+    }
+    let kept = store.get(KEY).await.expect("read").expect("an estimate");
+    assert_eq!(String::from_utf8_lossy(&kept), "6000 0.25 -1");
 }
