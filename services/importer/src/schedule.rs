@@ -28,7 +28,7 @@
 //! (Kaplan-Meier, a product of each poll's pending share). While a fifth or more of a cohort is still
 //! pending at an age past the estimate, the estimate is raised at once: to where the survival, drawn as a
 //! straight line through this poll and the one before, falls to 1 − `quantile` (at most twice the age;
-//! just the age where the line does not fall, as for jobs of one length, all pending until all done). The tracker alone climbs by at most 1.75 a move, each move waiting one estimate for its
+//! just the age for the probe itself, or where the line does not fall, as for jobs of one length). The tracker alone climbs by at most 1.75 a move, each move waiting one estimate for its
 //! probes: from the 5 s prior to jobs of 1-60 s it took 110 s, and the jobs requested meanwhile were
 //! polled over and over as they aged (5,539 polls for the first 4,261 imports of the benchmark).
 //!
@@ -164,15 +164,10 @@ impl Cohort {
         })
     }
 
-    /// The age (ms) and share still pending at the poll before `poll`: all pending at 0 for the probe.
-    fn before(&self, poll: usize) -> (f64, f64) {
-        match poll.checked_sub(1) {
-            Some(last) => (
-                self.polls.get(last).map_or(0.0, |p| p.age_ms),
-                self.still_pending(last).unwrap_or(1.0),
-            ),
-            None => (0.0, 1.0),
-        }
+    /// The age (ms) and share still pending at the poll before `poll`; none before the probe.
+    fn before(&self, poll: usize) -> Option<(f64, f64)> {
+        let last = poll.checked_sub(1)?;
+        Some((self.polls.get(last)?.age_ms, self.still_pending(last)?))
     }
 }
 
@@ -469,11 +464,16 @@ impl Schedule {
         self.publish(raised).await;
     }
 
-    /// Where the quantile lies, from a cohort's survival at two polls, `(age ms, share pending)`: where
-    /// the straight line through them falls to 1 − `quantile`, at least the later age and at most twice
-    /// it. A line that does not fall (no job done in between: jobs of one length are all pending until
-    /// they are all done) says only that the quantile is past the later age.
-    fn beyond(&self, (age, share): (f64, f64), (before_age, before_share): (f64, f64)) -> f64 {
+    /// Where the quantile lies, from a cohort's survival (age ms, share pending) at a poll and at the one
+    /// before: where the straight line through them falls to 1 − `quantile`, at least the later age and
+    /// at most twice it. A line that does not fall (no job done in between: jobs of one length are all
+    /// pending until they are all done), or a probe with no poll before it, says only that the quantile
+    /// is past the age. (A line from all pending at 0 misled: probes of 5 s jobs at 4.5 s, one in ten
+    /// taken late enough to find its job done, drew a line that doubled the estimate.)
+    fn beyond(&self, (age, share): (f64, f64), before: Option<(f64, f64)>) -> f64 {
+        let Some((before_age, before_share)) = before else {
+            return age;
+        };
         let falls = (before_share - share) / (age - before_age);
         if !(falls.is_finite() && falls > 0.0) {
             return age;
