@@ -26,10 +26,11 @@
 //! Probed jobs are followed. A probe's job carries the estimate it probed on its later polls, and each
 //! importer keeps, per such cohort, how many were pending at each poll: the share still pending at an age
 //! (Kaplan-Meier, a product of each poll's pending share). While a fifth or more of a cohort is still
-//! pending at an age past the estimate, the estimate is raised at once: to where the survival, drawn as a
-//! straight line through this poll and the one before, falls to 1 − `quantile` (at most twice the age;
-//! just the age for the probe itself, or where the line does not fall, as for jobs of one length). The tracker alone climbs by at most 1.75 a move, each move waiting one estimate for its
-//! probes: from the 5 s prior to jobs of 1-60 s it took 110 s, and the jobs requested meanwhile were
+//! pending at an age a quarter or more past the estimate, the estimate is raised at once: to where the
+//! survival, drawn as a straight line through this poll and the one before, falls to 1 − `quantile` (at
+//! most twice the age; just the age for the probe itself, or where the line does not fall, as for jobs
+//! of one length). The tracker alone climbs by at most 1.75 a move, each move waiting one estimate for
+//! its probes: from the 5 s prior to jobs of 1-60 s it took 110 s, and the jobs requested meanwhile were
 //! polled over and over as they aged (5,539 polls for the first 4,261 imports of the benchmark).
 //!
 //! Only outcomes of polls scheduled under (about) the current estimate count. Hundreds of polls are in
@@ -449,9 +450,8 @@ impl Schedule {
         if to < estimate.ms * RAISE_LEAST {
             return;
         }
-        // The step and streak stay: raised afresh at full step each time, jobs of a fixed 5 s (probes
-        // a little early, all pending, raising it by a few percent) kept the estimate circling 4.3-7.5 s,
-        // and were seen 3.6 s late at p50 rather than 0.9 s.
+        // The step and streak stay: a raise says the quantile lies past an age, not how the tracker's
+        // moves went, and a fresh full step is what kept jobs of a fixed 5 s circling 4.3-7.5 s (above).
         let raised = Estimate { ms: to, ..estimate };
         tracing::debug!(
             from_ms = estimate.ms.round(),
