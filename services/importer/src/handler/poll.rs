@@ -73,6 +73,7 @@ impl Importer {
                 } else {
                     self.schedule.next_poll(age)
                 };
+                self.schedule.found_pending(age);
                 Outcome::Ack(vec![self.poll_after(
                     PollImport {
                         polls: poll.polls.saturating_add(1),

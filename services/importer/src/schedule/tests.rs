@@ -363,3 +363,29 @@ async fn a_cohort_s_raise_keeps_the_tracker_s_step() {
     let kept = store.get(KEY).await.expect("read").expect("an estimate");
     assert_eq!(String::from_utf8_lossy(&kept), "6000 0.25 -1");
 }
+
+/// A pending job is polled again a floor after the oldest age a job was found pending at, when that comes
+/// before its backoff: jobs of up to a minute pending at 55 s are not polled again at 82 s.
+#[tokio::test(start_paused = true)]
+async fn a_pending_job_is_polled_again_after_the_longest_seen_when_that_is_sooner() {
+    let schedule = Schedule::new(PollTiming::default(), Store::memory());
+    let secs = Duration::from_secs;
+    assert_eq!(schedule.next_poll(secs(55)), Duration::from_millis(27_500));
+    schedule.found_pending(secs(59));
+    schedule.found_pending(secs(30));
+    assert_eq!(schedule.next_poll(secs(55)), secs(5), "at 60 s, not 82.5 s");
+    assert_eq!(
+        schedule.next_poll(Duration::from_millis(58_500)),
+        Duration::from_millis(1_500)
+    );
+    assert_eq!(
+        schedule.next_poll(secs(10)),
+        secs(5),
+        "the backoff is sooner"
+    );
+    assert_eq!(
+        schedule.next_poll(secs(59)),
+        Duration::from_millis(29_500),
+        "as old as the longest: the backoff"
+    );
+}
