@@ -417,7 +417,8 @@ impl Schedule {
 
     /// What the `poll`th poll (0: the probe) of a job probed at `probe_ms` found, `age` after its request.
     /// Counted in the job's cohort; while a [`RAISE_SHARE`] share of the cohort is still pending at an
-    /// age past the estimate, the estimate is raised past that age ([`Self::beyond`]).
+    /// age past the estimate, the estimate is raised past that age ([`Self::beyond`]), by
+    /// [`RAISE_LEAST`] at least.
     pub async fn probed_job_found(&self, probe_ms: u64, poll: u32, done: bool, age: Duration) {
         let Ok(poll) = usize::try_from(poll) else {
             return;
@@ -462,9 +463,7 @@ impl Schedule {
             return;
         }
         let estimate = self.shared_estimate().await;
-        let to = millis(self.clamp(Duration::from_secs_f64(
-            self.beyond((millis(age), share), before) / 1000.0,
-        )));
+        let to = millis(self.wait_of(self.beyond((millis(age), share), before) / 1000.0));
         if to < estimate.ms * RAISE_LEAST {
             return;
         }
