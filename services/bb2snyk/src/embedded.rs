@@ -52,6 +52,7 @@ impl Embedded {
         let broker = MemoryBroker::new(bb2snyk_service::topology(&settings).retry);
         let http = crate::http(&settings)?;
         let importer = bb2snyk_importer::importer(&settings, http.clone(), store.clone())?;
+        let (hints, snyk) = (importer.hints.clone(), importer.snyk.clone());
         let mut stages: Vec<Stage> = bb2snyk_importer::stages(importer, &settings);
         if which == Stages::All {
             let creator = bb2snyk_org_creator::org_creator(&settings, http.clone(), store.clone())?;
@@ -75,6 +76,10 @@ impl Embedded {
                 }
             })
         };
+        {
+            let (broker, shutdown) = (broker.clone(), shutdown.clone());
+            tokio::spawn(async move { hints.run(&snyk, &broker, &shutdown).await });
+        }
         Ok(Self {
             broker,
             ledger,

@@ -10,6 +10,7 @@ use bb2snyk_messages::{Body, Event, ImportRepo, ImportRequested, Target, TargetR
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
 
+use crate::hints::Hints;
 use crate::schedule::{PollTiming, Schedule};
 
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Importer {
     pub policy: Policy,
     /// When to poll each job.
     pub schedule: Arc<Schedule>,
+    /// The jobs followed for completion hints (none unless [`Importer::with_hints`]).
+    pub hints: Arc<Hints>,
 }
 
 impl Importer {
@@ -60,6 +63,16 @@ impl Importer {
             options,
             policy,
             schedule,
+            hints: Arc::new(Hints::new(0)),
+        }
+    }
+
+    /// Lists an org's new targets once `least_yield` of its jobs are expected done (see [`Hints`]); 0
+    /// lists nothing.
+    pub fn with_hints(self, least_yield: u32) -> Self {
+        Self {
+            hints: Arc::new(Hints::new(least_yield)),
+            ..self
         }
     }
 }

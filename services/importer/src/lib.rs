@@ -1,6 +1,7 @@
 //! The importer service: imports each repository into Snyk and follows its import job.
 
 mod handler;
+mod hints;
 mod schedule;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use bb2snyk_settings::Settings;
 use bb2snyk_snyk::{Client as Snyk, ImportOptions};
 use bb2snyk_store::Store;
 pub use handler::{Importer, Policy};
+pub use hints::Hints;
 pub use schedule::{PollTiming, Schedule, now_ms, wait_until};
 
 /// Serves the importer's queues (import requests, and job polls) with `CONCURRENT_IMPORTS` deliveries in
@@ -37,10 +39,18 @@ async fn serve(settings: &Settings, shutdown: CancellationToken) -> Result<(), S
         bb2snyk_telemetry::metrics::synced(at_ms);
     }
     tracing::info!("importer ready");
-    // Either queue failing ends this life; the supervisor starts the next.
-    infrastructure
-        .serve(&broker, &stages(importer, settings), settings, &shutdown)
-        .await
+    let (hints, snyk) = (importer.hints.clone(), importer.snyk.clone());
+    // Either queue failing ends this life (and the hints with it); the supervisor starts the next.
+    let stop_hints = shutdown.child_token();
+    let serving = async {
+        let served = infrastructure
+            .serve(&broker, &stages(importer, settings), settings, &shutdown)
+            .await;
+        stop_hints.cancel();
+        served
+    };
+    let (served, ()) = tokio::join!(serving, hints.run(&snyk, &broker, &stop_hints));
+    served
 }
 
 /// Import requests and job polls, each `import.concurrent_imports` deliveries at a time.
@@ -86,5 +96,6 @@ pub fn importer(
             quantile: f64::from(settings.import.poll_quantile_percent) / 100.0,
             margin: f64::from(settings.import.poll_margin_percent) / 100.0,
         },
-    ))
+    )
+    .with_hints(settings.import.hint_yield))
 }

@@ -313,6 +313,11 @@ impl Schedule {
         }
     }
 
+    /// The longest wait between two polls of a job.
+    pub fn longest_wait(&self) -> Duration {
+        self.timing.max
+    }
+
     /// A poll found its job still pending `age` after its request: some jobs run at least that long.
     pub fn found_pending(&self, age: Duration) {
         let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);

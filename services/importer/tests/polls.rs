@@ -88,6 +88,7 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
         requested_ms: job.started_ms,
         not_before_ms: job.started_ms + first.as_millis() as u64,
         probe_ms: 0,
+        hinted: false,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let serving = tokio::spawn({

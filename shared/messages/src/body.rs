@@ -215,6 +215,11 @@ pub struct PollImport {
     /// tell the fleet how long probed jobs run (left out of the JSON when 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub probe_ms: u64,
+    /// A poll made now because Snyk listed the job's target as new (a hint that it is done), beside the
+    /// job's own scheduled poll: it only records a completed job, and never polls again (left out of the
+    /// JSON when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hinted: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -250,6 +255,7 @@ impl Body {
             Self::OrgReady(m) => format!("{}|{}", m.run_id, m.workspace),
             Self::ReposPage(m) => format!("{}|{}|{}", m.org.run_id, m.org.workspace, m.page),
             Self::ImportRepo(m) => format!("{}|{}|{}", m.run_id, m.target_id(), m.failed_jobs),
+            Self::PollImport(m) if m.hinted => format!("{}|{}|hinted", m.job_url, m.polls),
             Self::PollImport(m) => format!("{}|{}", m.job_url, m.polls),
             Self::SyncWorkspace(m) => format!("{}|{}", m.run_id, m.workspace),
             Self::RetireProjects(m) => format!(

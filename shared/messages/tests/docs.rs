@@ -119,6 +119,7 @@ fn bodies() -> Vec<Body> {
             requested_ms: 0,
             not_before_ms: 0,
             probe_ms: 5_000,
+            hinted: true,
         }),
         Body::SyncWorkspace(SyncWorkspace {
             run_id: "r".into(),

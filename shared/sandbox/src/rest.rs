@@ -1,6 +1,8 @@
 //! Snyk REST: `GET /rest/orgs/{org_id}/targets`, as §7.1 of the API notes describes it. A target appears
 //! once an import job for it has completed (never while its job is pending), so a client that looks before
-//! it posts again can still duplicate an import whose job had not finished.
+//! it posts again can still duplicate an import whose job had not finished. Its `created_at` is when its
+//! first job finished, and `created_gte` filters on it. (Real Snyk may list a target as its first projects
+//! appear, before its job is done: a client takes a new target as a hint, not as the job's end.)
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,7 +21,7 @@ use crate::{App, state::JobOutcome};
 
 /// The first GA release of the targets endpoint; an earlier date finds no version (404).
 const GA: &str = "2024-02-21";
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 11] = [
     "source_types",
     "version",
     "limit",
@@ -30,6 +32,7 @@ const KNOWN: [&str; 10] = [
     "exclude_empty",
     "url",
     "display_name",
+    "created_gte",
 ];
 
 /// A JSON:API error, in REST's shape.
@@ -64,32 +67,52 @@ pub async fn targets(
     };
     let exclude_empty = params.get("exclude_empty").is_none_or(|v| v != "false");
     let prefix = params.get("display_name").cloned().unwrap_or_default();
-    // Each target once, by name, with whether any completed job gave it projects.
+    // The one shape of date-time the sandbox reads; it sorts as text.
+    let since = params.get("created_gte").map(String::as_str);
+    if since.is_some_and(|t| !bb2snyk_telemetry::clock::is_rfc3339_secs(t)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "created_gte must be a date-time such as 2024-05-01T10:00:00Z",
+            Some("created_gte"),
+        );
+    }
+    // Each target once, by name, with whether any completed job gave it projects, and when the first did.
     let now = Instant::now();
-    let mut found: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut found: BTreeMap<&str, (bool, String)> = BTreeMap::new();
     for job in state
         .jobs
         .values()
         .filter(|j| j.org_id == org_id && state.is_done(j, now))
     {
         if let JobOutcome::Complete { manifests } = &job.outcome {
-            *found.entry(job.target.as_str()).or_default() |= !manifests.is_empty();
+            let finished = crate::state::State::finished_at(job);
+            let entry = found
+                .entry(job.target.as_str())
+                .or_insert_with(|| (false, finished.clone()));
+            entry.0 |= !manifests.is_empty();
+            if finished < entry.1 {
+                entry.1 = finished;
+            }
         }
     }
-    let matching: Vec<&str> = found
+    let matching: Vec<(&str, String)> = found
         .into_iter()
-        .filter(|(name, projects)| name.starts_with(&prefix) && (*projects || !exclude_empty))
-        .map(|(name, _)| name)
+        .filter(|(name, (projects, created))| {
+            name.starts_with(&prefix)
+                && (*projects || !exclude_empty)
+                && since.is_none_or(|t| created.as_str() >= t)
+        })
+        .map(|(name, (_, created))| (name, created))
         .collect();
     let start = start(&params);
     let page: Vec<Value> = matching
         .iter()
         .skip(start)
         .take(limit)
-        .map(|name| {
+        .map(|(name, created)| {
             json!({"type": "target", "id": target_id(&org_id, name),
                    "attributes": {"display_name": name, "url": format!("https://bitbucket.org/{name}"),
-                                  "is_private": true, "created_at": "2026-11-23T09:00:00Z"},
+                                  "is_private": true, "created_at": created},
                    "relationships": {"integration": {"data": {"type": "integration", "id": null,
                                                               "attributes": {"integration_type": "bitbucket-connect-app"}}},
                                      "organization": {"data": {"type": "organization", "id": org_id}}}})

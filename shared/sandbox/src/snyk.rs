@@ -311,6 +311,7 @@ pub async fn import(
             target: key,
             branch,
             started: Instant::now(),
+            started_unix_ms: bb2snyk_telemetry::clock::now_unix_ms(),
             duration,
             outcome,
             polls: 0,

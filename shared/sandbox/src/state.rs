@@ -78,6 +78,8 @@ pub struct Job {
     /// The branch the import named, if any: its projects' `target_reference`.
     pub branch: Option<String>,
     pub started: Instant,
+    /// When it started, in Unix ms: its target's `created_at` is when it finished.
+    pub started_unix_ms: u64,
     /// How long it runs, drawn when it starts (`job_spread`).
     pub duration: Duration,
     pub outcome: JobOutcome,
@@ -224,6 +226,12 @@ impl State {
     }
 
     /// True once `job` has run its course.
+    /// When the job finished (or will), as REST writes a time (`created_at`).
+    pub fn finished_at(job: &Job) -> String {
+        let ms = u64::try_from(job.duration.as_millis()).unwrap_or(u64::MAX);
+        bb2snyk_telemetry::clock::rfc3339_secs(job.started_unix_ms.saturating_add(ms))
+    }
+
     pub fn is_done(&self, job: &Job, now: Instant) -> bool {
         now.duration_since(job.started) >= job.duration
     }

@@ -370,6 +370,13 @@ pub const KEYS: &[Key] = &[
         help: "how much later than the estimate the other first polls come (15: at 1.15 times it)",
     },
     Key {
+        path: "import.hint_yield",
+        env: None,
+        default: Some("4"),
+        secret: false,
+        help: "list an org's new Snyk targets (one request telling which jobs are done) once this many of its jobs are expected done since the last listing; 0 turns listing off",
+    },
+    Key {
         path: "import.log_path",
         env: Some("SNYK_LOG_PATH"),
         default: Some("."),

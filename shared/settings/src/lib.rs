@@ -149,6 +149,9 @@ pub struct ImportSettings {
     pub poll_growth_percent: u32,
     pub poll_quantile_percent: u32,
     pub poll_margin_percent: u32,
+    /// Jobs of an org expected done since its last listing that make its next listing worth a request;
+    /// 0: no listings.
+    pub hint_yield: u32,
     pub log_path: PathBuf,
 }
 
@@ -441,6 +444,7 @@ impl Settings {
                     "import.poll_growth_percent" => self.import.poll_growth_percent.to_string(),
                     "import.poll_quantile_percent" => self.import.poll_quantile_percent.to_string(),
                     "import.poll_margin_percent" => self.import.poll_margin_percent.to_string(),
+                    "import.hint_yield" => self.import.hint_yield.to_string(),
                     "import.log_path" => self.import.log_path.display().to_string(),
                     "http.timeout_secs" => self.http.timeout.as_secs().to_string(),
                     "http.connect_timeout_secs" => self.http.connect_timeout.as_secs().to_string(),

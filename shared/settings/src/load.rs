@@ -188,6 +188,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             poll_growth_percent: r.number("import.poll_growth_percent", 10..=400)? as u32,
             poll_quantile_percent: r.number("import.poll_quantile_percent", 10..=99)? as u32,
             poll_margin_percent: r.number("import.poll_margin_percent", 0..=200)? as u32,
+            hint_yield: r.number("import.hint_yield", 0..=100)? as u32,
             log_path: expand_home(&r.required("import.log_path")?, home),
         },
         metrics: MetricsSettings {

@@ -13,6 +13,8 @@ const REST_VERSION: &str = "2024-10-15";
 const MAX_TARGET_PAGES: usize = 50;
 /// Pages of an org's whole target list read at most: 100,000 targets, a few MiB of names.
 const MAX_ORG_TARGET_PAGES: usize = 1000;
+/// Pages of an org's new targets read for completion hints: 1,000 targets.
+const MAX_NEW_TARGET_PAGES: usize = 10;
 /// The REST release the projects endpoint is read at (GA).
 const PROJECTS_VERSION: &str = "2024-05-31";
 /// The origins Snyk reports for projects imported from Bitbucket Cloud: the app (reported as the connect
@@ -69,6 +71,26 @@ impl Client {
         )
         .await?;
         Ok(found)
+    }
+
+    /// The display names of the org's targets with projects created at `since_ms` (Unix ms) or later: the
+    /// targets whose import jobs have lately made projects, which tells of many jobs in one request that
+    /// they are (nearly) done. Only a hint: at most `MAX_NEW_TARGET_PAGES` pages are read, and a longer
+    /// list is cut there.
+    pub async fn new_targets(&self, org_id: &str, since_ms: u64) -> Result<Vec<String>, SnykError> {
+        let url = format!(
+            "{}/orgs/{}/targets?version={REST_VERSION}&limit=100&created_gte={}",
+            self.rest_base,
+            segment(org_id),
+            bb2snyk_telemetry::clock::rfc3339_secs(since_ms),
+        );
+        let mut names = Vec::new();
+        self.each_item(url, MAX_NEW_TARGET_PAGES, |target: model::RestTarget| {
+            names.push(target.attributes.display_name);
+            true
+        })
+        .await?;
+        Ok(names)
     }
 
     /// The display names (`workspace/slug`) of every target the org has, of any source: what Snyk already

@@ -2,6 +2,7 @@
 //! object per event, for log shippers), anything else gives human-readable lines. `DEBUG=*snyk*`, the habit of
 //! snyk-api-import users, turns on bb2snyk's debug logs. Logs go to stderr; stdout is for command output.
 
+pub mod clock;
 pub mod metrics;
 
 use std::io::IsTerminal;

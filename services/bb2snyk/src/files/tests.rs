@@ -87,7 +87,5 @@ fn target_ids_match_snyk_api_import() {
 
 #[test]
 fn dates_are_rfc3339() {
-    assert_eq!(civil(0), (1970, 1, 1));
-    assert_eq!(civil(20_415), (2025, 11, 23));
     assert_eq!(now().len(), "2026-11-23T12:00:00.000Z".len());
 }

@@ -6,21 +6,35 @@ use bb2snyk_ledger::{Record, State};
 use bb2snyk_messages::{
     Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, PollImport,
 };
-use bb2snyk_snyk::JobStatus;
+use bb2snyk_snyk::{Job, JobStatus};
 
 use std::time::Duration;
 
 use super::{Importer, about, ledger_failure};
+
+/// How long a job's completion may take to record before another delivery may record it.
+const DONE_LOCK: Duration = Duration::from_secs(30);
 use crate::schedule::{now_ms, wait_until};
 
 impl Importer {
     /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count. A poll that
     /// comes back before it is due (its delay queue is the longest not over the wait) waits out the rest.
     pub(super) async fn poll(&self, poll: PollImport) -> Outcome {
-        if let Some(wait) = wait_until(poll.not_before_ms) {
-            return Outcome::defer(wait);
+        if poll.hinted {
+            return self.hinted(poll).await;
         }
-        let outcome = self.follow(poll).await;
+        let wait = wait_until(poll.not_before_ms);
+        // A hint may have seen the job done meanwhile: then its poll ends as it passes, not when due, so
+        // a run is not kept waiting by the polls of jobs already recorded.
+        if wait.is_some() && !self.hints.enabled() {
+            return Outcome::defer(wait.unwrap_or_default());
+        }
+        let import = poll.import.clone();
+        let outcome = match (self.recorded_done(&poll).await, wait) {
+            (Some(outcome), _) => outcome,
+            (None, Some(wait)) => return Outcome::defer(wait),
+            (None, None) => self.follow(poll).await,
+        };
         let polls_again = match &outcome {
             Outcome::Ack(publishes) => publishes
                 .iter()
@@ -29,9 +43,48 @@ impl Importer {
             Outcome::Park { .. } => false,
         };
         if !polls_again {
+            self.hints.forget(&import);
             bb2snyk_telemetry::metrics::import_jobs_in_flight(-1.0);
         }
         outcome
+    }
+
+    /// A poll made because Snyk listed the job's target as new: a completed job is recorded as its own
+    /// poll would record it. Anything else (still pending, failed, an error) is left to the job's own
+    /// polls, so a hint never parks, retries or polls again.
+    async fn hinted(&self, poll: PollImport) -> Outcome {
+        match self.snyk.job(&poll.job_url).await {
+            Ok(job) if job.status == JobStatus::Complete => {
+                self.hints.seen_done(age(&poll), true);
+                self.completed(poll, &job).await
+            }
+            Ok(job) => {
+                tracing::debug!(job = %job.id, status = ?job.status, "a hinted job is not complete; its own poll follows it");
+                Outcome::ack()
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a hinted poll failed; the job's own poll follows it");
+                Outcome::ack()
+            }
+        }
+    }
+
+    /// A job whose target the ledger already records imported needs no request: a hinted poll saw it
+    /// done, or this poll was delivered twice. For the estimate, this poll found it done.
+    async fn recorded_done(&self, poll: &PollImport) -> Option<Outcome> {
+        let record = self.ledger.target(&poll.import.target_id()).await.ok()??;
+        if record.state != State::Imported {
+            return None;
+        }
+        if record.job_url.as_deref() == Some(poll.job_url.as_str()) {
+            if poll.polls == 0 {
+                self.schedule.first_poll_found(true, scheduled(poll)).await;
+            }
+            self.schedule
+                .probed_job_found(poll.probe_ms, poll.polls, true, age(poll))
+                .await;
+        }
+        Some(Outcome::ack())
     }
 
     async fn follow(&self, poll: PollImport) -> Outcome {
@@ -74,6 +127,12 @@ impl Importer {
                     self.schedule.next_poll(age)
                 };
                 self.schedule.found_pending(age);
+                // Where hints tell of most jobs' ends, this poll is only a safety net.
+                let wait = if self.hints.trusted() {
+                    wait.max(self.schedule.longest_wait())
+                } else {
+                    wait
+                };
                 Outcome::Ack(vec![self.poll_after(
                     PollImport {
                         polls: poll.polls.saturating_add(1),
@@ -89,24 +148,8 @@ impl Importer {
                 self.schedule
                     .probed_job_found(poll.probe_ms, poll.polls, true, age(&poll))
                     .await;
-                record.state = State::Imported;
-                record.projects = job
-                    .projects()
-                    .filter(|p| p.success)
-                    .filter_map(|p| p.project_id.clone())
-                    .collect();
-                if let Err(e) = self.ledger.record(&id, &record).await {
-                    return ledger_failure(e);
-                }
-                let completed = Event::ImportCompleted(ImportCompleted {
-                    run_id: record.run,
-                    subject: id,
-                    about: about(&poll.import),
-                    job_url: poll.job_url,
-                    projects: record.projects,
-                    before: false,
-                });
-                Outcome::Ack(vec![completed.publish()])
+                self.hints.seen_done(age(&poll), false);
+                self.completed(poll, &job).await
             }
             JobStatus::Failed | JobStatus::Aborted => {
                 let reason = job.failure();
@@ -152,6 +195,63 @@ impl Importer {
         }
     }
 
+    /// Records a completed job with its projects and tells of it, once: a job's own poll and a hinted one
+    /// may find it complete at the same moment, and only the first to take the target's lock records it.
+    async fn completed(&self, poll: PollImport, job: &Job) -> Outcome {
+        let id = poll.import.target_id();
+        let lock = match self
+            .ledger
+            .store()
+            .lock(&format!("done-lock:{id}"), DONE_LOCK)
+            .await
+        {
+            Ok(Some(lock)) => lock,
+            // Another delivery is recording this job now.
+            Ok(None) => return Outcome::ack(),
+            Err(e) => return Outcome::retry(format!("Redis: {e}")),
+        };
+        let outcome = self.record_completed(poll, job, &id).await;
+        if let Err(e) = lock.release().await {
+            tracing::debug!(error = %e, "done lock left to expire");
+        }
+        outcome
+    }
+
+    async fn record_completed(&self, poll: PollImport, job: &Job, id: &str) -> Outcome {
+        match self.ledger.target(id).await {
+            Ok(Some(done))
+                if done.state == State::Imported
+                    && done.job_url.as_deref() == Some(poll.job_url.as_str()) =>
+            {
+                return Outcome::ack();
+            }
+            Ok(_) => {}
+            Err(e) => return ledger_failure(e),
+        }
+        let record = Record {
+            attempts: poll.import.failed_jobs,
+            job_url: Some(poll.job_url.clone()),
+            projects: job
+                .projects()
+                .filter(|p| p.success)
+                .filter_map(|p| p.project_id.clone())
+                .collect(),
+            ..Record::new(State::Imported, &poll.import.run_id)
+        };
+        if let Err(e) = self.ledger.record(id, &record).await {
+            return ledger_failure(e);
+        }
+        let completed = Event::ImportCompleted(ImportCompleted {
+            run_id: record.run,
+            subject: id.to_owned(),
+            about: about(&poll.import),
+            job_url: poll.job_url,
+            projects: record.projects,
+            before: false,
+        });
+        Outcome::Ack(vec![completed.publish()])
+    }
+
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
     pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
         let first = self.schedule.plan_first_poll().await;
@@ -162,6 +262,7 @@ impl Importer {
             requested_ms: now_ms(),
             not_before_ms: 0,
             probe_ms: first.probe_ms,
+            hinted: false,
         };
         self.poll_after(poll, first.wait)
     }
@@ -176,18 +277,21 @@ impl Importer {
             requested_ms: now_ms(),
             not_before_ms: 0,
             probe_ms: 0,
+            hinted: false,
         };
         self.poll_after(poll, self.schedule.next_poll(Duration::ZERO))
     }
 
     /// `poll`, due `wait` from now.
+    /// `poll`, due `wait` from now; its job is followed for hints until then.
     fn poll_after(&self, poll: PollImport, wait: Duration) -> Publish {
-        Body::PollImport(PollImport {
+        let poll = PollImport {
             not_before_ms: now_ms()
                 .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
             ..poll
-        })
-        .publish_after(wait)
+        };
+        self.hints.follow(&poll);
+        Body::PollImport(poll).publish_after(wait)
     }
 }
 

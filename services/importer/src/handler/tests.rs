@@ -421,6 +421,7 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
         requested_ms: 0,
         not_before_ms: 0,
         probe_ms: 0,
+        hinted: false,
     });
     match rig.importer.handle(poll.to_message()).await {
         Outcome::Park { reason } => {
@@ -524,4 +525,85 @@ async fn a_post_whose_process_stopped_before_the_answer_is_looked_up_in_snyk_aft
         1,
         "not posted again"
     );
+}
+
+/// The job's own poll, and a hinted copy of it (what a listing of the org's new targets publishes).
+fn hinted(message: &bb2snyk_broker::Message) -> bb2snyk_broker::Message {
+    match Body::from_message(message) {
+        Ok(Body::PollImport(poll)) => Body::PollImport(bb2snyk_messages::PollImport {
+            hinted: true,
+            ..poll
+        })
+        .to_message(),
+        other => panic!("expected a poll, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hinted_poll_records_a_done_job_once_and_its_own_poll_then_asks_nothing() {
+    let rig = rig(Knobs {
+        job_ms: 0,
+        ..Knobs::default()
+    })
+    .await;
+    let import = import(&rig.sandbox);
+    let id = import.target_id();
+    let first = publishes(
+        rig.importer
+            .handle(Body::ImportRepo(import).to_message())
+            .await,
+    );
+    let own = &first[0].message;
+    assert_eq!(rig.importer.hints.followed(), 1, "followed until its poll");
+
+    // Hinted: polled now, not when due; recorded and told once.
+    let done = publishes(rig.importer.handle(hinted(own)).await);
+    assert!(matches!(&events(&done)[..], [Event::ImportCompleted(e)] if e.subject == id));
+    assert_eq!(
+        rig.ledger.target(&id).await.expect("read").map(|r| r.state),
+        Some(State::Imported)
+    );
+    assert_eq!(rig.sandbox.stats().jobs.polls, 1);
+
+    // A second hint (a duplicate delivery) tells nothing again.
+    assert!(publishes(rig.importer.handle(hinted(own)).await).is_empty());
+
+    // The job's own poll, when due, finds the record: no request, no second event.
+    assert!(publishes(rig.importer.handle(due(own)).await).is_empty());
+    assert_eq!(
+        rig.sandbox.stats().jobs.polls,
+        2,
+        "only the two hinted polls asked Snyk"
+    );
+    assert_eq!(rig.importer.hints.followed(), 0, "its own poll ended it");
+}
+
+#[tokio::test]
+async fn a_hinted_poll_of_a_pending_job_leaves_it_to_its_own_polls() {
+    let rig = rig(Knobs {
+        job_ms: 60_000,
+        ..Knobs::default()
+    })
+    .await;
+    let import = import(&rig.sandbox);
+    let id = import.target_id();
+    let first = publishes(
+        rig.importer
+            .handle(Body::ImportRepo(import).to_message())
+            .await,
+    );
+    let own = &first[0].message;
+    // Real Snyk may list a target before its job is done: the hint then asks once and does nothing else.
+    assert!(publishes(rig.importer.handle(hinted(own)).await).is_empty());
+    assert_eq!(
+        rig.ledger.target(&id).await.expect("read").map(|r| r.state),
+        Some(State::Requested)
+    );
+    // The job's own poll goes on as before: pending, polled again.
+    let next = publishes(rig.importer.handle(due(own)).await);
+    assert!(
+        matches!(&next[..], [p] if p.to == Route::Queue(IMPORTER_POLLS.into())),
+        "{next:?}"
+    );
+    assert_eq!(rig.sandbox.stats().jobs.polls, 2);
 }

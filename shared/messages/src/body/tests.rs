@@ -52,6 +52,7 @@ fn kinds_are_the_serde_names() {
             requested_ms: 0,
             not_before_ms: 0,
             probe_ms: 0,
+            hinted: false,
         }),
     ] {
         let json: serde_json::Value =

@@ -117,6 +117,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 requested_ms: 0,
                 not_before_ms: 0,
                 probe_ms: 0,
+                hinted: false,
             })),
             "run_id is 400 bytes",
         ),
@@ -129,6 +130,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 requested_ms: 0,
                 not_before_ms: 0,
                 probe_ms: 0,
+                hinted: false,
             })
             .to_message(),
             "refused to send SNYK_TOKEN",

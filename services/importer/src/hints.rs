@@ -1,0 +1,407 @@
+//! Completion hints. A job's own first poll waits for the estimate, a high quantile of job durations, so
+//! that one poll mostly finds it done: for jobs of one length it comes a moment after, but for jobs of 1 s
+//! to a minute half of them were seen done 25 s late. Snyk lists an org's targets by when they were
+//! created, and a target is listed once its import has made projects. So one request, the org's targets
+//! created since its oldest followed job, tells which of many jobs are done.
+//!
+//! A listing costs a request, as a poll does. An org is listed once `hint_yield` of the jobs this importer
+//! follows in it are expected to have finished since its last listing, by the ages at which this importer
+//! has seen jobs done. Only jobs whose own next poll is more than [`WORTH`] away count: a poll that soon
+//! tells as much. So jobs of one length, whose first polls come just after they end, make no listings, and
+//! listings cost at most one request per `hint_yield` jobs they tell of.
+//!
+//! A listed job is polled at once (a `hinted` poll). It records a completed job as any poll would; its
+//! own scheduled poll then finds the record and makes no request. Anything else a hinted poll finds is
+//! left to the job's own polls.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use bb2snyk_broker::Broker;
+use bb2snyk_messages::{Body, IMPORTER_POLLS, ImportRepo, PollImport};
+use bb2snyk_service::CancellationToken;
+use bb2snyk_snyk::Client as Snyk;
+use futures_util::StreamExt;
+
+use crate::schedule::now_ms;
+
+/// How often the importer looks for orgs worth listing.
+const TICK: Duration = Duration::from_millis(250);
+/// A job whose own next poll comes sooner than this gains too little from a listing to count for one.
+const WORTH: Duration = Duration::from_secs(2);
+/// Jobs an importer follows at most (beyond, jobs are left to their own polls): a bound on memory.
+const MOST_FOLLOWED: usize = 20_000;
+/// Listings in flight at once.
+const LISTINGS_AT_ONCE: usize = 4;
+/// Listings reach back this far before an org's oldest followed job: Snyk's clock may be behind ours.
+const CLOCK_SLACK: Duration = Duration::from_secs(120);
+/// The least time between two listings of one org.
+const LEAST_INTERVAL: Duration = Duration::from_secs(1);
+/// Outcomes the durations need before they are trusted to expect anything.
+const LEAST_SEEN: f64 = 20.0;
+/// A followed job whose own poll is this overdue is forgotten.
+const STALE: Duration = Duration::from_secs(600);
+/// The share of recent completions told by hints from which a pending job's next poll is a safety net.
+const TRUSTED_SHARE: f64 = 0.5;
+/// Each listing fades the earlier ones' expectations and findings by this: about the last fifty count.
+const CALIBRATION_FADE: f64 = 0.98;
+/// How long a failing listing waits before it is logged again as a warning.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The jobs this importer follows, by org, and the ages at which it has seen jobs done.
+#[derive(Debug)]
+pub struct Hints {
+    least_yield: f64,
+    state: Mutex<Followed>,
+}
+
+#[derive(Debug, Default)]
+struct Followed {
+    orgs: HashMap<String, Org>,
+    count: usize,
+    durations: Durations,
+    /// The share of recent completions that hints told of (each fades by [`FADE`]).
+    told: f64,
+    /// Jobs listings were expected to tell of, and told of, lately (each listing fades them by
+    /// [`CALIBRATION_FADE`]): the durations seen are those of jobs already done, which are the shorter
+    /// ones until the longest have ended, and expect too much early in a run.
+    expected: f64,
+    found: f64,
+    warned_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Org {
+    /// By the target's display name, `workspace/slug`.
+    jobs: HashMap<String, Job>,
+    /// When the last listing of the org began (Unix ms; 0 for never).
+    listed_ms: u64,
+}
+
+/// An org to list, from when, and how many of its followed jobs it is expected to tell of.
+#[derive(Debug, PartialEq)]
+struct Listing {
+    org: String,
+    since_ms: u64,
+    expected: f64,
+}
+
+#[derive(Debug)]
+struct Job {
+    poll: PollImport,
+    /// When the job's own next poll is due (Unix ms).
+    due_ms: u64,
+}
+
+impl Hints {
+    /// Listings when `least_yield` jobs are expected done; none when it is 0.
+    pub fn new(least_yield: u32) -> Self {
+        Self {
+            least_yield: f64::from(least_yield),
+            state: Mutex::new(Followed::default()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.least_yield > 0.0
+    }
+
+    /// Follows `poll`'s job until it ends; `poll` is its next scheduled poll.
+    pub fn follow(&self, poll: &PollImport) {
+        if !self.enabled() {
+            return;
+        }
+        let mut state = self.lock();
+        let Followed { orgs, count, .. } = &mut *state;
+        let org = orgs.entry(poll.import.org_id.clone()).or_default();
+        let name = display_name(&poll.import);
+        if !org.jobs.contains_key(&name) {
+            if *count >= MOST_FOLLOWED {
+                return;
+            }
+            *count += 1;
+        }
+        org.jobs.insert(
+            name,
+            Job {
+                poll: poll.clone(),
+                due_ms: poll.not_before_ms,
+            },
+        );
+    }
+
+    /// Stops following `import`'s job (it ended, or its own poll is the one that follows it now).
+    pub fn forget(&self, import: &ImportRepo) {
+        let mut state = self.lock();
+        let Followed { orgs, count, .. } = &mut *state;
+        if let Some(org) = orgs.get_mut(&import.org_id) {
+            if org.jobs.remove(&display_name(import)).is_some() {
+                *count -= 1;
+            }
+            if org.jobs.is_empty() {
+                orgs.remove(&import.org_id);
+            }
+        }
+    }
+
+    /// A job was seen done at `age` (since Snyk accepted it), by a hinted poll or by its own.
+    pub fn seen_done(&self, age: Duration, hinted: bool) {
+        if self.enabled() {
+            let mut state = self.lock();
+            state.durations.add(age);
+            state.told = state.told * FADE + if hinted { 1.0 - FADE } else { 0.0 };
+        }
+    }
+
+    /// Whether hints tell of most jobs' ends lately (half or more): a pending job's own next poll is then
+    /// only a safety net, and comes at the longest wait. Polled again as it aged (at 1.5 times its age),
+    /// a job of a minute found pending early in a run cost five polls, where a hint tells of its end.
+    pub fn trusted(&self) -> bool {
+        let state = self.lock();
+        self.enabled() && state.durations.total() >= LEAST_SEEN && state.told >= TRUSTED_SHARE
+    }
+
+    /// Jobs followed now.
+    pub fn followed(&self) -> usize {
+        self.lock().count
+    }
+
+    /// The orgs worth listing at `now_ms`, each with the time to list from and the jobs it is expected to
+    /// tell of; each is marked listed.
+    fn due(&self, now_ms: u64) -> Vec<Listing> {
+        let mut state = self.lock();
+        let Followed {
+            orgs,
+            count,
+            durations,
+            expected,
+            found,
+            ..
+        } = &mut *state;
+        if durations.total() < LEAST_SEEN {
+            return Vec::new();
+        }
+        let durations = durations.cdf();
+        let calibration = ((*found + 1.0) / (*expected + 1.0)).clamp(0.1, 2.0);
+        let mut due = Vec::new();
+        for (id, org) in orgs.iter_mut() {
+            // A job whose poll is long overdue is followed elsewhere now (its message went to another
+            // importer) or has ended unseen: forgotten, so no hint is spent on it.
+            let before = org.jobs.len();
+            org.jobs
+                .retain(|_, job| job.due_ms.saturating_add(millis(STALE)) >= now_ms);
+            *count -= before - org.jobs.len();
+            if now_ms < org.listed_ms.saturating_add(millis(LEAST_INTERVAL)) {
+                continue;
+            }
+            let done = expected_done(org, &durations, now_ms);
+            if done * calibration >= self.least_yield {
+                let oldest = org.jobs.values().map(|j| j.poll.requested_ms).min();
+                org.listed_ms = now_ms;
+                due.push(Listing {
+                    org: id.clone(),
+                    since_ms: oldest.unwrap_or(now_ms).saturating_sub(millis(CLOCK_SLACK)),
+                    expected: done,
+                });
+            }
+        }
+        orgs.retain(|_, org| !org.jobs.is_empty());
+        due
+    }
+
+    /// The hinted polls for the followed jobs of `org` among `names` (Snyk's new targets); they are no
+    /// longer followed.
+    fn take(&self, org_id: &str, names: &[String]) -> Vec<PollImport> {
+        let mut state = self.lock();
+        let Followed { orgs, count, .. } = &mut *state;
+        let Some(org) = orgs.get_mut(org_id) else {
+            return Vec::new();
+        };
+        let polls: Vec<PollImport> = names
+            .iter()
+            .filter_map(|name| org.jobs.remove(name))
+            .map(|job| PollImport {
+                hinted: true,
+                ..job.poll
+            })
+            .collect();
+        *count -= polls.len();
+        if org.jobs.is_empty() {
+            orgs.remove(org_id);
+        }
+        polls
+    }
+
+    /// Lists the orgs worth it and publishes a hinted poll for each followed job Snyk shows done, until
+    /// `shutdown`. Failures are logged and left to the jobs' own polls.
+    pub async fn run(&self, snyk: &Snyk, broker: &dyn Broker, shutdown: &CancellationToken) {
+        if !self.enabled() {
+            shutdown.cancelled().await;
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+            }
+            let due = self.due(now_ms());
+            futures_util::stream::iter(due)
+                .for_each_concurrent(LISTINGS_AT_ONCE, |listing| async move {
+                    self.list(snyk, broker, listing).await;
+                })
+                .await;
+        }
+    }
+
+    async fn list(&self, snyk: &Snyk, broker: &dyn Broker, listing: Listing) {
+        let org = listing.org.as_str();
+        let names = match snyk.new_targets(org, listing.since_ms).await {
+            Ok(names) => names,
+            Err(e) => {
+                let now = now_ms();
+                let mut state = self.lock();
+                if now >= state.warned_ms.saturating_add(millis(WARN_EVERY)) {
+                    state.warned_ms = now;
+                    tracing::warn!(%org, error = %e, "could not list the org's new targets; its jobs are polled on their schedule (set import.hint_yield = 0 to stop listing)");
+                } else {
+                    tracing::debug!(%org, error = %e, "could not list the org's new targets");
+                }
+                return;
+            }
+        };
+        let polls = self.take(org, &names);
+        self.calibrate(listing.expected, polls.len());
+        tracing::debug!(%org, listed = names.len(), hinted = polls.len(), "new targets listed");
+        for poll in polls {
+            let message = Body::PollImport(poll).to_message();
+            if let Err(e) = broker.publish(IMPORTER_POLLS, &message).await {
+                tracing::debug!(error = %e, "a hinted poll was not published; the job's own poll follows it");
+            }
+        }
+    }
+
+    /// A listing expected to tell of `expected` jobs told of `found`.
+    fn calibrate(&self, expected: f64, found: usize) {
+        let mut state = self.lock();
+        state.expected = state.expected * CALIBRATION_FADE + expected;
+        state.found = state.found * CALIBRATION_FADE + found as f64;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Followed> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How many of `org`'s followed jobs, of those whose own next poll is not near, are expected to have
+/// finished since its last listing (or their request), by `durations`.
+fn expected_done(org: &Org, durations: &Cdf, now_ms: u64) -> f64 {
+    org.jobs
+        .values()
+        .filter(|job| job.due_ms >= now_ms.saturating_add(millis(WORTH)))
+        .map(|job| {
+            let requested = job.poll.requested_ms;
+            let age = now_ms.saturating_sub(requested);
+            let before = org
+                .listed_ms
+                .max(requested)
+                .saturating_sub(requested)
+                .min(age);
+            durations.share_within(age) - durations.share_within(before)
+        })
+        .sum()
+}
+
+/// `workspace/slug`, as Snyk names the target.
+fn display_name(import: &ImportRepo) -> String {
+    format!("{}/{}", import.target.owner, import.target.name)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The ages (ms) at which jobs were seen done: a histogram on a log scale, recent outcomes weighing more
+/// (each new one fades the others by [`FADE`]), so it follows jobs that change.
+#[derive(Debug)]
+struct Durations {
+    counts: [f64; BUCKETS],
+}
+
+/// Buckets of the histogram; bucket `i` holds ages up to `FIRST_MS × RATIO^(i+1)` (the last, all older).
+const BUCKETS: usize = 64;
+const FIRST_MS: f64 = 250.0;
+const RATIO: f64 = 1.15;
+/// Each outcome fades the earlier ones by this: about the last thousand count.
+const FADE: f64 = 0.999;
+
+impl Default for Durations {
+    fn default() -> Self {
+        Self {
+            counts: [0.0; BUCKETS],
+        }
+    }
+}
+
+impl Durations {
+    fn add(&mut self, age: Duration) {
+        for count in &mut self.counts {
+            *count *= FADE;
+        }
+        self.counts[bucket(millis(age))] += 1.0;
+    }
+
+    fn total(&self) -> f64 {
+        self.counts.iter().sum()
+    }
+
+    fn cdf(&self) -> Cdf {
+        let mut below = [0.0; BUCKETS + 1];
+        for (i, count) in self.counts.iter().enumerate() {
+            below[i + 1] = below[i] + count;
+        }
+        Cdf { below }
+    }
+}
+
+/// The durations summed bucket by bucket: `below[i]` is the weight of the buckets before `i`.
+#[derive(Debug)]
+struct Cdf {
+    below: [f64; BUCKETS + 1],
+}
+
+impl Cdf {
+    /// The share of jobs done within `age_ms`, spread evenly within a bucket.
+    fn share_within(&self, age_ms: u64) -> f64 {
+        let total = self.below[BUCKETS];
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let i = bucket(age_ms);
+        let (low, high) = (edge(i), edge(i + 1));
+        let part = ((age_ms as f64 - low) / (high - low)).clamp(0.0, 1.0);
+        (self.below[i] + (self.below[i + 1] - self.below[i]) * part) / total
+    }
+}
+
+/// The bucket of `age_ms`.
+fn bucket(age_ms: u64) -> usize {
+    let ratio = age_ms as f64 / FIRST_MS;
+    if ratio <= 1.0 {
+        return 0;
+    }
+    // Non-negative and finite here; the cast floors it.
+    (ratio.ln() / RATIO.ln()).floor().min((BUCKETS - 1) as f64) as usize
+}
+
+/// The lower edge (ms) of bucket `i`; bucket 0 starts at 0.
+fn edge(i: usize) -> f64 {
+    if i == 0 {
+        0.0
+    } else {
+        FIRST_MS * RATIO.powi(i32::try_from(i).unwrap_or(i32::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+use super::*;
+use bb2snyk_messages::Target;
+
+fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
+    PollImport {
+        import: ImportRepo {
+            run_id: "r".into(),
+            org_id: org.into(),
+            integration_id: "i".into(),
+            target: Target {
+                owner: "acme".into(),
+                name: name.into(),
+                branch: None,
+            },
+            failed_jobs: 0,
+        },
+        job_url: format!("https://api.snyk.io/v1/job/{name}"),
+        polls: 0,
+        requested_ms,
+        not_before_ms: due_ms,
+        probe_ms: 0,
+        hinted: false,
+    }
+}
+
+/// Hints that have seen `n` jobs done at each of `ages_secs`.
+fn seen(ages_secs: impl IntoIterator<Item = u64>) -> Hints {
+    let hints = Hints::new(4);
+    for age in ages_secs {
+        hints.seen_done(Duration::from_secs(age), false);
+    }
+    hints
+}
+
+#[test]
+fn the_durations_tell_the_share_of_jobs_done_by_an_age() {
+    let mut durations = Durations::default();
+    for s in 1..=60 {
+        durations.add(Duration::from_secs(s));
+    }
+    let cdf = durations.cdf();
+    let (at_0, at_15, at_30, at_59, at_90) = (
+        cdf.share_within(0),
+        cdf.share_within(15_000),
+        cdf.share_within(30_000),
+        cdf.share_within(59_000),
+        cdf.share_within(90_000),
+    );
+    assert!(at_0 < 0.01, "{at_0}");
+    assert!((0.15..0.35).contains(&at_15), "{at_15}");
+    assert!((0.4..0.6).contains(&at_30), "{at_30}");
+    assert!(at_59 > 0.9, "{at_59}");
+    assert!((at_90 - 1.0).abs() < 1e-9, "{at_90}");
+    assert!(at_15 < at_30 && at_30 < at_59);
+}
+
+#[test]
+fn jobs_of_one_length_polled_as_they_end_are_never_worth_a_listing() {
+    let hints = seen(std::iter::repeat_n(5, 100));
+    // Each job's own first poll comes 5.75 s after its request: within WORTH of its end.
+    for n in 0..40u64 {
+        hints.follow(&poll(
+            "org",
+            &format!("r{n}"),
+            100_000 + n * 100,
+            105_750 + n * 100,
+        ));
+    }
+    for now in (100_000..120_000).step_by(250) {
+        assert!(hints.due(now).is_empty(), "listed at {now}");
+    }
+}
+
+#[test]
+fn an_org_is_listed_once_enough_of_its_jobs_are_expected_done_and_only_they_are_hinted() {
+    // Jobs of 1 to 60 s, whose own first polls wait for the 90th percentile (about a minute).
+    let hints = seen((1..=60).cycle().take(600));
+    for n in 0..40u64 {
+        hints.follow(&poll("org", &format!("r{n}"), 1_000_000, 1_060_000));
+    }
+    hints.follow(&poll("other", "x", 1_000_000, 1_001_000));
+    // A second on, about one job in sixty of forty is expected done: not worth a request.
+    assert!(hints.due(1_001_000).is_empty());
+    // Ten seconds on, about a sixth of them are: the org is listed, from before its oldest job.
+    let due = hints.due(1_010_000);
+    assert!(
+        matches!(&due[..], [Listing { org, since_ms: 880_000, expected }] if org == "org" && *expected >= 4.0),
+        "{due:?}"
+    );
+    // Listed just now: not again until more are expected done since.
+    assert!(hints.due(1_011_500).is_empty());
+
+    // Snyk's new targets name two followed jobs and one this importer does not follow.
+    let names = [
+        "acme/r3".to_owned(),
+        "acme/r7".to_owned(),
+        "acme/gone".to_owned(),
+    ];
+    let polls = hints.take("org", &names);
+    assert_eq!(polls.len(), 2);
+    assert!(polls.iter().all(|p| p.hinted && p.import.org_id == "org"));
+    assert_eq!(hints.followed(), 39, "the hinted are no longer followed");
+    assert!(hints.take("org", &names).is_empty(), "one hint per job");
+
+    hints.forget(&poll("org", "r0", 0, 0).import);
+    assert_eq!(hints.followed(), 38);
+}
+
+#[test]
+fn with_no_outcomes_yet_or_listing_off_nothing_is_listed() {
+    let fresh = Hints::new(4);
+    fresh.follow(&poll("org", "r", 0, 600_000));
+    assert!(fresh.due(300_000).is_empty(), "no durations to expect by");
+
+    let off = Hints::new(0);
+    off.follow(&poll("org", "r", 0, 600_000));
+    assert_eq!(off.followed(), 0);
+}
+
+#[test]
+fn followed_jobs_are_bounded_and_long_overdue_ones_forgotten() {
+    let hints = seen([1; 30]);
+    for n in 0..MOST_FOLLOWED + 10 {
+        hints.follow(&poll("org", &format!("r{n}"), 0, 10_000));
+    }
+    assert_eq!(hints.followed(), MOST_FOLLOWED);
+    // Their polls were due at 10 s: ten minutes later they are someone else's, or ended unseen.
+    let _ = hints.due(10_000 + millis(STALE) + 1);
+    assert_eq!(hints.followed(), 0);
+}
+
+#[test]
+fn listings_that_tell_of_fewer_jobs_than_expected_are_made_less_often() {
+    let hints = seen((1..=60).cycle().take(600));
+    let follow_org = |org: &str| {
+        for n in 0..40u64 {
+            hints.follow(&poll(org, &format!("r{n}"), 1_000_000, 1_060_000));
+        }
+    };
+    follow_org("a");
+    let first = hints.due(1_010_000);
+    assert_eq!(first.len(), 1);
+    // Its listings keep telling of nothing (say the targets never show): the expectation is scaled down.
+    for listing in first {
+        hints.calibrate(listing.expected, 0);
+    }
+    for _ in 0..20 {
+        hints.calibrate(8.0, 0);
+    }
+    follow_org("b");
+    assert!(
+        hints.due(1_010_000).is_empty(),
+        "as many jobs expected, but listings have told of none lately"
+    );
+}
+
+#[test]
+fn hints_are_trusted_once_they_tell_of_most_ends() {
+    let hints = Hints::new(4);
+    for _ in 0..100 {
+        hints.seen_done(Duration::from_secs(5), false);
+    }
+    assert!(!hints.trusted(), "own polls saw every end");
+    for _ in 0..1000 {
+        hints.seen_done(Duration::from_secs(5), true);
+    }
+    assert!(hints.trusted());
+    assert!(!Hints::new(0).trusted());
+}
