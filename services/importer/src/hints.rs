@@ -40,8 +40,8 @@ const LEAST_INTERVAL: Duration = Duration::from_secs(1);
 const LEAST_SEEN: f64 = 20.0;
 /// A followed job whose own poll is this overdue is forgotten.
 const STALE: Duration = Duration::from_secs(600);
-/// The share of recent completions told by hints from which a pending job's next poll is a safety net.
-const TRUSTED_SHARE: f64 = 0.5;
+/// The least calibration (found ÷ expected) at which a pending job's next poll is a safety net.
+const TRUSTED_CALIBRATION: f64 = 0.25;
 /// Each listing fades the earlier ones' expectations and findings by this: about the last fifty count.
 const CALIBRATION_FADE: f64 = 0.98;
 /// How long a failing listing waits before it is logged again as a warning.
@@ -59,13 +59,13 @@ struct Followed {
     orgs: HashMap<String, Org>,
     count: usize,
     durations: Durations,
-    /// The share of recent completions that hints told of (each fades by [`FADE`]).
-    told: f64,
     /// Jobs listings were expected to tell of, and told of, lately (each listing fades them by
     /// [`CALIBRATION_FADE`]): the durations seen are those of jobs already done, which are the shorter
     /// ones until the longest have ended, and expect too much early in a run.
     expected: f64,
     found: f64,
+    /// When a listing last failed, and when one was last logged as a warning (Unix ms).
+    failed_ms: u64,
     warned_ms: u64,
 }
 
@@ -144,20 +144,23 @@ impl Hints {
     }
 
     /// A job was seen done at `age` (since Snyk accepted it), by a hinted poll or by its own.
-    pub fn seen_done(&self, age: Duration, hinted: bool) {
+    pub fn seen_done(&self, age: Duration) {
         if self.enabled() {
-            let mut state = self.lock();
-            state.durations.add(age);
-            state.told = state.told * FADE + if hinted { 1.0 - FADE } else { 0.0 };
+            self.lock().durations.add(age);
         }
     }
 
-    /// Whether hints tell of most jobs' ends lately (half or more): a pending job's own next poll is then
-    /// only a safety net, and comes at the longest wait. Polled again as it aged (at 1.5 times its age),
-    /// a job of a minute found pending early in a run cost five polls, where a hint tells of its end.
+    /// Whether listings tell of what they are expected to (a quarter of it at least, and none failed in
+    /// the last minute). A pending job's own next poll is then only a safety net, at the longest wait: a
+    /// job whose own poll is that far off is worth listing its org for, and a hint tells of its end.
+    /// Polled again as they aged (at 1.5 times their age), jobs of up to a minute found pending early in
+    /// a run cost five polls each.
     pub fn trusted(&self) -> bool {
         let state = self.lock();
-        self.enabled() && state.durations.total() >= LEAST_SEEN && state.told >= TRUSTED_SHARE
+        self.enabled()
+            && calibration(&state) >= TRUSTED_CALIBRATION
+            && (state.failed_ms == 0
+                || now_ms() >= state.failed_ms.saturating_add(millis(WARN_EVERY)))
     }
 
     /// Jobs followed now.
@@ -169,19 +172,18 @@ impl Hints {
     /// tell of; each is marked listed.
     fn due(&self, now_ms: u64) -> Vec<Listing> {
         let mut state = self.lock();
+        let calibration = calibration(&state);
         let Followed {
             orgs,
             count,
             durations,
-            expected,
-            found,
             ..
         } = &mut *state;
         if durations.total() < LEAST_SEEN {
             return Vec::new();
         }
         let durations = durations.cdf();
-        let calibration = ((*found + 1.0) / (*expected + 1.0)).clamp(0.1, 2.0);
+
         let mut due = Vec::new();
         for (id, org) in orgs.iter_mut() {
             // A job whose poll is long overdue is followed elsewhere now (its message went to another
@@ -259,6 +261,7 @@ impl Hints {
             Err(e) => {
                 let now = now_ms();
                 let mut state = self.lock();
+                state.failed_ms = now;
                 if now >= state.warned_ms.saturating_add(millis(WARN_EVERY)) {
                     state.warned_ms = now;
                     tracing::warn!(%org, error = %e, "could not list the org's new targets; its jobs are polled on their schedule (set import.hint_yield = 0 to stop listing)");
@@ -291,6 +294,12 @@ impl Hints {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// How many of the jobs listings were expected to tell of they told of lately (at least a tenth, at most
+/// twice): the expectation is scaled by it.
+fn calibration(state: &Followed) -> f64 {
+    ((state.found + 1.0) / (state.expected + 1.0)).clamp(0.1, 2.0)
 }
 
 /// How many of `org`'s followed jobs, of those whose own next poll is not near, are expected to have

@@ -55,7 +55,7 @@ async fn jobs_done_long_before_their_first_polls_are_seen_through_their_org_s_ne
         .expect("importer");
     // The importer has seen jobs done at 1 s before (it needs some outcomes to expect anything).
     for _ in 0..30 {
-        importer.hints.seen_done(Duration::from_secs(1), false);
+        importer.hints.seen_done(Duration::from_secs(1));
     }
     let (hints, snyk) = (importer.hints.clone(), importer.snyk.clone());
     let broker = MemoryBroker::new(bb2snyk_service::topology(&settings).retry);

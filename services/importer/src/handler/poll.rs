@@ -55,7 +55,7 @@ impl Importer {
     async fn hinted(&self, poll: PollImport) -> Outcome {
         match self.snyk.job(&poll.job_url).await {
             Ok(job) if job.status == JobStatus::Complete => {
-                self.hints.seen_done(age(&poll), true);
+                self.hints.seen_done(age(&poll));
                 self.completed(poll, &job).await
             }
             Ok(job) => {
@@ -148,7 +148,7 @@ impl Importer {
                 self.schedule
                     .probed_job_found(poll.probe_ms, poll.polls, true, age(&poll))
                     .await;
-                self.hints.seen_done(age(&poll), false);
+                self.hints.seen_done(age(&poll));
                 self.completed(poll, &job).await
             }
             JobStatus::Failed | JobStatus::Aborted => {

@@ -27,7 +27,7 @@ fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
 fn seen(ages_secs: impl IntoIterator<Item = u64>) -> Hints {
     let hints = Hints::new(4);
     for age in ages_secs {
-        hints.seen_done(Duration::from_secs(age), false);
+        hints.seen_done(Duration::from_secs(age));
     }
     hints
 }
@@ -155,14 +155,18 @@ fn listings_that_tell_of_fewer_jobs_than_expected_are_made_less_often() {
 }
 
 #[test]
-fn hints_are_trusted_once_they_tell_of_most_ends() {
+fn hints_are_trusted_while_listings_tell_of_what_they_are_expected_to() {
     let hints = Hints::new(4);
-    for _ in 0..100 {
-        hints.seen_done(Duration::from_secs(5), false);
+    assert!(hints.trusted(), "until listings say otherwise");
+    for _ in 0..50 {
+        hints.calibrate(8.0, 1);
     }
-    assert!(!hints.trusted(), "own polls saw every end");
-    for _ in 0..1000 {
-        hints.seen_done(Duration::from_secs(5), true);
+    assert!(
+        !hints.trusted(),
+        "listings told of one job in eight expected"
+    );
+    for _ in 0..100 {
+        hints.calibrate(8.0, 8);
     }
     assert!(hints.trusted());
     assert!(!Hints::new(0).trusted());
