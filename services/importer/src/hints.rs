@@ -40,6 +40,8 @@ const LEAST_INTERVAL: Duration = Duration::from_secs(1);
 const LEAST_SEEN: f64 = 20.0;
 /// A followed job whose own poll is this overdue is forgotten.
 const STALE: Duration = Duration::from_secs(600);
+/// The share of an org's last jobs (fewer than the yield) expected done that is worth a listing.
+const MOST_OF_THE_REST: f64 = 0.75;
 /// The least calibration (found ÷ expected) at which a pending job's next poll is a safety net.
 const TRUSTED_CALIBRATION: f64 = 0.25;
 /// Each listing fades the earlier ones' expectations and findings by this: about the last fifty count.
@@ -195,8 +197,11 @@ impl Hints {
             if now_ms < org.listed_ms.saturating_add(millis(LEAST_INTERVAL)) {
                 continue;
             }
-            let done = expected_done(org, &durations, now_ms);
-            if done * calibration >= self.least_yield {
+            // An org with fewer jobs left than the yield is listed once most of them are expected done;
+            // its last jobs otherwise waited for their own polls, and the last org's set a run's end.
+            let (done, worth) = expected_done(org, &durations, now_ms);
+            let enough = self.least_yield.min(worth as f64 * MOST_OF_THE_REST);
+            if worth > 0 && done * calibration >= enough {
                 let oldest = org.jobs.values().map(|j| j.poll.requested_ms).min();
                 org.listed_ms = now_ms;
                 due.push(Listing {
@@ -304,10 +309,15 @@ fn calibration(state: &Followed) -> f64 {
 
 /// How many of `org`'s followed jobs, of those whose own next poll is not near, are expected to have
 /// finished since its last listing (or their request), by `durations`.
-fn expected_done(org: &Org, durations: &Cdf, now_ms: u64) -> f64 {
-    org.jobs
+/// Also how many such jobs it has.
+fn expected_done(org: &Org, durations: &Cdf, now_ms: u64) -> (f64, usize) {
+    let worth: Vec<&Job> = org
+        .jobs
         .values()
         .filter(|job| job.due_ms >= now_ms.saturating_add(millis(WORTH)))
+        .collect();
+    let done = worth
+        .iter()
         .map(|job| {
             let requested = job.poll.requested_ms;
             let age = now_ms.saturating_sub(requested);
@@ -318,7 +328,8 @@ fn expected_done(org: &Org, durations: &Cdf, now_ms: u64) -> f64 {
                 .min(age);
             durations.share_within(age) - durations.share_within(before)
         })
-        .sum()
+        .sum();
+    (done, worth.len())
 }
 
 /// `workspace/slug`, as Snyk names the target.

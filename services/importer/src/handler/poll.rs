@@ -127,8 +127,9 @@ impl Importer {
                     self.schedule.next_poll(age)
                 };
                 self.schedule.found_pending(age);
-                // Where hints tell of most jobs' ends, this poll is only a safety net.
-                let wait = if self.hints.trusted() {
+                // Where hints tell of jobs' ends, this poll is only a safety net. A probe's job is still
+                // polled on time: its polls raise the estimate when jobs run longer than it.
+                let wait = if poll.probe_ms == 0 && self.hints.trusted() {
                     wait.max(self.schedule.longest_wait())
                 } else {
                     wait
