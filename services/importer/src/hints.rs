@@ -199,9 +199,16 @@ impl Hints {
             }
             // An org with fewer jobs left than the yield is listed once most of them are expected done;
             // its last jobs otherwise waited for their own polls, and the last org's set a run's end.
+            // Calibration scales only the yield's expectation: a lone job a minute old is done whatever
+            // the listings told of lately.
             let (done, worth) = expected_done(org, &durations, now_ms);
-            let enough = self.least_yield.min(worth as f64 * MOST_OF_THE_REST);
-            if worth > 0 && done * calibration >= enough {
+            let last = (worth as f64) < self.least_yield;
+            let enough = if last {
+                done >= worth as f64 * MOST_OF_THE_REST
+            } else {
+                done * calibration >= self.least_yield
+            };
+            if worth > 0 && enough {
                 let oldest = org.jobs.values().map(|j| j.poll.requested_ms).min();
                 org.listed_ms = now_ms;
                 due.push(Listing {

@@ -315,6 +315,7 @@ pub async fn import(
             duration,
             outcome,
             polls: 0,
+            pending_polls: 0,
             seen_late: None,
         },
     );
@@ -346,6 +347,7 @@ pub async fn job(
     {
         job.polls += 1;
         let finished = job.started + job.duration;
+        job.pending_polls += u64::from(now < finished);
         if now >= finished && job.seen_late.is_none() {
             job.seen_late = Some(now - finished);
         }

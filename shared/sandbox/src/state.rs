@@ -83,8 +83,9 @@ pub struct Job {
     /// How long it runs, drawn when it starts (`job_spread`).
     pub duration: Duration,
     pub outcome: JobOutcome,
-    /// Polls of this job so far.
+    /// Polls of this job so far, and those that found it still pending.
     pub polls: u64,
+    pub pending_polls: u64,
     /// How long after it finished a poll first saw it finished.
     pub seen_late: Option<Duration>,
 }
@@ -268,6 +269,7 @@ impl State {
         let mut late: Vec<u64> = Vec::new();
         for job in self.jobs.values() {
             jobs.polls += job.polls;
+            jobs.pending_polls += job.pending_polls;
             late.extend(job.seen_late.map(|d| d.as_millis() as u64));
             match (&job.outcome, self.is_done(job, now)) {
                 (_, false) => jobs.pending += 1,
@@ -395,9 +397,11 @@ pub struct JobStats {
     pub pending: u64,
     pub complete: u64,
     pub failed: u64,
-    /// Polls of every job, in all.
+    /// Polls of every job, in all, and those that found their job still pending.
     #[serde(default)]
     pub polls: u64,
+    #[serde(default)]
+    pub pending_polls: u64,
     /// How long after a job finished a poll first saw it, over the jobs seen finished (median, 95th).
     #[serde(default)]
     pub seen_late_p50_ms: Option<u64>,

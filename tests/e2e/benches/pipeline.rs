@@ -412,12 +412,13 @@ async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
             last_print = Instant::now();
             let stats = sandbox.stats();
             eprintln!(
-                "  run: after {:?}; POSTs {}, jobs done {} (pending {}), polls {}, Snyk requests {}",
+                "  run: after {:?}; POSTs {}, jobs done {} (pending {}), polls {} ({} found pending), Snyk requests {}",
                 started.elapsed(),
                 stats.import_posts_total,
                 stats.jobs.complete,
                 stats.jobs.pending,
                 stats.jobs.polls,
+                stats.jobs.pending_polls,
                 stats.snyk_by_token.values().sum::<u64>(),
             );
         }

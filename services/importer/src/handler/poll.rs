@@ -62,10 +62,18 @@ impl Importer {
                 tracing::debug!(job = %job.id, status = ?job.status, "a hinted job is not complete; its own poll follows it");
                 Outcome::ack()
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "a hinted poll failed; the job's own poll follows it");
-                Outcome::ack()
-            }
+            Err(e) => match e.deferred() {
+                // No budget in sight: it comes back later, as any poll would.
+                Some(wait) => Outcome::defer(wait),
+                None => {
+                    tracing::debug!(error = %e, "a hinted poll failed; the job is followed for the next hint");
+                    self.hints.follow(&PollImport {
+                        hinted: false,
+                        ..poll
+                    });
+                    Outcome::ack()
+                }
+            },
         }
     }
 
