@@ -34,8 +34,9 @@ const MOST_FOLLOWED: usize = 20_000;
 const LISTINGS_AT_ONCE: usize = 4;
 /// Listings reach back this far before an org's oldest followed job: Snyk's clock may be behind ours.
 const CLOCK_SLACK: Duration = Duration::from_secs(120);
-/// The least time between two listings of one org.
+/// The least time between two listings of one org, and the most it grows to while they tell of nothing.
 const LEAST_INTERVAL: Duration = Duration::from_secs(1);
+const MOST_INTERVAL: Duration = Duration::from_secs(16);
 /// Outcomes the durations need before they are trusted to expect anything.
 const LEAST_SEEN: f64 = 20.0;
 /// A followed job whose own poll is this overdue is forgotten.
@@ -46,6 +47,8 @@ const MOST_OF_THE_REST: f64 = 0.75;
 const TRUSTED_CALIBRATION: f64 = 0.25;
 /// Each listing fades the earlier ones' expectations and findings by this: about the last fifty count.
 const CALIBRATION_FADE: f64 = 0.98;
+/// The weight of jobs longer than any seen, in the share expected done of a job that ran past the rest.
+const UNSEEN: f64 = 0.02;
 /// How long a failing listing waits before it is logged again as a warning.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -71,12 +74,15 @@ struct Followed {
     warned_ms: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Org {
     /// By the target's display name, `workspace/slug`.
     jobs: HashMap<String, Job>,
     /// When the last listing of the org began (Unix ms; 0 for never).
     listed_ms: u64,
+    /// The least wait before its next listing: doubled by each listing that told of nothing (a job
+    /// running longer than any seen would otherwise have its org listed every second).
+    interval: Duration,
 }
 
 /// An org to list, from when, and how many of its followed jobs it is expected to tell of.
@@ -85,6 +91,16 @@ struct Listing {
     org: String,
     since_ms: u64,
     expected: f64,
+}
+
+impl Default for Org {
+    fn default() -> Self {
+        Self {
+            jobs: HashMap::new(),
+            listed_ms: 0,
+            interval: LEAST_INTERVAL,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -194,7 +210,7 @@ impl Hints {
             org.jobs
                 .retain(|_, job| job.due_ms.saturating_add(millis(STALE)) >= now_ms);
             *count -= before - org.jobs.len();
-            if now_ms < org.listed_ms.saturating_add(millis(LEAST_INTERVAL)) {
+            if now_ms < org.listed_ms.saturating_add(millis(org.interval)) {
                 continue;
             }
             // An org with fewer jobs left than the yield is listed once most of them are expected done;
@@ -238,6 +254,11 @@ impl Hints {
                 ..job.poll
             })
             .collect();
+        org.interval = if polls.is_empty() {
+            (org.interval * 2).min(MOST_INTERVAL)
+        } else {
+            LEAST_INTERVAL
+        };
         *count -= polls.len();
         if org.jobs.is_empty() {
             orgs.remove(org_id);
@@ -333,7 +354,11 @@ fn expected_done(org: &Org, durations: &Cdf, now_ms: u64) -> (f64, usize) {
                 .max(requested)
                 .saturating_sub(requested)
                 .min(age);
-            durations.share_within(age) - durations.share_within(before)
+            // A job the last listing did not tell of ran past `before`: of jobs that long, the share
+            // done by now. Jobs longer than any seen weigh a little, as the time since grows.
+            let (by_now, by_then) = (durations.share_within(age), durations.share_within(before));
+            let unseen = UNSEEN * (age - before) as f64 / age.max(1) as f64;
+            (by_now - by_then + unseen) / (1.0 - by_then + UNSEEN)
         })
         .sum();
     (done, worth.len())

@@ -313,6 +313,11 @@ impl Schedule {
         }
     }
 
+    /// Whether the estimate is climbing (its last two moves were up): it is below most jobs' durations.
+    pub async fn climbing(&self) -> bool {
+        self.shared_estimate().await.streak >= 2
+    }
+
     /// The longest wait between two polls of a job.
     pub fn longest_wait(&self) -> Duration {
         self.timing.max

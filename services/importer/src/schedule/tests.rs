@@ -389,3 +389,28 @@ async fn a_pending_job_is_polled_again_after_the_longest_seen_when_that_is_soone
         "as old as the longest: the backoff"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_estimate_climbs_once_it_has_moved_up_twice_in_a_row() {
+    let schedule = Schedule::new(PollTiming::default(), Store::memory());
+    assert!(!schedule.climbing().await, "not before any move");
+    for _ in 0..10 {
+        schedule
+            .first_poll_found(false, Duration::from_secs(5))
+            .await;
+    }
+    assert!(!schedule.climbing().await, "one move up");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    for _ in 0..10 {
+        schedule
+            .first_poll_found(false, Duration::from_millis(8750))
+            .await;
+    }
+    assert!(schedule.climbing().await, "two moves up");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let estimate = Duration::from_millis(15_313);
+    for _ in 0..10 {
+        schedule.first_poll_found(true, estimate).await;
+    }
+    assert!(!schedule.climbing().await, "it turned back");
+}
