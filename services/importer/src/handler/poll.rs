@@ -135,13 +135,20 @@ impl Importer {
                     self.schedule.next_poll(age)
                 };
                 self.schedule.found_pending(age);
-                // Where hints tell of jobs' ends, this poll is only a safety net. A probe's job is still
-                // polled on time: its polls raise the estimate when jobs run longer than it.
-                let wait = if poll.probe_ms == 0 && self.hints.trusted() {
+                // Where hints tell of jobs' ends, this poll is only a safety net. A probe's job is polled
+                // once more on time: its second poll tells how far past the estimate jobs run.
+                let wait = if (poll.probe_ms == 0 || poll.polls > 0) && self.hints.trusted() {
                     wait.max(self.schedule.longest_wait())
                 } else {
                     wait
                 };
+                tracing::debug!(
+                    polls = poll.polls,
+                    probe = poll.probe_ms != 0,
+                    ?age,
+                    ?wait,
+                    "job pending"
+                );
                 Outcome::Ack(vec![self.poll_after(
                     PollImport {
                         polls: poll.polls.saturating_add(1),

@@ -183,3 +183,25 @@ fn an_org_s_last_jobs_are_listed_once_most_of_them_are_expected_done() {
     // At 55 s nearly both are: listed, though fewer than the yield.
     assert_eq!(hints.due(1_055_000).len(), 1);
 }
+
+#[test]
+fn a_job_a_listing_did_not_tell_of_is_expected_done_anew_and_fruitless_listings_wait_longer() {
+    let hints = seen((1..=60).cycle().take(600));
+    hints.follow(&poll("org", "late", 1_000_000, 1_200_000));
+    // At 48 s four jobs in five are done: listed, but Snyk does not show it yet.
+    assert_eq!(hints.due(1_048_000).len(), 1);
+    assert!(hints.take("org", &[]).is_empty());
+    // Of jobs that ran past 48 s, a third are done by 52 s: not yet worth another listing.
+    assert!(hints.due(1_052_000).is_empty());
+    // By 59 s most are: listed again.
+    assert_eq!(hints.due(1_059_000).len(), 1);
+    assert!(hints.take("org", &[]).is_empty());
+    // A second fruitless listing: it runs longer than nearly every job seen, so it is expected done
+    // only as the time since grows (at about 100 s).
+    assert!(hints.due(1_063_500).is_empty());
+    assert!(hints.due(1_080_000).is_empty());
+    assert_eq!(hints.due(1_100_000).len(), 1);
+    // Told of at last.
+    assert_eq!(hints.take("org", &["acme/late".to_owned()]).len(), 1);
+    assert_eq!(hints.followed(), 0);
+}
