@@ -291,6 +291,8 @@ impl Hints {
         let org = listing.org.as_str();
         let names = match snyk.new_targets(org, listing.since_ms).await {
             Ok(names) => names,
+            // No budget for it now (imports and polls are using it): not a failure; tried again later.
+            Err(e) if e.deferred().is_some() => return,
             Err(e) => {
                 let now = now_ms();
                 let mut state = self.lock();
