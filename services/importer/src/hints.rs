@@ -43,8 +43,6 @@ const LEAST_SEEN: f64 = 20.0;
 const STALE: Duration = Duration::from_secs(600);
 /// The share of an org's last jobs (fewer than the yield) expected done that is worth a listing.
 const MOST_OF_THE_REST: f64 = 0.75;
-/// The least calibration (found ÷ expected) at which a pending job's next poll is a safety net.
-const TRUSTED_CALIBRATION: f64 = 0.25;
 /// Each listing fades the earlier ones' expectations and findings by this: about the last fifty count.
 const CALIBRATION_FADE: f64 = 0.98;
 /// The weight of jobs longer than any seen, in the share expected done of a job that ran past the rest.
@@ -168,17 +166,27 @@ impl Hints {
         }
     }
 
-    /// Whether listings tell of what they are expected to (a quarter of it at least, and none failed in
-    /// the last minute). A pending job's own next poll is then only a safety net, at the longest wait: a
-    /// job whose own poll is that far off is worth listing its org for, and a hint tells of its end.
-    /// Polled again as they aged (at 1.5 times their age), jobs of up to a minute found pending early in
-    /// a run cost five polls each.
+    /// Whether listings work (none failed in the last minute). A pending job's own next poll is then
+    /// only a safety net, at the longest wait: a job whose own poll is that far off is worth listing its
+    /// org for, and a hint tells of its end. Polled again as they aged (at 1.5 times their age), jobs of
+    /// up to a minute found pending early in a run cost five polls each. (Not whether listings tell of
+    /// what was expected: early in a run the ages seen are the short jobs' only, and expect far too much.)
     pub fn trusted(&self) -> bool {
         let state = self.lock();
         self.enabled()
-            && calibration(&state) >= TRUSTED_CALIBRATION
             && (state.failed_ms == 0
                 || now_ms() >= state.failed_ms.saturating_add(millis(WARN_EVERY)))
+    }
+
+    /// A listing failed at `now_ms`; true when it is time to say so as a warning again.
+    fn failed(&self, now_ms: u64) -> bool {
+        let mut state = self.lock();
+        state.failed_ms = now_ms;
+        let warn = now_ms >= state.warned_ms.saturating_add(millis(WARN_EVERY));
+        if warn {
+            state.warned_ms = now_ms;
+        }
+        warn
     }
 
     /// Jobs followed now.
@@ -294,11 +302,7 @@ impl Hints {
             // No budget for it now (imports and polls are using it): not a failure; tried again later.
             Err(e) if e.deferred().is_some() => return,
             Err(e) => {
-                let now = now_ms();
-                let mut state = self.lock();
-                state.failed_ms = now;
-                if now >= state.warned_ms.saturating_add(millis(WARN_EVERY)) {
-                    state.warned_ms = now;
+                if self.failed(now_ms()) {
                     tracing::warn!(%org, error = %e, "could not list the org's new targets; its jobs are polled on their schedule (set import.hint_yield = 0 to stop listing)");
                 } else {
                     tracing::debug!(%org, error = %e, "could not list the org's new targets");

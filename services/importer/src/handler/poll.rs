@@ -25,10 +25,11 @@ impl Importer {
         }
         let wait = wait_until(poll.not_before_ms);
         // A hint may have seen the job done meanwhile: then its poll ends as it passes, not when due, so
-        // a run is not kept waiting by the polls of jobs already recorded. Not a probe's: what it finds
-        // moves the estimate, and heard early, probes' "done" outnumbered their "pending" (heard only when
-        // due), which drew the estimate down to 44 s for jobs of up to 60 s.
-        if wait.is_some() && (!self.hints.enabled() || poll.probe_ms != 0) {
+        // a run is not kept waiting by the polls of jobs already recorded. Not a probe's first poll: what
+        // it finds moves the estimate, and heard early, probes' "done" outnumbered their "pending" (heard
+        // only when due), which drew the estimate down to 44 s for jobs of up to 60 s.
+        let probe = poll.probe_ms != 0 && poll.polls == 0;
+        if wait.is_some() && (!self.hints.enabled() || probe) {
             return Outcome::defer(wait.unwrap_or_default());
         }
         let import = poll.import.clone();

@@ -155,20 +155,12 @@ fn listings_that_tell_of_fewer_jobs_than_expected_are_made_less_often() {
 }
 
 #[test]
-fn hints_are_trusted_while_listings_tell_of_what_they_are_expected_to() {
+fn hints_are_trusted_unless_a_listing_failed_in_the_last_minute() {
     let hints = Hints::new(4);
-    assert!(hints.trusted(), "until listings say otherwise");
-    for _ in 0..50 {
-        hints.calibrate(8.0, 1);
-    }
-    assert!(
-        !hints.trusted(),
-        "listings told of one job in eight expected"
-    );
-    for _ in 0..100 {
-        hints.calibrate(8.0, 8);
-    }
     assert!(hints.trusted());
+    assert!(hints.failed(now_ms()), "the first failure is a warning");
+    assert!(!hints.trusted());
+    assert!(!hints.failed(now_ms()), "not another within the minute");
     assert!(!Hints::new(0).trusted());
 }
 
