@@ -82,6 +82,9 @@ const LEAST_STEP: f64 = 0.125;
 const RAISE_SHARE: f64 = 2.0;
 /// The least raise a cohort makes (a quarter): smaller ones are the tracker's, whose step adapts to them.
 const RAISE_LEAST: f64 = 1.25;
+/// A rise of the estimate by this factor within [`CLIMB_WINDOW`] is a climb.
+const CLIMB: f64 = 1.25;
+const CLIMB_WINDOW: Duration = Duration::from_secs(10);
 /// Cohorts of probed jobs an importer follows (the latest), and polls of a job it counts: bounds on what a
 /// message's `probe_ms` and `polls` can make it keep.
 const COHORTS: usize = 32;
@@ -132,6 +135,8 @@ pub struct Schedule {
     cohorts: Mutex<VecDeque<Cohort>>,
     /// The oldest age (ms) at which this process found a job still pending: some jobs run that long.
     longest_pending_ms: AtomicU64,
+    /// The estimates this process saw lately (one a [`REFRESH`] at most), to tell a climb.
+    seen: Mutex<VecDeque<(Instant, f64)>>,
 }
 
 /// When a job's first poll comes, and whether it is a probe.
@@ -262,6 +267,7 @@ impl Schedule {
             first_polls: AtomicU64::new(0),
             cohorts: Mutex::default(),
             longest_pending_ms: AtomicU64::new(0),
+            seen: Mutex::default(),
             timing,
             store,
         }
@@ -313,9 +319,24 @@ impl Schedule {
         }
     }
 
-    /// Whether the estimate is climbing (its last two moves were up): it is below most jobs' durations.
+    /// Whether the estimate is climbing (it rose by a quarter or more within [`CLIMB_WINDOW`], by the
+    /// tracker's moves or a cohort's raise): it is below most jobs' durations. Moves that circle the
+    /// quantile are smaller.
     pub async fn climbing(&self) -> bool {
-        self.shared_estimate().await.streak >= 2
+        let now = self.shared_estimate().await.ms;
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = Instant::now();
+        seen.retain(|(when, _)| at.duration_since(*when) <= CLIMB_WINDOW);
+        if seen
+            .back()
+            .is_none_or(|(when, _)| at.duration_since(*when) >= REFRESH)
+        {
+            seen.push_back((at, now));
+        }
+        seen.iter().any(|(_, ms)| now >= ms * CLIMB)
     }
 
     /// The longest wait between two polls of a job.

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use super::{Importer, about, ledger_failure};
 
+/// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
+const PASS_EVERY: Duration = Duration::from_secs(8);
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
 use crate::schedule::{now_ms, wait_until};
@@ -35,7 +37,7 @@ impl Importer {
         let import = poll.import.clone();
         let outcome = match (self.recorded_done(&poll).await, wait) {
             (Some(outcome), _) => outcome,
-            (None, Some(wait)) => return Outcome::defer(wait),
+            (None, Some(wait)) => return Outcome::defer(wait.min(PASS_EVERY)),
             (None, None) => self.follow(poll).await,
         };
         let polls_again = match &outcome {
@@ -316,7 +318,14 @@ impl Importer {
             ..poll
         };
         self.hints.follow(&poll);
-        Body::PollImport(poll).publish_after(wait)
+        // With hints, a poll passes by at least every PASS_EVERY to see whether one recorded its job:
+        // from the longest delay queue (32 s for a minute's wait) the last of a run ended 30 s late.
+        let hop = if self.hints.enabled() {
+            wait.min(PASS_EVERY)
+        } else {
+            wait
+        };
+        Body::PollImport(poll).publish_after(hop)
     }
 }
 
