@@ -47,6 +47,8 @@ const MOST_OF_THE_REST: f64 = 0.75;
 const CALIBRATION_FADE: f64 = 0.98;
 /// The weight of jobs longer than any seen, in the share expected done of a job that ran past the rest.
 const UNSEEN: f64 = 0.02;
+/// How many times the quickest tenth of jobs the slowest tenth must take for jobs to count as spread.
+const SPREAD: f64 = 3.0;
 /// How long a failing listing waits before it is logged again as a warning.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -189,6 +191,20 @@ impl Hints {
         warn
     }
 
+    /// Whether the jobs seen run for widely different times (the slowest tenth three times as long as the
+    /// quickest tenth or more): no one time suits every job's first poll, and hints tell of their ends.
+    pub fn spread(&self) -> bool {
+        let state = self.lock();
+        if !self.enabled() || state.durations.total() < LEAST_SEEN {
+            return false;
+        }
+        let cdf = state.durations.cdf();
+        match (cdf.age_at(0.1), cdf.age_at(0.9)) {
+            (Some(quick), Some(slow)) => slow >= quick * SPREAD,
+            _ => false,
+        }
+    }
+
     /// Jobs followed now.
     pub fn followed(&self) -> usize {
         self.lock().count
@@ -287,11 +303,17 @@ impl Hints {
                 () = tokio::time::sleep(TICK) => {}
             }
             let due = self.due(now_ms());
-            futures_util::stream::iter(due)
-                .for_each_concurrent(LISTINGS_AT_ONCE, |listing| async move {
+            let listing = futures_util::stream::iter(due).for_each_concurrent(
+                LISTINGS_AT_ONCE,
+                |listing| async move {
                     self.list(snyk, broker, listing).await;
-                })
-                .await;
+                },
+            );
+            // A listing or a publish on a broken connection must not hold up the service's restart.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = listing => {}
+            }
         }
     }
 
@@ -439,6 +461,16 @@ impl Cdf {
         let (low, high) = (edge(i), edge(i + 1));
         let part = ((age_ms as f64 - low) / (high - low)).clamp(0.0, 1.0);
         (self.below[i] + (self.below[i + 1] - self.below[i]) * part) / total
+    }
+}
+
+impl Cdf {
+    /// The age (ms) by which a `share` of jobs were done: the upper edge of the bucket it falls in.
+    fn age_at(&self, share: f64) -> Option<f64> {
+        let total = self.below[BUCKETS];
+        (1..=BUCKETS)
+            .find(|&i| self.below[i] >= share * total && total > 0.0)
+            .map(edge)
     }
 }
 

@@ -276,10 +276,14 @@ impl Importer {
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
     pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
         let mut first = self.schedule.plan_first_poll().await;
-        // While the estimate climbs, a first poll at it finds most jobs pending (1,400 early in a run of
-        // jobs of up to a minute). Where hints tell of jobs' ends, one that is not a probe is then only a
-        // safety net; the probes still tell the estimate how far to climb.
-        if first.probe_ms == 0 && self.hints.trusted() && self.schedule.climbing().await {
+        // Where hints tell of jobs' ends, a first poll that is not a probe is only a safety net while the
+        // estimate climbs (a first poll at it finds most jobs pending: 1,400 early in a run of jobs of up
+        // to a minute), and where jobs run for widely different times (one at a high quantile found 450
+        // of them pending). The probes still tell the estimate where jobs end.
+        if first.probe_ms == 0
+            && self.hints.trusted()
+            && (self.hints.spread() || self.schedule.climbing().await)
+        {
             first.wait = first.wait.max(self.schedule.longest_wait());
         }
         let poll = PollImport {
