@@ -527,6 +527,18 @@ async fn a_post_whose_process_stopped_before_the_answer_is_looked_up_in_snyk_aft
     );
 }
 
+/// The tenant's first repository imported: its targetId and its job's own first poll.
+async fn requested(rig: &Rig) -> (String, bb2snyk_broker::Message) {
+    let import = import(&rig.sandbox);
+    let id = import.target_id();
+    let first = publishes(
+        rig.importer
+            .handle(Body::ImportRepo(import).to_message())
+            .await,
+    );
+    (id, first[0].message.clone())
+}
+
 /// The job's own poll, and a hinted copy of it (what a listing of the org's new targets publishes).
 fn hinted(message: &bb2snyk_broker::Message) -> bb2snyk_broker::Message {
     match Body::from_message(message) {
@@ -546,14 +558,8 @@ async fn a_hinted_poll_records_a_done_job_once_and_its_own_poll_then_asks_nothin
         ..Knobs::default()
     })
     .await;
-    let import = import(&rig.sandbox);
-    let id = import.target_id();
-    let first = publishes(
-        rig.importer
-            .handle(Body::ImportRepo(import).to_message())
-            .await,
-    );
-    let own = &first[0].message;
+    let (id, own) = requested(&rig).await;
+    let own = &own;
     assert_eq!(rig.importer.hints.followed(), 1, "followed until its poll");
 
     // Hinted: polled now, not when due; recorded and told once.
@@ -585,14 +591,8 @@ async fn a_hinted_poll_of_a_pending_job_leaves_it_to_its_own_polls() {
         ..Knobs::default()
     })
     .await;
-    let import = import(&rig.sandbox);
-    let id = import.target_id();
-    let first = publishes(
-        rig.importer
-            .handle(Body::ImportRepo(import).to_message())
-            .await,
-    );
-    let own = &first[0].message;
+    let (id, own) = requested(&rig).await;
+    let own = &own;
     // Real Snyk may list a target before its job is done: the hint then asks once and does nothing else.
     assert!(publishes(rig.importer.handle(hinted(own)).await).is_empty());
     assert_eq!(
