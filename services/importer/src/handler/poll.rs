@@ -86,7 +86,8 @@ impl Importer {
     /// done, or this poll was delivered twice. For the estimate, this poll found it done.
     async fn recorded_done(&self, poll: &PollImport) -> Option<Outcome> {
         let record = self.ledger.target(&poll.import.target_id()).await.ok()??;
-        if record.state != State::Imported {
+        // Another run's record counts for that run only: this poll records it for its own, as before.
+        if record.state != State::Imported || record.run != poll.import.run_id {
             return None;
         }
         if record.job_url.as_deref() == Some(poll.job_url.as_str()) {
@@ -227,8 +228,10 @@ impl Importer {
             .await
         {
             Ok(Some(lock)) => lock,
-            // Another delivery is recording this job now.
-            Ok(None) => return Outcome::ack(),
+            // Another delivery is recording this job now: a hint leaves it to that one; a job's own
+            // poll (perhaps another run's) comes back to record it for its run if that one did not.
+            Ok(None) if poll.hinted => return Outcome::ack(),
+            Ok(None) => return Outcome::defer(Duration::from_secs(1)),
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
         };
         let outcome = self.record_completed(poll, job, &id).await;
@@ -242,6 +245,7 @@ impl Importer {
         match self.ledger.target(id).await {
             Ok(Some(done))
                 if done.state == State::Imported
+                    && done.run == poll.import.run_id
                     && done.job_url.as_deref() == Some(poll.job_url.as_str()) =>
             {
                 return Outcome::ack();
