@@ -8,7 +8,8 @@
 //! follows in it are expected to have finished since its last listing, by the ages at which this importer
 //! has seen jobs done. Only jobs whose own next poll is more than [`WORTH`] away count: a poll that soon
 //! tells as much. So jobs of one length, whose first polls come just after they end, make no listings, and
-//! listings cost at most one request per `hint_yield` jobs they tell of.
+//! a listing is made for about `hint_yield` jobs it is expected to tell of (fewer for an org's last jobs;
+//! the expectation is scaled by what listings lately told of).
 //!
 //! A listed job is polled at once (a `hinted` poll). It records a completed job as any poll would; its
 //! own scheduled poll then finds the record and makes no request. Anything else a hinted poll finds is
