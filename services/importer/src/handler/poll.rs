@@ -11,12 +11,12 @@ use bb2snyk_snyk::{Job, JobStatus};
 use std::time::Duration;
 
 use super::{Importer, about, ledger_failure};
+use crate::schedule::{now_ms, wait_until};
 
 /// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
 const PASS_EVERY: Duration = Duration::from_secs(8);
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
-use crate::schedule::{now_ms, wait_until};
 
 impl Importer {
     /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count. A poll that
@@ -31,8 +31,8 @@ impl Importer {
         // it finds moves the estimate, and heard early, probes' "done" outnumbered their "pending" (heard
         // only when due), which drew the estimate down to 44 s for jobs of up to 60 s.
         let probe = poll.probe_ms != 0 && poll.polls == 0;
-        if wait.is_some() && (!self.hints.enabled() || probe) {
-            return Outcome::defer(wait.unwrap_or_default());
+        if let Some(wait) = wait.filter(|_| !self.hints.enabled() || probe) {
+            return Outcome::defer(wait);
         }
         let import = poll.import.clone();
         let outcome = match (self.recorded_done(&poll).await, wait) {
