@@ -160,6 +160,8 @@ impl State {
 
 pub const APP_INTEGRATION: &str = "bitbucket-connect-app";
 pub const TEMPLATE_ORG: &str = "bb2snyk-template";
+/// A job seen finished within a quarter of its duration and this much of its end was seen in time.
+const IN_TIME_SLACK: Duration = Duration::from_secs(1);
 
 impl State {
     fn new(knobs: Knobs) -> Self {
@@ -271,6 +273,10 @@ impl State {
             jobs.polls += job.polls;
             jobs.pending_polls += job.pending_polls;
             late.extend(job.seen_late.map(|d| d.as_millis() as u64));
+            if let Some(seen_late) = job.seen_late {
+                jobs.seen += 1;
+                jobs.seen_in_time += u64::from(seen_late <= job.duration / 4 + IN_TIME_SLACK);
+            }
             match (&job.outcome, self.is_done(job, now)) {
                 (_, false) => jobs.pending += 1,
                 (JobOutcome::Complete { .. }, true) => jobs.complete += 1,
@@ -402,6 +408,12 @@ pub struct JobStats {
     pub polls: u64,
     #[serde(default)]
     pub pending_polls: u64,
+    /// Jobs a poll saw finished, and those it saw within a quarter of the job's duration and a second
+    /// of its end (the polling target asks that of half of them).
+    #[serde(default)]
+    pub seen: u64,
+    #[serde(default)]
+    pub seen_in_time: u64,
     /// How long after a job finished a poll first saw it, over the jobs seen finished (median, 95th).
     #[serde(default)]
     pub seen_late_p50_ms: Option<u64>,

@@ -530,6 +530,15 @@ fn row(out: &mut String, o: &Measured, workspaces: u64, repos: u64) {
         .map(|(_, n)| n)
         .sum();
     let seen = |ms: Option<u64>| ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+    let jobs = &o.stats.jobs;
+    let in_time = if jobs.seen == 0 {
+        "-".into()
+    } else {
+        format!(
+            "{:.0} %",
+            jobs.seen_in_time as f64 * 100.0 / jobs.seen as f64
+        )
+    };
     let usage = o
         .usage
         .iter()
@@ -538,7 +547,7 @@ fn row(out: &mut String, o: &Measured, workspaces: u64, repos: u64) {
         .join("; ");
     let _ = writeln!(
         out,
-        "| {} | {:.0} s | {:.0} % | {:.0} % | {:.2} | {:.2} | {} / {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {:.0} s | {:.0} % | {:.0} % | {:.2} | {:.2} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
         o.label,
         o.wall.as_secs_f64(),
         ratio,
@@ -547,6 +556,7 @@ fn row(out: &mut String, o: &Measured, workspaces: u64, repos: u64) {
         snyk_requests as f64 / imports,
         seen(o.stats.jobs.seen_late_p50_ms),
         seen(o.stats.jobs.seen_late_p95_ms),
+        in_time,
         r429,
         o.stats.token_exchanges,
         o.stats.import_posts_total,
@@ -675,9 +685,12 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "| pipeline | wall | of bound | of floor | polls per import | Snyk requests per import | completion seen after (p50 / p95) | 429s | token exchanges | import POSTs | broker messages per import | importer queue peak | peak RSS, CPU per process |"
+        "| pipeline | wall | of bound | of floor | polls per import | Snyk requests per import | completion seen after (p50 / p95) | seen in time | 429s | token exchanges | import POSTs | broker messages per import | importer queue peak | peak RSS, CPU per process |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for o in &outcomes {
         row(&mut out, o, workspaces as u64, repos);
     }
@@ -707,7 +720,9 @@ async fn main() {
     );
     let _ = writeln!(
         out,
-        "Targets: ≥ 90 % of the bound, 0 steady-state 429s, 1 token exchange per lifetime for the fleet, ≤ 40 MiB peak RSS per service, \
+        "Targets: ≥ 90 % of the bound (≥ 85 % for jobs of 1-60 s), ≤ 1.3 polls per import for jobs of 5 s (≤ 2.5 for jobs of 1-60 s), \
+         half the jobs or more seen in time (within a quarter of their duration and a second of their end), \
+         0 steady-state 429s, 1 token exchange per lifetime for the fleet, ≤ 40 MiB peak RSS per service, \
          a flat discoverer RSS from 1,000 to 10,000 repositories."
     );
     println!("{out}");

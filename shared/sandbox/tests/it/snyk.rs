@@ -321,7 +321,8 @@ async fn an_import_answers_201_with_an_absolute_location_and_its_job_completes()
     );
     let stats = snyk.sandbox.stats();
     assert_eq!(stats.import_posts[&format!("acme-000/{slug}")], 1);
-    assert_eq!(stats.jobs.complete, 1);
+    assert_eq!((stats.jobs.complete, stats.jobs.seen), (1, 1));
+    assert!(stats.jobs.pending_polls >= 1);
 
     // REST projects (§7.2): one per manifest, the target expanded; Snyk's parameter rules.
     let projects = |query: &str| {
@@ -422,6 +423,17 @@ async fn an_import_answers_201_with_an_absolute_location_and_its_job_completes()
     );
     let stats = snyk.sandbox.stats();
     assert_eq!((stats.projects_deactivated, stats.projects_deleted), (0, 1));
+
+    // A job first seen done more than a quarter of its duration and a second after its end was not
+    // seen in time (the polling target's measure).
+    let late = truth[0]["repos"][1]["slug"].as_str().expect("slug");
+    let response = snyk.import(&org, &integration, "acme-000", late).await;
+    let location = response.headers()["location"].to_str().expect("Location");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(snyk.finished(location).await["status"], "complete");
+    let later = snyk.sandbox.stats();
+    assert_eq!(later.jobs.seen, 2);
+    assert_eq!(later.jobs.seen_in_time, stats.jobs.seen_in_time);
 }
 
 #[tokio::test]
