@@ -285,7 +285,8 @@ async fn fleet_run(
     tokens: usize,
     extra: &[(&str, &str)],
 ) -> Measured {
-    let sandbox = Sandbox::start(knobs(workspaces, FIXED_5S, tokens))
+    let jobs = fleet_jobs();
+    let sandbox = Sandbox::start(knobs(workspaces, jobs, tokens))
         .await
         .expect("sandbox");
     let mut env = environment(&sandbox);
@@ -370,14 +371,19 @@ async fn fleet_run(
         usage.push((p.name.clone(), p.last.0, p.last.1));
     }
     run.infrastructure.close().await;
+    let label = if tokens == 1 {
+        format!("services, {importers} importer(s)")
+    } else {
+        format!(
+            "services, {importers} importer(s) × {} concurrent imports, {tokens} Snyk tokens",
+            env.get("CONCURRENT_IMPORTS").map_or("15", String::as_str)
+        )
+    };
     Measured {
-        label: if tokens == 1 {
-            format!("services, {importers} importer(s)")
+        label: if jobs.spread == FIXED_5S.spread {
+            label
         } else {
-            format!(
-                "services, {importers} importer(s) × {} concurrent imports, {tokens} Snyk tokens",
-                env.get("CONCURRENT_IMPORTS").map_or("15", String::as_str)
-            )
+            format!("{label}, jobs {}", jobs.label)
         },
         tokens,
         wall,
@@ -386,8 +392,17 @@ async fn fleet_run(
         messages_per_import: Some(consumed / total as f64),
         peak_backlog: Some(peak_backlog),
         broker_memory: broker_start.map(|start| (start, broker_peak)),
-        jobs: FIXED_5S,
+        jobs,
     }
+}
+
+/// The fleet's jobs: fixed 5 s, or the spread `BENCH_FLEET_JOBS` names (`uniform`, `long-tail`).
+fn fleet_jobs() -> Jobs {
+    let named = std::env::var("BENCH_FLEET_JOBS").unwrap_or_default();
+    SPREADS
+        .into_iter()
+        .find(|jobs| jobs.spread == named.trim())
+        .unwrap_or(FIXED_5S)
 }
 
 async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
@@ -593,7 +608,8 @@ async fn main() {
     let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
     let (snyk, bitbucket, bound, floor) = lower_bound(workspaces as u64, repos, 1, 1);
     eprintln!("tenant {workspaces} × {REPOS_PER_WORKSPACE}; lower bound {bound:?}");
-    // BENCH_ONLY=fleet runs just the services with 1, 2 and 4 importers; =spreads just the job-duration
+    // BENCH_ONLY=fleet runs just the services with 1, 2 and 4 importers (BENCH_FLEET_JOBS=uniform with
+    // jobs of 1-60 s); =spreads just the job-duration
     // rows (the embedded run, one per spread); =tokens just the rows with 2 and 4 Snyk tokens.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let only_spreads = only == "spreads";

@@ -9,7 +9,7 @@ use std::{fmt::Write as _, path::Path, time::Duration};
 
 use bb2snyk_test_support::admin;
 
-use super::{FIXED_5S, REPOS_PER_WORKSPACE, counts, fleet_run, lower_bound, today};
+use super::{REPOS_PER_WORKSPACE, counts, fleet_jobs, fleet_run, lower_bound, today};
 
 /// Snyk tokens and importers, unless `BENCH_BACKLOG_TOKENS` says otherwise (importers: twice the tokens).
 const TOKENS: usize = 4;
@@ -57,7 +57,7 @@ pub(super) async fn rows(bin: &Path) {
     for workspaces in counts("BENCH_BACKLOG_WORKSPACES", &[100, 500]) {
         let repos = (workspaces * REPOS_PER_WORKSPACE) as u64;
         let (_, _, bound, _) = lower_bound(workspaces as u64, repos, 1, tokens);
-        let bound = bound + FIXED_5S.mean();
+        let bound = bound + fleet_jobs().mean();
         let on = match &limit {
             Some(limit) => (format!("max_backlog {limit}"), limit.as_str()),
             None => ("max_backlog 5000 (default)".into(), "5000"),
