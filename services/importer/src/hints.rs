@@ -48,7 +48,7 @@ const MOST_OF_THE_REST: f64 = 0.75;
 const CALIBRATION_FADE: f64 = 0.98;
 /// The weight of jobs longer than any seen, in the share expected done of a job that ran past the rest.
 const UNSEEN: f64 = 0.02;
-/// How many times the quickest tenth of jobs the slowest tenth may take at most for jobs to count as alike.
+/// How many times the quickest tenth of jobs the slowest tenth must take for jobs to count as spread.
 const SPREAD: f64 = 3.0;
 /// How long a failing listing waits before it is logged again as a warning.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -192,18 +192,16 @@ impl Hints {
         warn
     }
 
-    /// Whether the jobs seen run for about one time (the slowest tenth less than three times as long as
-    /// the quickest tenth), on enough outcomes: then a first poll at the estimate finds most jobs done. Not
-    /// while too few were seen: assumed alike early in a run, jobs of a second to a minute were polled at
-    /// the prior (5 s) and at each step of the climbing estimate, 500 polls that found them pending.
-    pub fn alike(&self) -> bool {
+    /// Whether the jobs seen run for widely different times (the slowest tenth three times as long as the
+    /// quickest tenth or more): no one time suits every job's first poll, and hints tell of their ends.
+    pub fn spread(&self) -> bool {
         let state = self.lock();
         if !self.enabled() || state.durations.total() < LEAST_SEEN {
             return false;
         }
         let cdf = state.durations.cdf();
         match (cdf.age_at(0.1), cdf.age_at(0.9)) {
-            (Some(quick), Some(slow)) => slow < quick * SPREAD,
+            (Some(quick), Some(slow)) => slow >= quick * SPREAD,
             _ => false,
         }
     }

@@ -280,14 +280,13 @@ impl Importer {
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
     pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
         let mut first = self.schedule.plan_first_poll().await;
-        // Where hints tell of jobs' ends, a first poll that is not a probe is only a safety net unless jobs
-        // are known to take about one time and the estimate is not climbing: a first poll at a climbing
-        // estimate finds most jobs pending (1,400 early in a run of jobs of up to a minute), and one at a
-        // high quantile of jobs of widely different times found 450 of them pending. The probes still
-        // tell the estimate where jobs end.
+        // Where hints tell of jobs' ends, a first poll that is not a probe is only a safety net while the
+        // estimate climbs (a first poll at it finds most jobs pending: 1,400 early in a run of jobs of up
+        // to a minute), and where jobs run for widely different times (one at a high quantile found 450
+        // of them pending). The probes still tell the estimate where jobs end.
         if first.probe_ms == 0
             && self.hints.trusted()
-            && (!self.hints.alike() || self.schedule.climbing().await)
+            && (self.hints.spread() || self.schedule.climbing().await)
         {
             first.wait = first.wait.max(self.schedule.longest_wait());
         }

@@ -199,9 +199,9 @@ fn a_job_a_listing_did_not_tell_of_is_expected_done_anew_and_fruitless_listings_
 }
 
 #[test]
-fn jobs_of_one_length_are_alike_and_jobs_of_a_second_to_a_minute_are_not() {
-    assert!(seen(std::iter::repeat_n(5, 100)).alike());
-    assert!(!seen(4..=6).alike(), "too few seen");
-    assert!(seen((4..=6).cycle().take(60)).alike());
-    assert!(!seen((1..=60).cycle().take(120)).alike());
+fn jobs_of_one_length_are_not_spread_and_jobs_of_a_second_to_a_minute_are() {
+    assert!(!seen(std::iter::repeat_n(5, 100)).spread());
+    assert!(!seen(4..=6).spread(), "too few seen");
+    assert!(!seen((4..=6).cycle().take(60)).spread());
+    assert!(seen((1..=60).cycle().take(120)).spread());
 }
