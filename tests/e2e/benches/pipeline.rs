@@ -285,6 +285,8 @@ async fn fleet_run(
     tokens: usize,
     extra: &[(&str, &str)],
 ) -> Measured {
+    // The broker's memory is read from the management API: without it, say so at once.
+    bb2snyk_test_support::require_management().await;
     let jobs = fleet_jobs();
     let sandbox = Sandbox::start(knobs(workspaces, jobs, tokens))
         .await

@@ -204,7 +204,7 @@ pub fn management_url() -> String {
 
 /// Fails the test in one line, with the fix, when RabbitMQ's management API does not answer: the tests
 /// that make vhosts or list connections need it, and Debian's RabbitMQ starts without it.
-async fn require_management() {
+pub async fn require_management() {
     let (http, base, user, password) = admin();
     let answered = http
         .get(base.join("/api/overview").expect("URL"))
