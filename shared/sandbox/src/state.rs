@@ -272,8 +272,8 @@ impl State {
         for job in self.jobs.values() {
             jobs.polls += job.polls;
             jobs.pending_polls += job.pending_polls;
-            late.extend(job.seen_late.map(|d| d.as_millis() as u64));
             if let Some(seen_late) = job.seen_late {
+                late.push(seen_late.as_millis() as u64);
                 jobs.seen += 1;
                 jobs.seen_in_time += u64::from(seen_late <= job.duration / 4 + IN_TIME_SLACK);
             }

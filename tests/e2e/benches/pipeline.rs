@@ -398,13 +398,16 @@ async fn fleet_run(
     }
 }
 
-/// The fleet's jobs: fixed 5 s, or the spread `BENCH_FLEET_JOBS` names (`uniform`, `long-tail`).
+/// The fleet's jobs: fixed 5 s, or the spread `BENCH_FLEET_JOBS` names (`uniform`, `long-tail`). A name
+/// it does not know stops the bench rather than measuring the wrong jobs.
 fn fleet_jobs() -> Jobs {
-    let named = std::env::var("BENCH_FLEET_JOBS").unwrap_or_default();
+    let Ok(named) = std::env::var("BENCH_FLEET_JOBS") else {
+        return FIXED_5S;
+    };
     SPREADS
         .into_iter()
         .find(|jobs| jobs.spread == named.trim())
-        .unwrap_or(FIXED_5S)
+        .unwrap_or_else(|| panic!("BENCH_FLEET_JOBS={named}: name fixed, uniform or long-tail"))
 }
 
 async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
@@ -569,10 +572,10 @@ fn row(out: &mut String, o: &Measured, workspaces: u64, repos: u64) {
         o.wall.as_secs_f64(),
         ratio,
         of_floor,
-        o.stats.jobs.polls as f64 / imports,
+        jobs.polls as f64 / imports,
         snyk_requests as f64 / imports,
-        seen(o.stats.jobs.seen_late_p50_ms),
-        seen(o.stats.jobs.seen_late_p95_ms),
+        seen(jobs.seen_late_p50_ms),
+        seen(jobs.seen_late_p95_ms),
         in_time,
         r429,
         o.stats.token_exchanges,
@@ -611,8 +614,8 @@ async fn main() {
     let (snyk, bitbucket, bound, floor) = lower_bound(workspaces as u64, repos, 1, 1);
     eprintln!("tenant {workspaces} × {REPOS_PER_WORKSPACE}; lower bound {bound:?}");
     // BENCH_ONLY=fleet runs just the services with 1, 2 and 4 importers (BENCH_FLEET_JOBS=uniform with
-    // jobs of 1-60 s); =spreads just the job-duration
-    // rows (the embedded run, one per spread); =tokens just the rows with 2 and 4 Snyk tokens.
+    // jobs of 1-60 s); =spreads just the job-duration rows (the embedded run, one per spread); =tokens
+    // just the rows with 2 and 4 Snyk tokens.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let only_spreads = only == "spreads";
     if only == "backlog" {
