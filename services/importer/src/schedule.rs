@@ -280,11 +280,16 @@ impl Schedule {
 
     /// A new job's first poll: when, and whether it probes the estimate.
     pub async fn plan_first_poll(&self) -> FirstPoll {
+        self.plan_first_poll_probing(PROBE_EVERY).await
+    }
+
+    /// A new job's first poll, one in `every` a probe.
+    pub async fn plan_first_poll_probing(&self, every: u64) -> FirstPoll {
         let estimate = self.estimate().await;
         let probe = self
             .first_polls
             .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(PROBE_EVERY);
+            .is_multiple_of(every.max(1));
         if probe {
             let wait = self.wait_of(estimate / 1000.0);
             FirstPoll {

@@ -372,7 +372,7 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "import.hint_yield",
         env: None,
-        default: Some("8"),
+        default: Some("12"),
         secret: false,
         help: "list an org's new Snyk targets (one request telling which jobs are done) once this many of its jobs are expected done since the last listing; 0 turns listing off",
     },

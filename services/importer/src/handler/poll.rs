@@ -15,6 +15,8 @@ use crate::schedule::{now_ms, wait_until};
 
 /// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
 const PASS_EVERY: Duration = Duration::from_secs(8);
+/// Where hints tell of jobs' ends and jobs are not alike, one first poll in this many is a probe.
+const SPARSE_PROBE_EVERY: u64 = 32;
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
 
@@ -279,15 +281,24 @@ impl Importer {
 
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
     pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
-        let mut first = self.schedule.plan_first_poll().await;
-        // Where hints tell of jobs' ends, a first poll that is not a probe is only a safety net while the
-        // estimate climbs (a first poll at it finds most jobs pending: 1,400 early in a run of jobs of up
-        // to a minute), and where jobs run for widely different times (one at a high quantile found 450
-        // of them pending). The probes still tell the estimate where jobs end.
-        if first.probe_ms == 0
-            && self.hints.trusted()
-            && (self.hints.spread() || self.schedule.climbing().await)
-        {
+        // Where hints tell of jobs' ends, a first poll that is not a probe is only a safety net unless jobs
+        // are known to take about one time and the estimate is not climbing: a first poll at a climbing
+        // estimate finds most jobs pending (1,400 early in a run of jobs of up to a minute), and one at a
+        // high quantile of jobs of widely different times found 450 of them pending. Listings tell of
+        // their ends from a run's first seconds (before jobs are seen, they expect by a prior). The
+        // probes still tell the estimate where jobs end, but fewer while jobs are not alike: the estimate
+        // then times no first poll, and probes of jobs of 1-60 s found theirs pending 560 times a run. (With
+        // none, the estimate stayed at the prior, and jobs once seen alike were polled at it.)
+        let hinted = self.hints.trusted();
+        let alike = self.hints.alike();
+        let mut first = if hinted && !alike {
+            self.schedule
+                .plan_first_poll_probing(SPARSE_PROBE_EVERY)
+                .await
+        } else {
+            self.schedule.plan_first_poll().await
+        };
+        if first.probe_ms == 0 && hinted && (!alike || self.schedule.climbing().await) {
             first.wait = first.wait.max(self.schedule.longest_wait());
         }
         let poll = PollImport {

@@ -84,11 +84,9 @@ fn an_org_is_listed_once_enough_of_its_jobs_are_expected_done_and_only_they_are_
     // Ten seconds on, about a sixth of them are: the org is listed, from before its oldest job.
     let due = hints.due(1_010_000);
     assert!(
-        matches!(&due[..], [Listing { org, since_ms: 880_000, expected }] if org == "org" && *expected >= 4.0),
+        matches!(&due[..], [Listing { org, since_ms: 880_000, expected, by_prior: false, .. }] if org == "org" && *expected >= 4.0),
         "{due:?}"
     );
-    // Listed just now: not again until more are expected done since.
-    assert!(hints.due(1_011_500).is_empty());
 
     // Snyk's new targets name two followed jobs and one this importer does not follow.
     let names = [
@@ -96,25 +94,70 @@ fn an_org_is_listed_once_enough_of_its_jobs_are_expected_done_and_only_they_are_
         "acme/r7".to_owned(),
         "acme/gone".to_owned(),
     ];
-    let polls = hints.take("org", &names);
+    let polls = hints.take("org", &names, false);
     assert_eq!(polls.len(), 2);
+    // Listed just now: not again until more are expected done since.
+    assert!(hints.due(1_011_500).is_empty());
     assert!(polls.iter().all(|p| p.hinted && p.import.org_id == "org"));
     assert_eq!(hints.followed(), 39, "the hinted are no longer followed");
-    assert!(hints.take("org", &names).is_empty(), "one hint per job");
+    assert!(
+        hints.take("org", &names, false).is_empty(),
+        "one hint per job"
+    );
 
     hints.forget(&poll("org", "r0", 0, 0).import);
     assert_eq!(hints.followed(), 38);
 }
 
 #[test]
-fn with_no_outcomes_yet_or_listing_off_nothing_is_listed() {
+fn before_twenty_jobs_are_seen_listings_expect_jobs_of_a_second_to_a_minute() {
+    // No job seen done yet (a run's first seconds, or a small tenant's whole run): the prior expects.
     let fresh = Hints::new(4);
-    fresh.follow(&poll("org", "r", 0, 600_000));
-    assert!(fresh.due(300_000).is_empty(), "no durations to expect by");
+    for n in 0..40u64 {
+        fresh.follow(&poll("org", &format!("r{n}"), 1_000_000, 1_060_000));
+    }
+    assert!(fresh.due(1_000_800).is_empty(), "no job of under a second");
+    let due = fresh.due(1_003_000);
+    assert!(
+        matches!(&due[..], [Listing { org, by_prior: true, expected, .. }] if org == "org" && *expected >= 4.0),
+        "about a quarter of jobs of a second to a minute end within 3 s: {due:?}"
+    );
+    // It told of none, yet the org is listed again 1.5 s on (not after a doubled interval, 2 s): the
+    // prior spreads its expectation over a minute already.
+    assert!(fresh.take("org", &[], true).is_empty());
+    assert_eq!(fresh.due(1_004_500).len(), 1);
 
+    // A lone job is listed once most jobs of a second to a minute would have ended.
+    let lone = Hints::new(4);
+    lone.follow(&poll("org", "r", 1_000_000, 1_060_000));
+    assert!(lone.due(1_020_000).is_empty());
+    assert_eq!(lone.due(1_031_000).len(), 1);
+
+    // Twenty-five outcomes on (faded, over twenty), they alone expect: jobs of 5 s are not expected done at 3 s.
+    let seen = seen(std::iter::repeat_n(5, 25));
+    for n in 0..40u64 {
+        seen.follow(&poll("org", &format!("r{n}"), 1_000_000, 1_060_000));
+    }
+    assert!(seen.due(1_003_000).is_empty());
+    let due = seen.due(1_006_000);
+    assert!(
+        matches!(
+            &due[..],
+            [Listing {
+                by_prior: false,
+                ..
+            }]
+        ),
+        "{due:?}"
+    );
+}
+
+#[test]
+fn with_listing_off_nothing_is_followed() {
     let off = Hints::new(0);
     off.follow(&poll("org", "r", 0, 600_000));
     assert_eq!(off.followed(), 0);
+    assert!(off.due(300_000).is_empty());
 }
 
 #[test]
@@ -152,6 +195,12 @@ fn listings_that_tell_of_fewer_jobs_than_expected_are_made_less_often() {
         hints.due(1_010_000).is_empty(),
         "as many jobs expected, but listings have told of none lately"
     );
+    // Most of them expected done is worth a listing whatever listings told of: they would otherwise wait
+    // for their own polls, a minute each.
+    assert!(
+        hints.due(1_050_000).iter().any(|l| l.org == "b"),
+        "five in six jobs of a second to a minute are done at 50 s"
+    );
 }
 
 #[test]
@@ -182,26 +231,26 @@ fn a_job_a_listing_did_not_tell_of_is_expected_done_anew_and_fruitless_listings_
     hints.follow(&poll("org", "late", 1_000_000, 1_200_000));
     // At 48 s four jobs in five are done: listed, but Snyk does not show it yet.
     assert_eq!(hints.due(1_048_000).len(), 1);
-    assert!(hints.take("org", &[]).is_empty());
+    assert!(hints.take("org", &[], false).is_empty());
     // Of jobs that ran past 48 s, a third are done by 52 s: not yet worth another listing.
     assert!(hints.due(1_052_000).is_empty());
     // By 59 s most are: listed again.
     assert_eq!(hints.due(1_059_000).len(), 1);
-    assert!(hints.take("org", &[]).is_empty());
+    assert!(hints.take("org", &[], false).is_empty());
     // A second fruitless listing: it runs longer than nearly every job seen, so it is expected done
     // only as the time since grows (at about 100 s).
     assert!(hints.due(1_063_500).is_empty());
     assert!(hints.due(1_080_000).is_empty());
     assert_eq!(hints.due(1_100_000).len(), 1);
     // Told of at last.
-    assert_eq!(hints.take("org", &["acme/late".to_owned()]).len(), 1);
+    assert_eq!(hints.take("org", &["acme/late".to_owned()], false).len(), 1);
     assert_eq!(hints.followed(), 0);
 }
 
 #[test]
-fn jobs_of_one_length_are_not_spread_and_jobs_of_a_second_to_a_minute_are() {
-    assert!(!seen(std::iter::repeat_n(5, 100)).spread());
-    assert!(!seen(4..=6).spread(), "too few seen");
-    assert!(!seen((4..=6).cycle().take(60)).spread());
-    assert!(seen((1..=60).cycle().take(120)).spread());
+fn jobs_of_one_length_are_alike_and_jobs_of_a_second_to_a_minute_are_not() {
+    assert!(seen(std::iter::repeat_n(5, 100)).alike());
+    assert!(!seen(4..=6).alike(), "too few seen");
+    assert!(seen((4..=6).cycle().take(60)).alike());
+    assert!(!seen((1..=60).cycle().take(120)).alike());
 }
