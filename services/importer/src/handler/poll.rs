@@ -17,6 +17,9 @@ use crate::schedule::{now_ms, wait_until};
 const PASS_EVERY: Duration = Duration::from_secs(8);
 /// Where hints tell of jobs' ends and jobs are not alike, one first poll in this many is a probe.
 const SPARSE_PROBE_EVERY: u64 = 32;
+/// Jobs followed from which first polls wait for hints (the outcomes "alike" needs, 20, times the probes'
+/// share, 8: about the jobs a run's first probes tell of).
+const MANY_FOLLOWED: usize = 160;
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
 
@@ -289,16 +292,19 @@ impl Importer {
         // probes still tell the estimate where jobs end, but fewer while jobs are not alike: the estimate
         // then times no first poll, and probes of jobs of 1-60 s found theirs pending 560 times a run. (With
         // none, the estimate stayed at the prior, and jobs once seen alike were polled at it.)
+        // Only while the importer follows many jobs, though: a listing then tells of many at once, where
+        // an org of 8 repositories with jobs of 0.2 s waited 21 s for the prior to expect most of them
+        // done, and polls at the estimate cost little for a few jobs.
         let hinted = self.hints.trusted();
-        let alike = self.hints.alike();
-        let mut first = if hinted && !alike {
+        let by_hints = hinted && !self.hints.alike() && self.hints.followed() >= MANY_FOLLOWED;
+        let mut first = if by_hints {
             self.schedule
                 .plan_first_poll_probing(SPARSE_PROBE_EVERY)
                 .await
         } else {
             self.schedule.plan_first_poll().await
         };
-        if first.probe_ms == 0 && hinted && (!alike || self.schedule.climbing().await) {
+        if first.probe_ms == 0 && hinted && (by_hints || self.schedule.climbing().await) {
             first.wait = first.wait.max(self.schedule.longest_wait());
         }
         let poll = PollImport {
