@@ -284,17 +284,15 @@ impl Importer {
 
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
     pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
-        // Where hints tell of jobs' ends, a first poll that is not a probe is only a safety net unless jobs
-        // are known to take about one time and the estimate is not climbing: a first poll at a climbing
-        // estimate finds most jobs pending (1,400 early in a run of jobs of up to a minute), and one at a
-        // high quantile of jobs of widely different times found 450 of them pending. Listings tell of
-        // their ends from a run's first seconds (before jobs are seen, they expect by a prior). The
-        // probes still tell the estimate where jobs end, but fewer while jobs are not alike: the estimate
-        // then times no first poll, and probes of jobs of 1-60 s found theirs pending 560 times a run. (With
-        // none, the estimate stayed at the prior, and jobs once seen alike were polled at it.)
-        // Only while the importer follows many jobs, though: a listing then tells of many at once, where
-        // an org of 8 repositories with jobs of 0.2 s waited 21 s for the prior to expect most of them
-        // done, and polls at the estimate cost little for a few jobs.
+        // Where hints tell of jobs' ends and the importer follows many jobs, a first poll that is not a
+        // probe is only a safety net unless jobs are known to take about one time: one at a high quantile
+        // of jobs of widely different times found 450 of them pending. Listings tell of their ends from a
+        // run's first seconds (before jobs are seen, they expect by a prior). Fewer probes then: the
+        // estimate times no first poll, and probes of jobs of 1-60 s found theirs pending 560 times a run
+        // (with none, the estimate stayed at the prior, and jobs once seen alike were polled at it). With
+        // few jobs a listing tells of few at once (an org of 8 jobs of 0.2 s waited 21 s for the prior to
+        // expect most done), and polls at the estimate cost little. Nor does a first poll come at a
+        // climbing estimate, which finds most jobs pending (1,400 early in a run of jobs of up to a minute).
         let hinted = self.hints.trusted();
         let by_hints = hinted && !self.hints.alike() && self.hints.followed() >= MANY_FOLLOWED;
         let mut first = if by_hints {
