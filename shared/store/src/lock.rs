@@ -1,5 +1,8 @@
 //! The one lock helper: `SET name owner NX PX ttl`, renewed while held, released only by its owner. A
 //! crashed holder's lock expires after `ttl`; a live holder's never does, however long its section runs.
+//! A live holder's lock that Redis could not release (it was away) is released once Redis is back, not
+//! left to expire: an org lock of two minutes, left so across a Redis restart, held a workspace's imports
+//! past a run's end (every other delivery of it came back and found the lock taken).
 
 use std::{
     sync::{
@@ -22,6 +25,7 @@ pub struct Guard {
     store: Store,
     name: String,
     owner: Vec<u8>,
+    ttl: Duration,
     /// Cleared by the renewal when it finds the lock taken over (it expired while Redis was away).
     held: Arc<AtomicBool>,
     renewal: tokio::task::JoinHandle<()>,
@@ -33,8 +37,14 @@ impl Store {
     /// every `ttl / 3` until it is released or dropped.
     pub async fn lock(&self, name: &str, ttl: Duration) -> Result<Option<Guard>, StoreError> {
         let owner = uuid_like();
-        if !self.set_nx_px(name, &owner, ttl).await? {
-            return Ok(None);
+        match self.set_nx_px(name, &owner, ttl).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            // The SET may have happened with its answer lost: if so, the lock is ours and nobody's to use.
+            Err(e) => {
+                release_eventually(self.clone(), name.to_owned(), owner, ttl);
+                return Err(e);
+            }
         }
         let held = Arc::new(AtomicBool::new(true));
         let renewal = tokio::spawn(renew(
@@ -48,6 +58,7 @@ impl Store {
             store: self.clone(),
             name: name.to_owned(),
             owner,
+            ttl,
             held,
             renewal,
             released: false,
@@ -85,11 +96,21 @@ impl Guard {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// Releases the lock now; true when it was still ours.
+    /// Releases the lock now; true when it was still ours. When Redis fails to answer, the release goes
+    /// on in the background until it does (or the lock has expired).
     pub async fn release(mut self) -> Result<bool, StoreError> {
         self.released = true;
         self.renewal.abort();
-        self.store.compare_and_delete(&self.name, &self.owner).await
+        let released = self.store.compare_and_delete(&self.name, &self.owner).await;
+        if released.is_err() {
+            release_eventually(
+                self.store.clone(),
+                self.name.clone(),
+                std::mem::take(&mut self.owner),
+                self.ttl,
+            );
+        }
+        released
     }
 }
 
@@ -99,16 +120,43 @@ impl Drop for Guard {
         if self.released {
             return;
         }
-        // Dropped on an early return or a panic: release in the background, or leave it to expire.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (store, name, owner) = (self.store.clone(), self.name.clone(), self.owner.clone());
-            runtime.spawn(async move {
-                if let Err(e) = store.compare_and_delete(&name, &owner).await {
-                    tracing::debug!(error = %e, lock = %name, "lock left to expire");
-                }
-            });
-        }
+        // Dropped on an early return or a panic: released in the background.
+        release_eventually(
+            self.store.clone(),
+            self.name.clone(),
+            std::mem::take(&mut self.owner),
+            self.ttl,
+        );
     }
+}
+
+/// The longest wait between two tries of a release while Redis is away.
+const RELEASE_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Deletes lock `name` if it still holds `owner`, in the background, trying again while Redis does not
+/// answer, until it has expired by itself (`ttl` from now at the latest). Outside a runtime it is left
+/// to expire.
+fn release_eventually(store: Store, name: String, owner: Vec<u8>, ttl: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let deadline = tokio::time::Instant::now() + ttl;
+        let mut tries = 0;
+        loop {
+            match store.compare_and_delete(&name, &owner).await {
+                Ok(_) => return,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::debug!(error = %e, lock = %name, "lock left to expire");
+                    return;
+                }
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(bb2snyk_http::backoff(tries, RELEASE_BACKOFF)).await;
+                }
+            }
+        }
+    });
 }
 
 async fn renew(store: Store, name: String, owner: Vec<u8>, ttl: Duration, held: Arc<AtomicBool>) {

@@ -101,3 +101,27 @@ async fn a_lock_is_held_past_its_ttl_while_its_owner_lives_and_then_passes_on() 
     let next = two.lock("l", ttl).await.expect("Redis");
     assert!(next.is_some(), "free once released");
 }
+
+/// Released while Redis is away, a lock is released once Redis is back, not left for its lifetime: an
+/// org lock of two minutes, left so across a Redis restart, held a workspace's imports past a run's end.
+#[tokio::test]
+async fn a_lock_released_while_redis_is_away_is_released_once_it_is_back() {
+    let mut server = bb2snyk_test_support::RedisServer::start_persistent().await;
+    let prefix = format!("{}:", unique("lock"));
+    let (one, two) = (
+        connect(&server.url(), &prefix).await,
+        connect(&server.url(), &prefix).await,
+    );
+    let ttl = Duration::from_secs(120);
+    let held = one.lock("l", ttl).await.expect("Redis").expect("free");
+    server.stop();
+    assert!(held.release().await.is_err(), "Redis is away");
+    // The lock outlives the restart (the append-only file keeps it) and passes on in seconds.
+    server.restart().await;
+    wait_for(
+        "the lock to be released",
+        Duration::from_secs(15),
+        || async { two.lock("l", ttl).await.ok().flatten() },
+    )
+    .await;
+}
