@@ -81,6 +81,9 @@ struct Followed {
     /// When the oldest followed job was requested, as of the last look for orgs to list (Unix ms; 0 for
     /// none): a job that old and not seen done runs at least that long.
     oldest_ms: u64,
+    /// When the oldest job was requested of those followed since the importer last followed none (Unix
+    /// ms): how long jobs have been followed without a break, so how old a followed job could be.
+    following_since_ms: u64,
     /// When a listing last failed, and when one was last logged as a warning (Unix ms).
     failed_ms: u64,
     warned_ms: u64,
@@ -144,6 +147,9 @@ impl Hints {
             return;
         }
         let mut state = self.lock();
+        if state.count == 0 {
+            state.following_since_ms = poll.requested_ms;
+        }
         let Followed { orgs, count, .. } = &mut *state;
         let org = orgs.entry(poll.import.org_id.clone()).or_default();
         let name = display_name(&poll.import);
@@ -212,19 +218,26 @@ impl Hints {
     /// second to a minute were polled at the 5 s prior and at each step of the estimate's climb, 500 polls
     /// that found them pending. The oldest followed job counts because the ages seen early in a run are
     /// those of jobs already done: half a minute in, jobs of 1-60 s seen done at 9 to 26 s looked alike,
-    /// and 257 first polls at 40 s found theirs pending.
+    /// and 257 first polls at 40 s found theirs pending. It tells only once jobs have been followed for
+    /// longer than three times the quickest tenth: before, no followed job can be older, however long
+    /// jobs run (40 s into a run of jobs of 1-60 s, the quickest tenth was seen at 13 s, the oldest job
+    /// was 36 s old, and 267 first polls at 30 s found theirs pending).
     pub fn alike(&self) -> bool {
         let state = self.lock();
         if !self.enabled() || state.durations.total() < LEAST_SEEN {
             return false;
         }
         let cdf = state.durations.cdf();
-        let oldest = match state.oldest_ms {
+        let age_of = |ms: u64| match ms {
             0 => 0.0,
             ms => now_ms().saturating_sub(ms) as f64,
         };
+        let (oldest, following) = (age_of(state.oldest_ms), age_of(state.following_since_ms));
         match (cdf.age_at(0.1), cdf.age_at(0.9)) {
-            (Some(quick), Some(slow)) => slow.max(oldest) < quick * SPREAD,
+            (Some(quick), Some(slow)) => {
+                slow.max(oldest) < quick * SPREAD
+                    && (state.count == 0 || following >= quick * SPREAD)
+            }
             _ => false,
         }
     }

@@ -16,7 +16,7 @@ use crate::schedule::{now_ms, wait_until};
 /// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
 const PASS_EVERY: Duration = Duration::from_secs(8);
 /// Where hints tell of jobs' ends and jobs are not alike, one first poll in this many is a probe.
-const SPARSE_PROBE_EVERY: u64 = 32;
+const SPARSE_PROBE_EVERY: u64 = 128;
 /// Jobs followed from which first polls wait for hints (the outcomes "alike" needs, 20, times the probes'
 /// share, 8: about the jobs a run's first probes tell of).
 const MANY_FOLLOWED: usize = 160;

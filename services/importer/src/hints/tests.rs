@@ -254,3 +254,25 @@ fn jobs_of_one_length_are_alike_and_jobs_of_a_second_to_a_minute_are_not() {
     assert!(seen((4..=6).cycle().take(60)).alike());
     assert!(!seen((1..=60).cycle().take(120)).alike());
 }
+
+#[test]
+fn jobs_are_alike_only_once_followed_for_longer_than_their_spread() {
+    // Seen done at 12-30 s: alike, unless a job followed is older than three times the quickest tenth.
+    let hints = seen((12..=30).cycle().take(100));
+    let now = now_ms();
+    // Followed for 20 s only: a job of a minute could not have shown yet.
+    hints.follow(&poll("o", "young", now - 20_000, now + 60_000));
+    hints.due(now);
+    assert!(!hints.alike(), "followed for 20 s");
+    // Followed for 70 s, and the old job seen done: none followed is older than 20 s.
+    hints.forget(&poll("o", "young", 0, 0).import);
+    hints.follow(&poll("o", "old", now - 70_000, now + 60_000));
+    hints.follow(&poll("o", "young", now - 20_000, now + 60_000));
+    hints.forget(&poll("o", "old", 0, 0).import);
+    hints.due(now);
+    assert!(hints.alike(), "followed for 70 s, none older than 20 s");
+    // A job 50 s old and not seen done: jobs run longer than the spread.
+    hints.follow(&poll("o", "slow", now - 50_000, now + 60_000));
+    hints.due(now);
+    assert!(!hints.alike(), "one followed for 50 s");
+}
