@@ -289,10 +289,11 @@ impl Importer {
         // of jobs of widely different times found 450 of them pending. Listings tell of their ends from a
         // run's first seconds (before jobs are seen, they expect by a prior). Fewer probes then: the
         // estimate times no first poll, and probes of jobs of 1-60 s found theirs pending 560 times a run
-        // (with none, the estimate stayed at the prior, and jobs once seen alike were polled at it). With
-        // few jobs a listing tells of few at once (an org of 8 jobs of 0.2 s waited 21 s for the prior to
-        // expect most done), and polls at the estimate cost little. Nor does a first poll come at a
-        // climbing estimate, which finds most jobs pending (1,400 early in a run of jobs of up to a minute).
+        // at one in 8, 111 at one in 128 (with none, the estimate stayed at the prior, and jobs once seen
+        // alike were polled at it). With few jobs a listing tells of few at once (an org of 8 jobs of
+        // 0.2 s waited 21 s for the prior to expect most done), and polls at the estimate cost little.
+        // Nor does a first poll come at a climbing estimate, which finds most jobs pending (1,400 early
+        // in a run of jobs of up to a minute).
         let hinted = self.hints.trusted();
         let by_hints = hinted && !self.hints.alike() && self.hints.followed() >= MANY_FOLLOWED;
         let mut first = if by_hints {
