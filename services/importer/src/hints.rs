@@ -47,8 +47,12 @@ const MOST_INTERVAL: Duration = Duration::from_secs(16);
 const LEAST_SEEN: f64 = 20.0;
 const PRIOR_SHORTEST: Duration = Duration::from_secs(1);
 const PRIOR_LONGEST: Duration = Duration::from_secs(60);
-/// A followed job whose own poll is this overdue is forgotten.
-const STALE: Duration = Duration::from_secs(600);
+/// A followed job whose own poll is this overdue is forgotten: that poll follows it now (a pending job is
+/// followed again by the importer that polled it, in a fleet often another), or its message was lost.
+/// Forgotten only after ten minutes, jobs of 5 s recorded by other importers' polls stayed followed, and
+/// counted among the followed and as the oldest: with 4 importers, listings hinted 9,073 jobs of 10,000,
+/// and first polls came late (seen 2.1 s late at p50, against 0.9 s with one importer).
+const STALE: Duration = Duration::from_secs(5);
 /// The share of an org's jobs expected done that is worth a listing, however many they are and whatever
 /// listings told of lately.
 const MOST_OF_THE_REST: f64 = 0.75;
@@ -263,8 +267,8 @@ impl Hints {
 
         let mut due = Vec::new();
         for (id, org) in orgs.iter_mut() {
-            // A job whose poll is long overdue is followed elsewhere now (its message went to another
-            // importer) or has ended unseen: forgotten, so no hint is spent on it.
+            // A job whose own poll is overdue is followed by that poll now (see STALE): forgotten, so no
+            // hint is spent on it and it counts neither among the followed nor as the oldest.
             let before = org.jobs.len();
             org.jobs
                 .retain(|_, job| job.due_ms.saturating_add(millis(STALE)) >= now_ms);

@@ -78,7 +78,8 @@ fn an_org_is_listed_once_enough_of_its_jobs_are_expected_done_and_only_they_are_
     for n in 0..40u64 {
         hints.follow(&poll("org", &format!("r{n}"), 1_000_000, 1_060_000));
     }
-    hints.follow(&poll("other", "x", 1_000_000, 1_001_000));
+    // A job whose own poll comes within WORTH of each look below: never worth a listing.
+    hints.follow(&poll("other", "x", 1_000_000, 1_011_000));
     // A second on, about one job in sixty of forty is expected done: not worth a request.
     assert!(hints.due(1_001_000).is_empty());
     // Ten seconds on, about a sixth of them are: the org is listed, from before its oldest job.
@@ -167,7 +168,7 @@ fn followed_jobs_are_bounded_and_long_overdue_ones_forgotten() {
         hints.follow(&poll("org", &format!("r{n}"), 0, 10_000));
     }
     assert_eq!(hints.followed(), MOST_FOLLOWED);
-    // Their polls were due at 10 s: ten minutes later they are someone else's, or ended unseen.
+    // Their polls were due at 10 s: past that, those polls follow them (here or in another importer).
     let _ = hints.due(10_000 + millis(STALE) + 1);
     assert_eq!(hints.followed(), 0);
 }
