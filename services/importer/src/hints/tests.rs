@@ -168,7 +168,7 @@ fn followed_jobs_are_bounded_and_long_overdue_ones_forgotten() {
         hints.follow(&poll("org", &format!("r{n}"), 0, 10_000));
     }
     assert_eq!(hints.followed(), MOST_FOLLOWED);
-    // Their polls were due at 10 s: past that, those polls follow them (here or in another importer).
+    // Their polls were due at 10 s: ten minutes later they are someone else's, or ended unseen.
     let _ = hints.due(10_000 + millis(STALE) + 1);
     assert_eq!(hints.followed(), 0);
 }
