@@ -224,8 +224,8 @@ impl Hints {
     /// those of jobs already done: half a minute in, jobs of 1-60 s seen done at 9 to 26 s looked alike,
     /// and 257 first polls at 40 s found theirs pending. It tells only once jobs have been followed for
     /// longer than three times the quickest tenth: before, no followed job can be older, however long
-    /// jobs run (40 s into a run of jobs of 1-60 s, the quickest tenth was seen at 13 s, the oldest job
-    /// was 36 s old, and 267 first polls at 30 s found theirs pending).
+    /// jobs run (40 s into a run of jobs of 1-60 s, whose quickest tenth is seen at 12-19 s that early,
+    /// no followed job could be older than 36 s; 267 first polls at 30 s found theirs pending).
     pub fn alike(&self) -> bool {
         let state = self.lock();
         if !self.enabled() || state.durations.total() < LEAST_SEEN {
