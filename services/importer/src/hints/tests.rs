@@ -277,3 +277,24 @@ fn jobs_are_alike_only_once_followed_for_longer_than_their_spread() {
     hints.due(now);
     assert!(!hints.alike(), "one followed for 50 s");
 }
+
+#[test]
+fn jobs_whose_own_poll_is_overdue_count_not_as_followed_nor_as_the_oldest_but_are_hinted() {
+    // Jobs of 5 s, followed for a minute.
+    let hints = seen(std::iter::repeat_n(5, 100));
+    let now = now_ms();
+    hints.follow(&poll("o", "long-ago", now - 60_000, now - 60_000 + 5_750));
+    hints.follow(&poll("o", "now", now - 1_000, now + 4_750));
+    // In a fleet another importer's poll took the first job when due, and recorded it unseen by this one.
+    hints.due(now);
+    assert_eq!(hints.followed(), 2);
+    assert_eq!(hints.live(now), 1, "the overdue one does not count");
+    assert!(
+        hints.alike(),
+        "the overdue one is not taken for a job a minute long"
+    );
+    // A listing that names it still hints it (its hinted poll finds the record and asks Snyk nothing).
+    let names = ["acme/long-ago".to_owned()];
+    assert_eq!(hints.take("o", &names, false).len(), 1);
+    assert_eq!(hints.followed(), 1);
+}
