@@ -15,6 +15,9 @@
 //! A listed job is polled at once (a `hinted` poll). It records a completed job as any poll would; its
 //! own scheduled poll then finds the record and makes no request. Anything else a hinted poll finds is
 //! left to the job's own polls.
+//!
+//! In a fleet, each importer follows the jobs it posted, and its listings are shared with the others
+//! through the store (see [`shared`]).
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -22,9 +25,13 @@ use bb2snyk_broker::Broker;
 use bb2snyk_messages::{Body, IMPORTER_POLLS, ImportRepo, PollImport};
 use bb2snyk_service::CancellationToken;
 use bb2snyk_snyk::Client as Snyk;
+use bb2snyk_store::Store;
 use futures_util::StreamExt;
 
 use crate::schedule::now_ms;
+use shared::SharedListing;
+
+mod shared;
 
 /// How often the importer looks for orgs worth listing.
 const TICK: Duration = Duration::from_millis(250);
@@ -68,6 +75,8 @@ const CALIBRATION_FADE: f64 = 0.98;
 const UNSEEN: f64 = 0.02;
 /// How many times the quickest tenth of jobs the slowest tenth may take at most for jobs to count as alike.
 const SPREAD: f64 = 3.0;
+/// How often an org with jobs worth a listing has its shared listing read, when none is due of its own.
+const HEAR_EVERY: Duration = Duration::from_secs(1);
 /// How long a failing listing waits before it is logged again as a warning.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -75,6 +84,8 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Hints {
     least_yield: f64,
+    /// Where listings are shared with the rest of the fleet; none for an importer alone.
+    shared: Option<Store>,
     state: Mutex<Followed>,
 }
 
@@ -104,8 +115,10 @@ struct Followed {
 struct Org {
     /// By the target's display name, `workspace/slug`.
     jobs: HashMap<String, Job>,
-    /// When the last listing of the org began (Unix ms; 0 for never).
+    /// When the last listing of the org began, this importer's or one it heard of (Unix ms; 0 for never).
     listed_ms: u64,
+    /// When its shared listing was last read (Unix ms).
+    heard_ms: u64,
     /// The least wait before its next listing: doubled by each listing that told of nothing (a job
     /// running longer than any seen would otherwise have its org listed every second).
     interval: Duration,
@@ -117,6 +130,10 @@ struct Listing {
     org: String,
     since_ms: u64,
     expected: f64,
+    /// Whether to ask Snyk if no shared listing newer than `previous_ms` tells of the jobs; if not,
+    /// the shared listing is only read.
+    ask: bool,
+    previous_ms: u64,
     /// Whether the expectation leant on the prior: what such a listing tells of does not calibrate the
     /// outcomes' expectations (one fruitless listing in a run's first seconds scaled them to a tenth).
     by_prior: bool,
@@ -127,6 +144,7 @@ impl Default for Org {
         Self {
             jobs: HashMap::new(),
             listed_ms: 0,
+            heard_ms: 0,
             interval: LEAST_INTERVAL,
         }
     }
@@ -151,7 +169,16 @@ impl Hints {
     pub fn new(least_yield: u32) -> Self {
         Self {
             least_yield: f64::from(least_yield),
+            shared: None,
             state: Mutex::new(Followed::default()),
+        }
+    }
+
+    /// Shares listings with the importers on `store`, and reads theirs.
+    pub fn shared_through(self, store: Store) -> Self {
+        Self {
+            shared: Some(store),
+            ..self
         }
     }
 
@@ -294,7 +321,10 @@ impl Hints {
             org.jobs
                 .retain(|_, job| job.due_ms.saturating_add(millis(STALE)) >= now_ms);
             *count -= before - org.jobs.len();
-            if now_ms < org.listed_ms.saturating_add(millis(org.interval)) {
+            let listable = now_ms >= org.listed_ms.saturating_add(millis(org.interval));
+            let hearable =
+                self.shared.is_some() && now_ms >= org.heard_ms.saturating_add(millis(HEAR_EVERY));
+            if !listable && !hearable {
                 continue;
             }
             // An org is listed once the yield's worth of its jobs are expected done, or most of them
@@ -306,20 +336,26 @@ impl Hints {
             let (done, worth) = expected_done(org, &durations, now_ms);
             let enough =
                 done >= worth as f64 * MOST_OF_THE_REST || done * calibration >= self.least_yield;
-            if worth > 0 && enough {
+            let ask = listable && enough;
+            if worth > 0 && (ask || hearable) {
                 let oldest = org
                     .jobs
                     .values()
                     .filter(|job| job.live(now_ms))
                     .map(|job| job.poll.requested_ms)
                     .min();
-                org.listed_ms = now_ms;
                 due.push(Listing {
                     org: id.clone(),
                     since_ms: oldest.unwrap_or(now_ms).saturating_sub(millis(CLOCK_SLACK)),
                     expected: done,
+                    ask,
+                    previous_ms: org.listed_ms,
                     by_prior,
                 });
+                org.heard_ms = now_ms;
+                if ask {
+                    org.listed_ms = now_ms;
+                }
             }
         }
         orgs.retain(|_, org| !org.jobs.is_empty());
@@ -339,11 +375,28 @@ impl Hints {
     /// whose expectation already spreads over a second to a minute: doubled, the listings of a tenant of
     /// 200 repositories with jobs of 5 s came at 2, 4 and 8 s, and saw the jobs 2.8 s late at p50.
     fn take(&self, org_id: &str, names: &[String], by_prior: bool) -> Vec<PollImport> {
+        self.take_listed(org_id, names, by_prior, None)
+    }
+
+    /// As [`Self::take`], for a listing another importer made at `heard_at_ms` (when given): the org's
+    /// jobs are expected done since then, and a fruitless one does not double the interval (this
+    /// importer's expectation did not ask for it).
+    fn take_listed(
+        &self,
+        org_id: &str,
+        names: &[String],
+        by_prior: bool,
+        heard_at_ms: Option<u64>,
+    ) -> Vec<PollImport> {
         let mut state = self.lock();
         let Followed { orgs, count, .. } = &mut *state;
         let Some(org) = orgs.get_mut(org_id) else {
             return Vec::new();
         };
+        if let Some(at_ms) = heard_at_ms {
+            org.listed_ms = at_ms;
+        }
+        let by_prior = by_prior || heard_at_ms.is_some();
         let polls: Vec<PollImport> = names
             .iter()
             .filter_map(|name| org.jobs.remove(name))
@@ -392,13 +445,48 @@ impl Hints {
     }
 
     async fn list(&self, snyk: &Snyk, broker: &dyn Broker, listing: Listing) {
+        let polls = match self.heard(&listing).await {
+            Some(polls) => polls,
+            None if listing.ask => match self.ask(snyk, &listing).await {
+                Some(polls) => polls,
+                None => return,
+            },
+            None => return,
+        };
+        for poll in polls {
+            let message = Body::PollImport(poll).to_message();
+            if let Err(e) = broker.publish(IMPORTER_POLLS, &message).await {
+                tracing::debug!(error = %e, "a hinted poll was not published; the job's own poll follows it");
+            }
+        }
+    }
+
+    /// The hinted polls a listing another importer shared tells of, when it is newer than this one's
+    /// last look at the org and reaches back as far as its jobs, give or take half the clock slack.
+    async fn heard(&self, listing: &Listing) -> Option<Vec<PollImport>> {
+        let store = self.shared.as_ref()?;
         let org = listing.org.as_str();
+        let shared = SharedListing::read(store, org).await?;
+        let covers = shared.since_ms <= listing.since_ms.saturating_add(millis(CLOCK_SLACK) / 2);
+        if shared.at_ms <= listing.previous_ms || !covers {
+            return None;
+        }
+        let polls = self.take_listed(org, &shared.names, true, Some(shared.at_ms));
+        tracing::debug!(%org, listed = shared.names.len(), hinted = polls.len(), "a shared listing heard");
+        Some(polls)
+    }
+
+    /// The hinted polls Snyk's listing of the org's new targets tells of (shared with the fleet); none
+    /// when it could not be listed.
+    async fn ask(&self, snyk: &Snyk, listing: &Listing) -> Option<Vec<PollImport>> {
+        let org = listing.org.as_str();
+        let at_ms = now_ms();
         let names = match snyk.new_targets(org, listing.since_ms).await {
             Ok(names) => names,
             // No budget for it now (imports and polls are using it): not a failure; tried again later.
             Err(e) if e.deferred().is_some() => {
                 tracing::debug!(%org, "no budget for a listing now");
-                return;
+                return None;
             }
             Err(e) => {
                 if self.failed(now_ms()) {
@@ -406,7 +494,7 @@ impl Hints {
                 } else {
                     tracing::debug!(%org, error = %e, "could not list the org's new targets");
                 }
-                return;
+                return None;
             }
         };
         let polls = self.take(org, &names, listing.by_prior);
@@ -414,12 +502,17 @@ impl Hints {
             self.calibrate(listing.expected, polls.len());
         }
         tracing::debug!(%org, listed = names.len(), hinted = polls.len(), expected = listing.expected, by_prior = listing.by_prior, calibration = calibration(&self.lock()), "new targets listed");
-        for poll in polls {
-            let message = Body::PollImport(poll).to_message();
-            if let Err(e) = broker.publish(IMPORTER_POLLS, &message).await {
-                tracing::debug!(error = %e, "a hinted poll was not published; the job's own poll follows it");
+        if let Some(store) = &self.shared {
+            let since_ms = listing.since_ms;
+            SharedListing {
+                at_ms,
+                since_ms,
+                names,
             }
+            .share(store, org)
+            .await;
         }
+        Some(polls)
     }
 
     /// A listing expected to tell of `expected` jobs told of `found`.

@@ -298,3 +298,59 @@ fn jobs_whose_own_poll_is_overdue_count_not_as_followed_nor_as_the_oldest_but_ar
     assert_eq!(hints.take("o", &names, false).len(), 1);
     assert_eq!(hints.followed(), 1);
 }
+
+#[tokio::test]
+async fn a_listing_one_importer_shares_tells_another_of_its_jobs_without_a_request() {
+    let store = bb2snyk_store::Store::memory();
+    let (a, b) = (
+        seen((1..=60).cycle().take(600)).shared_through(store.clone()),
+        seen((1..=60).cycle().take(600)).shared_through(store.clone()),
+    );
+    for n in 0..40u64 {
+        a.follow(&poll("org", &format!("a{n}"), 1_000_000, 1_060_000));
+    }
+    // Importer B posted two jobs of the org: too few to be worth a listing of its own for a while.
+    for name in ["b1", "b2"] {
+        b.follow(&poll("org", name, 1_000_000, 1_060_000));
+    }
+    let listed = a.due(1_010_000);
+    assert!(
+        matches!(&listed[..], [Listing { ask: true, .. }]),
+        "{listed:?}"
+    );
+    // B reads the shared listing, though it has none of its own to make, and it is not there yet.
+    let heard = b.due(1_010_000);
+    assert!(
+        matches!(&heard[..], [Listing { ask: false, .. }]),
+        "{heard:?}"
+    );
+    assert_eq!(b.heard(&heard[0]).await, None);
+
+    // A's listing of Snyk names one of A's jobs and one of B's, and is shared.
+    let names = vec!["acme/a3".to_owned(), "acme/b1".to_owned()];
+    let shared = SharedListing {
+        at_ms: 1_010_000,
+        since_ms: listed[0].since_ms,
+        names,
+    };
+    shared.share(&store, "org").await;
+    // A second on, B hears of its job from it: a hinted poll, and no request of its own.
+    let heard = b.due(1_011_000);
+    let polls = b.heard(&heard[0]).await.expect("a newer shared listing");
+    assert!(matches!(&polls[..], [p] if p.hinted && p.import.target.name == "b1"));
+    assert_eq!(b.followed(), 1);
+    // The same listing is heard once.
+    let heard = b.due(1_012_000);
+    assert_eq!(b.heard(&heard[0]).await, None);
+
+    // A listing that does not reach back to B's jobs tells nothing of them.
+    let late = SharedListing {
+        at_ms: 1_020_000,
+        since_ms: 1_000_000,
+        names: vec!["acme/b2".to_owned()],
+    };
+    late.share(&store, "org").await;
+    let heard = b.due(1_021_000);
+    assert_eq!(b.heard(&heard[0]).await, None);
+    assert_eq!(b.followed(), 1);
+}
