@@ -17,7 +17,7 @@ use crate::schedule::{now_ms, wait_until};
 const PASS_EVERY: Duration = Duration::from_secs(8);
 /// Where hints tell of jobs' ends and jobs are not alike, one first poll in this many is a probe.
 const SPARSE_PROBE_EVERY: u64 = 128;
-/// Jobs followed (their own polls not overdue) from which first polls wait for hints (the outcomes "alike" needs, 20, times the probes'
+/// Jobs the fleet follows (their own polls not overdue) from which first polls wait for hints (the outcomes "alike" needs, 20, times the probes'
 /// share, 8: about the jobs a run's first probes tell of).
 const MANY_FOLLOWED: usize = 160;
 /// How long a job's completion may take to record before another delivery may record it.
@@ -303,7 +303,8 @@ impl Importer {
         // Nor does a first poll come at a climbing estimate, which finds most jobs pending (1,400 early
         // in a run of jobs of up to a minute).
         let hinted = self.hints.trusted();
-        let by_hints = hinted && !self.hints.alike() && self.hints.live(now_ms()) >= MANY_FOLLOWED;
+        let by_hints =
+            hinted && !self.hints.alike() && self.hints.live_in_fleet(now_ms()) >= MANY_FOLLOWED;
         let mut first = if by_hints {
             self.schedule
                 .plan_first_poll_probing(SPARSE_PROBE_EVERY)

@@ -81,9 +81,48 @@ impl SharedListing {
     }
 }
 
+/// How often an importer says it is present, and the windows presence is counted in.
+pub(super) const PRESENT_EVERY: Duration = Duration::from_secs(2);
+const WINDOW_MS: u64 = 5_000;
+
+/// Says that importer `name` is present at `now_ms`, and returns how many importers are (at least 1):
+/// each adds its name to the set of the current five seconds every [`PRESENT_EVERY`], and the fleet is
+/// the larger of this window's set and the last one's. An importer's share of an org's jobs is about one
+/// in that many (they take import requests from one queue), and so is its share of what a listing tells.
+pub(super) async fn importers(store: &Store, name: &str, now_ms: u64) -> u32 {
+    let window = |w: u64| format!("hints-importers:{w}");
+    let now = now_ms / WINDOW_MS;
+    let kept = Duration::from_millis(WINDOW_MS * 3);
+    if let Err(e) = store
+        .add_members(&window(now), &[name.to_owned()], kept)
+        .await
+    {
+        tracing::debug!(error = %e, "could not say this importer is present");
+    }
+    let mut most = 1;
+    for w in [now.saturating_sub(1), now] {
+        if let Ok(count) = store.count(&window(w)).await {
+            most = most.max(count);
+        }
+    }
+    u32::try_from(most).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn importers_present_in_this_window_or_the_last_are_counted() {
+        let store = Store::memory();
+        assert_eq!(importers(&store, "a", 10_000).await, 1);
+        assert_eq!(importers(&store, "b", 11_000).await, 2);
+        assert_eq!(importers(&store, "a", 12_000).await, 2, "counted once");
+        // In the next window b has not said it yet, but was present in the last one.
+        assert_eq!(importers(&store, "a", 15_500).await, 2);
+        // b stopped: gone once its window is not the last.
+        assert_eq!(importers(&store, "a", 20_500).await, 1);
+    }
 
     #[tokio::test]
     async fn a_shared_listing_reads_back_and_anything_else_is_none() {
