@@ -17,7 +17,8 @@
 //! left to the job's own polls.
 //!
 //! In a fleet, each importer follows the jobs it posted, and its listings are shared with the others
-//! through the store (see [`shared`]).
+//! through the store (see [`shared`]). So the yield is the fleet's: an importer counts its jobs expected
+//! done times the importers, who share the import requests about evenly.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -136,6 +137,9 @@ struct Listing {
     /// the shared listing is only read.
     ask: bool,
     previous_ms: u64,
+    /// When it was decided on: the org's last listing from then on, and its shared listing's time, so
+    /// that an importer does not hear its own listing as another's.
+    at_ms: u64,
     /// Whether the expectation leant on the prior: what such a listing tells of does not calibrate the
     /// outcomes' expectations (one fruitless listing in a run's first seconds scaled them to a tenth).
     by_prior: bool,
@@ -382,6 +386,7 @@ impl Hints {
                     expected: done,
                     ask,
                     previous_ms: org.listed_ms,
+                    at_ms: now_ms,
                     by_prior,
                 });
                 org.heard_ms = now_ms;
@@ -411,7 +416,7 @@ impl Hints {
     }
 
     /// As [`Self::take`], for a listing another importer made at `heard_at_ms` (when given): the org's
-    /// jobs are expected done since then, and a fruitless one does not double the interval (this
+    /// jobs are expected done since then, and the interval moves only when it told of some (this
     /// importer's expectation did not ask for it).
     fn take_listed(
         &self,
@@ -428,7 +433,6 @@ impl Hints {
         if let Some(at_ms) = heard_at_ms {
             org.listed_ms = at_ms;
         }
-        let by_prior = by_prior || heard_at_ms.is_some();
         let polls: Vec<PollImport> = names
             .iter()
             .filter_map(|name| org.jobs.remove(name))
@@ -437,10 +441,14 @@ impl Hints {
                 ..job.poll
             })
             .collect();
-        org.interval = if polls.is_empty() && !by_prior {
-            (org.interval * 2).min(MOST_INTERVAL)
-        } else {
+        org.interval = if !polls.is_empty() {
             LEAST_INTERVAL
+        } else if heard_at_ms.is_some() {
+            org.interval
+        } else if by_prior {
+            LEAST_INTERVAL
+        } else {
+            (org.interval * 2).min(MOST_INTERVAL)
         };
         *count -= polls.len();
         if org.jobs.is_empty() {
@@ -521,7 +529,6 @@ impl Hints {
     /// when it could not be listed.
     async fn ask(&self, snyk: &Snyk, listing: &Listing) -> Option<Vec<PollImport>> {
         let org = listing.org.as_str();
-        let at_ms = now_ms();
         let names = match snyk.new_targets(org, listing.since_ms).await {
             Ok(names) => names,
             // No budget for it now (imports and polls are using it): not a failure; tried again later.
@@ -544,7 +551,7 @@ impl Hints {
         }
         tracing::debug!(%org, listed = names.len(), hinted = polls.len(), expected = listing.expected, by_prior = listing.by_prior, calibration = calibration(&self.lock()), "new targets listed");
         if let Some(store) = &self.shared {
-            let since_ms = listing.since_ms;
+            let (at_ms, since_ms) = (listing.at_ms, listing.since_ms);
             SharedListing {
                 at_ms,
                 since_ms,

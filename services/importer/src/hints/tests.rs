@@ -329,11 +329,18 @@ async fn a_listing_one_importer_shares_tells_another_of_its_jobs_without_a_reque
     // A's listing of Snyk names one of A's jobs and one of B's, and is shared.
     let names = vec!["acme/a3".to_owned(), "acme/b1".to_owned()];
     let shared = SharedListing {
-        at_ms: 1_010_000,
+        at_ms: listed[0].at_ms,
         since_ms: listed[0].since_ms,
         names,
     };
     shared.share(&store, "org").await;
+    // A does not hear its own listing as another's.
+    let again = a.due(1_011_000);
+    assert!(
+        matches!(&again[..], [Listing { ask: false, .. }]),
+        "{again:?}"
+    );
+    assert_eq!(a.heard(&again[0]).await, None);
     // A second on, B hears of its job from it: a hinted poll, and no request of its own.
     let heard = b.due(1_011_000);
     let polls = b.heard(&heard[0]).await.expect("a newer shared listing");
@@ -353,4 +360,26 @@ async fn a_listing_one_importer_shares_tells_another_of_its_jobs_without_a_reque
     let heard = b.due(1_021_000);
     assert_eq!(b.heard(&heard[0]).await, None);
     assert_eq!(b.followed(), 1);
+}
+
+#[test]
+fn in_a_fleet_an_org_is_listed_once_the_fleet_s_jobs_are_expected_to_make_the_yield() {
+    // Jobs of 1 to 60 s; an importer follows ten of an org's jobs, alone or as one of four.
+    let (alone, one_of_four) = (
+        seen((1..=60).cycle().take(600)),
+        seen((1..=60).cycle().take(600)),
+    );
+    one_of_four.lock().importers = 4;
+    for hints in [&alone, &one_of_four] {
+        for n in 0..10u64 {
+            hints.follow(&poll("org", &format!("r{n}"), 1_000_000, 1_060_000));
+        }
+    }
+    // Ten seconds on, about a sixth of its ten are expected done: short of the yield (4) alone, but
+    // the fleet's forty, whose listing every importer hears, make it.
+    assert!(alone.due(1_010_000).is_empty());
+    assert!(matches!(
+        &one_of_four.due(1_010_000)[..],
+        [Listing { ask: true, .. }]
+    ));
 }
