@@ -136,6 +136,7 @@ struct Listing {
     /// Whether to ask Snyk if no shared listing newer than `previous_ms` tells of the jobs; if not,
     /// the shared listing is only read.
     ask: bool,
+    /// When the org was last listed before (Unix ms): a shared listing from then or before is heard.
     previous_ms: u64,
     /// When it was decided on: the org's last listing from then on, and its shared listing's time, so
     /// that an importer does not hear its own listing as another's.
@@ -331,7 +332,7 @@ impl Hints {
     }
 
     /// The orgs worth listing at `now_ms`, each with the time to list from and the jobs it is expected to
-    /// tell of; each is marked listed.
+    /// tell of, each marked listed; in a fleet, also the orgs whose shared listing is worth reading.
     fn due(&self, now_ms: u64) -> Vec<Listing> {
         let mut state = self.lock();
         let by_prior = state.durations.total() < LEAST_SEEN;
