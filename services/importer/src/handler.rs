@@ -68,8 +68,7 @@ impl Importer {
     }
 
     /// Lists an org's new targets once `least_yield` of its jobs are expected done (see [`Hints`]); 0
-    /// lists nothing.
-    /// In a fleet (a shared store) listings are shared with the other importers.
+    /// lists nothing. On a shared store (a fleet) listings are shared with the other importers.
     pub fn with_hints(self, least_yield: u32) -> Self {
         let hints = Hints::new(least_yield);
         let store = self.ledger.store();

@@ -90,7 +90,7 @@ pub struct Hints {
     state: Mutex<Followed>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Followed {
     orgs: HashMap<String, Org>,
     count: usize,
@@ -110,7 +110,7 @@ struct Followed {
     /// When a listing last failed, and when one was last logged as a warning (Unix ms).
     failed_ms: u64,
     warned_ms: u64,
-    /// The importers of the fleet sharing listings (1 alone), as last counted.
+    /// The importers of the fleet sharing listings, as last counted (0 before the first count: alone).
     importers: u32,
 }
 
@@ -146,23 +146,6 @@ struct Listing {
     by_prior: bool,
 }
 
-impl Default for Followed {
-    fn default() -> Self {
-        Self {
-            orgs: HashMap::new(),
-            count: 0,
-            durations: Durations::default(),
-            expected: 0.0,
-            found: 0.0,
-            oldest_ms: 0,
-            following_since_ms: 0,
-            failed_ms: 0,
-            warned_ms: 0,
-            importers: 1,
-        }
-    }
-}
-
 impl Default for Org {
     fn default() -> Self {
         Self {
@@ -179,6 +162,18 @@ struct Job {
     poll: PollImport,
     /// When the job's own next poll is due (Unix ms).
     due_ms: u64,
+}
+
+impl Followed {
+    fn live(&self, now_ms: u64) -> usize {
+        let jobs = self.orgs.values().flat_map(|org| org.jobs.values());
+        jobs.filter(|job| job.live(now_ms)).count()
+    }
+
+    /// The importers sharing listings (at least this one).
+    fn importers(&self) -> u32 {
+        self.importers.max(1)
+    }
 }
 
 impl Job {
@@ -318,17 +313,15 @@ impl Hints {
 
     /// Jobs followed at `now_ms` whose own poll is not [`OVERDUE`].
     pub fn live(&self, now_ms: u64) -> usize {
-        let state = self.lock();
-        let jobs = state.orgs.values().flat_map(|org| org.jobs.values());
-        jobs.filter(|job| job.live(now_ms)).count()
+        self.lock().live(now_ms)
     }
 
     /// About how many such jobs the fleet follows, whose listings this importer hears: its own times
     /// the importers (each takes about as many import requests as the others).
     pub fn live_in_fleet(&self, now_ms: u64) -> usize {
-        let importers = self.lock().importers;
-        self.live(now_ms)
-            .saturating_mul(usize::try_from(importers).unwrap_or(usize::MAX))
+        let state = self.lock();
+        let importers = usize::try_from(state.importers()).unwrap_or(usize::MAX);
+        state.live(now_ms).saturating_mul(importers)
     }
 
     /// The orgs worth listing at `now_ms`, each with the time to list from and the jobs it is expected to
@@ -341,7 +334,7 @@ impl Hints {
         // the yield is the listing's, for all who hear it. Without it, with 4 importers and jobs of 1-60
         // s, an org was listed once one importer's quarter of its jobs made the yield, and jobs were seen
         // 15.6 s late at p50 (5.5 s with one importer).
-        let fleet = f64::from(state.importers);
+        let fleet = f64::from(state.importers());
         let Followed {
             orgs,
             count,

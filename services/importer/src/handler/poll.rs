@@ -17,8 +17,8 @@ use crate::schedule::{now_ms, wait_until};
 const PASS_EVERY: Duration = Duration::from_secs(8);
 /// Where hints tell of jobs' ends and jobs are not alike, one first poll in this many is a probe.
 const SPARSE_PROBE_EVERY: u64 = 128;
-/// Jobs the fleet follows (their own polls not overdue) from which first polls wait for hints (the outcomes "alike" needs, 20, times the probes'
-/// share, 8: about the jobs a run's first probes tell of).
+/// Jobs the fleet follows (their own polls not overdue) from which first polls wait for hints (the
+/// outcomes "alike" needs, 20, times the probes' share, 8: about the jobs a run's first probes tell of).
 const MANY_FOLLOWED: usize = 160;
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
