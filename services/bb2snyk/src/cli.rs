@@ -196,6 +196,9 @@ pub struct SyncArgs {
     pub filters: Filters,
     #[command(flatten)]
     pub sync: SyncFlags,
+    /// Undo the sync a report (`sync-<run>.json`) tells of: reactivate every project it deactivated.
+    #[arg(long, value_name = "REPORT")]
+    pub undo: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -234,18 +237,32 @@ pub struct SyncFlags {
     /// This org alone (implies a sync).
     #[arg(long = "orgId", alias = "org-id")]
     pub org_id: Option<String>,
+    /// Let this sync retire more of an org than `sync.max_retire_percent` and `sync.max_retire_count`
+    /// allow (implies a sync).
+    #[arg(long = "allow-mass-retire")]
+    pub allow_mass_retire: bool,
 }
 
 impl SyncFlags {
-    /// The sync these flags ask for, if any.
-    pub fn given(&self) -> Option<bb2snyk_messages::Sync> {
-        (self.sync || self.dry_run || self.delete || self.org_id.is_some()).then(|| {
-            bb2snyk_messages::Sync {
-                dry_run: self.dry_run,
-                delete: self.delete,
-                org_id: self.org_id.clone(),
-            }
-        })
+    /// The sync these flags ask for, if any; `sync.allow_mass_retire` in `settings` passes the brake too.
+    pub fn given(&self, settings: &bb2snyk_settings::Settings) -> Option<bb2snyk_messages::Sync> {
+        let asked = self.sync
+            || self.dry_run
+            || self.delete
+            || self.org_id.is_some()
+            || self.allow_mass_retire;
+        asked.then(|| self.sync(settings))
+    }
+
+    /// The sync these flags describe, asked for now.
+    pub fn sync(&self, settings: &bb2snyk_settings::Settings) -> bb2snyk_messages::Sync {
+        bb2snyk_messages::Sync {
+            dry_run: self.dry_run,
+            delete: self.delete,
+            org_id: self.org_id.clone(),
+            allow_mass_retire: self.allow_mass_retire || settings.sync.allow_mass_retire,
+            started_ms: Some(bb2snyk_telemetry::clock::now_unix_ms()),
+        }
     }
 }
 

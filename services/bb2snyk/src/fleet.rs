@@ -47,7 +47,7 @@ pub async fn discover(settings: &Settings, args: &DiscoverArgs) -> Result<(), Fa
         group_id: args.group.group_id.clone(),
         source_org_id: args.group.source_org_public_id.clone(),
         filters: args.filters.given(),
-        sync: args.sync.given(),
+        sync: args.sync.given(settings),
     });
     let broker: &dyn Broker = &broker;
     broker.publish(body.queue(), &body.to_message()).await?;

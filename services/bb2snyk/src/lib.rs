@@ -37,6 +37,9 @@ pub enum Failure {
     /// Bitbucket or Snyk could not be reached (exit 4).
     #[error("{0}")]
     Unavailable(String),
+    /// A sync stopped at its brake before acting on some org (exit 5).
+    #[error("{0}")]
+    Braked(String),
     /// Settings, RabbitMQ or Redis, as the service frame words and codes them.
     #[error(transparent)]
     Service(#[from] ServiceError),
@@ -49,6 +52,7 @@ impl Failure {
             Self::Config(_) => exit::CONFIG,
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Unavailable(_) => exit::UNAVAILABLE,
+            Self::Braked(_) => exit::BRAKED,
             Self::Service(e) => e.exit_code(),
         }
     }

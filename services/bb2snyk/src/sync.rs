@@ -1,9 +1,12 @@
 //! `bb2snyk sync`: the services' sync in this process, then a table of what changed (or would, with
-//! `--dry-run`) and a JSON report in `SNYK_LOG_PATH`.
+//! `--dry-run`), what Bitbucket said of each repository Snyk has and the listing did not show, and a JSON
+//! report in `SNYK_LOG_PATH` that `sync --undo` reads back.
+
+mod undo;
 
 use std::collections::BTreeMap;
 
-use bb2snyk_messages::{Body, ChangeKind, ProjectsRetired, RunRequested, SyncPlanned};
+use bb2snyk_messages::{Body, ChangeKind, ProjectsRetired, RunRequested, SyncPlanned, Verdict};
 use bb2snyk_settings::Settings;
 use serde_json::json;
 
@@ -15,8 +18,11 @@ use crate::{
 };
 
 pub async fn sync(settings: &Settings, args: &SyncArgs) -> Result<(), Failure> {
+    if let Some(report) = &args.undo {
+        return undo::undo(settings, report).await;
+    }
     let dir = files::log_dir(&settings.import.log_path)?;
-    let sync = args.sync.given().unwrap_or_default();
+    let sync = args.sync.sync(settings);
     // Snyk, not a log, is the record a sync compares with.
     let pipeline = Embedded::start(settings, Stages::All, std::iter::empty()).await?;
     let run_id = pipeline.run_id.clone();
@@ -41,9 +47,9 @@ pub async fn sync(settings: &Settings, args: &SyncArgs) -> Result<(), Failure> {
     let mut logs = Logs::new(&dir);
     let summary = pipeline.finish(&mut logs, "sync", None).await?;
     files::save_uuids(&dir, &ledger).await?;
-    let mut planned = std::mem::take(&mut logs.planned);
-    planned.sort_by(|a, b| a.subject.cmp(&b.subject));
+    let planned = merged(std::mem::take(&mut logs.planned));
     print_table(&planned, &logs.retired);
+    print_evidence(&planned);
     let path = dir.join(format!("sync-{run_id}.json"));
     files::write_json(
         &path,
@@ -61,7 +67,67 @@ pub async fn sync(settings: &Settings, args: &SyncArgs) -> Result<(), Failure> {
     if !summary.parked.is_empty() || summary.interrupted {
         summary.report()?;
     }
+    let braked: Vec<String> = planned
+        .iter()
+        .filter_map(|p| Some(format!("{} ({})", p.subject, p.braked.as_deref()?)))
+        .collect();
+    if !braked.is_empty() {
+        return Err(Failure::Braked(format!(
+            "the sync stopped before acting on {} org(s), and changed nothing there: {}; check the plan above, \
+             then run it again with --allow-mass-retire to confirm",
+            braked.len(),
+            braked.join("; ")
+        )));
+    }
     Ok(())
+}
+
+/// One plan per workspace, its parts joined, in workspace order.
+fn merged(parts: Vec<SyncPlanned>) -> Vec<SyncPlanned> {
+    let mut by_workspace: BTreeMap<(String, String), SyncPlanned> = BTreeMap::new();
+    for part in parts {
+        match by_workspace.entry((part.subject.clone(), part.org_id.clone())) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(part);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let whole = e.get_mut();
+                whole.changes.extend(part.changes);
+                whole.checked.extend(part.checked);
+            }
+        }
+    }
+    by_workspace.into_values().collect()
+}
+
+/// What Bitbucket said of each repository Snyk has that the listings did not show.
+fn print_evidence(planned: &[SyncPlanned]) {
+    let narrowed = planned.iter().filter(|p| p.narrowed).count();
+    if narrowed > 0 {
+        println!(
+            "Bitbucket filtered the listing of {narrowed} workspace(s) (--updatedSince or one --projectKeys): \
+             nothing outside it was taken for deleted. Retiring the projects of deleted repositories needs a \
+             sync without those filters."
+        );
+    }
+    let checked: Vec<_> = planned.iter().flat_map(|p| &p.checked).collect();
+    if checked.is_empty() {
+        return;
+    }
+    let of = |v| checked.iter().filter(|c| c.verdict == v).count();
+    println!(
+        "In Snyk but not in the listing: {} confirmed gone (Bitbucket answered 404), {} found alive, {} left unchecked",
+        of(Verdict::Gone),
+        of(Verdict::Alive),
+        of(Verdict::Unchecked)
+    );
+    for c in checked.iter().filter(|c| c.verdict != Verdict::Gone) {
+        let verdict = match c.verdict {
+            Verdict::Alive => "alive",
+            _ => "unchecked",
+        };
+        println!("  {verdict:<15} {}: {}", c.target, c.detail);
+    }
 }
 
 const KINDS: [ChangeKind; 4] = [

@@ -160,6 +160,8 @@ impl Discoverer {
                     integration_id: org.integration_id.clone(),
                     workspace: org.workspace.clone(),
                     sync: sync.clone(),
+                    credential: org.credential.clone(),
+                    narrowed: filter.query().is_some(),
                 })
                 .publish(),
             );

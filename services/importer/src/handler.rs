@@ -10,6 +10,9 @@ use bb2snyk_messages::{Body, Event, ImportRepo, ImportRequested, Target, TargetR
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
 
+use bb2snyk_bitbucket::Tenant;
+pub use sync::Brake;
+
 use crate::hints::Hints;
 use crate::schedule::{PollTiming, Schedule};
 
@@ -23,6 +26,8 @@ pub struct Policy {
     pub max_failed_jobs: u32,
     /// When a crashed holder's target lock expires; a live holder's is renewed while its request runs.
     pub import_lock: Duration,
+    /// How much of an org one sync may retire.
+    pub brake: Brake,
 }
 
 impl Default for Policy {
@@ -32,6 +37,7 @@ impl Default for Policy {
             max_polls: 360,
             max_failed_jobs: 3,
             import_lock: Duration::from_secs(60),
+            brake: Brake::default(),
         }
     }
 }
@@ -46,6 +52,9 @@ pub struct Importer {
     pub schedule: Arc<Schedule>,
     /// The jobs followed for completion hints (none unless [`Importer::with_hints`]).
     pub hints: Arc<Hints>,
+    /// Bitbucket, to confirm a repository is gone before a sync retires its projects (none unless
+    /// [`Importer::with_bitbucket`]: then nothing is retired but branch changes).
+    pub bitbucket: Option<Tenant>,
 }
 
 impl Importer {
@@ -64,6 +73,15 @@ impl Importer {
             policy,
             schedule,
             hints: Arc::new(Hints::new(0)),
+            bitbucket: None,
+        }
+    }
+
+    /// Asks `tenant` whether a repository is gone before a sync retires its projects.
+    pub fn with_bitbucket(self, tenant: Tenant) -> Self {
+        Self {
+            bitbucket: Some(tenant),
+            ..self
         }
     }
 

@@ -12,7 +12,7 @@ use bb2snyk_service::{CancellationToken, Infrastructure, ServiceError};
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::{Client as Snyk, ImportOptions};
 use bb2snyk_store::Store;
-pub use handler::{Importer, Policy};
+pub use handler::{Brake, Importer, Policy};
 pub use hints::Hints;
 pub use schedule::{PollTiming, Schedule, now_ms, wait_until};
 
@@ -73,9 +73,9 @@ pub fn importer(
     http: reqwest::Client,
     store: Store,
 ) -> Result<Importer, ServiceError> {
-    Ok(Importer::new(
-        Snyk::for_stage(settings, http, Some(store.clone()))?,
-        Ledger::new(store),
+    let importer = Importer::new(
+        Snyk::for_stage(settings, http.clone(), Some(store.clone()))?,
+        Ledger::new(store.clone()),
         ImportOptions::default(),
         Policy {
             requeue_after: settings
@@ -86,6 +86,10 @@ pub fn importer(
                 .unwrap_or_default(),
             // An import request lasts at most about two whole-request timeouts.
             import_lock: settings.http.timeout * 2,
+            brake: Brake {
+                percent: settings.sync.max_retire_percent,
+                count: settings.sync.max_retire_count,
+            },
             ..Policy::default()
         },
         PollTiming {
@@ -97,5 +101,15 @@ pub fn importer(
             margin: f64::from(settings.import.poll_margin_percent) / 100.0,
         },
     )
-    .with_hints(settings.import.hint_yield))
+    .with_hints(settings.import.hint_yield);
+    // Only a sync's retirements need Bitbucket; without a credential a sync retires nothing it cannot prove.
+    Ok(
+        match bb2snyk_bitbucket::Tenant::for_stage(settings, http, Some(store)) {
+            Ok(tenant) => importer.with_bitbucket(tenant),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Bitbucket credential: a sync will retire no project of a repository it cannot confirm gone");
+                importer
+            }
+        },
+    )
 }

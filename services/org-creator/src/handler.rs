@@ -110,6 +110,11 @@ impl OrgCreator {
                         uuid: None,
                         projects: 0,
                     }],
+                    narrowed: false,
+                    braked: None,
+                    checked: Vec::new(),
+                    part: 1,
+                    parts: 1,
                 });
                 return Ok(Err(Outcome::Ack(vec![unmanaged.publish()])));
             }

@@ -184,7 +184,9 @@ impl Bitbucket {
     pub fn repositories(&self, workspace: &str, filter: &RepoFilter) -> RepositoryPages<'_> {
         let mut url = format!("{}/repositories/", self.api_base);
         url.extend(url::form_urlencoded::byte_serialize(workspace.as_bytes()));
-        url.push_str("?pagelen=100&fields=");
+        // Sorted by the immutable uuid, so a repository deleted or created between two pages moves no
+        // other across a page boundary (by page number, the default order could skip a live one).
+        url.push_str("?pagelen=100&sort=uuid&fields=");
         url.extend(url::form_urlencoded::byte_serialize(
             REPOSITORY_FIELDS.as_bytes(),
         ));
@@ -195,6 +197,25 @@ impl Bitbucket {
         RepositoryPages {
             client: self,
             next: Some(url),
+        }
+    }
+
+    /// One repository by its `{uuid}` or slug; `None` when Bitbucket answers 404 for it. Asked of the
+    /// credential that lists its workspace, a 404 is the evidence a sync needs that a repository is gone; any
+    /// other failure is no evidence either way.
+    pub async fn repository(
+        &self,
+        workspace: &str,
+        id: &str,
+    ) -> Result<Option<Repository>, BitbucketError> {
+        let mut url = format!("{}/repositories/", self.api_base);
+        url.extend(url::form_urlencoded::byte_serialize(workspace.as_bytes()));
+        url.push('/');
+        url.extend(url::form_urlencoded::byte_serialize(id.as_bytes()));
+        match self.get::<Repository>(&url).await {
+            Ok(repo) => Ok(Some(repo)),
+            Err(BitbucketError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -294,8 +315,12 @@ impl RepositoryPages<'_> {
         };
         match self.client.get::<Page<Repository>>(&url).await {
             Ok(page) => {
-                // A page naming itself as the next would be fetched for ever.
-                self.next = page.next.filter(|next| *next != url);
+                // A page naming itself as the next is no end: the pages after it were never read.
+                if page.next.as_deref() == Some(url.as_str()) {
+                    self.next = Some(url.clone());
+                    return Err(BitbucketError::RepeatedPage(url.chars().take(200).collect()));
+                }
+                self.next = page.next;
                 Ok(Some(page.values))
             }
             Err(e) => {

@@ -48,6 +48,11 @@ pub enum BitbucketError {
          the ledger or an answer named a host bb2snyk was not configured with"
     )]
     ForeignUrl { url: String, base: String },
+    #[error(
+        "Bitbucket's listing named the page it had just answered as the next one ({0}); the listing is \
+         incomplete and is not used"
+    )]
+    RepeatedPage(String),
     #[error("Bitbucket answered {status} with an unexpected body: {body}")]
     Unexpected { status: StatusCode, body: String },
     /// A credential problem of one of several credentials, naming which (never its secret).
@@ -100,6 +105,7 @@ impl BitbucketError {
                 | Self::Server { .. }
                 | Self::RateLimited { .. }
                 | Self::Deferred { .. }
+                | Self::RepeatedPage(_)
         )
     }
 

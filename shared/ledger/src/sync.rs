@@ -38,6 +38,9 @@ pub struct LastSync {
     pub renamed: u32,
     pub branch_changed: u32,
     pub deleted: u32,
+    /// The brake stopped it: nothing was changed.
+    #[serde(default)]
+    pub braked: bool,
 }
 
 impl Ledger {

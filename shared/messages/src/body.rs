@@ -84,6 +84,12 @@ pub struct Sync {
     /// This org alone (`--orgId`); every org bb2snyk manages when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org_id: Option<String>,
+    /// Pass the brake on retiring much of an org (`--allow-mass-retire`); left out of the JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mass_retire: bool,
+    /// When the sync was asked for (Unix ms): projects Snyk created after it are never retired by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +100,13 @@ pub struct SyncWorkspace {
     pub integration_id: String,
     pub workspace: String,
     pub sync: Sync,
+    /// The workspace's Bitbucket credential (as in `org.ready.v1`): the one that checks a repository is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// Bitbucket filtered the listing (`q=`): what it left out is no sign of anything, so nothing is taken
+    /// for deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub narrowed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,6 +377,7 @@ impl Body {
                 ("integration_id", &s.integration_id, ID),
                 ("workspace", &s.workspace, NAME),
                 ("sync.org_id", or_empty(&s.sync.org_id), ID),
+                ("credential", or_empty(&s.credential), ID),
             ],
             Self::RetireProjects(r) => {
                 let mut f: Vec<Bounded<'_>> = vec![

@@ -70,6 +70,49 @@ pub struct SyncPlanned {
     pub org_id: String,
     pub dry_run: bool,
     pub changes: Vec<Change>,
+    /// The listing was filtered by Bitbucket, so no repository was taken for deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub narrowed: bool,
+    /// Why the sync stopped before acting on this org (the brake on mass retirement); nothing was changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub braked: Option<String>,
+    /// Each repository Snyk has but the listing did not show, and what Bitbucket said of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checked: Vec<Checked>,
+    /// This event's part of the plan and how many parts there are (a plan goes out in parts of at most
+    /// `MAX_CHANGES` changes): 1 of 1 for most.
+    #[serde(default = "one")]
+    pub part: u32,
+    #[serde(default = "one")]
+    pub parts: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The most changes (and checks) one `sync.planned.v1` carries.
+pub const MAX_CHANGES: usize = 1000;
+
+/// What Bitbucket said of a repository Snyk has and the listing did not show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checked {
+    /// `workspace/slug`, as Snyk has it.
+    pub target: String,
+    pub verdict: Verdict,
+    /// The evidence in words: the request and its answer, or why none was asked.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Bitbucket answered 404 for it: its projects are retired.
+    Gone,
+    /// Bitbucket still has it (perhaps under another name): nothing is retired.
+    Alive,
+    /// Not asked, or no answer that is evidence: nothing is retired.
+    Unchecked,
 }
 
 /// One difference between Bitbucket and Snyk, and what a sync does about it.

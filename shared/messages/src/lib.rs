@@ -16,7 +16,7 @@ pub use body::{
     Sync, SyncWorkspace, Target, WorkspaceDiscovered,
 };
 pub use event::{
-    Change, ChangeKind, Event, ImportCompleted, ImportFailed, ImportRequested, OrgReadyEvent,
+    Change, ChangeKind, Checked, Event, MAX_CHANGES, Verdict, ImportCompleted, ImportFailed, ImportRequested, OrgReadyEvent,
     ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef,
 };
 use sha2::{Digest, Sha256};

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use bb2snyk_messages::{
-    Body, Change, ChangeKind, Event, Filters, ImportCompleted, ImportFailed, ImportRepo,
+    Body, Change, ChangeKind, Checked, Event, Filters, ImportCompleted, ImportFailed, ImportRepo,
     ImportRequested, OrgReady, OrgReadyEvent, PollImport, ProjectsRetired, RepoSkipped, ReposPage,
-    RetireProjects, RunRequested, Sync, SyncPlanned, SyncWorkspace, Target, TargetRef,
+    RetireProjects, RunRequested, Sync, SyncPlanned, SyncWorkspace, Target, TargetRef, Verdict,
     WorkspaceDiscovered,
 };
 
@@ -127,6 +127,8 @@ fn bodies() -> Vec<Body> {
             integration_id: "i".into(),
             workspace: "acme".into(),
             sync: sync(),
+            credential: Some("c".into()),
+            narrowed: true,
         }),
         Body::RetireProjects(RetireProjects {
             run_id: "r".into(),
@@ -144,6 +146,8 @@ fn sync() -> Sync {
         dry_run: true,
         delete: false,
         org_id: Some("o".into()),
+        allow_mass_retire: true,
+        started_ms: Some(1),
     }
 }
 
@@ -199,6 +203,15 @@ fn events() -> Vec<Event> {
                 uuid: Some("{0f3c}".into()),
                 projects: 1,
             }],
+            narrowed: true,
+            braked: Some("it would retire 60 of 100 active projects".into()),
+            checked: vec![Checked {
+                target: "acme/gone".into(),
+                verdict: Verdict::Gone,
+                detail: "GET /2.0/repositories/acme/gone answered 404".into(),
+            }],
+            part: 1,
+            parts: 1,
         }),
         Event::ProjectsRetired(ProjectsRetired {
             run_id,

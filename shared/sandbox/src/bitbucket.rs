@@ -395,12 +395,17 @@ pub async fn repositories(
             Ok(consumer) => consumer,
             Err(response) => return response,
         };
+        let hidden = state.knobs.hidden_repos.clone();
         let ws = match visible(&mut state, consumer, &workspace) {
             Ok(ws) => ws,
             Err(response) => return response,
         };
         let base = base_url(&headers);
-        ws.repos.iter().map(|r| r.json(ws, &base)).collect()
+        ws.repos
+            .iter()
+            .filter(|r| !hidden.contains(&r.full_name(ws)))
+            .map(|r| r.json(ws, &base))
+            .collect()
     };
     list(
         items,
@@ -408,4 +413,36 @@ pub async fn repositories(
         &format!("/2.0/repositories/{workspace}"),
         raw.as_deref(),
     )
+}
+
+/// `GET /2.0/repositories/{workspace}/{repo_slug}`: one repository by slug or `{uuid}`; 404 when the
+/// workspace has none such, 403 for one the credential may not see (`Knobs::hidden_repos`).
+pub async fn repository(
+    State(app): State<App>,
+    Path((workspace, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = app.0.lock();
+    let consumer = match authorize(&state, &headers, "repository") {
+        Ok(consumer) => consumer,
+        Err(response) => return response,
+    };
+    let hidden = state.knobs.hidden_repos.clone();
+    let ws = match visible(&mut state, consumer, &workspace) {
+        Ok(ws) => ws,
+        Err(response) => return response,
+    };
+    let Some(found) = ws.repos.iter().find(|r| r.slug == repo || r.uuid == repo) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("Repository {workspace}/{repo} not found"),
+        );
+    };
+    if hidden.contains(&found.full_name(ws)) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "You may not have access to this repository or it no longer exists in this workspace.",
+        );
+    }
+    Json(found.json(ws, &base_url(&headers))).into_response()
 }

@@ -116,6 +116,14 @@ pub struct Knobs {
     /// Bytes of padding added to every Bitbucket list answer (an oversized body).
     #[arg(long, default_value_t = 0)]
     pub padding_bytes: usize,
+    /// Repositories (`workspace/slug`) no token sees: left out of listings, and a GET of one answers 403,
+    /// as to a credential that sees only part of a workspace.
+    #[arg(long, value_delimiter = ',')]
+    pub hidden_repos: Vec<String>,
+    /// The form of REST `next` links: `relative` (`/orgs/…`, as documented), `prefixed` (`/rest/orgs/…`, as
+    /// Snyk has also answered), or `per-org` (each org one or the other, by its id).
+    #[arg(long, default_value = "relative")]
+    pub rest_links: String,
     /// REST pages hold at most this many items, whatever `limit` asks (unlimited when absent).
     #[arg(long)]
     pub rest_page_limit: Option<usize>,
@@ -195,6 +203,15 @@ impl Knobs {
         std::iter::once(&self.snyk_token)
             .chain(&self.snyk_tokens)
             .position(|t| t == sent)
+    }
+
+    /// Whether REST `next` links for `org_id` carry the `/rest` prefix.
+    pub fn prefixed_links(&self, org_id: &str) -> bool {
+        match self.rest_links.as_str() {
+            "prefixed" => true,
+            "per-org" => org_id.bytes().fold(0u32, |h, b| h.wrapping_add(u32::from(b))) % 2 == 1,
+            _ => false,
+        }
     }
 
     pub fn legacy_tokens(&self) -> bool {

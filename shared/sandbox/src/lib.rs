@@ -205,6 +205,10 @@ fn router(app: App) -> Router {
             "/2.0/repositories/{workspace}",
             get(bitbucket::repositories),
         )
+        .route(
+            "/2.0/repositories/{workspace}/{repo_slug}",
+            get(bitbucket::repository),
+        )
         .route("/v1/group/{group_id}/orgs", get(snyk::group_orgs))
         .route("/v1/org", post(snyk::create_org))
         .route("/v1/org/{org_id}/integrations", get(snyk::integrations))
@@ -233,6 +237,10 @@ fn router(app: App) -> Router {
         .route(
             "/v1/org/{org_id}/project/{project_id}/deactivate",
             post(projects::deactivate),
+        )
+        .route(
+            "/v1/org/{org_id}/project/{project_id}/activate",
+            post(projects::activate),
         )
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     let admin = Router::new()

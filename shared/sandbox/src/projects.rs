@@ -77,6 +77,8 @@ pub async fn projects(
     let mut links = json!({});
     if start + limit < all.len() {
         links["next"] = json!(next(
+            &state.knobs,
+            &org_id,
             &format!("/orgs/{org_id}/projects"),
             &params,
             start + limit
@@ -92,25 +94,34 @@ pub(crate) struct Row {
     pub target: String,
     pub branch: Option<String>,
     pub file: &'static str,
+    /// When its first import finished, RFC 3339 in seconds.
+    pub created: String,
 }
 
 /// The org's projects, deleted ones left out, in a stable order.
 pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
-    let mut found: BTreeMap<(&str, Option<&str>, &str), ()> = BTreeMap::new();
+    // Each project once, with when its first completed import finished (its `created`).
+    let mut found: BTreeMap<(&str, Option<&str>, &str), String> = BTreeMap::new();
     for job in state
         .jobs
         .values()
         .filter(|j| j.org_id == org_id && state.is_done(j, now))
     {
         if let JobOutcome::Complete { manifests } = &job.outcome {
+            let finished = crate::state::State::finished_at(job);
             for file in *manifests {
-                found.insert((job.target.as_str(), job.branch.as_deref(), file), ());
+                let created = found
+                    .entry((job.target.as_str(), job.branch.as_deref(), file))
+                    .or_insert_with(|| finished.clone());
+                if finished < *created {
+                    *created = finished.clone();
+                }
             }
         }
     }
     found
-        .into_keys()
-        .map(|(target, branch, file)| Row {
+        .into_iter()
+        .map(|((target, branch, file), created)| Row {
             id: target_id(
                 org_id,
                 &format!("{target}({}):{file}", branch.unwrap_or_default()),
@@ -118,6 +129,7 @@ pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
             target: target.to_owned(),
             branch: branch.map(str::to_owned),
             file,
+            created,
         })
         .filter(|row| !state.deleted.contains(&row.id))
         .collect()
@@ -143,6 +155,31 @@ pub async fn deactivate(
         );
     }
     state.deactivated.insert(project_id);
+    StatusCode::OK.into_response()
+}
+
+/// `POST /v1/org/{org_id}/project/{project_id}/activate`: 200 with an empty body; an active project stays so.
+pub async fn activate(
+    State(app): State<App>,
+    Path((org_id, project_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut state = app.0.lock();
+    if let Err(response) = crate::snyk::authorize(&state, &headers) {
+        return response;
+    }
+    if !rows(&state, &org_id, Instant::now())
+        .iter()
+        .any(|row| row.id == project_id)
+    {
+        return crate::snyk::error(
+            StatusCode::NOT_FOUND,
+            &format!("Project {project_id} not found in org {org_id}"),
+        );
+    }
+    if state.deactivated.remove(&project_id) {
+        state.counters.projects_activated += 1;
+    }
     StatusCode::OK.into_response()
 }
 
@@ -190,7 +227,7 @@ fn project(org_id: &str, row: &Row, inactive: bool, expand: bool) -> Value {
     json!({"type": "project", "id": row.id,
            "attributes": {"name": format!("{}:{}", row.target, row.file), "type": kind,
                           "target_file": row.file, "target_reference": row.branch, "origin": ORIGIN,
-                          "created": "2026-11-23T09:00:00.000Z",
+                          "created": row.created,
                           "status": if inactive { "inactive" } else { "active" }, "read_only": false,
                           "settings": {"recurring_tests": {"frequency": "daily"}, "pull_requests": {}},
                           "tags": []},

@@ -121,6 +121,8 @@ pub async fn targets(
     let mut links = json!({});
     if start + limit < matching.len() {
         links["next"] = json!(next(
+            &state.knobs,
+            &org_id,
             &format!("/orgs/{org_id}/targets"),
             &params,
             start + limit
@@ -140,8 +142,15 @@ pub(crate) fn target_id(org_id: &str, name: &str) -> String {
     format!("00000000-0000-4000-8000-{:012x}", hash & 0xffff_ffff_ffff)
 }
 
-/// The `next` link of a page: relative to the REST base, without `/rest`, carrying every parameter.
-pub(crate) fn next(path: &str, params: &HashMap<String, String>, start: usize) -> String {
+/// The `next` link of a page, carrying every parameter: relative to the REST base, without `/rest`, as
+/// documented, or with the `/rest` prefix Snyk has also answered (`Knobs::rest_links`).
+pub(crate) fn next(
+    knobs: &crate::Knobs,
+    org_id: &str,
+    path: &str,
+    params: &HashMap<String, String>,
+    start: usize,
+) -> String {
     let mut query: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k.as_str() != "starting_after")
@@ -152,7 +161,8 @@ pub(crate) fn next(path: &str, params: &HashMap<String, String>, start: usize) -
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query)
         .finish();
-    format!("{path}?{query}")
+    let prefix = if knobs.prefixed_links(org_id) { "/rest" } else { "" };
+    format!("{prefix}{path}?{query}")
 }
 
 /// Where a page starts: the `starting_after` cursor this sandbox hands out.

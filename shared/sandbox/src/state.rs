@@ -111,6 +111,7 @@ pub struct Counters {
     pub bitbucket_by_consumer: BTreeMap<String, u64>,
     pub foreign_requests: u64,
     pub snyk_by_token: BTreeMap<String, u64>,
+    pub projects_activated: u64,
 }
 
 /// Requests accepted in the last `window`; Bitbucket and Snyk both count a rolling window.
@@ -315,6 +316,7 @@ impl State {
             snyk_by_token: c.snyk_by_token.clone(),
             projects_deactivated: self.deactivated.len() as u64,
             projects_deleted: self.deleted.len() as u64,
+            projects_activated: c.projects_activated,
             jobs,
             truth: self.truth_summary(),
         }
@@ -379,6 +381,9 @@ pub struct Stats {
     pub projects_deactivated: u64,
     #[serde(default)]
     pub projects_deleted: u64,
+    /// Inactive projects made active again (`POST …/activate`); asking for an active one counts nothing.
+    #[serde(default)]
+    pub projects_activated: u64,
     pub jobs: JobStats,
     pub truth: TruthSummary,
 }

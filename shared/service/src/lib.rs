@@ -21,6 +21,8 @@ pub mod exit {
     pub const CREDENTIALS: u8 = 3;
     /// RabbitMQ, Redis, Bitbucket or Snyk could not be reached.
     pub const UNAVAILABLE: u8 = 4;
+    /// A sync stopped at its brake: it would have retired more of an org than the settings allow.
+    pub const BRAKED: u8 = 5;
 }
 
 /// Why a service (or a CLI command) stopped before its time; each maps to an exit code.

@@ -384,6 +384,27 @@ pub const KEYS: &[Key] = &[
         help: "folder for the seed workflow's files and logs (a leading ~ expands)",
     },
     Key {
+        path: "sync.max_retire_percent",
+        env: None,
+        default: Some("10"),
+        secret: false,
+        help: "a sync that would retire more than this share of an org's active projects stops before acting (exit 5) unless --allow-mass-retire",
+    },
+    Key {
+        path: "sync.max_retire_count",
+        env: None,
+        default: Some("50"),
+        secret: false,
+        help: "a sync that would retire more than this many projects of one org stops before acting (exit 5) unless --allow-mass-retire",
+    },
+    Key {
+        path: "sync.allow_mass_retire",
+        env: None,
+        default: Some("false"),
+        secret: false,
+        help: "let every sync pass the brake of sync.max_retire_percent and sync.max_retire_count (the CronJob leaves it off)",
+    },
+    Key {
         path: "http.timeout_secs",
         env: None,
         default: Some("30"),

@@ -32,6 +32,8 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     pub redis: RedisSettings,
     pub import: ImportSettings,
+    /// How a sync may retire projects (`sync.*`).
+    pub sync: SyncSettings,
     pub http: HttpSettings,
     pub metrics: MetricsSettings,
 }
@@ -153,6 +155,17 @@ pub struct ImportSettings {
     /// 0: no listings.
     pub hint_yield: u32,
     pub log_path: PathBuf,
+}
+
+/// The brake on a sync that would retire much of an org, and how long a run's sets are kept.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// A sync that would retire more than this share of an org's active projects stops before acting.
+    pub max_retire_percent: u32,
+    /// A sync that would retire more than this many projects of one org stops before acting.
+    pub max_retire_count: u32,
+    /// Lets every sync pass the brake (`--allow-mass-retire` for one sync).
+    pub allow_mass_retire: bool,
 }
 
 /// The service endpoints: `/metrics`, `/healthz`, `/readyz`.

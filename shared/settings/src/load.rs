@@ -14,6 +14,7 @@ use seed_env::SeedEnv;
 use crate::{
     AmqpSettings, BacklogSettings, BitbucketAuth, BitbucketSettings, ConfigError, Filters,
     HttpSettings, ImportSettings, MetricsSettings, PipelineSettings, RedisSettings, Settings,
+    SyncSettings,
     SnykSettings,
     keys::{KEYS, key},
 };
@@ -190,6 +191,11 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             poll_margin_percent: r.number("import.poll_margin_percent", 0..=200)? as u32,
             hint_yield: r.number("import.hint_yield", 0..=100)? as u32,
             log_path: expand_home(&r.required("import.log_path")?, home),
+        },
+        sync: SyncSettings {
+            max_retire_percent: r.number("sync.max_retire_percent", 0..=100)? as u32,
+            max_retire_count: r.number("sync.max_retire_count", 0..=1_000_000)? as u32,
+            allow_mass_retire: r.flag("sync.allow_mass_retire")?,
         },
         metrics: MetricsSettings {
             listen: r.address("metrics.listen")?,

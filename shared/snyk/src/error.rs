@@ -40,6 +40,11 @@ pub enum SnykError {
          answer named a host bb2snyk was not configured with"
     )]
     ForeignUrl { url: String, base: String },
+    #[error(
+        "Snyk's listing answered a next link bb2snyk cannot follow ({link}): {why}; the listing is incomplete \
+         and is not used"
+    )]
+    Unfollowable { link: String, why: &'static str },
     #[error("Snyk answered {status} without the {what} it documents")]
     Unexpected {
         status: StatusCode,
@@ -95,6 +100,7 @@ impl SnykError {
                 | Self::Server { .. }
                 | Self::Network { .. }
                 | Self::Deferred { .. }
+                | Self::Unfollowable { .. }
         )
     }
 

@@ -147,6 +147,9 @@ pub struct RestProjectAttributes {
     /// `active` or `inactive`.
     #[serde(default)]
     pub status: Option<String>,
+    /// When Snyk created it (RFC 3339).
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -83,6 +83,8 @@ const DRY_RUN: Sync = Sync {
     dry_run: true,
     delete: false,
     org_id: None,
+    allow_mass_retire: false,
+    started_ms: None,
 };
 
 /// New, renamed, branch changed and deleted, over every org.
