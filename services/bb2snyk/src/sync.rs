@@ -100,6 +100,9 @@ fn merged(parts: Vec<SyncPlanned>) -> Vec<SyncPlanned> {
     by_workspace.into_values().collect()
 }
 
+/// Repositories found alive or left unchecked that the output names; the report has them all.
+const SHOWN: usize = 20;
+
 /// What Bitbucket said of each repository Snyk has that the listings did not show.
 fn print_evidence(planned: &[SyncPlanned]) {
     let narrowed = planned.iter().filter(|p| p.narrowed).count();
@@ -121,12 +124,22 @@ fn print_evidence(planned: &[SyncPlanned]) {
         of(Verdict::Alive),
         of(Verdict::Unchecked)
     );
-    for c in checked.iter().filter(|c| c.verdict != Verdict::Gone) {
+    let kept: Vec<_> = checked
+        .iter()
+        .filter(|c| c.verdict != Verdict::Gone)
+        .collect();
+    for c in kept.iter().take(SHOWN) {
         let verdict = match c.verdict {
             Verdict::Alive => "alive",
             _ => "unchecked",
         };
         println!("  {verdict:<15} {}: {}", c.target, c.detail);
+    }
+    if kept.len() > SHOWN {
+        println!(
+            "  ... and {} more, each with its evidence in the report",
+            kept.len() - SHOWN
+        );
     }
 }
 

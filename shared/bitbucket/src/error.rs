@@ -19,6 +19,11 @@ pub enum BitbucketError {
         "the OAuth consumer lacks the scopes {required}: grant them in the workspace's OAuth consumer settings (granted: {granted})"
     )]
     MissingScopes { required: String, granted: String },
+    #[error(
+        "Bitbucket refused access (403: {0}); the credential may not see this workspace or repository: check \
+         the consumer's permissions"
+    )]
+    Forbidden(String),
     #[error("Bitbucket rejected the credentials ({0}); check the {1} bb2snyk is configured with")]
     Rejected(String, &'static str),
     #[error("Bitbucket rejected the token: {0}")]
@@ -124,6 +129,7 @@ impl BitbucketError {
             Self::PublicConsumer
                 | Self::BadConsumer(_)
                 | Self::MissingScopes { .. }
+                | Self::Forbidden(_)
                 | Self::Rejected(..)
                 | Self::Unauthorized(_)
                 | Self::Credential { .. }
@@ -199,8 +205,12 @@ impl BitbucketError {
                         })
                         .unwrap_or_default()
                 };
+                let required = list("required");
+                if required.is_empty() {
+                    return Self::Forbidden(message);
+                }
                 Self::MissingScopes {
-                    required: list("required"),
+                    required,
                     granted: list("granted"),
                 }
             }

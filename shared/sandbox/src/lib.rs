@@ -32,6 +32,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+pub use changes::TenantChange;
 pub use knobs::Knobs;
 use serde_json::{Value, json};
 pub use state::{Stats, TruthSummary};

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod credentials;
 mod embedded;
+mod evidence;
 mod fleet;
 mod seed;
 mod sync;
