@@ -7,5 +7,6 @@ mod credentials;
 mod embedded;
 mod evidence;
 mod fleet;
+mod record;
 mod seed;
 mod sync;
