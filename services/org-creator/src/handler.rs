@@ -59,13 +59,22 @@ impl OrgCreator {
             Err(e) => return Outcome::retry(format!("Redis: {e}")),
         };
         let outcome = match self.find_or_create(&w).await {
-            Ok(Ok(mapping)) => match self
-                .ledger
-                .set_org(&w.group_id, &w.workspace, &mapping)
-                .await
-            {
-                Ok(()) => self.ready(&w, mapping).await,
-                Err(e) => Outcome::failed(e.is_transient(), format!("ledger: {e}")),
+            // Only the lock's holder records the org: one whose lock lapsed (a long pause, Redis away)
+            // comes back and finds what the new holder recorded, or the org by name.
+            Ok(Ok(mapping)) => match lock.confirm().await {
+                Ok(true) => match self
+                    .ledger
+                    .set_org(&w.group_id, &w.workspace, &mapping)
+                    .await
+                {
+                    Ok(()) => self.ready(&w, mapping).await,
+                    Err(e) => Outcome::failed(e.is_transient(), format!("ledger: {e}")),
+                },
+                Ok(false) => Outcome::retry(format!(
+                    "the org lock of workspace {} lapsed before its org was recorded; another delivery holds it",
+                    w.workspace
+                )),
+                Err(e) => Outcome::retry(format!("Redis: {e}")),
             },
             Ok(Err(parked)) => parked,
             Err(e) => match e.deferred() {
@@ -84,15 +93,34 @@ impl OrgCreator {
         &self,
         w: &WorkspaceDiscovered,
     ) -> Result<Result<OrgMapping, Outcome>, SnykError> {
-        let name = w.name.clone().unwrap_or_else(|| w.workspace.clone());
+        let mut name = w.name.clone().unwrap_or_else(|| w.workspace.clone());
         // The org of that name (snyk-api-import's, or ours), else one named after the slug (bb2snyk's
         // naming before display names).
         let orgs = self.snyk.group_orgs(&w.group_id).await?;
-        let existing = orgs
+        let mut existing = orgs
             .iter()
             .find(|o| o.name == name)
             .or_else(|| orgs.iter().find(|o| o.name == w.workspace))
             .cloned();
+        // An org serves one workspace: one that holds another's repositories is not this one's, whatever
+        // its name (it would show this workspace's private repositories to that workspace's team).
+        if let Some(org) = &existing
+            && let Some(other) = self.other_workspace(&org.id, &w.workspace).await?
+        {
+            let own = bb2snyk_bitbucket::disambiguated(&name, &w.workspace);
+            tracing::warn!(workspace = %w.workspace, org = %org.id, org_name = %org.name, %other, %own, "an org of this workspace's name serves another workspace; this one gets its own");
+            existing = orgs.iter().find(|o| o.name == own).cloned();
+            if let Some(org) = &existing
+                && let Some(other) = self.other_workspace(&org.id, &w.workspace).await?
+            {
+                return Ok(Err(Outcome::park(format!(
+                    "the Snyk orgs named {name:?} and {own:?} both hold repositories of another workspace ({other}); \
+                     rename one of them, or map workspace {} to an org in the ledger, then replay this message",
+                    w.workspace
+                ))));
+            }
+            name = own;
+        }
         let (org_id, created) = match existing {
             Some(org) => (org.id, false),
             // A sync keeps the orgs bb2snyk manages in step; making orgs for new workspaces is a run's work.
@@ -147,6 +175,18 @@ impl OrgCreator {
             org_id,
             integration_id,
             name,
+        }))
+    }
+
+    /// Another workspace whose Bitbucket repositories the org holds projects of, if any.
+    async fn other_workspace(
+        &self,
+        org_id: &str,
+        workspace: &str,
+    ) -> Result<Option<String>, SnykError> {
+        Ok(self.snyk.projects(org_id).await?.into_iter().find_map(|p| {
+            let owner = p.display_name.split('/').next().unwrap_or_default();
+            (owner != workspace).then(|| owner.to_owned())
         }))
     }
 

@@ -18,7 +18,7 @@ pub use credentials::{Authorization, Configured, Credential, Fixed};
 pub use error::BitbucketError;
 pub use filter::{RepoFilter, Skip};
 pub use model::{Page, Repository, UserWorkspace, Workspace};
-pub use names::{MAX_ORG_NAME, org_names};
+pub use names::{MAX_ORG_NAME, disambiguated, org_names};
 pub use oauth::{AccessToken, Consumer, DEFAULT_TOKEN_LIFETIME, exchange, exchange_patiently};
 pub use tenant::{Account, Discovery, Route, Tenant};
 pub use token::{TokenProvider, TokenStats};

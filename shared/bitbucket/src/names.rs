@@ -42,6 +42,15 @@ pub fn org_names(workspaces: &[Workspace]) -> Vec<String> {
         .collect()
 }
 
+/// The name a workspace's org takes when an org of its own name serves another workspace: `Name (slug)`,
+/// shortened as [`org_names`] does.
+pub fn disambiguated(name: &str, slug: &str) -> String {
+    if name.ends_with(&format!(" ({slug})")) {
+        return shortened(name);
+    }
+    shortened(&format!("{name} ({slug})"))
+}
+
 /// `name` itself when it fits, else its first characters, `-` and 8 hex digits of a hash of all of it.
 fn shortened(name: &str) -> String {
     if name.chars().count() <= MAX_ORG_NAME {

@@ -96,6 +96,20 @@ impl Guard {
         self.held.load(Ordering::SeqCst)
     }
 
+    /// Asks Redis, now, whether the lock is still this owner's, and extends it when it is: what a holder
+    /// checks before a write that only the holder may make (the renewal's last word may be `ttl / 3` old).
+    pub async fn confirm(&self) -> Result<bool, StoreError> {
+        let held = self.is_held()
+            && self
+                .store
+                .compare_and_expire(&self.name, &self.owner, self.ttl)
+                .await?;
+        if !held {
+            self.held.store(false, Ordering::SeqCst);
+        }
+        Ok(held)
+    }
+
     /// Releases the lock now; true when it was still ours. When Redis fails to answer, the release goes
     /// on in the background until it does (or the lock has expired).
     pub async fn release(mut self) -> Result<bool, StoreError> {
@@ -210,6 +224,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_holder_that_confirms_learns_at_once_that_its_lock_lapsed() {
+        let store = Store::memory();
+        let guard = store
+            .lock("l", Duration::from_secs(3))
+            .await
+            .expect("store")
+            .expect("free");
+        assert!(guard.confirm().await.expect("store"));
+        store.set("l", b"someone else", None).await.expect("store");
+        assert!(guard.is_held(), "the renewal has not looked yet");
+        assert!(!guard.confirm().await.expect("store"));
+        assert!(!guard.is_held());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_lock_taken_over_says_so() {
         let store = Store::memory();
         let ttl = Duration::from_secs(3);
@@ -217,6 +246,7 @@ mod tests {
         store.set("l", b"someone else", None).await.expect("store");
         tokio::time::sleep(ttl).await;
         assert!(!guard.is_held());
+        assert!(!guard.confirm().await.expect("store"));
         assert!(
             !guard.release().await.expect("store"),
             "not ours to release"

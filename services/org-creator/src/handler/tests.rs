@@ -137,3 +137,94 @@ async fn an_org_created_behind_a_502_is_found_not_made_again() {
             .any(|o| o.id == org && o.name == "Acme")
     );
 }
+
+#[tokio::test]
+async fn an_org_of_the_same_name_that_serves_another_workspace_is_not_reused() {
+    let (sandbox, creator, _) = rig(Knobs {
+        workspaces: 2,
+        repos_per_workspace: 2,
+        empty_rate: 0.0,
+        existing_orgs: vec!["Shared Name".into()],
+        job_ms: 10,
+        ..Knobs::default()
+    })
+    .await;
+    let truth = sandbox.truth();
+    let slug = |w: usize| truth[w]["slug"].as_str().expect("slug").to_owned();
+    let (mine, theirs) = (slug(0), slug(1));
+    let repo = truth[1]["repos"][0]["slug"].as_str().expect("repo").to_owned();
+    // The existing org holds a repository of the other workspace.
+    let shared = sandbox
+        .orgs()
+        .into_iter()
+        .find(|o| o.name == "Shared Name")
+        .expect("the existing org");
+    let integration = creator
+        .snyk
+        .app_integration(&shared.id, None)
+        .await
+        .expect("integrations")
+        .expect("the app");
+    let target = bb2snyk_snyk::Target {
+        owner: theirs.clone(),
+        name: repo,
+        branch: Some("main".into()),
+    };
+    creator
+        .snyk
+        .import(&shared.id, &integration, &target, &Default::default())
+        .await
+        .expect("imported");
+    bb2snyk_test_support::wait_for("the job done", Duration::from_secs(10), || async {
+        let projects = creator.snyk.projects(&shared.id).await.ok()?;
+        (!projects.is_empty()).then_some(())
+    })
+    .await;
+
+    let message = discovered(&sandbox, &mine, Some("Shared Name"));
+    let org = ready_org(&publishes(creator.handle(message.to_message()).await));
+    assert_ne!(org, shared.id, "another workspace's org was reused");
+    assert!(
+        sandbox
+            .orgs()
+            .iter()
+            .any(|o| o.id == org && o.name == format!("Shared Name ({mine})")),
+        "the workspace's own org takes the disambiguated name"
+    );
+    assert_eq!(sandbox.stats().orgs_created, 1);
+}
+
+#[tokio::test]
+async fn a_holder_whose_lock_lapsed_records_no_org() {
+    let (sandbox, creator, ledger) = rig(Knobs {
+        latency_ms: 300,
+        ..Knobs::default()
+    })
+    .await;
+    let group = sandbox.knobs().group_id;
+    let message = discovered(&sandbox, "acme", Some("Acme")).to_message();
+    let handling = tokio::spawn({
+        let creator = creator.clone();
+        async move { creator.handle(message).await }
+    });
+    // While the holder talks to Snyk, its lock lapses and another delivery takes it.
+    let lock = format!("org-lock:{group}:acme");
+    bb2snyk_test_support::wait_for("the lock taken", Duration::from_secs(5), || async {
+        ledger.store().get(&lock).await.ok()?.map(drop)
+    })
+    .await;
+    ledger
+        .store()
+        .set(&lock, b"another delivery", None)
+        .await
+        .expect("store");
+    match handling.await.expect("handled") {
+        Outcome::Retry { .. } => {}
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    assert_eq!(
+        ledger.org(&group, "acme").await.expect("read"),
+        None,
+        "an org recorded without the lock"
+    );
+}
