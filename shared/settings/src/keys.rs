@@ -160,6 +160,20 @@ pub const KEYS: &[Key] = &[
         help: "the rolling window Snyk counts requests over, in seconds",
     },
     Key {
+        path: "snyk.rest_rate_budget",
+        env: None,
+        default: Some("1450"),
+        secret: false,
+        help: "Snyk REST requests (targets, projects, retiring) per rolling window per token for the whole fleet, within rate_budget; Snyk allows 1,620 a minute per token on REST",
+    },
+    Key {
+        path: "snyk.token_cooldown_secs",
+        env: None,
+        default: Some("600"),
+        secret: false,
+        help: "how long a Snyk token that was refused (401) stays out of the rotation before it is tried again; the last token in rotation is never taken out",
+    },
+    Key {
         path: "snyk.even_pace",
         env: None,
         default: Some("true"),

@@ -99,9 +99,13 @@ pub struct SnykSettings {
     pub tokens: Vec<SecretString>,
     pub rate_budget: u32,
     pub rate_window: Duration,
+    /// REST requests per window per token, within `rate_budget`: REST's own limit is lower than v1's.
+    pub rest_rate_budget: u32,
     /// Spread requests evenly over the window (at most a second's share in any second) instead of
     /// spending a window's budget at once and waiting out the rest of it.
     pub even_pace: bool,
+    /// How long a token Snyk refused stays out of the rotation before it is tried again.
+    pub token_cooldown: Duration,
     /// Where each org lists the Bitbucket Cloud App; `None` tries the known keys.
     pub integration_type: Option<String>,
     pub quiet_notifications: bool,

@@ -60,8 +60,12 @@ impl Client {
             });
         }
         let method = &method;
+        let rest = bb2snyk_http::is_within(&self.rest_base, url);
         let call = |index: usize| async move {
             let token = &self.tokens[index];
+            if let Some(budget) = self.rest_budgets.get(index).filter(|_| rest) {
+                budget.take().await?;
+            }
             let mut request = self
                 .http
                 .request(method.clone(), url)

@@ -46,6 +46,9 @@ pub fn app_integration_in(
     .cloned()
 }
 
+/// How long a refused token stays out of the rotation when settings do not say (`Client::new`).
+const TOKEN_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Creates of one org after failures that surely did not create it, before the error is returned.
 const CREATE_TRIES: u32 = 3;
 
@@ -58,6 +61,8 @@ pub struct Client {
     /// One or more API tokens of the group, each paced by its own member of `budgets` (same index).
     tokens: Arc<[Token]>,
     budgets: Arc<Pool>,
+    /// REST's own lower limit per token (same index), paid besides `budgets` by REST calls; empty: none.
+    rest_budgets: Arc<[Budget]>,
 }
 
 impl Client {
@@ -65,6 +70,17 @@ impl Client {
     /// has a slot (see [`Pool`]). One token is labelled `SNYK_TOKEN` in messages; several by their number
     /// and a hash.
     pub fn new(http: reqwest::Client, api_base: &Url, tokens: Vec<(SecretString, Budget)>) -> Self {
+        Self::with_limits(http, api_base, tokens, Vec::new(), TOKEN_COOLDOWN)
+    }
+
+    /// As [`Client::new`], with a REST budget per token (same order) and the refused tokens' cool-down.
+    fn with_limits(
+        http: reqwest::Client,
+        api_base: &Url,
+        tokens: Vec<(SecretString, Budget)>,
+        rest_budgets: Vec<Budget>,
+        cooldown: std::time::Duration,
+    ) -> Self {
         let api_base = api_base.as_str().trim_end_matches('/').to_owned();
         let rest_base = match api_base.strip_suffix("/v1") {
             Some(root) => format!("{root}/rest"),
@@ -88,7 +104,8 @@ impl Client {
             api_base,
             rest_base,
             tokens: tokens.into(),
-            budgets: Arc::new(Pool::new(budgets)),
+            budgets: Arc::new(Pool::new(budgets, cooldown)),
+            rest_budgets: rest_budgets.into(),
         }
     }
 
@@ -130,27 +147,37 @@ impl Client {
         for_stage: bool,
         first: bool,
     ) -> Result<Self, ConfigError> {
-        let tokens = settings
-            .snyk_tokens()?
-            .into_iter()
-            .map(|token| {
-                let budget = Budget::for_pipeline(
-                    store.clone(),
-                    BudgetConfig {
-                        api: "snyk",
-                        credential: token_id(token),
-                        limit: settings.snyk.rate_budget,
-                        window: settings.snyk.rate_window,
-                    },
-                    &settings.pipeline,
-                    for_stage,
-                )
-                .evenly_paced(settings.snyk.even_pace)
-                .going_first(first);
-                (token.clone(), budget)
-            })
+        let budget = |api, limit, token: &SecretString| {
+            Budget::for_pipeline(
+                store.clone(),
+                BudgetConfig {
+                    api,
+                    credential: token_id(token),
+                    limit,
+                    window: settings.snyk.rate_window,
+                },
+                &settings.pipeline,
+                for_stage,
+            )
+            .evenly_paced(settings.snyk.even_pace)
+            .going_first(first)
+        };
+        let configured = settings.snyk_tokens()?;
+        let tokens = configured
+            .iter()
+            .map(|token| ((*token).clone(), budget("snyk", settings.snyk.rate_budget, token)))
             .collect();
-        Ok(Self::new(http, &settings.snyk.api_base, tokens))
+        let rest = configured
+            .iter()
+            .map(|token| budget("snyk-rest", settings.snyk.rest_rate_budget, token))
+            .collect();
+        Ok(Self::with_limits(
+            http,
+            &settings.snyk.api_base,
+            tokens,
+            rest,
+            settings.snyk.token_cooldown,
+        ))
     }
 
     /// One client per configured token, each labelled as messages name it, for checking every token on its
@@ -176,7 +203,8 @@ impl Client {
                 // The same token, labelled as it is known among several, under a budget of its own.
                 let client = Self {
                     tokens: Arc::from([token.clone()]),
-                    budgets: Arc::new(Pool::new(vec![budget])),
+                    budgets: Arc::new(Pool::new(vec![budget], settings.snyk.token_cooldown)),
+                    rest_budgets: Arc::from([]),
                     ..all.clone()
                 };
                 (token.label.clone(), client)

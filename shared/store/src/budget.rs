@@ -280,6 +280,13 @@ impl Budget {
     }
 
     /// Waits until one request may be sent. Never fails: without Redis it paces this process alone.
+    /// Takes a slot, waiting at most this budget's hold bound ([`Overdue`] past it).
+    pub async fn take(&self) -> Result<(), Overdue> {
+        crate::pool::acquire(self, self.max_hold(), false)
+            .await
+            .map(drop)
+    }
+
     pub async fn acquire(&self) {
         // Without a bound the wait always ends in a slot.
         let _ = crate::pool::acquire(self, None, false).await;

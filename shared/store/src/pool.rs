@@ -2,7 +2,10 @@
 //! [`Pool`] of several (one per Snyk token), which takes a slot from whichever member has one first.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -52,29 +55,45 @@ impl Lanes for Budget {
 
 /// Several budgets, one per credential of the same account (Snyk API tokens of one group): each call is
 /// paid from a member with a slot free now, looking from a rotating start, so k tokens give k times one
-/// token's rate. A member whose credential is refused leaves the rotation for this process's life; the
-/// last one never does, so its refusals reach the caller.
+/// token's rate. A member whose credential is refused leaves the rotation for `cooldown`, then is tried
+/// again (a token rotated back in, a passing refusal). The last live member never leaves, however many
+/// refusals arrive at once, so its refusals reach the caller.
 #[derive(Debug)]
 pub struct Pool {
     members: Vec<Budget>,
-    retired: Vec<AtomicBool>,
+    /// When each member was refused, while it is out of the rotation; one lock, so two refusals at once
+    /// cannot both see another member live and retire the last two.
+    retired: Mutex<Vec<Option<Instant>>>,
+    cooldown: Duration,
     next: AtomicUsize,
 }
 
 impl Pool {
-    /// At least one member.
-    pub fn new(members: Vec<Budget>) -> Self {
+    /// At least one member; a refused one comes back after `cooldown`.
+    pub fn new(members: Vec<Budget>, cooldown: Duration) -> Self {
         assert!(!members.is_empty(), "a pool has at least one budget");
         Self {
-            retired: members.iter().map(|_| AtomicBool::new(false)).collect(),
+            retired: Mutex::new(vec![None; members.len()]),
+            cooldown,
             next: AtomicUsize::new(fastrand::usize(..members.len())),
             members,
         }
     }
 
-    /// Members still in the rotation.
+    /// Members in the rotation now.
     pub fn live_count(&self) -> usize {
-        (0..self.members.len()).filter(|i| self.live(*i)).count()
+        let retired = self.retired();
+        (0..self.members.len())
+            .filter(|i| self.is_live(&retired, *i))
+            .count()
+    }
+
+    fn retired(&self) -> std::sync::MutexGuard<'_, Vec<Option<Instant>>> {
+        self.retired.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_live(&self, retired: &[Option<Instant>], index: usize) -> bool {
+        retired[index].is_none_or(|at| at.elapsed() >= self.cooldown)
     }
 
     /// Runs an idempotent call, given the index of the member that pays for it (and whose credential it
@@ -107,16 +126,20 @@ impl Lanes for Pool {
         &self.members[index]
     }
     fn live(&self, index: usize) -> bool {
-        !self.retired[index].load(Ordering::Relaxed)
+        self.is_live(&self.retired(), index)
     }
     fn first(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % self.members.len()
     }
     fn retire(&self, index: usize) -> bool {
-        if self.live_count() <= 1 {
+        let mut retired = self.retired();
+        let others = (0..self.members.len())
+            .filter(|i| *i != index && self.is_live(&retired, *i))
+            .count();
+        if others == 0 {
             return false;
         }
-        self.retired[index].store(true, Ordering::Relaxed);
+        retired[index] = Some(Instant::now());
         true
     }
     fn max_hold(&self) -> Option<Duration> {
@@ -134,10 +157,12 @@ pub(crate) async fn acquire<L: Lanes + ?Sized>(
     let started = Instant::now();
     loop {
         let first = lanes.first();
-        let mut soonest = Duration::MAX;
+        // No live member cannot happen (the last never retires); were it so, every member is tried.
+        let any_live = (0..lanes.count()).any(|i| lanes.live(i));
+        let mut soonest: Option<Duration> = None;
         for k in 0..lanes.count() {
             let index = (first + k) % lanes.count();
-            if !lanes.live(index) {
+            if any_live && !lanes.live(index) {
                 continue;
             }
             let wait = lanes.lane(index).try_take(write).await;
@@ -145,9 +170,10 @@ pub(crate) async fn acquire<L: Lanes + ?Sized>(
                 lanes.lane(index).record_wait(started.elapsed());
                 return Ok(index);
             }
-            soonest = soonest.min(wait);
+            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
         }
-        if max_hold.is_some_and(|max| started.elapsed() + soonest > max) {
+        let soonest = soonest.unwrap_or(MAX_SLEEP);
+        if max_hold.is_some_and(|max| started.elapsed().saturating_add(soonest) > max) {
             return Err(Overdue { wait: soonest });
         }
         let jitter = Duration::from_millis(fastrand::u64(0..=(millis(soonest) / 10).min(50)));
@@ -203,6 +229,53 @@ where
                 tracing::warn!(%error, ?wait, "call failed; retrying");
                 tokio::time::sleep(wait).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BudgetConfig;
+
+    fn pool(members: usize) -> Pool {
+        let budget = |n: usize| {
+            Budget::new(
+                None,
+                BudgetConfig {
+                    api: "test",
+                    credential: format!("token-{n}"),
+                    limit: 10,
+                    window: Duration::from_secs(60),
+                },
+            )
+        };
+        Pool::new((0..members).map(budget).collect(), Duration::from_secs(600))
+    }
+
+    /// Refusals of every member at the same instant, from as many threads: one member always stays.
+    #[test]
+    fn refusals_at_once_on_every_member_leave_one_live() {
+        for _ in 0..200 {
+            let pool = pool(3);
+            let barrier = std::sync::Barrier::new(3);
+            let retired: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..3)
+                    .map(|i| {
+                        let (pool, barrier) = (&pool, &barrier);
+                        s.spawn(move || {
+                            barrier.wait();
+                            usize::from(pool.retire(i))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("no panic"))
+                    .sum()
+            });
+            assert_eq!(retired, 2);
+            assert_eq!(pool.live_count(), 1);
         }
     }
 }

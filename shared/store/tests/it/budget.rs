@@ -215,7 +215,7 @@ async fn a_pool_spends_every_member_and_moves_off_a_refused_one() {
         budget_of("a", connect(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
         budget_of("b", connect(&redis_url(), &prefix).await, 3, window).holding_at_most(hold),
     ];
-    let pool = Pool::new(members);
+    let pool = Pool::new(members, Duration::from_secs(600));
     let mut paid_by = [0; 2];
     for _ in 0..6 {
         let member: Result<usize, Refused> = pool.call(|i| async move { Ok(i) }).await;
@@ -227,10 +227,13 @@ async fn a_pool_spends_every_member_and_moves_off_a_refused_one() {
         other => panic!("both budgets are spent, got {other:?}"),
     }
 
-    let pool = Pool::new(vec![
-        budget_of("c", connect(&redis_url(), &prefix).await, 100, window),
-        budget_of("d", connect(&redis_url(), &prefix).await, 100, window),
-    ]);
+    let pool = Pool::new(
+        vec![
+            budget_of("c", connect(&redis_url(), &prefix).await, 100, window),
+            budget_of("d", connect(&redis_url(), &prefix).await, 100, window),
+        ],
+        Duration::from_secs(600),
+    );
     for _ in 0..4 {
         let paid: Result<usize, Refused> = pool
             .call_write(|i| async move {
@@ -247,6 +250,63 @@ async fn a_pool_spends_every_member_and_moves_off_a_refused_one() {
     let last: Result<(), Refused> = pool.call(|_| async { Err(Refused::Unauthorized) }).await;
     assert!(matches!(last, Err(Refused::Unauthorized)), "{last:?}");
     assert_eq!(pool.live_count(), 1, "the last member stays");
+}
+
+/// Two calls refused at once, on the pool's two members: one member leaves the rotation, never both (two
+/// 401s at once once retired every token, and the next call's wait was `Duration::MAX`: a panic). A
+/// retired member comes back after the cool-down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_refusals_at_once_never_retire_the_last_member_and_a_retired_one_comes_back() {
+    let store = Store::memory();
+    let window = Duration::from_secs(60);
+    let cooldown = Duration::from_millis(300);
+    let pool = std::sync::Arc::new(Pool::new(
+        vec![
+            budget_of("e", store.clone(), 100, window),
+            budget_of("f", store.clone(), 100, window),
+        ],
+        cooldown,
+    ));
+    // Both calls are refused only once both have been sent, each by its own member.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let refused_once = |barrier: std::sync::Arc<tokio::sync::Barrier>| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            let answer: Result<usize, Refused> = pool
+                .call(|i| {
+                    let barrier = barrier.clone();
+                    let refuse = std::mem::take(&mut first);
+                    async move {
+                        if refuse {
+                            barrier.wait().await;
+                            Err(Refused::Unauthorized)
+                        } else {
+                            Ok(i)
+                        }
+                    }
+                })
+                .await;
+            answer
+        })
+    };
+    let (a, b) = (refused_once(barrier.clone()), refused_once(barrier));
+    let deadline = Duration::from_secs(10);
+    let (a, b) = tokio::time::timeout(deadline, async { (a.await, b.await) })
+        .await
+        .expect("both calls answered: with no member left, they would wait for ever");
+    let (a, b) = (a.expect("no panic"), b.expect("no panic"));
+    assert_eq!(pool.live_count(), 1, "one member left the rotation, not both");
+    // One call moved to the member still live; the other was refused on the last one.
+    let answers = [a.is_ok(), b.is_ok()];
+    assert!(answers.contains(&true), "{a:?} {b:?}");
+    let after: Result<usize, Refused> = pool.call(|i| async move { Ok(i) }).await;
+    assert!(after.is_ok(), "the pool still answers: {after:?}");
+    bb2snyk_test_support::wait_for("the retired member back", Duration::from_secs(5), || {
+        let live = pool.live_count();
+        async move { (live == 2).then_some(()) }
+    })
+    .await;
 }
 
 /// `bb2snyk run`'s stages each build their own client on the one in-process store: together they keep
