@@ -43,7 +43,7 @@ impl Embedded {
         let mut settings = settings.clone();
         settings.pipeline.retry_tiers = settings.pipeline.embedded_retry_tiers.clone();
         let store = Store::memory();
-        let ledger = Ledger::new(store.clone());
+        let ledger = Ledger::new(store.clone()).keeping_runs(settings.redis.run_ttl);
         for id in done {
             ledger
                 .record(&id, &Record::new(State::Imported, "earlier"))

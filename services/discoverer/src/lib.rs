@@ -99,6 +99,6 @@ pub fn discoverer(
         filter: RepoFilter::new(&settings.discovery),
         backlog: None,
         bitbucket: Tenant::for_stage(settings, http, Some(store.clone()))?,
-        ledger: Ledger::new(store),
+        ledger: Ledger::new(store).keeping_runs(settings.redis.run_ttl),
     })
 }

@@ -75,7 +75,7 @@ pub fn importer(
 ) -> Result<Importer, ServiceError> {
     let importer = Importer::new(
         Snyk::for_stage(settings, http.clone(), Some(store.clone()))?,
-        Ledger::new(store.clone()),
+        Ledger::new(store.clone()).keeping_runs(settings.redis.run_ttl),
         ImportOptions::default(),
         Policy {
             requeue_after: settings

@@ -52,7 +52,7 @@ pub fn org_creator(
 ) -> Result<OrgCreator, ServiceError> {
     Ok(OrgCreator {
         snyk: Snyk::for_setup_stage(settings, http, Some(store.clone()))?,
-        ledger: Ledger::new(store),
+        ledger: Ledger::new(store).keeping_runs(settings.redis.run_ttl),
         integration_type: settings.snyk.integration_type.clone(),
         quiet_notifications: settings.snyk.quiet_notifications,
     })

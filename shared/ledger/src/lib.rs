@@ -4,6 +4,8 @@
 
 mod sync;
 
+use std::time::Duration;
+
 use bb2snyk_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 pub use sync::{LastSync, SeenRepo};
@@ -149,14 +151,30 @@ impl LedgerError {
     }
 }
 
+/// How long a run's sets are kept after its last write, unless the settings say otherwise.
+pub const RUN_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct Ledger {
     store: Store,
+    /// A run's sets (`run:<run>:*`) expire this long after their last write.
+    run_kept: Duration,
 }
 
 impl Ledger {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            run_kept: RUN_KEPT,
+        }
+    }
+
+    /// A run's sets expire `kept` after their last write (`redis.run_ttl_days`).
+    pub fn keeping_runs(self, kept: Duration) -> Self {
+        Self {
+            run_kept: kept,
+            ..self
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -176,12 +194,18 @@ impl Ledger {
             .collect();
         let others: Vec<&str> = others.iter().map(String::as_str).collect();
         let own = Tally::In(record.state).key(&record.run);
-        Ok(self.store.move_member(&others, &own, target_id).await?)
+        Ok(self
+            .store
+            .move_member(&others, &own, target_id, Some(self.run_kept))
+            .await?)
     }
 
     /// Counts `member` in one of the run's sets (once, however often it is marked).
     pub async fn mark(&self, run: &str, tally: Tally, member: &str) -> Result<(), LedgerError> {
-        Ok(self.store.add_member(&tally.key(run), member).await?)
+        Ok(self
+            .store
+            .move_member(&[], &tally.key(run), member, Some(self.run_kept))
+            .await?)
     }
 
     pub async fn counts(&self, run: &str) -> Result<RunCounts, LedgerError> {

@@ -81,3 +81,33 @@ async fn records_move_between_states_and_counts_stay_exact(ledger: Ledger) {
         "{corrupt}"
     );
 }
+
+/// A run's sets go away on their own: every `run:<run>:*` key Redis holds has an expiry, renewed by each
+/// write to the run.
+#[tokio::test]
+async fn on_redis_a_run_s_sets_expire_after_its_last_write() {
+    let kept = std::time::Duration::from_secs(3600);
+    let store = Store::connect(&redis_url(), &format!("{}:", unique("ledger-ttl")))
+        .await
+        .expect("Redis");
+    let ledger = Ledger::new(store).keeping_runs(kept);
+    ledger
+        .mark("run-1", Tally::Discovered, "acme/api")
+        .await
+        .expect("mark");
+    ledger
+        .record("o:i:api:acme:main", &Record::new(State::Requested, "run-1"))
+        .await
+        .expect("write");
+    ledger
+        .record("o:i:api:acme:main", &Record::new(State::Imported, "run-1"))
+        .await
+        .expect("write");
+    for set in ["run:run-1:discovered", "run:run-1:imported"] {
+        let ttl = ledger.store().ttl(set).await.expect("ttl");
+        assert!(
+            ttl.is_some_and(|t| t > kept - std::time::Duration::from_secs(60) && t <= kept),
+            "{set}: {ttl:?}"
+        );
+    }
+}

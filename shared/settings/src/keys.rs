@@ -335,6 +335,13 @@ pub const KEYS: &[Key] = &[
         help: "prefix of every Redis key",
     },
     Key {
+        path: "redis.run_ttl_days",
+        env: None,
+        default: Some("30"),
+        secret: false,
+        help: "a run's counts in Redis (run:<run>:*) are kept this many days after the run's last write",
+    },
+    Key {
         path: "import.concurrent_imports",
         env: Some("CONCURRENT_IMPORTS"),
         default: Some("15"),

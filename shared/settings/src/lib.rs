@@ -143,6 +143,8 @@ pub struct RedisSettings {
     /// Secret: it may carry the Redis password.
     pub url: SecretString,
     pub prefix: String,
+    /// A run's counts (`run:<run>:*`) are kept this long after the run's last write.
+    pub run_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -182,6 +182,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
                     .to_string(),
             ),
             prefix: r.name("redis.prefix")?,
+            run_ttl: Duration::from_secs(r.number("redis.run_ttl_days", 1..=3650)? * 24 * 3600),
         },
         import: ImportSettings {
             concurrent_imports: r.number("import.concurrent_imports", 1..=50)? as u32,

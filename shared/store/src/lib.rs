@@ -347,15 +347,17 @@ impl Store {
 
     /// `SADD`.
     pub async fn add_member(&self, set: &str, member: &str) -> Result<(), StoreError> {
-        self.move_member(&[], set, member).await
+        self.move_member(&[], set, member, None).await
     }
 
-    /// Takes `member` out of every set in `from` and adds it to `to`, in one step.
+    /// Takes `member` out of every set in `from` and adds it to `to`, in one step; with `kept`, `to`
+    /// then expires that long after this write (`PEXPIRE`).
     pub async fn move_member(
         &self,
         from: &[&str],
         to: &str,
         member: &str,
+        kept: Option<Duration>,
     ) -> Result<(), StoreError> {
         let from: Vec<String> = from.iter().map(|name| self.key(name)).collect();
         let to = self.key(to);
@@ -364,6 +366,9 @@ impl Store {
                 keys.remove(key, member);
             }
             keys.add(&to, member);
+            if let Some(ttl) = kept {
+                keys.expire(&to, ttl);
+            }
             return Ok(());
         }
         let member = member.to_owned();
@@ -374,6 +379,10 @@ impl Store {
                 pipe.srem(key, &member).ignore();
             }
             pipe.sadd(&to, &member).ignore();
+            if let Some(ttl) = kept {
+                pipe.pexpire(&to, i64::try_from(millis(ttl)).unwrap_or(i64::MAX))
+                    .ignore();
+            }
             pipe.query_async::<()>(&mut c).await
         })
         .await
