@@ -318,7 +318,9 @@ impl RepositoryPages<'_> {
                 // A page naming itself as the next is no end: the pages after it were never read.
                 if page.next.as_deref() == Some(url.as_str()) {
                     self.next = Some(url.clone());
-                    return Err(BitbucketError::RepeatedPage(url.chars().take(200).collect()));
+                    return Err(BitbucketError::RepeatedPage(
+                        url.chars().take(200).collect(),
+                    ));
                 }
                 self.next = page.next;
                 Ok(Some(page.values))

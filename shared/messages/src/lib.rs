@@ -16,8 +16,8 @@ pub use body::{
     Sync, SyncWorkspace, Target, WorkspaceDiscovered,
 };
 pub use event::{
-    Change, ChangeKind, Checked, Event, MAX_CHANGES, Verdict, ImportCompleted, ImportFailed, ImportRequested, OrgReadyEvent,
-    ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef,
+    Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,
+    MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,
 };
 use sha2::{Digest, Sha256};
 

@@ -209,7 +209,13 @@ impl Knobs {
     pub fn prefixed_links(&self, org_id: &str) -> bool {
         match self.rest_links.as_str() {
             "prefixed" => true,
-            "per-org" => org_id.bytes().fold(0u32, |h, b| h.wrapping_add(u32::from(b))) % 2 == 1,
+            "per-org" => {
+                org_id
+                    .bytes()
+                    .fold(0u32, |h, b| h.wrapping_add(u32::from(b)))
+                    % 2
+                    == 1
+            }
             _ => false,
         }
     }

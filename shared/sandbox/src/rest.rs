@@ -161,7 +161,11 @@ pub(crate) fn next(
     let query: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query)
         .finish();
-    let prefix = if knobs.prefixed_links(org_id) { "/rest" } else { "" };
+    let prefix = if knobs.prefixed_links(org_id) {
+        "/rest"
+    } else {
+        ""
+    };
     format!("{prefix}{path}?{query}")
 }
 

@@ -59,6 +59,7 @@ pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> std::io::
                 let handle = handle.clone();
                 async move {
                     state();
+                    redis_memory().await;
                     handle.map_or_else(String::new, |h| h.render())
                 }
             }),
@@ -75,6 +76,29 @@ pub async fn serve(listen: SocketAddr, shutdown: CancellationToken) -> std::io::
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     Ok(bound)
 }
+
+/// Reads Redis's memory into its gauges, once in [`MEMORY_EVERY`] at most and within a second: a scrape
+/// never waits on a slow Redis.
+async fn redis_memory() {
+    static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+    let store = {
+        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < MEMORY_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+        current.store.clone()
+    };
+    let Some(store) = store else { return };
+    let read = tokio::time::timeout(std::time::Duration::from_secs(1), store.memory_use()).await;
+    if let Ok(Ok(Some((used, max)))) = read {
+        metrics::redis_memory(used, max);
+    }
+}
+
+/// How often a scrape reads Redis's memory.
+const MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn readyz() -> impl IntoResponse {
     let (connected, degraded) = state();

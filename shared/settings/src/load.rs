@@ -14,8 +14,7 @@ use seed_env::SeedEnv;
 use crate::{
     AmqpSettings, BacklogSettings, BitbucketAuth, BitbucketSettings, ConfigError, Filters,
     HttpSettings, ImportSettings, MetricsSettings, PipelineSettings, RedisSettings, Settings,
-    SyncSettings,
-    SnykSettings,
+    SnykSettings, SyncSettings,
     keys::{KEYS, key},
 };
 

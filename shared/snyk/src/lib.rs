@@ -165,7 +165,12 @@ impl Client {
         let configured = settings.snyk_tokens()?;
         let tokens = configured
             .iter()
-            .map(|token| ((*token).clone(), budget("snyk", settings.snyk.rate_budget, token)))
+            .map(|token| {
+                (
+                    (*token).clone(),
+                    budget("snyk", settings.snyk.rate_budget, token),
+                )
+            })
             .collect();
         let rest = configured
             .iter()

@@ -274,7 +274,10 @@ fn next_url(rest_base: &str, next: &str) -> Result<String, SnykError> {
         let base = url::Url::parse(rest_base).map_err(|_| refused("the REST base is not a URL"))?;
         let root = base.path().trim_end_matches('/');
         if !root.is_empty() && (next.starts_with(&format!("{root}/")) || next == root) {
-            format!("{}{next}", rest_base.strip_suffix(root).unwrap_or(rest_base))
+            format!(
+                "{}{next}",
+                rest_base.strip_suffix(root).unwrap_or(rest_base)
+            )
         } else {
             format!("{rest_base}{next}")
         }

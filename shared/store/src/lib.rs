@@ -304,6 +304,22 @@ impl Store {
         self.run(|mut c| async move { c.get(key).await }).await
     }
 
+    /// Redis's memory in use and its `maxmemory` (0: unbounded), in bytes, from `INFO memory`; `None` for
+    /// the in-process store.
+    pub async fn memory_use(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        if self.local().is_some() {
+            return Ok(None);
+        }
+        let info: String = self
+            .run(|mut c| async move { redis::cmd("INFO").arg("memory").query_async(&mut c).await })
+            .await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+        };
+        Ok(field("used_memory").zip(field("maxmemory")))
+    }
+
     /// Milliseconds the key has left; `None` when it is gone or has no expiry.
     pub async fn ttl(&self, name: &str) -> Result<Option<Duration>, StoreError> {
         let key = self.key(name);

@@ -38,8 +38,13 @@ pub const AMQP_CONNECTED: &str = "bb2snyk_amqp_connected";
 /// ledger says (any replica's); `time() - max(...)` is the time since.
 pub const SYNC_LAST_SUCCESS: &str = "bb2snyk_sync_last_success_timestamp_seconds";
 
+/// Redis's memory in use and its `maxmemory` (0: unbounded), in bytes, as a scrape last read them: the
+/// ledger must never be evicted, so Redis runs with `noeviction` and an alert fires well before the bound.
+pub const REDIS_USED_MEMORY: &str = "bb2snyk_redis_used_memory_bytes";
+pub const REDIS_MAX_MEMORY: &str = "bb2snyk_redis_maxmemory_bytes";
+
 /// Every metric name, for the README and the dashboard test.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 15] = [
     MESSAGES,
     HANDLER_SECONDS,
     HTTP_REQUESTS,
@@ -53,6 +58,8 @@ pub const NAMES: [&str; 13] = [
     POLL_ESTIMATE,
     AMQP_CONNECTED,
     SYNC_LAST_SUCCESS,
+    REDIS_USED_MEMORY,
+    REDIS_MAX_MEMORY,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -97,6 +104,11 @@ fn describe() {
         "import jobs requested and not finished (sum over the fleet)"
     );
     describe_gauge!(AMQP_CONNECTED, "1 while the RabbitMQ connection is up");
+    describe_gauge!(REDIS_USED_MEMORY, "Redis's memory in use, in bytes");
+    describe_gauge!(
+        REDIS_MAX_MEMORY,
+        "Redis's maxmemory, in bytes (0: unbounded)"
+    );
     describe_gauge!(
         SYNC_LAST_SUCCESS,
         "when the last sync that changed Snyk compared a workspace (Unix seconds)"
@@ -138,6 +150,11 @@ pub fn token_lookup(result: &'static str) {
 
 pub fn redis_degraded(down: bool) {
     gauge!(REDIS_DEGRADED).set(if down { 1.0 } else { 0.0 });
+}
+
+pub fn redis_memory(used: u64, max: u64) {
+    gauge!(REDIS_USED_MEMORY).set(used as f64);
+    gauge!(REDIS_MAX_MEMORY).set(max as f64);
 }
 
 pub fn redis_failed() {

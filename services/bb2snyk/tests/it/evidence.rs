@@ -110,12 +110,16 @@ async fn a_sync_retires_only_what_bitbucket_confirms_gone_within_its_brake_and_c
             let out = sync(&args, &env, &dir).await;
             assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
             let stats = sandbox.stats();
-            assert_eq!(stats.projects_deactivated, 0, "{args:?} retired live projects");
+            assert_eq!(
+                stats.projects_deactivated, 0,
+                "{args:?} retired live projects"
+            );
             assert_eq!(stats.import_posts_total, 240, "{args:?} imported");
         }
     }
     assert!(
-        stdout(&sync(&[since.as_str()], &env, &dir).await).contains("needs a sync without those filters"),
+        stdout(&sync(&[since.as_str()], &env, &dir).await)
+            .contains("needs a sync without those filters"),
         "a narrowed sync says retiring needs an unfiltered listing"
     );
 
@@ -129,12 +133,17 @@ async fn a_sync_retires_only_what_bitbucket_confirms_gone_within_its_brake_and_c
         let out = sync(&args, &env, &dir).await;
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert!(
-            stdout(&out).contains("0 confirmed gone (Bitbucket answered 404), 0 found alive, 30 left unchecked"),
+            stdout(&out).contains(
+                "0 confirmed gone (Bitbucket answered 404), 0 found alive, 30 left unchecked"
+            ),
             "{}",
             stdout(&out)
         );
         let stats = sandbox.stats();
-        assert_eq!(stats.projects_deactivated, 0, "a partial view retired live projects");
+        assert_eq!(
+            stats.projects_deactivated, 0,
+            "a partial view retired live projects"
+        );
         assert_eq!(stats.import_posts_total, 240);
     }
     sandbox.update(|k| k.hidden_repos.clear());
@@ -159,11 +168,18 @@ async fn a_sync_retires_only_what_bitbucket_confirms_gone_within_its_brake_and_c
     assert_eq!(sandbox.stats().projects_deactivated, projects);
     assert_eq!(sandbox.stats().import_posts_total, 240);
     let reason = two["retired"][0]["reason"].as_str().expect("reason");
-    assert!(reason.contains("answered 404"), "the evidence is in the report: {reason}");
+    assert!(
+        reason.contains("answered 404"),
+        "the evidence is in the report: {reason}"
+    );
 
     // 24 of one workspace's 40 deleted (60 %): the brake stops that org's sync, and nothing changes.
     let (ws, repos) = &tenant[2];
-    let mass: Vec<String> = repos.iter().take(24).map(|r| format!("{ws}/{}", r.0)).collect();
+    let mass: Vec<String> = repos
+        .iter()
+        .take(24)
+        .map(|r| format!("{ws}/{}", r.0))
+        .collect();
     sandbox
         .change_tenant(&TenantChange {
             delete: mass.clone(),
@@ -173,9 +189,16 @@ async fn a_sync_retires_only_what_bitbucket_confirms_gone_within_its_brake_and_c
     let before = sandbox.stats();
     let braked = sync(&[], &env, &dir).await;
     assert_eq!(braked.status.code(), Some(5), "{}", stderr(&braked));
-    assert!(stderr(&braked).contains("--allow-mass-retire"), "{}", stderr(&braked));
+    assert!(
+        stderr(&braked).contains("--allow-mass-retire"),
+        "{}",
+        stderr(&braked)
+    );
     let after = sandbox.stats();
-    assert_eq!(after.projects_deactivated, before.projects_deactivated, "the brake changed something");
+    assert_eq!(
+        after.projects_deactivated, before.projects_deactivated,
+        "the brake changed something"
+    );
     assert_eq!(after.import_posts_total, before.import_posts_total);
 
     let allowed = sync(&["--allow-mass-retire"], &env, &dir).await;
@@ -187,14 +210,32 @@ async fn a_sync_retires_only_what_bitbucket_confirms_gone_within_its_brake_and_c
     assert_eq!(deactivated, before.projects_deactivated + projects);
 
     // Undo reactivates exactly what that sync deactivated; a second undo changes nothing.
-    let undo = bb2snyk(&["sync", &group, &format!("--undo={path}")], env.clone(), &dir).await;
+    let undo = bb2snyk(
+        &["sync", &group, &format!("--undo={path}")],
+        env.clone(),
+        &dir,
+    )
+    .await;
     assert_eq!(undo.status.code(), Some(0), "{}", stderr(&undo));
-    assert!(stdout(&undo).contains(&format!("reactivated {projects},")), "{}", stdout(&undo));
+    assert!(
+        stdout(&undo).contains(&format!("reactivated {projects},")),
+        "{}",
+        stdout(&undo)
+    );
     let undone = sandbox.stats();
     assert_eq!(undone.projects_activated, projects);
     assert_eq!(undone.projects_deactivated, before.projects_deactivated);
-    let again = bb2snyk(&["sync", &group, &format!("--undo={path}")], env.clone(), &dir).await;
+    let again = bb2snyk(
+        &["sync", &group, &format!("--undo={path}")],
+        env.clone(),
+        &dir,
+    )
+    .await;
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
-    assert!(stdout(&again).contains("reactivated 0,"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("reactivated 0,"),
+        "{}",
+        stdout(&again)
+    );
     assert_eq!(sandbox.stats().projects_activated, projects);
 }

@@ -39,7 +39,11 @@ async fn second_run_and_list_read_every_page(links: &str) {
         "{links} links: the second run posted imports"
     );
     let listed = bb2snyk(
-        &["list:imported", &group, "--integrationType=bitbucket-cloud-app"],
+        &[
+            "list:imported",
+            &group,
+            "--integrationType=bitbucket-cloud-app",
+        ],
         env,
         &dir,
     )
@@ -50,7 +54,12 @@ async fn second_run_and_list_read_every_page(links: &str) {
         .lines()
         .filter_map(|l| l.split("\"targetId\":\"").nth(1)?.split('"').next())
         .collect();
-    assert_eq!(ids.len() as u64, imported, "{links} links: {}", stdout(&listed));
+    assert_eq!(
+        ids.len() as u64,
+        imported,
+        "{links} links: {}",
+        stdout(&listed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@ mod plan;
 use bb2snyk_broker::{Outcome, Publish};
 use bb2snyk_ledger::LastSync;
 use bb2snyk_messages::{
-    Body, ChangeKind, Event, ImportRepo, MAX_CHANGES, MAX_RETIRED, ProjectsRetired,
-    RetireProjects, SyncPlanned, SyncWorkspace,
+    Body, ChangeKind, Event, ImportRepo, MAX_CHANGES, MAX_RETIRED, ProjectsRetired, RetireProjects,
+    SyncPlanned, SyncWorkspace,
 };
 pub use evidence::Brake;
 
@@ -45,7 +45,10 @@ impl Importer {
             projects: &projects,
             targets: &targets,
             narrowed: s.narrowed,
-            started: s.sync.started_ms.map(bb2snyk_telemetry::clock::rfc3339_secs),
+            started: s
+                .sync
+                .started_ms
+                .map(bb2snyk_telemetry::clock::rfc3339_secs),
         });
         let bitbucket = match &self.bitbucket {
             Some(tenant) => match tenant.client(s.credential.as_deref()) {
@@ -69,9 +72,7 @@ impl Importer {
                 None => return Outcome::failed(e.is_transient(), e.to_string()),
             },
         };
-        let count = |kind| {
-            plan::count(judged.changes.iter().filter(|c| c.kind == kind).count())
-        };
+        let count = |kind| plan::count(judged.changes.iter().filter(|c| c.kind == kind).count());
         let last = LastSync {
             run_id: s.run_id.clone(),
             workspace: s.workspace.clone(),

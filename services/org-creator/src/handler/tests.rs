@@ -152,7 +152,10 @@ async fn an_org_of_the_same_name_that_serves_another_workspace_is_not_reused() {
     let truth = sandbox.truth();
     let slug = |w: usize| truth[w]["slug"].as_str().expect("slug").to_owned();
     let (mine, theirs) = (slug(0), slug(1));
-    let repo = truth[1]["repos"][0]["slug"].as_str().expect("repo").to_owned();
+    let repo = truth[1]["repos"][0]["slug"]
+        .as_str()
+        .expect("repo")
+        .to_owned();
     // The existing org holds a repository of the other workspace.
     let shared = sandbox
         .orgs()

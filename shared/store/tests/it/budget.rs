@@ -296,7 +296,11 @@ async fn two_refusals_at_once_never_retire_the_last_member_and_a_retired_one_com
         .await
         .expect("both calls answered: with no member left, they would wait for ever");
     let (a, b) = (a.expect("no panic"), b.expect("no panic"));
-    assert_eq!(pool.live_count(), 1, "one member left the rotation, not both");
+    assert_eq!(
+        pool.live_count(),
+        1,
+        "one member left the rotation, not both"
+    );
     // One call moved to the member still live; the other was refused on the last one.
     let answers = [a.is_ok(), b.is_ok()];
     assert!(answers.contains(&true), "{a:?} {b:?}");

@@ -125,3 +125,16 @@ async fn a_lock_released_while_redis_is_away_is_released_once_it_is_back() {
     )
     .await;
 }
+
+/// What the Redis memory alert reads: bytes in use, and `maxmemory` (0 when unbounded).
+#[tokio::test]
+async fn redis_reports_its_memory_and_the_in_process_store_none() {
+    let (used, _max) = store()
+        .await
+        .memory_use()
+        .await
+        .expect("INFO memory")
+        .expect("Redis reports its memory");
+    assert!(used > 0);
+    assert_eq!(Store::memory().memory_use().await.expect("local"), None);
+}

@@ -380,8 +380,9 @@ fn the_image_runs_a_binary_or_a_bb2snyk_command_as_a_non_root_user_in_a_writable
 }
 
 /// `KEY=value` lines of every kustomize ConfigMap and Secret generator: literals, and env files (for
-/// production's git-ignored credential files, their committed examples). The sandbox broker's own user
-/// (the `rabbitmq` Secret) is RabbitMQ's, not ours.
+/// production's git-ignored credential files, their committed examples), comments aside. The sandbox
+/// broker's own user (the `rabbitmq` Secret), Redis's password (`redis`) and the consumers file
+/// (`bitbucket-consumers`, a file, not variables) are not settings of ours.
 fn generated_variables(docs: &[(PathBuf, Value)]) -> Vec<String> {
     let mut lines = Vec::new();
     for (path, doc) in docs {
@@ -391,7 +392,9 @@ fn generated_variables(docs: &[(PathBuf, Value)]) -> Vec<String> {
         let dir = path.parent().expect("a directory");
         for generator in ["configMapGenerator", "secretGenerator"] {
             for g in doc[generator].as_array().into_iter().flatten() {
-                if g["name"] == "rabbitmq" {
+                if ["rabbitmq", "redis", "bitbucket-consumers"]
+                    .contains(&g["name"].as_str().unwrap_or_default())
+                {
                     continue;
                 }
                 for literal in g["literals"].as_array().into_iter().flatten() {
@@ -407,7 +410,11 @@ fn generated_variables(docs: &[(PathBuf, Value)]) -> Vec<String> {
                     };
                     let text = std::fs::read_to_string(&env)
                         .unwrap_or_else(|e| panic!("{}: {e}", env.display()));
-                    lines.extend(text.lines().filter(|l| l.contains('=')).map(str::to_owned));
+                    lines.extend(
+                        text.lines()
+                            .filter(|l| l.contains('=') && !l.trim_start().starts_with('#'))
+                            .map(str::to_owned),
+                    );
                 }
             }
         }

@@ -216,8 +216,16 @@ mod tests {
         assert_eq!(brake.trips(0, 0), None);
         assert_eq!(brake.trips(10, 100), None, "10 % is not more than 10 %");
         assert!(brake.trips(11, 100).is_some());
-        assert!(brake.trips(20, 100).is_some_and(|why| why.contains("20 of 100")));
+        assert!(
+            brake
+                .trips(20, 100)
+                .is_some_and(|why| why.contains("20 of 100"))
+        );
         assert_eq!(brake.trips(50, 1000), None);
-        assert!(brake.trips(51, 1000).is_some_and(|why| why.contains("max_retire_count")));
+        assert!(
+            brake
+                .trips(51, 1000)
+                .is_some_and(|why| why.contains("max_retire_count"))
+        );
     }
 }

@@ -109,7 +109,11 @@ pub fn plan(v: &Views<'_>) -> Plan {
         branches
             .iter()
             .filter(|(branch, _)| !except.contains(branch))
-            .flat_map(|(_, ids)| ids.iter().filter(|(_, r)| *r).map(|(id, _)| (*id).to_owned()))
+            .flat_map(|(_, ids)| {
+                ids.iter()
+                    .filter(|(_, r)| *r)
+                    .map(|(id, _)| (*id).to_owned())
+            })
             .collect()
     };
     let mut plan = Plan {

@@ -109,7 +109,11 @@ fn each_kind_of_change_is_found_once_and_a_second_look_finds_none() {
     assert_eq!(
         candidates,
         vec![
-            ("ws/old-name", Some("ws/new-name"), vec!["p-old-name".to_owned()]),
+            (
+                "ws/old-name",
+                Some("ws/new-name"),
+                vec!["p-old-name".to_owned()]
+            ),
             ("ws/gone", None, vec!["p-gone".to_owned()]),
         ]
     );
@@ -126,7 +130,10 @@ fn each_kind_of_change_is_found_once_and_a_second_look_finds_none() {
         project("p-brand-new", "ws/brand-new", main, true),
     ];
     let again = super::plan(&views(&seen, &uuids, &after, &[]));
-    assert_eq!((again.changes, again.retire, again.candidates), (vec![], vec![], vec![]));
+    assert_eq!(
+        (again.changes, again.retire, again.candidates),
+        (vec![], vec![], vec![])
+    );
 }
 
 #[test]
@@ -137,7 +144,11 @@ fn a_listing_bitbucket_filtered_yields_no_candidates() {
     ];
     let seen = vec![seen("in-view", "main", "{1}")];
     let mut v = views(&seen, &[], &projects, &[]);
-    assert_eq!(plan(&v).candidates.len(), 1, "unfiltered, the absent one is a candidate");
+    assert_eq!(
+        plan(&v).candidates.len(),
+        1,
+        "unfiltered, the absent one is a candidate"
+    );
     v.narrowed = true;
     let narrowed = plan(&v);
     assert_eq!(narrowed.candidates, vec![]);
@@ -149,7 +160,14 @@ fn a_project_with_no_target_reference_is_on_the_default_branch() {
     let projects = vec![project("p", "ws/repo", None, true)];
     let seen = vec![seen("repo", "develop", "{1}")];
     let plan = plan(&views(&seen, &[], &projects, &[]));
-    assert_eq!(plan, Plan { active: 1, ..Plan::default() }, "no branch change, nothing to import");
+    assert_eq!(
+        plan,
+        Plan {
+            active: 1,
+            ..Plan::default()
+        },
+        "no branch change, nothing to import"
+    );
 }
 
 #[test]
