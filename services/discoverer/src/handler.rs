@@ -8,8 +8,8 @@ use bb2snyk_bitbucket::{
 use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
-    Body, Event, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested, SyncWorkspace, Target,
-    WorkspaceDiscovered,
+    Body, Event, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested, SyncImports,
+    SyncWorkspace, Target, WorkspaceDiscovered,
 };
 use futures_util::future::BoxFuture;
 
@@ -35,6 +35,7 @@ impl Handler for Discoverer {
                 Ok(Body::RunRequested(run)) => self.workspaces(run).await,
                 Ok(Body::OrgReady(org)) => self.page(org, None, 1).await,
                 Ok(Body::ReposPage(p)) => self.page(p.org, Some(p.next), p.page).await,
+                Ok(Body::SyncImports(i)) => self.sync_imports(i).await,
                 Ok(other) => Outcome::park(format!(
                     "{} does not belong on the discoverer's queue",
                     other.kind()
@@ -173,6 +174,35 @@ impl Discoverer {
                 page: page.saturating_add(1),
             });
             publishes.push(more.publish());
+        }
+        Outcome::Ack(publishes)
+    }
+
+    /// A sync's imports, sent on under the same bound as a page's: once the importer's queue has room.
+    async fn sync_imports(&self, imports: SyncImports) -> Outcome {
+        let admission = match &self.backlog {
+            Some(backlog) => match backlog.admit().await {
+                Some(admission) => Some(admission),
+                None => return Outcome::defer(backlog.pause),
+            },
+            None => None,
+        };
+        let publishes: Vec<Publish> = imports
+            .targets
+            .into_iter()
+            .map(|target| {
+                Body::ImportRepo(ImportRepo {
+                    run_id: imports.run_id.clone(),
+                    org_id: imports.org_id.clone(),
+                    integration_id: imports.integration_id.clone(),
+                    target,
+                    failed_jobs: 0,
+                })
+                .publish()
+            })
+            .collect();
+        if let Some(admission) = admission {
+            admission.published(publishes.len() as u64);
         }
         Outcome::Ack(publishes)
     }

@@ -18,6 +18,8 @@ const URL: usize = 2048;
 const REASON: usize = 1024;
 /// Projects one retire message names at most.
 pub const MAX_RETIRED: usize = 1000;
+/// Repositories one `sync.imports.v1` names at most: a page's worth, what the backlog admits at once.
+pub const MAX_SYNC_IMPORTS: usize = 100;
 
 /// Declares [`Body`] from one list: each variant's wire `type` is written once, and serde, [`Body::kind`]
 /// and [`Body::KINDS`] all read it from there.
@@ -68,6 +70,21 @@ bodies! {
     SyncWorkspace = "sync.workspace.v1" for IMPORTER,
     /// Deactivate (or delete) the projects of a target Bitbucket no longer has as it was (to the importer).
     RetireProjects = "projects.retire.v1" for IMPORTER,
+    /// A sync's imports, a page at a time, sent on as `repo.import.v1` once the importer's queue has room
+    /// (to the discoverer, which keeps that bound).
+    SyncImports = "sync.imports.v1" for DISCOVERER,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncImports {
+    pub run_id: String,
+    pub org_id: String,
+    pub integration_id: String,
+    /// Which page of the sync's imports of this org, from 1.
+    pub page: u32,
+    /// At most [`MAX_SYNC_IMPORTS`].
+    pub targets: Vec<Target>,
 }
 
 /// A run that brings Snyk in step with Bitbucket (`bb2snyk sync`) instead of importing every repository:
@@ -257,6 +274,7 @@ impl Body {
             Self::PollImport(m) => &m.import.run_id,
             Self::SyncWorkspace(m) => &m.run_id,
             Self::RetireProjects(m) => &m.run_id,
+            Self::SyncImports(m) => &m.run_id,
         }
     }
 
@@ -278,6 +296,7 @@ impl Body {
                 m.target,
                 m.projects.first().map_or("", String::as_str)
             ),
+            Self::SyncImports(m) => format!("{}|{}|{}", m.run_id, m.org_id, m.page),
         }
     }
 
@@ -328,6 +347,14 @@ impl Body {
             return Err(format!(
                 "projects names {} projects, at most {MAX_RETIRED}",
                 r.projects.len()
+            ));
+        }
+        if let Self::SyncImports(i) = self
+            && i.targets.len() > MAX_SYNC_IMPORTS
+        {
+            return Err(format!(
+                "targets names {} repositories, at most {MAX_SYNC_IMPORTS}",
+                i.targets.len()
             ));
         }
         for (name, value, max) in self.bounded_fields() {
@@ -389,6 +416,19 @@ impl Body {
                 f.extend(r.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
                 f
             }
+            Self::SyncImports(i) => {
+                let mut f: Vec<Bounded<'_>> = vec![
+                    ("run_id", &i.run_id, ID),
+                    ("org_id", &i.org_id, ID),
+                    ("integration_id", &i.integration_id, ID),
+                ];
+                for t in &i.targets {
+                    f.push(("targets[].owner", &t.owner, NAME));
+                    f.push(("targets[].name", &t.name, NAME));
+                    f.push(("targets[].branch", or_empty(&t.branch), NAME));
+                }
+                f
+            }
         }
     }
 
@@ -403,6 +443,9 @@ impl Body {
             Self::RunRequested(r) => format!("run {}", r.run_id),
             Self::SyncWorkspace(s) => format!("sync of workspace {}", s.workspace),
             Self::RetireProjects(r) => format!("{}'s projects", r.target),
+            Self::SyncImports(i) => {
+                format!("a sync's imports into org {} (page {})", i.org_id, i.page)
+            }
         }
     }
 }

@@ -12,8 +12,8 @@ mod event;
 use bb2snyk_broker::Message;
 pub use bb2snyk_filters::{Date, Filters, Glob};
 pub use body::{
-    Body, ImportRepo, MAX_RETIRED, OrgReady, PollImport, ReposPage, RetireProjects, RunRequested,
-    Sync, SyncWorkspace, Target, WorkspaceDiscovered,
+    Body, ImportRepo, MAX_RETIRED, MAX_SYNC_IMPORTS, OrgReady, PollImport, ReposPage,
+    RetireProjects, RunRequested, Sync, SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
 };
 pub use event::{
     Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use bb2snyk_messages::{
     Body, Change, ChangeKind, Checked, Event, Filters, ImportCompleted, ImportFailed, ImportRepo,
     ImportRequested, OrgReady, OrgReadyEvent, PollImport, ProjectsRetired, RepoSkipped, ReposPage,
-    RetireProjects, RunRequested, Sync, SyncPlanned, SyncWorkspace, Target, TargetRef, Verdict,
-    WorkspaceDiscovered,
+    RetireProjects, RunRequested, Sync, SyncImports, SyncPlanned, SyncWorkspace, Target, TargetRef,
+    Verdict, WorkspaceDiscovered,
 };
 
 fn docs() -> String {
@@ -129,6 +129,13 @@ fn bodies() -> Vec<Body> {
             sync: sync(),
             credential: Some("c".into()),
             narrowed: true,
+        }),
+        Body::SyncImports(SyncImports {
+            run_id: "r".into(),
+            org_id: "o".into(),
+            integration_id: "i".into(),
+            page: 1,
+            targets: vec![target()],
         }),
         Body::RetireProjects(RetireProjects {
             run_id: "r".into(),

@@ -37,8 +37,11 @@ fn retired(report: &Value) -> (BTreeSet<String>, u64) {
     (names, projects)
 }
 
-/// Each workspace's repositories with their project key and last update, as the sandbox holds them.
-fn tenant(sandbox: &Sandbox) -> Vec<(String, Vec<(String, String, String)>)> {
+/// A repository as the sandbox holds it: slug, project key, last update.
+type Repo = (String, String, String);
+
+/// Each workspace's repositories (non-empty ones), as the sandbox holds them.
+fn tenant(sandbox: &Sandbox) -> Vec<(String, Vec<Repo>)> {
     sandbox
         .truth()
         .as_array()

@@ -275,3 +275,56 @@ fn ready_message(i: u32) -> bb2snyk_broker::Message {
         body: b"{}".to_vec(),
     }
 }
+
+#[tokio::test]
+async fn a_sync_s_imports_wait_for_room_like_pages_then_go_on_as_imports() {
+    let (_sandbox, discoverer, _) = rig(Knobs::default()).await;
+    let broker = bb2snyk_broker::memory::MemoryBroker::new(Default::default());
+    let backlog = |broker: &bb2snyk_broker::memory::MemoryBroker| {
+        Some(crate::Backlog::new(
+            std::sync::Arc::new(broker.clone()),
+            5,
+            std::time::Duration::from_secs(5),
+        ))
+    };
+    let imports = Body::SyncImports(bb2snyk_messages::SyncImports {
+        run_id: "run-1".into(),
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        page: 1,
+        targets: (0..3)
+            .map(|i| bb2snyk_messages::Target {
+                owner: "acme".into(),
+                name: format!("new-{i}"),
+                branch: Some("main".into()),
+            })
+            .collect(),
+    })
+    .to_message();
+    for i in 0..6 {
+        broker.publish(bb2snyk_messages::IMPORTER, ready_message(i));
+    }
+    let full = super::Discoverer {
+        backlog: backlog(&broker),
+        ..discoverer.clone()
+    };
+    match full.handle(imports.clone()).await {
+        Outcome::Defer { after } => assert_eq!(after, std::time::Duration::from_secs(5)),
+        other => panic!("expected the imports deferred, got {other:?}"),
+    }
+    let room = super::Discoverer {
+        backlog: backlog(&bb2snyk_broker::memory::MemoryBroker::new(
+            Default::default(),
+        )),
+        ..discoverer
+    };
+    let (bodies, _) = split(&publishes(room.handle(imports).await));
+    let names: Vec<String> = bodies
+        .iter()
+        .map(|b| match b {
+            Body::ImportRepo(i) => i.target.name.clone(),
+            other => panic!("expected imports, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["new-0", "new-1", "new-2"]);
+}

@@ -12,8 +12,8 @@ mod plan;
 use bb2snyk_broker::{Outcome, Publish};
 use bb2snyk_ledger::LastSync;
 use bb2snyk_messages::{
-    Body, ChangeKind, Event, ImportRepo, MAX_CHANGES, MAX_RETIRED, ProjectsRetired, RetireProjects,
-    SyncPlanned, SyncWorkspace,
+    Body, ChangeKind, Event, MAX_CHANGES, MAX_RETIRED, MAX_SYNC_IMPORTS, ProjectsRetired,
+    RetireProjects, SyncImports, SyncPlanned, SyncWorkspace,
 };
 pub use evidence::Brake;
 
@@ -96,16 +96,19 @@ impl Importer {
         if stop {
             return Outcome::Ack(publishes);
         }
-        publishes.extend(judged.imports.into_iter().map(|target| {
-            Body::ImportRepo(ImportRepo {
-                run_id: s.run_id.clone(),
-                org_id: s.org_id.clone(),
-                integration_id: s.integration_id.clone(),
-                target,
-                failed_jobs: 0,
-            })
-            .publish()
-        }));
+        // Imports go through the discoverer, which sends them on as the importer's queue has room.
+        publishes.extend(judged.imports.chunks(MAX_SYNC_IMPORTS).enumerate().map(
+            |(n, targets)| {
+                Body::SyncImports(SyncImports {
+                    run_id: s.run_id.clone(),
+                    org_id: s.org_id.clone(),
+                    integration_id: s.integration_id.clone(),
+                    page: plan::count(n + 1),
+                    targets: targets.to_vec(),
+                })
+                .publish()
+            },
+        ));
         for retire in judged.retire {
             for chunk in retire.projects.chunks(MAX_RETIRED) {
                 publishes.push(

@@ -60,8 +60,8 @@ fn kinds_are_the_serde_names() {
         assert_eq!(json["type"], body.kind());
         assert!(Body::KINDS.contains(&body.kind()));
     }
-    // The six of a run, and a sync's two.
-    assert_eq!(Body::KINDS.len(), 8);
+    // The six of a run, and a sync's three.
+    assert_eq!(Body::KINDS.len(), 9);
 }
 
 #[test]
@@ -139,4 +139,25 @@ fn malformed_messages_say_why() {
             .expect_err("mismatch")
             .contains("its type property says")
     );
+}
+
+#[test]
+fn a_sync_s_imports_come_a_page_at_a_time() {
+    let imports = |n: usize| SyncImports {
+        run_id: "r".into(),
+        org_id: "o".into(),
+        integration_id: "i".into(),
+        page: 1,
+        targets: (0..n)
+            .map(|i| Target {
+                owner: "acme".into(),
+                name: format!("repo-{i}"),
+                branch: None,
+            })
+            .collect(),
+    };
+    let read = |n| Body::from_message(&Body::SyncImports(imports(n)).to_message());
+    assert!(read(MAX_SYNC_IMPORTS).is_ok());
+    let refused = read(MAX_SYNC_IMPORTS + 1).expect_err("too many");
+    assert!(refused.contains("at most 100"), "{refused}");
 }
