@@ -135,6 +135,26 @@ pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
         .collect()
 }
 
+/// A v1 call's checks on a project: the token, and that the org has it (404 as v1 words it).
+fn v1_project(
+    state: &World,
+    headers: &HeaderMap,
+    org_id: &str,
+    project_id: &str,
+) -> Result<(), Response> {
+    crate::snyk::authorize(state, headers)?;
+    if rows(state, org_id, Instant::now())
+        .iter()
+        .any(|row| row.id == project_id)
+    {
+        return Ok(());
+    }
+    Err(crate::snyk::error(
+        StatusCode::NOT_FOUND,
+        &format!("Project {project_id} not found in org {org_id}"),
+    ))
+}
+
 /// `POST /v1/org/{org_id}/project/{project_id}/deactivate`: 200 with an empty body, again and again.
 pub async fn deactivate(
     State(app): State<App>,
@@ -142,17 +162,8 @@ pub async fn deactivate(
     headers: HeaderMap,
 ) -> Response {
     let mut state = app.0.lock();
-    if let Err(response) = crate::snyk::authorize(&state, &headers) {
+    if let Err(response) = v1_project(&state, &headers, &org_id, &project_id) {
         return response;
-    }
-    if !rows(&state, &org_id, Instant::now())
-        .iter()
-        .any(|row| row.id == project_id)
-    {
-        return crate::snyk::error(
-            StatusCode::NOT_FOUND,
-            &format!("Project {project_id} not found in org {org_id}"),
-        );
     }
     state.deactivated.insert(project_id);
     StatusCode::OK.into_response()
@@ -165,17 +176,8 @@ pub async fn activate(
     headers: HeaderMap,
 ) -> Response {
     let mut state = app.0.lock();
-    if let Err(response) = crate::snyk::authorize(&state, &headers) {
+    if let Err(response) = v1_project(&state, &headers, &org_id, &project_id) {
         return response;
-    }
-    if !rows(&state, &org_id, Instant::now())
-        .iter()
-        .any(|row| row.id == project_id)
-    {
-        return crate::snyk::error(
-            StatusCode::NOT_FOUND,
-            &format!("Project {project_id} not found in org {org_id}"),
-        );
     }
     if state.deactivated.remove(&project_id) {
         state.counters.projects_activated += 1;

@@ -250,14 +250,16 @@ pub struct Run {
 
 impl Run {
     pub async fn request(settings: &Settings, group_id: &str) -> Self {
-        Self::request_with(settings, group_id, None).await
+        Self::request_with(settings, group_id, None, None).await
     }
 
-    /// A run request that is a sync (`bb2snyk discover --sync`) when `sync` is given.
+    /// A run request that is a sync (`bb2snyk discover --sync`) when `sync` is given, with the run's own
+    /// filters when `filters` are.
     pub async fn request_with(
         settings: &Settings,
         group_id: &str,
         sync: Option<bb2snyk_messages::Sync>,
+        filters: Option<bb2snyk_messages::Filters>,
     ) -> Self {
         let infrastructure = Infrastructure::connect(settings, "e2e-run")
             .await
@@ -271,7 +273,7 @@ impl Run {
             run_id: id.clone(),
             group_id: group_id.to_owned(),
             source_org_id: None,
-            filters: None,
+            filters,
             sync,
         });
         broker

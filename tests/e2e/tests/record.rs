@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bb2snyk_e2e::{ALL, Run, TestFleet};
 use bb2snyk_ledger::LastSync;
-use bb2snyk_messages::Sync;
+use bb2snyk_messages::{Filters, Sync};
 use bb2snyk_sandbox::Knobs;
 use bb2snyk_test_support::wait_for;
 
@@ -63,7 +63,23 @@ async fn a_second_run_on_an_empty_redis_posts_no_import() {
 
 /// Requests a sync of the fleet's group and waits until every org has been compared; each org's result.
 async fn sync(fleet: &TestFleet, sync: Sync, orgs: usize) -> Vec<LastSync> {
-    let run = Run::request_with(&fleet.settings, &fleet.sandbox.knobs().group_id, Some(sync)).await;
+    filtered_sync(fleet, sync, None, orgs).await
+}
+
+/// As [`sync`], with the run's own filters.
+async fn filtered_sync(
+    fleet: &TestFleet,
+    sync: Sync,
+    filters: Option<Filters>,
+    orgs: usize,
+) -> Vec<LastSync> {
+    let run = Run::request_with(
+        &fleet.settings,
+        &fleet.sandbox.knobs().group_id,
+        Some(sync),
+        filters,
+    )
+    .await;
     let ledger = fleet.ledger().await;
     wait_for("every org synced", Duration::from_secs(120), || async {
         let mine: Vec<LastSync> = ledger
@@ -196,5 +212,146 @@ async fn the_services_sync_a_drifted_tenant_and_a_second_sync_changes_nothing() 
             .iter()
             .all(|s| s["run_id"] == again[0].run_id && s["new"] == 0)
     );
+    fleet.stop().await;
+}
+
+/// The services retire only what Bitbucket confirms gone (2 replicas per stage): after a full import of
+/// 6 workspaces x 40, syncs narrowed by `updated_since`, by one project key and by an include glob, and
+/// one whose credential sees only part of two workspaces, retire nothing and import nothing, dry-run or
+/// not; two repositories deleted, a plain sync retires exactly their projects; most of a workspace
+/// deleted, the brake stops that org's sync and nothing changes.
+#[tokio::test]
+async fn the_services_retire_nothing_on_a_partial_view_and_stop_at_the_brake() {
+    let knobs = Knobs {
+        workspaces: 6,
+        repos_per_workspace: 40,
+        empty_rate: 0.0,
+        job_ms: 100,
+        rest_links: "per-org".into(),
+        ..Knobs::default()
+    };
+    let mut fleet = TestFleet::start(knobs, "evidence", &[]).await;
+    fleet.spawn(&ALL, 2);
+    fleet.run_to_the_end(240).await;
+    let imported = fleet.sandbox.stats();
+    assert_eq!(imported.import_posts_total, 240);
+
+    let truth = fleet.sandbox.truth();
+    let repos = |w: usize| -> Vec<String> {
+        truth[w]["repos"]
+            .as_array()
+            .expect("repos")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    truth[w]["slug"].as_str().expect("slug"),
+                    r["slug"].as_str().expect("slug")
+                )
+            })
+            .collect()
+    };
+    let mut dates: Vec<String> = truth
+        .as_array()
+        .expect("workspaces")
+        .iter()
+        .flat_map(|w| w["repos"].as_array().expect("repos").iter())
+        .map(|r| r["updated_on"].as_str().expect("updated_on")[..10].to_owned())
+        .collect();
+    dates.sort_unstable();
+    let narrowed = [
+        Filters {
+            updated_since: Some(dates[dates.len() / 2].parse().expect("a date")),
+            ..Filters::default()
+        },
+        Filters {
+            project_keys: vec!["PRJ1".into()],
+            ..Filters::default()
+        },
+        Filters {
+            include: vec!["*-1*".parse().expect("a glob")],
+            ..Filters::default()
+        },
+    ];
+    for filters in narrowed {
+        for dry_run in [true, false] {
+            let synced = filtered_sync(
+                &fleet,
+                Sync {
+                    dry_run,
+                    ..Sync::default()
+                },
+                Some(filters.clone()),
+                6,
+            )
+            .await;
+            assert_eq!(changes(&synced), [0; 4], "{filters:?}: {synced:?}");
+            let stats = fleet.sandbox.stats();
+            assert_eq!(
+                stats.projects_deactivated, 0,
+                "{filters:?} retired live projects"
+            );
+            assert_eq!(stats.import_posts_total, 240, "{filters:?} imported");
+        }
+    }
+
+    // A credential that sees 15 of the 40 repositories of two workspaces less.
+    let hidden: Vec<String> = (0..2).flat_map(|w| repos(w).into_iter().take(15)).collect();
+    fleet.sandbox.update(|k| k.hidden_repos = hidden.clone());
+    for dry_run in [true, false] {
+        let synced = sync(
+            &fleet,
+            Sync {
+                dry_run,
+                ..Sync::default()
+            },
+            6,
+        )
+        .await;
+        assert_eq!(changes(&synced), [0; 4], "{synced:?}");
+        assert_eq!(
+            fleet.sandbox.stats().projects_deactivated,
+            0,
+            "a partial view retired live projects"
+        );
+    }
+    fleet.sandbox.update(|k| k.hidden_repos.clear());
+
+    // Two deleted: exactly their projects.
+    let gone = vec![repos(0)[0].clone(), repos(1)[0].clone()];
+    fleet
+        .sandbox
+        .change_tenant(&bb2snyk_sandbox::TenantChange {
+            delete: gone,
+            ..Default::default()
+        })
+        .expect("deleted");
+    let synced = sync(&fleet, Sync::default(), 6).await;
+    assert_eq!(changes(&synced), [0, 0, 0, 2]);
+    // Done when a look finds nothing left to retire.
+    wait_for("the two retired", Duration::from_secs(120), || async {
+        let look = sync(&fleet, DRY_RUN, 6).await;
+        (changes(&look) == [0; 4]).then_some(())
+    })
+    .await;
+    let retired = fleet.sandbox.stats().projects_deactivated;
+    assert!(retired >= 2, "{retired}");
+
+    // 24 of one workspace's 40 deleted: the brake stops that org, nothing changes.
+    fleet
+        .sandbox
+        .change_tenant(&bb2snyk_sandbox::TenantChange {
+            delete: repos(2).into_iter().take(24).collect(),
+            ..Default::default()
+        })
+        .expect("deleted");
+    let braked = sync(&fleet, Sync::default(), 6).await;
+    assert_eq!(braked.iter().filter(|s| s.braked).count(), 1, "{braked:?}");
+    assert_eq!(
+        fleet.sandbox.stats().projects_deactivated,
+        retired,
+        "the brake changed something"
+    );
+    assert_eq!(fleet.sandbox.stats().import_posts_total, 240);
     fleet.stop().await;
 }
