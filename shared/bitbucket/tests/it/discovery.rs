@@ -149,3 +149,25 @@ async fn filters_skip_with_reasons_and_bitbucket_applies_what_it_can() {
         "forks or empty ones were skipped"
     );
 }
+
+/// Listings come in the repositories' uuid order, which no update changes: a repository updated while a
+/// workspace is paged through moves to no other page (in the default order, by update time, it could).
+#[tokio::test]
+async fn repositories_are_listed_in_the_stable_order_of_their_uuids() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 1,
+        repos_per_workspace: 250,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let r = replica(&settings(&sandbox, &[]), redis_url()).await;
+    let listed = walk(&r.bitbucket, "acme-000").await;
+    assert_eq!(listed.len(), 250);
+    let uuids: Vec<&str> = listed.iter().filter_map(|r| r.uuid.as_deref()).collect();
+    assert_eq!(uuids.len(), 250);
+    assert!(
+        uuids.windows(2).all(|w| w[0] < w[1]),
+        "pages come in uuid order"
+    );
+}
