@@ -244,8 +244,17 @@ impl Event {
     }
 
     /// What makes two events the same: one of each type per run and subject.
+    /// The run and subject; a plan's later parts and a target's later retirements add what tells them
+    /// apart, so no consumer that drops repeated ids drops them.
     fn identity(&self) -> String {
-        format!("{}|{}", self.run_id(), self.subject())
+        let base = format!("{}|{}", self.run_id(), self.subject());
+        match self {
+            Self::SyncPlanned(p) if p.part > 1 => format!("{base}|{}", p.part),
+            Self::ProjectsRetired(r) => {
+                format!("{base}|{}", r.projects.first().map_or("", String::as_str))
+            }
+            _ => base,
+        }
     }
 
     pub fn to_message(&self) -> Message {

@@ -495,3 +495,28 @@ async fn calls_spread_over_every_token_and_a_refused_one_leaves_the_rotation() {
         .expect_err("every budget spent");
     assert!(spent.deferred().is_some(), "{spent}");
 }
+
+/// REST calls keep within REST's own limit per token (`snyk.rest_rate_budget`), below v1's: past it a
+/// REST read waits (here, past the hold bound, it is deferred) while v1 calls go on.
+#[tokio::test]
+async fn rest_calls_keep_within_their_own_budget_while_v1_goes_on() {
+    let sandbox = Sandbox::start(Knobs::default()).await.expect("sandbox");
+    let mut env = sandbox.env();
+    env.push(("BB2SNYK__SNYK__REST_RATE_BUDGET", "2".into()));
+    env.push(("BB2SNYK__SNYK__EVEN_PACE", "false".into()));
+    env.push(("BB2SNYK__PIPELINE__MAX_HOLD_SECS", "1".into()));
+    let settings = bb2snyk_test_support::settings(env);
+    let snyk = Client::for_stage(&settings, reqwest::Client::new(), None).expect("client");
+    let group = sandbox.knobs().group_id;
+    let org = snyk.group_orgs(&group).await.expect("orgs")[0].id.clone();
+    for _ in 0..2 {
+        snyk.targets(&org).await.expect("within the REST budget");
+    }
+    match snyk.targets(&org).await {
+        Err(SnykError::Deferred { wait }) => assert!(wait > Duration::from_secs(1), "{wait:?}"),
+        other => panic!("the third REST read in a minute should wait, got {other:?}"),
+    }
+    snyk.group_orgs(&group)
+        .await
+        .expect("v1 is not held by REST's budget");
+}

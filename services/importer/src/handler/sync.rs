@@ -191,3 +191,63 @@ fn planned(s: &SyncWorkspace, judged: &evidence::Judged) -> Vec<Publish> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use bb2snyk_messages::{Change, Checked, Verdict};
+
+    use super::*;
+
+    /// 2,500 changes and 1,200 checks go out as three events of at most 1,000 each, every one whole.
+    #[test]
+    fn a_large_plan_goes_out_in_parts_no_larger_than_the_bound() {
+        let s = SyncWorkspace {
+            run_id: "r".into(),
+            org_id: "o".into(),
+            integration_id: "i".into(),
+            workspace: "acme".into(),
+            sync: Default::default(),
+            credential: None,
+            narrowed: false,
+        };
+        let judged = evidence::Judged {
+            changes: (0..2500)
+                .map(|i| Change {
+                    kind: ChangeKind::New,
+                    target: format!("acme/repo-{i}"),
+                    was: None,
+                    uuid: None,
+                    projects: 0,
+                })
+                .collect(),
+            checked: (0..1200)
+                .map(|i| Checked {
+                    target: format!("acme/old-{i}"),
+                    verdict: Verdict::Alive,
+                    detail: "200".into(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let parts: Vec<SyncPlanned> = planned(&s, &judged)
+            .iter()
+            .map(|p| match Event::from_message(&p.message) {
+                Ok(Event::SyncPlanned(e)) => e,
+                other => panic!("expected sync.planned, got {other:?}"),
+            })
+            .collect();
+        let sizes: Vec<(u32, u32, usize, usize)> = parts
+            .iter()
+            .map(|p| (p.part, p.parts, p.changes.len(), p.checked.len()))
+            .collect();
+        assert_eq!(
+            sizes,
+            [(1, 3, 1000, 1000), (2, 3, 1000, 200), (3, 3, 500, 0)]
+        );
+        let ids: std::collections::BTreeSet<String> = planned(&s, &judged)
+            .into_iter()
+            .map(|p| p.message.message_id)
+            .collect();
+        assert_eq!(ids.len(), 3, "each part has an id of its own");
+    }
+}
