@@ -344,7 +344,7 @@ const PARKED_DELIVERY_LIMIT: u32 = 2_000_000_000;
 
 /// Declares a parking queue with [`PARKED_DELIVERY_LIMIT`], on a channel of its own. One that an earlier
 /// version made without the limit refuses those arguments (and closes the channel): it is then declared as
-/// it is, and a RabbitMQ policy gives it the limit (the README says how).
+/// it is, and a RabbitMQ policy gives it the limit (docs/design.md says how).
 async fn declare_parked(
     connection: &Connection,
     name: &str,
@@ -362,7 +362,7 @@ async fn declare_parked(
     }
     tracing::warn!(
         queue = %name,
-        "this parking queue predates its delivery limit; on RabbitMQ 4 give it one with a policy (see the README)"
+        "this parking queue predates its delivery limit; on RabbitMQ 4 give it one with a policy (see docs/design.md, \"Durable memory\")"
     );
     let channel = connection.create_channel().await?;
     let declared = declare_quorum_queue(&channel, name, base).await;

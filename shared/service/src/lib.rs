@@ -11,7 +11,7 @@ use bb2snyk_store::{Store, StoreError};
 use clap::Parser;
 pub use tokio_util::sync::CancellationToken;
 
-/// Exit codes shared by every bb2snyk binary, the services and the CLI (documented in the README).
+/// Exit codes shared by every bb2snyk binary, the services and the CLI (documented in the README and docs/commands.md).
 pub mod exit {
     /// Some targets failed or were parked.
     pub const FAILURES: u8 = 1;

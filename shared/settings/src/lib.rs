@@ -10,6 +10,7 @@
 mod consumers;
 mod keys;
 mod load;
+mod reference;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -17,6 +18,7 @@ pub use bb2snyk_filters::Filters;
 pub use consumers::{ConsumerEntry, loose_permissions};
 pub use keys::{KEYS, Key};
 pub use load::{Sources, load};
+pub use reference::reference;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 

@@ -43,7 +43,7 @@ pub const SYNC_LAST_SUCCESS: &str = "bb2snyk_sync_last_success_timestamp_seconds
 pub const REDIS_USED_MEMORY: &str = "bb2snyk_redis_used_memory_bytes";
 pub const REDIS_MAX_MEMORY: &str = "bb2snyk_redis_maxmemory_bytes";
 
-/// Every metric name, for the README and the dashboard test.
+/// Every metric name, for docs/operations.md and the dashboard test.
 pub const NAMES: [&str; 15] = [
     MESSAGES,
     HANDLER_SECONDS,

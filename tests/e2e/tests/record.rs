@@ -177,7 +177,7 @@ async fn the_services_sync_a_drifted_tenant_and_a_second_sync_changes_nothing() 
     let last = fleet.sandbox.stats();
     assert_eq!(last.import_posts_total, after.import_posts_total);
     assert_eq!(last.projects_deactivated, after.projects_deactivated);
-    // The cost of staying in step, for the README: what an unchanged sync of the services asked.
+    // The cost of staying in step, for docs/sync.md: what an unchanged sync of the services asked.
     let cost: Vec<String> = last
         .requests_since(&after)
         .iter()

@@ -103,7 +103,7 @@ async fn a_sync_makes_snyk_match_bitbucket_and_a_second_changes_nothing() {
     let last = sandbox.stats();
     assert_eq!(last.import_posts_total, after.import_posts_total);
     assert_eq!(last.projects_deactivated, after.projects_deactivated);
-    // The cost of staying in step, for the README: what an unchanged sync asked of each API.
+    // The cost of staying in step, for docs/sync.md: what an unchanged sync asked of each API.
     let cost: Vec<String> = last
         .requests_since(&after)
         .iter()

@@ -4,4 +4,5 @@
 mod deployment;
 mod endpoints;
 mod hostile;
+mod links;
 mod pipeline;
