@@ -27,7 +27,7 @@ macro_rules! bodies {
     ($($(#[doc = $doc:literal])* $variant:ident = $kind:literal for $queue:ident,)+) => {
         /// Every work message; its `type` says which.
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(tag = "type", deny_unknown_fields)]
+        #[serde(tag = "type")]
         pub enum Body {
             $($(#[doc = $doc])* #[serde(rename = $kind)] $variant($variant),)+
         }
@@ -76,7 +76,6 @@ bodies! {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SyncImports {
     pub run_id: String,
     pub org_id: String,
@@ -90,7 +89,6 @@ pub struct SyncImports {
 /// A run that brings Snyk in step with Bitbucket (`bb2snyk sync`) instead of importing every repository:
 /// new repositories are imported, and the projects of deleted, renamed or re-branched ones retired.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Sync {
     /// Plan only: report what would change, change nothing.
     #[serde(default)]
@@ -110,7 +108,6 @@ pub struct Sync {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SyncWorkspace {
     pub run_id: String,
     pub org_id: String,
@@ -127,7 +124,6 @@ pub struct SyncWorkspace {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RetireProjects {
     pub run_id: String,
     pub org_id: String,
@@ -143,7 +139,6 @@ pub struct RetireProjects {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RunRequested {
     pub run_id: String,
     pub group_id: String,
@@ -160,7 +155,6 @@ pub struct RunRequested {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkspaceDiscovered {
     pub run_id: String,
     pub group_id: String,
@@ -182,7 +176,6 @@ pub struct WorkspaceDiscovered {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OrgReady {
     pub run_id: String,
     pub group_id: String,
@@ -199,7 +192,6 @@ pub struct OrgReady {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ReposPage {
     pub org: OrgReady,
     /// Bitbucket's `next` link.
@@ -209,7 +201,6 @@ pub struct ReposPage {
 
 /// A repository to import, as the wire names it: workspace slug, repository slug, branch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Target {
     pub owner: String,
     pub name: String,
@@ -218,7 +209,6 @@ pub struct Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ImportRepo {
     pub run_id: String,
     pub org_id: String,
@@ -230,7 +220,6 @@ pub struct ImportRepo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PollImport {
     pub import: ImportRepo,
     pub job_url: String,

@@ -82,6 +82,13 @@ fn the_readme_is_short_and_every_link_in_it_and_in_docs_resolves() {
             }
         }
     }
-    assert!(checked >= 20, "only {checked} links found: is the parser right?");
-    assert!(broken.is_empty(), "links that lead nowhere:\n{}", broken.join("\n"));
+    assert!(
+        checked >= 20,
+        "only {checked} links found: is the parser right?"
+    );
+    assert!(
+        broken.is_empty(),
+        "links that lead nowhere:\n{}",
+        broken.join("\n")
+    );
 }
