@@ -18,6 +18,9 @@ pub struct Cli {
     /// TOML settings file (see config/example.toml); also BB2SNYK_CONFIG.
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// The import policy (docs/policy.md), over the `policy.file` setting.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,6 +60,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Check configuration, credentials, scopes, Snyk and the infrastructure, one line each, with the fix.
     Doctor(DoctorArgs),
+    /// Check an import policy: its rules, and with --groupId what each repository of the tenant would get.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Declare the queues, retry tiers, parking queues and events exchange on RabbitMQ, then exit (each
     /// service also does it at start; a deployment's topology job runs this first).
     Topology,
@@ -319,6 +325,31 @@ pub fn config(settings: &Settings) -> Result<(), Failure> {
     for (key, value) in settings.describe() {
         println!("{:<36} {:<40} {}", key.path, value, key.env.unwrap_or(""));
     }
+    let policy = bb2snyk_policy::Policy::from_settings(settings)?;
+    match &settings.policy_file {
+        Some(file) => println!(
+            "policy in force: {} ({} rules)",
+            file.display(),
+            policy.rules()
+        ),
+        None => println!("policy in force: none"),
+    }
     settings.require(&[Need::SnykToken, Need::BitbucketCredentials])?;
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check FILE against Snyk's rules; with --groupId, print what each repository of the tenant would
+    /// get (read from Bitbucket, nothing written anywhere).
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// The policy file.
+    pub file: PathBuf,
+    /// The tenant's group: list its workspaces' repositories from Bitbucket and show each one's decision.
+    #[arg(long = "groupId", alias = "group-id")]
+    pub group_id: Option<String>,
 }

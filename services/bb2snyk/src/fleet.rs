@@ -40,6 +40,8 @@ pub(crate) async fn admin(settings: &Settings) -> Result<Admin, Failure> {
 
 /// Publishes a run request for the services, confirmed, and prints its run id.
 pub async fn discover(settings: &Settings, args: &DiscoverArgs) -> Result<(), Failure> {
+    // The services apply their own `policy.file`; one given here is checked before anything is asked.
+    bb2snyk_policy::Policy::from_settings(settings)?;
     let (admin, broker) = connect(settings, "discover").await?;
     let run_id = bb2snyk_messages::new_run_id();
     let body = Body::RunRequested(RunRequested {

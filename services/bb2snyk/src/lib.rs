@@ -9,6 +9,7 @@ mod files;
 mod fleet;
 mod imported;
 mod orgs;
+mod policy;
 mod run;
 mod status;
 mod sync;
@@ -138,7 +139,10 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let settings = || -> Result<Settings, Failure> {
-        let settings = bb2snyk_settings::load(&Sources::from_process(cli.config.clone()))?;
+        let mut settings = bb2snyk_settings::load(&Sources::from_process(cli.config.clone()))?;
+        if let Some(policy) = &cli.policy {
+            settings.policy_file = Some(policy.clone());
+        }
         for warning in settings.warnings() {
             eprintln!("warning: {warning}");
         }
@@ -159,5 +163,6 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Replay(args) => fleet::replay(&settings()?, args).await,
         Command::Doctor(args) => doctor::doctor(&settings()?, args).await,
         Command::Topology => fleet::topology(&settings()?).await,
+        Command::Policy(cli::PolicyCommand::Check(args)) => policy::check(&settings()?, args).await,
     }
 }

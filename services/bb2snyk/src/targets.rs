@@ -3,7 +3,8 @@
 use std::{collections::HashSet, path::PathBuf};
 
 use bb2snyk_bitbucket::{RepoFilter, Route, Tenant};
-use bb2snyk_messages::{Body, ImportRepo};
+use bb2snyk_messages::{Body, ImportRepo, ProjectPolicy};
+use bb2snyk_policy::Policy;
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::Client as Snyk;
 
@@ -18,6 +19,7 @@ use crate::{
 /// filters leave out) are skipped with their reason.
 pub async fn data(settings: &Settings, args: &ImportDataArgs) -> Result<(), Failure> {
     let dir = files::log_dir(&settings.import.log_path)?;
+    let policy = Policy::from_settings(settings)?;
     let file: CreatedOrgsFile = files::read_json(&args.orgs_data, "created-orgs file")?;
     if file.org_data.is_empty() {
         return Err(Failure::Config(format!(
@@ -38,7 +40,7 @@ pub async fn data(settings: &Settings, args: &ImportDataArgs) -> Result<(), Fail
         .iter()
         .filter(|o| seen.insert(o.org_id.clone()))
     {
-        match org_targets(&bitbucket, &snyk, settings, &filter, org).await {
+        match org_targets(&bitbucket, &snyk, settings, (&filter, &policy), org).await {
             Ok((found, skips)) => {
                 targets.extend(found);
                 skipped += skips;
@@ -73,7 +75,7 @@ async fn org_targets(
     bitbucket: &Route,
     snyk: &Snyk,
     settings: &Settings,
-    filter: &RepoFilter,
+    (filter, policy): (&RepoFilter, &Policy),
     org: &CreatedOrg,
 ) -> Result<(Vec<ImportTarget>, usize), Failure> {
     let kind = settings.snyk.integration_type.as_deref();
@@ -100,6 +102,12 @@ async fn org_targets(
                 skipped += 1;
                 continue;
             }
+            let decision = policy.decide(&repo.facts(workspace));
+            if let Some(rule) = decision.skip {
+                tracing::info!(repository = %repo.slug, rule, "skipped by policy");
+                skipped += 1;
+                continue;
+            }
             targets.push(ImportTarget {
                 target: FileTarget {
                     fork: Some(repo.parent.is_some()),
@@ -111,7 +119,7 @@ async fn org_targets(
                 integration_id: Some(integration_id.clone()),
                 org_id: org.org_id.clone(),
                 files: Vec::new(),
-                exclusion_globs: None,
+                exclusion_globs: decision.exclusion_globs.map(|g| g.join(", ")),
             });
         }
     }
@@ -158,6 +166,11 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
             integration_id,
             target,
             failed_jobs: 0,
+            // The file's exclusion globs go into the import body, as snyk-api-import sends them.
+            policy: entry.exclusion_globs.map(|globs| ProjectPolicy {
+                exclusion_globs: Some(globs),
+                ..ProjectPolicy::default()
+            }),
         }));
         queued += 1;
     }

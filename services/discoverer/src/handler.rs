@@ -8,10 +8,12 @@ use bb2snyk_bitbucket::{
 use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
-    Body, Event, ImportRepo, OrgReady, RepoSkipped, ReposPage, RunRequested, SyncImports,
-    SyncWorkspace, Target, WorkspaceDiscovered,
+    Body, Event, ImportRepo, OrgReady, ProjectPolicy, RepoSkipped, ReposPage, RunRequested,
+    SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
 };
+use bb2snyk_policy::Policy;
 use futures_util::future::BoxFuture;
+use std::sync::Arc;
 
 use crate::Backlog;
 
@@ -23,6 +25,8 @@ pub struct Discoverer {
     /// Every Bitbucket credential; each workspace's messages name the one that serves it.
     pub bitbucket: Tenant,
     pub filter: RepoFilter,
+    /// The import policy: skips, exclusion globs, and the tags and attributes imports carry.
+    pub policy: Arc<Policy>,
     pub ledger: Ledger,
     /// Paging pauses while the importer's queue holds more than this; `None` pages as fast as Bitbucket lets.
     pub backlog: Option<Backlog>,
@@ -197,6 +201,7 @@ impl Discoverer {
                     integration_id: imports.integration_id.clone(),
                     target,
                     failed_jobs: 0,
+                    policy: None,
                 })
                 .publish()
             })
@@ -226,7 +231,12 @@ impl Discoverer {
                 .mark(&org.run_id, Tally::Discovered, &id)
                 .await?;
             seen.push(SeenRepo {
-                skipped: filter.check(&repo).is_err(),
+                skipped: filter.check(&repo).is_err()
+                    || self
+                        .policy
+                        .decide(&repo.facts(&org.workspace))
+                        .skip
+                        .is_some(),
                 slug: repo.slug,
                 branch: target.branch,
                 uuid: repo.uuid,
@@ -242,6 +252,7 @@ impl Discoverer {
         filter: &RepoFilter,
         repo: Repository,
     ) -> Result<Publish, LedgerError> {
+        let decision = self.policy.decide(&repo.facts(&org.workspace));
         let import = ImportRepo {
             run_id: org.run_id.clone(),
             org_id: org.org_id.clone(),
@@ -252,28 +263,44 @@ impl Discoverer {
                 branch: repo.branch().map(str::to_owned),
             },
             failed_jobs: 0,
+            policy: applied(&decision),
         };
         let id = import.target_id();
         self.ledger
             .mark(&org.run_id, Tally::Discovered, &id)
             .await?;
-        match filter.check(&repo) {
-            Ok(()) => Ok(Body::ImportRepo(import).publish()),
-            Err(skip) => {
-                let record = Record {
-                    last_error: Some(skip.to_string()),
-                    ..Record::new(State::Skipped, &org.run_id)
-                };
-                self.ledger.record(&id, &record).await?;
-                Ok(Event::RepoSkipped(RepoSkipped {
-                    run_id: org.run_id.clone(),
-                    subject: id,
-                    reason: skip.to_string(),
-                })
-                .publish())
-            }
-        }
+        let skipped = match (filter.check(&repo), decision.skip) {
+            (Err(skip), _) => Some(skip.to_string()),
+            (Ok(()), Some(rule)) => Some(format!("skipped by policy rule {rule}")),
+            (Ok(()), None) => None,
+        };
+        let Some(reason) = skipped else {
+            return Ok(Body::ImportRepo(import).publish());
+        };
+        let record = Record {
+            last_error: Some(reason.clone()),
+            ..Record::new(State::Skipped, &org.run_id)
+        };
+        self.ledger.record(&id, &record).await?;
+        Ok(Event::RepoSkipped(RepoSkipped {
+            run_id: org.run_id.clone(),
+            subject: id,
+            reason,
+        })
+        .publish())
     }
+}
+
+/// What an import carries of the policy's decision; `None` when it asks nothing.
+fn applied(decision: &bb2snyk_policy::Decision) -> Option<ProjectPolicy> {
+    let applied = ProjectPolicy {
+        tags: decision.tags.clone(),
+        criticality: decision.criticality.clone(),
+        environment: decision.environment.clone(),
+        lifecycle: decision.lifecycle.clone(),
+        exclusion_globs: decision.exclusion_globs.as_ref().map(|g| g.join(", ")),
+    };
+    (applied != ProjectPolicy::default()).then_some(applied)
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ pub fn discoverer(
 ) -> Result<Discoverer, ServiceError> {
     Ok(Discoverer {
         filter: RepoFilter::new(&settings.discovery),
+        policy: std::sync::Arc::new(bb2snyk_policy::Policy::from_settings(settings)?),
         backlog: None,
         bitbucket: Tenant::for_stage(settings, http, Some(store.clone()))?,
         ledger: Ledger::new(store).keeping_runs(settings.redis.run_ttl),

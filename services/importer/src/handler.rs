@@ -241,13 +241,25 @@ impl Importer {
         if let Err(e) = self.ledger.record(id, &posting).await {
             return ledger_failure(e);
         }
+        // The policy's exclusion globs for this repository, else the importer's own options.
+        let options = match import
+            .policy
+            .as_ref()
+            .and_then(|p| p.exclusion_globs.clone())
+        {
+            Some(globs) => ImportOptions {
+                exclusion_globs: Some(globs),
+                ..self.options.clone()
+            },
+            None => self.options.clone(),
+        };
         let job_url = match self
             .snyk
             .import(
                 &import.org_id,
                 &import.integration_id,
                 &api_target(&import.target),
-                &self.options,
+                &options,
             )
             .await
         {

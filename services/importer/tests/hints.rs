@@ -32,6 +32,7 @@ fn imports(sandbox: &Sandbox, n: usize) -> Vec<ImportRepo> {
                     branch: repo["mainbranch"].as_str().map(str::to_owned),
                 },
                 failed_jobs: 0,
+                policy: None,
             });
         }
     }

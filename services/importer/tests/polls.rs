@@ -82,6 +82,7 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
                 branch: None,
             },
             failed_jobs: 0,
+            policy: None,
         },
         job_url: "https://api.snyk.io/v1/job".into(),
         polls: 0,

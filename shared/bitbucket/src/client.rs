@@ -18,7 +18,7 @@ use crate::{
 
 /// The fields bb2snyk reads from a repository; asking for only these keeps pages small.
 pub const REPOSITORY_FIELDS: &str = "next,size,values.uuid,values.slug,values.name,values.full_name,values.mainbranch.name,\
-values.parent.full_name,values.project.key,values.workspace.slug,values.updated_on,values.is_private";
+values.parent.full_name,values.project.key,values.workspace.slug,values.updated_on,values.is_private,values.language";
 
 #[derive(Debug, Clone)]
 pub struct Bitbucket {

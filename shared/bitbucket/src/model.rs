@@ -39,6 +39,9 @@ pub struct Repository {
     pub workspace: Option<WorkspaceRef>,
     pub updated_on: Option<String>,
     pub is_private: Option<bool>,
+    /// Lower case, e.g. `rust`; may be empty.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,5 +77,16 @@ impl Repository {
 
     pub fn branch(&self) -> Option<&str> {
         self.mainbranch.as_ref().map(|b| b.name.as_str())
+    }
+
+    /// What the import policy matches this repository of `workspace` on.
+    pub fn facts(&self, workspace: &str) -> bb2snyk_policy::Facts {
+        bb2snyk_policy::Facts {
+            workspace: workspace.to_owned(),
+            slug: self.slug.clone(),
+            project_key: self.project.as_ref().map(|p| p.key.clone()),
+            language: self.language.clone().filter(|l| !l.is_empty()),
+            private: self.is_private,
+        }
     }
 }

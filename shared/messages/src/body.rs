@@ -7,7 +7,7 @@ use bb2snyk_broker::{Message, Publish};
 use bb2snyk_filters::Filters;
 use serde::{Deserialize, Serialize};
 
-use crate::{DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR};
+use crate::{DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR, ProjectPolicy};
 
 /// Bounds of a message's fields, in bytes: ids (runs, groups, orgs, integrations), names (workspace and
 /// repository slugs, display names, branches), and URLs.
@@ -217,6 +217,9 @@ pub struct ImportRepo {
     /// Import attempts that ended in a failed job so far.
     #[serde(default)]
     pub failed_jobs: u32,
+    /// What the import policy asks for this repository (left out when nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ProjectPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +340,14 @@ impl Body {
                 "projects names {} projects, at most {MAX_RETIRED}",
                 r.projects.len()
             ));
+        }
+        let policy = match self {
+            Self::ImportRepo(i) => i.policy.as_ref(),
+            Self::PollImport(p) => p.import.policy.as_ref(),
+            _ => None,
+        };
+        if let Some(policy) = policy {
+            policy.check()?;
         }
         if let Self::SyncImports(i) = self
             && i.targets.len() > MAX_SYNC_IMPORTS
@@ -470,6 +481,14 @@ fn import_fields(i: &ImportRepo) -> Vec<Bounded<'_>> {
         ("target.owner", &i.target.owner, NAME),
         ("target.name", &i.target.name, NAME),
         ("target.branch", or_empty(&i.target.branch), NAME),
+        (
+            "policy.exclusion_globs",
+            i.policy
+                .as_ref()
+                .and_then(|p| p.exclusion_globs.as_deref())
+                .unwrap_or(""),
+            URL,
+        ),
     ]
 }
 

@@ -8,6 +8,7 @@
 
 mod body;
 mod event;
+mod policy;
 
 use bb2snyk_broker::Message;
 pub use bb2snyk_filters::{Date, Filters, Glob};
@@ -19,6 +20,7 @@ pub use event::{
     Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,
     MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,
 };
+pub use policy::{MAX_TAGS, ProjectPolicy};
 use sha2::{Digest, Sha256};
 
 /// The work queues, by short name.

@@ -86,6 +86,7 @@ fn bodies() -> Vec<Body> {
         integration_id: "i".into(),
         target: target(),
         failed_jobs: 0,
+        policy: None,
     };
     vec![
         Body::RunRequested(RunRequested {

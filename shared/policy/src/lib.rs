@@ -9,6 +9,7 @@ pub mod snyk;
 use std::{collections::BTreeMap, path::Path};
 
 use bb2snyk_filters::Glob;
+use bb2snyk_settings::ConfigError;
 use globset::{GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
@@ -307,6 +308,21 @@ fn set_of(globs: &[Glob]) -> Result<Option<GlobSet>, String> {
         .build()
         .map(Some)
         .map_err(|e| format!("the globs together do not compile: {e}"))
+}
+
+impl Policy {
+    /// The policy `policy.file` names, or none; a bad one is a configuration error (exit 2) naming the
+    /// file, the rule and the value.
+    pub fn from_settings(settings: &bb2snyk_settings::Settings) -> Result<Self, ConfigError> {
+        match &settings.policy_file {
+            None => Ok(Self::default()),
+            Some(path) => Self::read(path).map_err(|e| ConfigError::Invalid {
+                name: "policy.file",
+                problem: e.to_string(),
+                how: "fix the policy (docs/policy.md); `bb2snyk policy check` checks it".into(),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

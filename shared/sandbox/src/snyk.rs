@@ -259,15 +259,22 @@ pub async fn import(
         }
         Some(_) => {}
     }
-    let Some((owner, name, branch)) = serde_json::from_str::<Value>(&body)
-        .ok()
-        .as_ref()
-        .and_then(target)
-    else {
+    let parsed = serde_json::from_str::<Value>(&body).ok();
+    let Some((owner, name, branch)) = parsed.as_ref().and_then(target) else {
         return error(StatusCode::BAD_REQUEST, "Invalid parameter format");
     };
     let key = format!("{owner}/{name}");
     *state.counters.import_posts.entry(key.clone()).or_default() += 1;
+    if let Some(globs) = parsed
+        .as_ref()
+        .and_then(|b| b.get("exclusionGlobs"))
+        .and_then(Value::as_str)
+    {
+        state
+            .counters
+            .exclusion_globs
+            .insert(key.clone(), globs.to_owned());
+    }
     let now = Instant::now();
     if state
         .jobs

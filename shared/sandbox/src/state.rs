@@ -112,6 +112,8 @@ pub struct Counters {
     pub foreign_requests: u64,
     pub snyk_by_token: BTreeMap<String, u64>,
     pub projects_activated: u64,
+    /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
+    pub exclusion_globs: BTreeMap<String, String>,
 }
 
 /// Requests accepted in the last `window`; Bitbucket and Snyk both count a rolling window.
@@ -317,6 +319,7 @@ impl State {
             projects_deactivated: self.deactivated.len() as u64,
             projects_deleted: self.deleted.len() as u64,
             projects_activated: c.projects_activated,
+            exclusion_globs: c.exclusion_globs.clone(),
             jobs,
             truth: self.truth_summary(),
         }
@@ -384,6 +387,9 @@ pub struct Stats {
     /// Inactive projects made active again (`POST …/activate`); asking for an active one counts nothing.
     #[serde(default)]
     pub projects_activated: u64,
+    /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
+    #[serde(default)]
+    pub exclusion_globs: BTreeMap<String, String>,
     pub jobs: JobStats,
     pub truth: TruthSummary,
 }

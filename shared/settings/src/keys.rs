@@ -419,6 +419,13 @@ pub const KEYS: &[Key] = &[
         help: "a sync that would retire more than this many projects of one org stops before acting (exit 5) unless --allow-mass-retire",
     },
     Key {
+        path: "policy.file",
+        env: None,
+        default: None,
+        secret: false,
+        help: "the import policy, a TOML file of [[rule]] tables: tags, attributes, exclusion globs, extra branches and skips by rule (docs/policy.md); --policy=FILE for one command",
+    },
+    Key {
         path: "sync.allow_mass_retire",
         env: None,
         default: Some("false"),

@@ -36,6 +36,9 @@ pub struct Settings {
     pub import: ImportSettings,
     /// How a sync may retire projects (`sync.*`).
     pub sync: SyncSettings,
+    /// The import policy file (`policy.file`, `--policy`): tags, attributes, exclusion globs, branches and
+    /// skips by rule; none when absent.
+    pub policy_file: Option<PathBuf>,
     pub http: HttpSettings,
     pub metrics: MetricsSettings,
 }

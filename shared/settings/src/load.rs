@@ -199,6 +199,7 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             max_retire_count: r.number("sync.max_retire_count", 0..=1_000_000)? as u32,
             allow_mass_retire: r.flag("sync.allow_mass_retire")?,
         },
+        policy_file: r.text("policy.file")?.map(PathBuf::from),
         metrics: MetricsSettings {
             listen: r.address("metrics.listen")?,
             fixed: false,

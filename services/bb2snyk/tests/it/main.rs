@@ -7,6 +7,7 @@ mod credentials;
 mod embedded;
 mod evidence;
 mod fleet;
+mod policy;
 mod record;
 mod seed;
 mod sync;

@@ -72,6 +72,7 @@ fn import(sandbox: &Sandbox) -> ImportRepo {
             branch: repo["mainbranch"].as_str().map(str::to_owned),
         },
         failed_jobs: 0,
+        policy: None,
     }
 }
 

@@ -13,6 +13,7 @@ fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
                 branch: None,
             },
             failed_jobs: 0,
+            policy: None,
         },
         job_url: format!("https://api.snyk.io/v1/job/{name}"),
         polls: 0,

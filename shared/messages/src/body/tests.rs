@@ -13,6 +13,7 @@ fn import() -> ImportRepo {
             branch: Some("main".into()),
         },
         failed_jobs: 0,
+        policy: None,
     }
 }
 
@@ -160,4 +161,34 @@ fn a_sync_s_imports_come_a_page_at_a_time() {
     assert!(read(MAX_SYNC_IMPORTS).is_ok());
     let refused = read(MAX_SYNC_IMPORTS + 1).expect_err("too many");
     assert!(refused.contains("at most 100"), "{refused}");
+}
+
+#[test]
+fn an_import_s_policy_is_held_to_snyk_s_rules_when_read() {
+    let with = |policy: ProjectPolicy| {
+        Body::from_message(
+            &Body::ImportRepo(ImportRepo {
+                policy: Some(policy),
+                ..import()
+            })
+            .to_message(),
+        )
+    };
+    let good = ProjectPolicy {
+        tags: [("team".to_owned(), "acme-000".to_owned())].into(),
+        criticality: Some(vec!["high".into()]),
+        exclusion_globs: Some("fixtures, test/data".into()),
+        ..ProjectPolicy::default()
+    };
+    assert!(with(good.clone()).is_ok());
+    let bad_tag = ProjectPolicy {
+        tags: [("team".to_owned(), "a b".to_owned())].into(),
+        ..good.clone()
+    };
+    assert!(with(bad_tag).expect_err("a space").contains("Snyk refuses"));
+    let many = ProjectPolicy {
+        tags: (0..51).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
+        ..good
+    };
+    assert!(with(many).expect_err("too many").contains("at most 50"));
 }

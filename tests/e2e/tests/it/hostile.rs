@@ -59,6 +59,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
             branch: None,
         },
         failed_jobs: 0,
+        policy: None,
     };
     // (queue, message, what its reason must say)
     let cases: Vec<(&str, Message, &str)> = vec![
