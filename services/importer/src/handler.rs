@@ -110,6 +110,7 @@ impl Handler for Importer {
                 Ok(Body::PollImport(poll)) => self.poll(poll).await,
                 Ok(Body::SyncWorkspace(sync)) => self.sync(sync).await,
                 Ok(Body::RetireProjects(retire)) => self.retire(retire).await,
+                Ok(Body::ProjectsMetadata(m)) => self.set_metadata(m).await,
                 Ok(other) => Outcome::park(format!(
                     "{} does not belong on the importer's queue",
                     other.kind()
@@ -383,6 +384,7 @@ fn about(import: &ImportRepo) -> TargetRef {
     }
 }
 
+mod metadata;
 mod poll;
 mod record;
 mod sync;

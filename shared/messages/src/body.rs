@@ -7,7 +7,7 @@ use bb2snyk_broker::{Message, Publish};
 use bb2snyk_filters::Filters;
 use serde::{Deserialize, Serialize};
 
-use crate::{DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR, ProjectPolicy};
+use crate::{DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR, ProjectPolicy, ProjectsMetadata};
 
 /// Bounds of a message's fields, in bytes: ids (runs, groups, orgs, integrations), names (workspace and
 /// repository slugs, display names, branches), and URLs.
@@ -73,6 +73,8 @@ bodies! {
     /// A sync's imports, a page at a time, sent on as `repo.import.v1` once the importer's queue has room
     /// (to the discoverer, which keeps that bound).
     SyncImports = "sync.imports.v1" for DISCOVERER,
+    /// Set the import policy's tags and attributes on an import's projects (to the importer).
+    ProjectsMetadata = "projects.metadata.v1" for IMPORTER,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +269,7 @@ impl Body {
             Self::SyncWorkspace(m) => &m.run_id,
             Self::RetireProjects(m) => &m.run_id,
             Self::SyncImports(m) => &m.run_id,
+            Self::ProjectsMetadata(m) => &m.run_id,
         }
     }
 
@@ -289,6 +292,12 @@ impl Body {
                 m.projects.first().map_or("", String::as_str)
             ),
             Self::SyncImports(m) => format!("{}|{}|{}", m.run_id, m.org_id, m.page),
+            Self::ProjectsMetadata(m) => format!(
+                "{}|{}|{}",
+                m.run_id,
+                m.org_id,
+                m.projects.first().map_or("", String::as_str)
+            ),
         }
     }
 
@@ -344,8 +353,17 @@ impl Body {
         let policy = match self {
             Self::ImportRepo(i) => i.policy.as_ref(),
             Self::PollImport(p) => p.import.policy.as_ref(),
+            Self::ProjectsMetadata(m) => Some(&m.policy),
             _ => None,
         };
+        if let Self::ProjectsMetadata(m) = self
+            && m.projects.len() > MAX_RETIRED
+        {
+            return Err(format!(
+                "projects names {} projects, at most {MAX_RETIRED}",
+                m.projects.len()
+            ));
+        }
         if let Some(policy) = policy {
             policy.check()?;
         }
@@ -416,6 +434,15 @@ impl Body {
                 f.extend(r.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
                 f
             }
+            Self::ProjectsMetadata(m) => {
+                let mut f: Vec<Bounded<'_>> = vec![
+                    ("run_id", &m.run_id, ID),
+                    ("org_id", &m.org_id, ID),
+                    ("target", &m.target, 2 * NAME),
+                ];
+                f.extend(m.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
+                f
+            }
             Self::SyncImports(i) => {
                 let mut f: Vec<Bounded<'_>> = vec![
                     ("run_id", &i.run_id, ID),
@@ -446,6 +473,7 @@ impl Body {
             Self::SyncImports(i) => {
                 format!("a sync's imports into org {} (page {})", i.org_id, i.page)
             }
+            Self::ProjectsMetadata(m) => format!("{}'s projects' tags and attributes", m.target),
         }
     }
 }

@@ -20,7 +20,7 @@ pub use event::{
     Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,
     MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,
 };
-pub use policy::{MAX_TAGS, ProjectPolicy};
+pub use policy::{MAX_TAGS, ProjectPolicy, ProjectsMetadata};
 use sha2::{Digest, Sha256};
 
 /// The work queues, by short name.

@@ -68,3 +68,15 @@ impl ProjectPolicy {
         Ok(())
     }
 }
+
+/// Set the policy's tags and attributes on the projects an import made (to the importer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectsMetadata {
+    pub run_id: String,
+    pub org_id: String,
+    /// The target's display name, `workspace/slug`.
+    pub target: String,
+    /// Snyk project ids, at most [`crate::MAX_RETIRED`].
+    pub projects: Vec<String>,
+    pub policy: ProjectPolicy,
+}

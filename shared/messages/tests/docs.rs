@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use bb2snyk_messages::{
     Body, Change, ChangeKind, Checked, Event, Filters, ImportCompleted, ImportFailed, ImportRepo,
-    ImportRequested, OrgReady, OrgReadyEvent, PollImport, ProjectsRetired, RepoSkipped, ReposPage,
-    RetireProjects, RunRequested, Sync, SyncImports, SyncPlanned, SyncWorkspace, Target, TargetRef,
-    Verdict, WorkspaceDiscovered,
+    ImportRequested, OrgReady, OrgReadyEvent, PollImport, ProjectsMetadata, ProjectsRetired,
+    RepoSkipped, ReposPage, RetireProjects, RunRequested, Sync, SyncImports, SyncPlanned,
+    SyncWorkspace, Target, TargetRef, Verdict, WorkspaceDiscovered,
 };
 
 fn docs() -> String {
@@ -137,6 +137,13 @@ fn bodies() -> Vec<Body> {
             integration_id: "i".into(),
             page: 1,
             targets: vec![target()],
+        }),
+        Body::ProjectsMetadata(ProjectsMetadata {
+            run_id: "r".into(),
+            org_id: "o".into(),
+            target: "acme/api".into(),
+            projects: vec!["p".into()],
+            policy: Default::default(),
         }),
         Body::RetireProjects(RetireProjects {
             run_id: "r".into(),

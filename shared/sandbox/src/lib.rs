@@ -15,6 +15,7 @@
 mod bitbucket;
 pub mod changes;
 pub mod knobs;
+mod metadata;
 mod projects;
 pub mod query;
 mod rest;
@@ -34,6 +35,7 @@ use axum::{
 };
 pub use changes::TenantChange;
 pub use knobs::Knobs;
+pub use metadata::Metadata;
 use serde_json::{Value, json};
 pub use state::{Stats, TruthSummary};
 use tokio::net::TcpListener;
@@ -181,6 +183,21 @@ impl Sandbox {
         json!(self.app.0.lock().tenant)
     }
 
+    /// Every project of every org, by its target (`workspace/slug`), with the tags and attributes set on it.
+    pub fn project_metadata(&self) -> Vec<(String, Metadata)> {
+        let state = self.app.0.lock();
+        let now = std::time::Instant::now();
+        state
+            .orgs
+            .iter()
+            .flat_map(|org| projects::rows(&state, &org.id, now))
+            .map(|row| {
+                let meta = state.metadata.get(&row.id).cloned().unwrap_or_default();
+                (row.target, meta)
+            })
+            .collect()
+    }
+
     /// Snyk orgs in the group, as the sandbox holds them.
     pub fn orgs(&self) -> Vec<state::Org> {
         self.app.0.lock().orgs.clone()
@@ -233,7 +250,7 @@ fn router(app: App) -> Router {
         .route("/rest/orgs/{org_id}/projects", get(projects::projects))
         .route(
             "/rest/orgs/{org_id}/projects/{project_id}",
-            axum::routing::delete(projects::delete),
+            axum::routing::delete(projects::delete).patch(metadata::patch),
         )
         .route(
             "/v1/org/{org_id}/project/{project_id}/deactivate",

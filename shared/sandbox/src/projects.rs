@@ -23,7 +23,7 @@ use crate::{
 const GA: &str = "2023-02-15";
 const DELETE_GA: &str = "2023-11-06";
 pub(crate) const ORIGIN: &str = "bitbucket-connect-app";
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "version",
     "limit",
     "starting_after",
@@ -32,6 +32,7 @@ const KNOWN: [&str; 8] = [
     "expand",
     "target_id",
     "meta_count",
+    "ids",
 ];
 
 pub async fn projects(
@@ -59,12 +60,16 @@ pub async fn projects(
     let expand = params.get("expand").is_some_and(|e| e == "target");
     // `target_id` filters by target (comma-separated here; Snyk's spec gives no style for the array).
     let targets: Option<Vec<&str>> = params.get("target_id").map(|t| t.split(',').collect());
+    let ids: Option<Vec<&str>> = params.get("ids").map(|t| t.split(',').collect());
     let all: Vec<Row> = rows(&state, &org_id, Instant::now())
         .into_iter()
         .filter(|row| {
             targets
                 .as_ref()
                 .is_none_or(|t| t.contains(&target_id(&org_id, &row.target).as_str()))
+                && ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&row.id.as_str()))
         })
         .collect();
     let start = start(&params);
@@ -72,7 +77,16 @@ pub async fn projects(
         .iter()
         .skip(start)
         .take(limit)
-        .map(|row| project(&org_id, row, state.deactivated.contains(&row.id), expand))
+        .map(|row| {
+            let meta = state.metadata.get(&row.id).cloned().unwrap_or_default();
+            project(
+                &org_id,
+                row,
+                state.deactivated.contains(&row.id),
+                expand,
+                &meta,
+            )
+        })
         .collect();
     let mut links = json!({});
     if start + limit < all.len() {
@@ -211,7 +225,13 @@ pub async fn delete(
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn project(org_id: &str, row: &Row, inactive: bool, expand: bool) -> Value {
+fn project(
+    org_id: &str,
+    row: &Row,
+    inactive: bool,
+    expand: bool,
+    meta: &crate::metadata::Metadata,
+) -> Value {
     let kind = match row.file.rsplit('/').next().unwrap_or(row.file) {
         "package.json" => "npm",
         "requirements.txt" | "setup.py" => "pip",
@@ -226,13 +246,16 @@ fn project(org_id: &str, row: &Row, inactive: bool, expand: bool) -> Value {
         target["attributes"] = json!({"display_name": row.target,
                                       "url": format!("https://bitbucket.org/{}", row.target)});
     }
-    json!({"type": "project", "id": row.id,
-           "attributes": {"name": format!("{}:{}", row.target, row.file), "type": kind,
+    let mut attributes = json!({"name": format!("{}:{}", row.target, row.file), "type": kind,
                           "target_file": row.file, "target_reference": row.branch, "origin": ORIGIN,
                           "created": row.created,
                           "status": if inactive { "inactive" } else { "active" }, "read_only": false,
-                          "settings": {"recurring_tests": {"frequency": "daily"}, "pull_requests": {}},
-                          "tags": []},
+                          "settings": {"recurring_tests": {"frequency": "daily"}, "pull_requests": {}}});
+    if let (Some(a), Some(m)) = (attributes.as_object_mut(), meta.json().as_object()) {
+        a.extend(m.clone());
+    }
+    json!({"type": "project", "id": row.id,
+           "attributes": attributes,
            "relationships": {"organization": {"data": {"type": "org", "id": org_id}, "links": {}},
                              "target": {"data": target, "links": {}}}})
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::{
     App, base_url,
     state::{Job, JobOutcome, Org, State as World},
-    tenant::{Poison, Rng},
+    tenant::Poison,
 };
 
 /// The current error shape, with the reference header Snyk adds.
@@ -377,15 +377,14 @@ pub async fn job(
     let (status, projects) = match (&job.outcome, done) {
         (_, false) => ("pending", json!([])),
         (JobOutcome::Complete { manifests }, true) => {
-            let mut rng = Rng::new(
-                job_id
-                    .bytes()
-                    .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
-            );
+            // The ids the projects list has: one project per target, branch and manifest.
             let projects: Vec<Value> = manifests
                 .iter()
                 .map(|file| {
-                    let id = rng.uuid();
+                    let id = crate::rest::target_id(
+                        &org_id,
+                        &format!("{}({}):{file}", job.target, job.branch.as_deref().unwrap_or_default()),
+                    );
                     json!({"targetFile": file, "success": true, "projectUrl": format!("https://app.snyk.io/org/{org_slug}/project/{id}"), "projectId": id})
                 })
                 .collect();

@@ -47,6 +47,8 @@ pub struct State {
     pub deactivated: std::collections::BTreeSet<String>,
     /// Projects deleted (REST or v1 `DELETE`): listed no more.
     pub deleted: std::collections::BTreeSet<String>,
+    /// Projects' tags and attributes, as `PATCH` last set them.
+    pub metadata: HashMap<String, crate::metadata::Metadata>,
 }
 
 #[derive(Debug)]
@@ -112,6 +114,7 @@ pub struct Counters {
     pub foreign_requests: u64,
     pub snyk_by_token: BTreeMap<String, u64>,
     pub projects_activated: u64,
+    pub metadata_patches: u64,
     /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
     pub exclusion_globs: BTreeMap<String, String>,
 }
@@ -180,6 +183,7 @@ impl State {
             counters: Counters::default(),
             deactivated: Default::default(),
             deleted: Default::default(),
+            metadata: Default::default(),
             knobs,
         };
         // The template org a user names with --sourceOrgPublicId; it has the app and a second integration.
@@ -320,6 +324,7 @@ impl State {
             projects_deleted: self.deleted.len() as u64,
             projects_activated: c.projects_activated,
             exclusion_globs: c.exclusion_globs.clone(),
+            metadata_patches: c.metadata_patches,
             jobs,
             truth: self.truth_summary(),
         }
@@ -390,6 +395,9 @@ pub struct Stats {
     /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
     #[serde(default)]
     pub exclusion_globs: BTreeMap<String, String>,
+    /// Projects' metadata set (REST `PATCH`s that Snyk accepted).
+    #[serde(default)]
+    pub metadata_patches: u64,
     pub jobs: JobStats,
     pub truth: TruthSummary,
 }

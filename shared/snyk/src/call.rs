@@ -70,8 +70,15 @@ impl Client {
                 .http
                 .request(method.clone(), url)
                 .header(AUTHORIZATION, authorization(token)?);
-            if let Some(body) = body {
-                request = request.json(body);
+            match body {
+                // JSON:API writes (REST PATCH) must say so, or Snyk answers 400.
+                Some(body) if *method == Method::PATCH => {
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, "application/vnd.api+json")
+                        .body(body.to_string());
+                }
+                Some(body) => request = request.json(body),
+                None => {}
             }
             let sent = request.send().await;
             bb2snyk_telemetry::metrics::http_call(

@@ -18,7 +18,7 @@ pub use model::{
     quiet_notifications,
 };
 use reqwest::{Method, StatusCode};
-pub use rest::{Imported, OrgProject};
+pub use rest::{Imported, Metadata, OrgProject};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};

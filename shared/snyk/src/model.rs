@@ -150,6 +150,21 @@ pub struct RestProjectAttributes {
     /// When Snyk created it (RFC 3339).
     #[serde(default)]
     pub created: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<RestTag>,
+    #[serde(default)]
+    pub business_criticality: Vec<String>,
+    #[serde(default)]
+    pub environment: Vec<String>,
+    #[serde(default)]
+    pub lifecycle: Vec<String>,
+}
+
+/// A project tag as REST lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RestTag {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -36,6 +36,37 @@ pub struct OrgProject {
     pub active: bool,
     /// When Snyk created it (RFC 3339), if it said.
     pub created: Option<String>,
+    pub metadata: Metadata,
+}
+
+/// A project's tags and attributes, as REST lists and sets them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// (key, value), in Snyk's order.
+    pub tags: Vec<(String, String)>,
+    pub criticality: Vec<String>,
+    pub environment: Vec<String>,
+    pub lifecycle: Vec<String>,
+}
+
+impl From<model::RestProject> for OrgProject {
+    fn from(project: model::RestProject) -> Self {
+        let display_name = project.display_name();
+        let a = project.attributes;
+        Self {
+            display_name,
+            active: a.status.as_deref() != Some("inactive"),
+            branch: a.target_reference,
+            created: a.created,
+            metadata: Metadata {
+                tags: a.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+                criticality: a.business_criticality,
+                environment: a.environment,
+                lifecycle: a.lifecycle,
+            },
+            id: project.id,
+        }
+    }
 }
 
 /// A 404 for a project means it is already gone: what a retire wants.
@@ -143,13 +174,7 @@ impl Client {
         let whole = self
             .each_item(url, MAX_ORG_TARGET_PAGES, |project: model::RestProject| {
                 if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
-                    found.push(OrgProject {
-                        display_name: project.display_name(),
-                        active: project.attributes.status.as_deref() != Some("inactive"),
-                        branch: project.attributes.target_reference,
-                        created: project.attributes.created,
-                        id: project.id,
-                    });
+                    found.push(OrgProject::from(project));
                 }
                 true
             })
@@ -161,6 +186,62 @@ impl Client {
             });
         }
         Ok(found)
+    }
+
+    /// The org's Bitbucket Cloud projects among `ids` (at most 100 a call), with their metadata.
+    pub async fn projects_by_ids(
+        &self,
+        org_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<OrgProject>, SnykError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(100) {
+            let ids: Vec<String> = chunk.iter().map(|id| segment(id)).collect();
+            let url = format!(
+                "{}/orgs/{}/projects?version={PROJECTS_VERSION}&limit=100&expand=target&ids={}",
+                self.rest_base,
+                segment(org_id),
+                ids.join(","),
+            );
+            self.each_item(url, 2, |project: model::RestProject| {
+                if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
+                    found.push(OrgProject::from(project));
+                }
+                true
+            })
+            .await?;
+        }
+        Ok(found)
+    }
+
+    /// Sets a project's tags (the whole list) and attributes (REST `PATCH`; one call, the same again
+    /// changes nothing).
+    pub async fn set_metadata(
+        &self,
+        org_id: &str,
+        project_id: &str,
+        metadata: &Metadata,
+    ) -> Result<(), SnykError> {
+        let url = format!(
+            "{}/orgs/{}/projects/{}?version={PROJECTS_VERSION}",
+            self.rest_base,
+            segment(org_id),
+            segment(project_id)
+        );
+        let tags: Vec<serde_json::Value> = metadata
+            .tags
+            .iter()
+            .map(|(key, value)| json!({"key": key, "value": value}))
+            .collect();
+        let body = json!({"data": {"type": "project", "id": project_id, "attributes": {
+            "tags": tags,
+            "business_criticality": metadata.criticality,
+            "environment": metadata.environment,
+            "lifecycle": metadata.lifecycle,
+        }}});
+        self.request(Method::PATCH, &url, Some(&body))
+            .await
+            .map(drop)
     }
 
     /// Deactivates a project (v1; Snyk stops testing it and keeps its history). Done again, or for a

@@ -16,6 +16,13 @@ projects = ["PRJ1"]
 exclusion_globs = ["fixtures", "test/data"]
 
 [[rule]]
+repos = ["*-api-*"]
+tags = { tier = "api" }
+criticality = ["high"]
+environment = ["backend", "external"]
+lifecycle = ["production"]
+
+[[rule]]
 repos = ["*-web-*"]
 skip = true
 "#;
@@ -47,7 +54,7 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
     .await;
     assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
     assert!(
-        stdout(&checked).contains("3 rule(s), valid for Snyk"),
+        stdout(&checked).contains("4 rule(s), valid for Snyk"),
         "{}",
         stdout(&checked)
     );

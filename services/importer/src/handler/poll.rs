@@ -4,7 +4,8 @@
 use bb2snyk_broker::{Outcome, Publish, Route};
 use bb2snyk_ledger::{Record, State};
 use bb2snyk_messages::{
-    Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, PollImport,
+    Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, MAX_RETIRED,
+    PollImport, ProjectsMetadata,
 };
 use bb2snyk_snyk::{Job, JobStatus};
 
@@ -279,6 +280,27 @@ impl Importer {
         if let Err(e) = self.ledger.record(id, &record).await {
             return ledger_failure(e);
         }
+        // The policy's tags and attributes go on the projects as work of its own: retried and parked on
+        // its own, while the import counts as done.
+        let metadata = poll
+            .import
+            .policy
+            .as_ref()
+            .filter(|p| p.has_metadata())
+            .into_iter()
+            .flat_map(|policy| {
+                record.projects.chunks(MAX_RETIRED).map(|chunk| {
+                    Body::ProjectsMetadata(ProjectsMetadata {
+                        run_id: record.run.clone(),
+                        org_id: poll.import.org_id.clone(),
+                        target: format!("{}/{}", poll.import.target.owner, poll.import.target.name),
+                        projects: chunk.to_vec(),
+                        policy: policy.clone(),
+                    })
+                    .publish()
+                })
+            })
+            .collect::<Vec<_>>();
         let completed = Event::ImportCompleted(ImportCompleted {
             run_id: record.run,
             subject: id.to_owned(),
@@ -287,7 +309,9 @@ impl Importer {
             projects: record.projects,
             before: false,
         });
-        Outcome::Ack(vec![completed.publish()])
+        let mut publishes = vec![completed.publish()];
+        publishes.extend(metadata);
+        Outcome::Ack(publishes)
     }
 
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.

@@ -61,8 +61,8 @@ fn kinds_are_the_serde_names() {
         assert_eq!(json["type"], body.kind());
         assert!(Body::KINDS.contains(&body.kind()));
     }
-    // The six of a run, and a sync's three.
-    assert_eq!(Body::KINDS.len(), 9);
+    // The six of a run, a sync's three, and the policy's metadata.
+    assert_eq!(Body::KINDS.len(), 10);
 }
 
 #[test]

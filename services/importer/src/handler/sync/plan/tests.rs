@@ -16,6 +16,7 @@ fn project(id: &str, name: &str, branch: Option<&str>, active: bool) -> OrgProje
         branch: branch.map(Into::into),
         active,
         created: Some("2026-01-01T00:00:00.000Z".into()),
+        metadata: Default::default(),
     }
 }
 
