@@ -156,31 +156,38 @@ fn print_table(planned: &[SyncPlanned], retired: &[ProjectsRetired]) {
         *retired_in.entry(r.org_id.as_str()).or_default() += r.projects.len();
     }
     println!(
-        "{:<32} {:>5} {:>8} {:>15} {:>8} {:>9}",
-        "workspace", "new", "renamed", "branch changed", "deleted", "retired"
+        "{:<32} {:>5} {:>8} {:>15} {:>8} {:>9} {:>9}",
+        "workspace", "new", "renamed", "branch changed", "deleted", "retired", "metadata"
     );
-    let mut totals = [0usize; 5];
+    let mut totals = [0usize; 6];
     for p in planned {
         if p.org_id.is_empty() {
             println!("{:<32} no org: `bb2snyk run` imports it", p.subject);
             continue;
         }
-        let mut row = [0usize; 5];
+        let mut row = [0usize; 6];
         for (i, kind) in KINDS.iter().enumerate() {
             row[i] = p.changes.iter().filter(|c| c.kind == *kind).count();
         }
         row[4] = retired_in.get(p.org_id.as_str()).copied().unwrap_or(0);
+        // Projects whose tags or attributes the policy sets again.
+        row[5] = p
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Metadata)
+            .map(|c| c.projects as usize)
+            .sum();
         for (t, n) in totals.iter_mut().zip(row) {
             *t += n;
         }
         println!(
-            "{:<32} {:>5} {:>8} {:>15} {:>8} {:>9}",
-            p.subject, row[0], row[1], row[2], row[3], row[4]
+            "{:<32} {:>5} {:>8} {:>15} {:>8} {:>9} {:>9}",
+            p.subject, row[0], row[1], row[2], row[3], row[4], row[5]
         );
     }
     println!(
-        "{:<32} {:>5} {:>8} {:>15} {:>8} {:>9}",
-        "total", totals[0], totals[1], totals[2], totals[3], totals[4]
+        "{:<32} {:>5} {:>8} {:>15} {:>8} {:>9} {:>9}",
+        "total", totals[0], totals[1], totals[2], totals[3], totals[4], totals[5]
     );
     for p in planned {
         for c in &p.changes {
@@ -189,10 +196,10 @@ fn print_table(planned: &[SyncPlanned], retired: &[ProjectsRetired]) {
                 .as_deref()
                 .map(|w| format!(" (was {w})"))
                 .unwrap_or_default();
-            let projects = if c.projects > 0 {
-                format!(", {} project(s) to retire", c.projects)
-            } else {
-                String::new()
+            let projects = match (c.kind, c.projects) {
+                (_, 0) => String::new(),
+                (ChangeKind::Metadata, n) => format!(", {n} project(s) to set"),
+                (_, n) => format!(", {n} project(s) to retire"),
             };
             println!("  {:<15} {}{was}{projects}", c.kind.as_str(), c.target);
         }

@@ -230,13 +230,10 @@ impl Discoverer {
             self.ledger
                 .mark(&org.run_id, Tally::Discovered, &id)
                 .await?;
+            let decision = self.policy.decide(&repo.facts(&org.workspace));
             seen.push(SeenRepo {
-                skipped: filter.check(&repo).is_err()
-                    || self
-                        .policy
-                        .decide(&repo.facts(&org.workspace))
-                        .skip
-                        .is_some(),
+                skipped: filter.check(&repo).is_err() || decision.skip.is_some(),
+                policy: applied(&decision),
                 slug: repo.slug,
                 branch: target.branch,
                 uuid: repo.uuid,

@@ -24,6 +24,9 @@ pub struct SeenRepo {
     /// Left out by the filters, or empty: neither imported nor retired.
     #[serde(default)]
     pub skipped: bool,
+    /// What the import policy asks for it, when it asks anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<bb2snyk_messages::ProjectPolicy>,
 }
 
 /// An org's last sync: when, and what it changed (or would have, in a dry run).

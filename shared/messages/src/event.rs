@@ -142,6 +142,8 @@ pub enum ChangeKind {
     BranchChanged,
     /// Gone from Bitbucket: its projects retired.
     Deleted,
+    /// Its projects' tags or attributes differ from the import policy's: set again.
+    Metadata,
     /// A workspace with no org bb2snyk manages: left to `run`.
     Unmanaged,
 }
@@ -153,6 +155,7 @@ impl ChangeKind {
             Self::Renamed => "renamed",
             Self::BranchChanged => "branch changed",
             Self::Deleted => "deleted",
+            Self::Metadata => "metadata",
             Self::Unmanaged => "no org",
         }
     }

@@ -97,6 +97,97 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
         stdout(&run)
     );
 
+    // Every project carries exactly its rules' tags and attributes.
+    let projects = sandbox.project_metadata();
+    assert!(!projects.is_empty());
+    let mut apis = 0;
+    for (target, meta) in &projects {
+        let (workspace, slug) = target.split_once('/').expect("ws/slug");
+        let api = slug.contains("-api-");
+        apis += usize::from(api);
+        let mut want = vec![("team".to_owned(), workspace.to_owned())];
+        if api {
+            want.push(("tier".to_owned(), "api".to_owned()));
+        }
+        let mut tags = meta.tags.clone();
+        tags.sort();
+        want.sort();
+        assert_eq!(tags, want, "{target}");
+        let attributes = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (criticality, environment, lifecycle) = if api {
+            (
+                attributes(&["high"]),
+                attributes(&["backend", "external"]),
+                attributes(&["production"]),
+            )
+        } else {
+            (vec![], vec![], vec![])
+        };
+        assert_eq!(
+            (
+                &meta.business_criticality,
+                &meta.environment,
+                &meta.lifecycle
+            ),
+            (&criticality, &environment, &lifecycle),
+            "{target}"
+        );
+    }
+    assert!(apis > 0, "some api repositories");
+    let patches = sandbox.stats().metadata_patches;
+    assert_eq!(patches as usize, projects.len(), "one call per project");
+
+    // A second run: no import, no metadata call.
+    let again = bb2snyk(&["run", &group, &with_policy], env.clone(), &dir).await;
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let after = sandbox.stats();
+    assert_eq!(after.import_posts_total, stats.import_posts_total);
+    assert_eq!(after.metadata_patches, patches);
+
+    // The policy changes a tag's value: a dry run lists exactly the projects to change, a sync changes
+    // those, a second sync nothing.
+    let changed = dir.join("changed.toml");
+    std::fs::write(
+        &changed,
+        POLICY.replace("tier = \"api\"", "tier = \"edge\""),
+    )
+    .expect("written");
+    let with_changed = format!("--policy={}", changed.display());
+    let total_metadata = |out: &str| -> u64 {
+        out.lines()
+            .find(|l| l.starts_with("total "))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or_else(|| panic!("a total row in {out}"))
+    };
+    let apis = projects.iter().filter(|(t, _)| t.contains("-api-")).count() as u64;
+    let dry = bb2snyk(
+        &["sync", &group, &with_changed, "--dry-run"],
+        env.clone(),
+        &dir,
+    )
+    .await;
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    assert_eq!(total_metadata(&stdout(&dry)), apis, "{}", stdout(&dry));
+    assert_eq!(
+        sandbox.stats().metadata_patches,
+        patches,
+        "a dry run sets nothing"
+    );
+    let synced = bb2snyk(&["sync", &group, &with_changed], env.clone(), &dir).await;
+    assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
+    assert_eq!(sandbox.stats().metadata_patches, patches + apis);
+    for (target, meta) in sandbox.project_metadata() {
+        let tier = meta
+            .tags
+            .iter()
+            .find(|(k, _)| k == "tier")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(tier, target.contains("-api-").then_some("edge"), "{target}");
+    }
+    let again = bb2snyk(&["sync", &group, &with_changed], env.clone(), &dir).await;
+    assert_eq!(total_metadata(&stdout(&again)), 0, "{}", stdout(&again));
+    assert_eq!(sandbox.stats().metadata_patches, patches + apis);
+
     // A bad policy: exit 2 naming the file, the rule and the value, and not one request.
     let bad = dir.join("bad.toml");
     std::fs::write(

@@ -6,7 +6,7 @@ use crate::common::{GROUP, bb2snyk, stderr, stdout, workdir};
 use bb2snyk_sandbox::{Knobs, Sandbox};
 use serde_json::Value;
 
-/// The `total` row of the table: new, renamed, branch changed, deleted, retired.
+/// The `total` row of the table: new, renamed, branch changed, deleted, retired, metadata.
 fn totals(out: &str) -> Vec<u64> {
     out.lines()
         .find(|l| l.starts_with("total "))
@@ -38,7 +38,12 @@ async fn a_sync_makes_snyk_match_bitbucket_and_a_second_changes_nothing() {
     let before = sandbox.stats();
     let dry = bb2snyk(&["sync", &group, "--dry-run"], env.clone(), &dir).await;
     assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
-    assert_eq!(totals(&stdout(&dry)), [5, 2, 2, 3, 0], "{}", stdout(&dry));
+    assert_eq!(
+        totals(&stdout(&dry)),
+        [5, 2, 2, 3, 0, 0],
+        "{}",
+        stdout(&dry)
+    );
     for (old, new) in &change.rename {
         let (ws, _) = old.split_once('/').expect("ws/slug");
         assert!(
@@ -96,7 +101,7 @@ async fn a_sync_makes_snyk_match_bitbucket_and_a_second_changes_nothing() {
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(
         totals(&stdout(&again)),
-        [0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0],
         "{}",
         stdout(&again)
     );

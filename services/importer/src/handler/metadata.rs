@@ -4,8 +4,9 @@
 //! tag a project carries is kept.
 
 use bb2snyk_broker::Outcome;
+use bb2snyk_ledger::SeenRepo;
 use bb2snyk_messages::{ProjectPolicy, ProjectsMetadata};
-use bb2snyk_snyk::Metadata;
+use bb2snyk_snyk::{Metadata, OrgProject};
 
 use super::{Importer, snyk_failure};
 
@@ -41,6 +42,33 @@ pub fn same(a: &Metadata, b: &Metadata) -> bool {
         && a.criticality == b.criticality
         && a.environment == b.environment
         && a.lifecycle == b.lifecycle
+}
+
+/// For a sync: each repository of `workspace` whose active projects' tags or attributes differ from what
+/// the policy asks, with the policy and those projects' ids.
+pub fn out_of_step(
+    workspace: &str,
+    seen: &[SeenRepo],
+    projects: &[OrgProject],
+) -> Vec<(String, ProjectPolicy, Vec<String>)> {
+    let mut out = Vec::new();
+    for repo in seen.iter().filter(|r| !r.skipped) {
+        let Some(policy) = repo.policy.as_ref().filter(|p| p.has_metadata()) else {
+            continue;
+        };
+        let name = format!("{workspace}/{}", repo.slug);
+        let ids: Vec<String> = projects
+            .iter()
+            .filter(|p| p.active && p.display_name == name)
+            .filter(|p| !same(&wanted(&p.metadata, policy), &p.metadata))
+            .map(|p| p.id.clone())
+            .collect();
+        if !ids.is_empty() {
+            out.push((name, policy.clone(), ids));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 impl Importer {

@@ -12,12 +12,12 @@ mod plan;
 use bb2snyk_broker::{Outcome, Publish};
 use bb2snyk_ledger::LastSync;
 use bb2snyk_messages::{
-    Body, ChangeKind, Event, MAX_CHANGES, MAX_RETIRED, MAX_SYNC_IMPORTS, ProjectsRetired,
-    RetireProjects, SyncImports, SyncPlanned, SyncWorkspace,
+    Body, Change, ChangeKind, Event, MAX_CHANGES, MAX_RETIRED, MAX_SYNC_IMPORTS, ProjectsMetadata,
+    ProjectsRetired, RetireProjects, SyncImports, SyncPlanned, SyncWorkspace,
 };
 pub use evidence::Brake;
 
-use super::{Importer, ledger_failure, snyk_failure};
+use super::{Importer, ledger_failure, metadata, snyk_failure};
 
 impl Importer {
     /// Compares the workspace with the org and acts: imports and retirements as messages of their own,
@@ -72,6 +72,18 @@ impl Importer {
                 None => return Outcome::failed(e.is_transient(), e.to_string()),
             },
         };
+        // The policy's tags and attributes, where the org's projects differ from them.
+        let metadata = metadata::out_of_step(&s.workspace, &seen, &projects);
+        let mut judged = judged;
+        judged
+            .changes
+            .extend(metadata.iter().map(|(target, _, ids)| Change {
+                kind: ChangeKind::Metadata,
+                target: target.clone(),
+                was: None,
+                uuid: None,
+                projects: plan::count(ids.len()),
+            }));
         let count = |kind| plan::count(judged.changes.iter().filter(|c| c.kind == kind).count());
         let last = LastSync {
             run_id: s.run_id.clone(),
@@ -109,6 +121,20 @@ impl Importer {
                 .publish()
             },
         ));
+        for (target, policy, ids) in metadata {
+            for chunk in ids.chunks(MAX_RETIRED) {
+                publishes.push(
+                    Body::ProjectsMetadata(ProjectsMetadata {
+                        run_id: s.run_id.clone(),
+                        org_id: s.org_id.clone(),
+                        target: target.clone(),
+                        projects: chunk.to_vec(),
+                        policy: policy.clone(),
+                    })
+                    .publish(),
+                );
+            }
+        }
         for retire in judged.retire {
             for chunk in retire.projects.chunks(MAX_RETIRED) {
                 publishes.push(

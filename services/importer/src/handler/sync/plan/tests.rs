@@ -6,6 +6,7 @@ fn seen(slug: &str, branch: &str, uuid: &str) -> SeenRepo {
         branch: Some(branch.into()),
         uuid: Some(uuid.into()),
         skipped: false,
+        policy: None,
     }
 }
 
