@@ -3,7 +3,7 @@
 //! long, each page one import message per repository and, while Bitbucket has more, a message for the next.
 
 use bb2snyk_bitbucket::{
-    BitbucketError, RepoFilter, Repository, RepositoryPages, Tenant, org_names,
+    Bitbucket, BitbucketError, RepoFilter, Repository, RepositoryPages, Tenant, org_names,
 };
 use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
@@ -11,7 +11,7 @@ use bb2snyk_messages::{
     Body, Event, ImportRepo, OrgReady, ProjectPolicy, RepoSkipped, ReposPage, RunRequested,
     SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
 };
-use bb2snyk_policy::Policy;
+use bb2snyk_policy::{Decision, Policy};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 
@@ -146,8 +146,15 @@ impl Discoverer {
             }
         } else {
             for repo in repos {
-                match self.accept(&org, filter, repo).await {
-                    Ok(publish) => publishes.push(publish),
+                let decision = self.policy.decide(&repo.facts(&org.workspace));
+                let extra =
+                    match extra_branches(bitbucket, &org.workspace, filter, &repo, &decision).await
+                    {
+                        Ok(extra) => extra,
+                        Err(e) => return failure(e),
+                    };
+                match self.accept(&org, filter, repo, &decision, extra).await {
+                    Ok(more) => publishes.extend(more),
                     Err(e) => return Outcome::failed(e.is_transient(), format!("ledger: {e}")),
                 }
             }
@@ -234,6 +241,12 @@ impl Discoverer {
             seen.push(SeenRepo {
                 skipped: filter.check(&repo).is_err() || decision.skip.is_some(),
                 policy: applied(&decision),
+                branches: decision
+                    .branches
+                    .iter()
+                    .flatten()
+                    .map(|g| g.as_str().to_owned())
+                    .collect(),
                 slug: repo.slug,
                 branch: target.branch,
                 uuid: repo.uuid,
@@ -242,27 +255,30 @@ impl Discoverer {
         self.ledger.saw(&org.run_id, &org.org_id, &seen).await
     }
 
-    /// The import message for `repo`, or the event that says why it is skipped (and recorded so).
+    /// The import messages for `repo` (its main branch, and the `extra` branches the policy asks for), or
+    /// the event that says why it is skipped (and recorded so).
     async fn accept(
         &self,
         org: &OrgReady,
         filter: &RepoFilter,
         repo: Repository,
-    ) -> Result<Publish, LedgerError> {
-        let decision = self.policy.decide(&repo.facts(&org.workspace));
-        let import = ImportRepo {
+        decision: &Decision,
+        extra: Vec<String>,
+    ) -> Result<Vec<Publish>, LedgerError> {
+        let import = |branch: Option<String>| ImportRepo {
             run_id: org.run_id.clone(),
             org_id: org.org_id.clone(),
             integration_id: org.integration_id.clone(),
             target: Target {
                 owner: org.workspace.clone(),
                 name: repo.slug.clone(),
-                branch: repo.branch().map(str::to_owned),
+                branch,
             },
             failed_jobs: 0,
-            policy: applied(&decision),
+            policy: applied(decision),
         };
-        let id = import.target_id();
+        let main = import(repo.branch().map(str::to_owned));
+        let id = main.target_id();
         self.ledger
             .mark(&org.run_id, Tally::Discovered, &id)
             .await?;
@@ -272,24 +288,54 @@ impl Discoverer {
             (Ok(()), None) => None,
         };
         let Some(reason) = skipped else {
-            return Ok(Body::ImportRepo(import).publish());
+            let mut imports = vec![Body::ImportRepo(main).publish()];
+            for branch in extra {
+                let other = import(Some(branch));
+                self.ledger
+                    .mark(&org.run_id, Tally::Discovered, &other.target_id())
+                    .await?;
+                imports.push(Body::ImportRepo(other).publish());
+            }
+            return Ok(imports);
         };
         let record = Record {
             last_error: Some(reason.clone()),
             ..Record::new(State::Skipped, &org.run_id)
         };
         self.ledger.record(&id, &record).await?;
-        Ok(Event::RepoSkipped(RepoSkipped {
-            run_id: org.run_id.clone(),
-            subject: id,
-            reason,
-        })
-        .publish())
+        Ok(vec![
+            Event::RepoSkipped(RepoSkipped {
+                run_id: org.run_id.clone(),
+                subject: id,
+                reason,
+            })
+            .publish(),
+        ])
     }
 }
 
+/// The branches besides the main one that the policy asks to import for `repo`: one Bitbucket listing,
+/// only for a repository that is imported and a rule with `branches` matches.
+async fn extra_branches(
+    bitbucket: &Bitbucket,
+    workspace: &str,
+    filter: &RepoFilter,
+    repo: &Repository,
+    decision: &Decision,
+) -> Result<Vec<String>, BitbucketError> {
+    let Some(globs) = decision.branches.as_ref().filter(|g| !g.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    if decision.skip.is_some() || filter.check(repo).is_err() {
+        return Ok(Vec::new());
+    }
+    let mut branches = bitbucket.branches(workspace, &repo.slug, globs).await?;
+    branches.retain(|b| Some(b.as_str()) != repo.branch());
+    Ok(branches)
+}
+
 /// What an import carries of the policy's decision; `None` when it asks nothing.
-fn applied(decision: &bb2snyk_policy::Decision) -> Option<ProjectPolicy> {
+fn applied(decision: &Decision) -> Option<ProjectPolicy> {
     let applied = ProjectPolicy {
         tags: decision.tags.clone(),
         criticality: decision.criticality.clone(),

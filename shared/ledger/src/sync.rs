@@ -27,6 +27,10 @@ pub struct SeenRepo {
     /// What the import policy asks for it, when it asks anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<bb2snyk_messages::ProjectPolicy>,
+    /// Globs of the other branches the policy imports for it: their projects are never retired as a
+    /// branch change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<String>,
 }
 
 /// An org's last sync: when, and what it changed (or would have, in a dry run).

@@ -446,3 +446,44 @@ pub async fn repository(
     }
     Json(found.json(ws, &base_url(&headers))).into_response()
 }
+
+/// `GET /2.0/repositories/{workspace}/{repo_slug}/refs/branches`: a repository's branches, filtered
+/// (`q=name~"release/"`), sorted and paged like every 2.0 list.
+pub async fn branches(
+    State(app): State<App>,
+    Path((workspace, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let items = {
+        let mut state = app.0.lock();
+        let consumer = match authorize(&state, &headers, "repository") {
+            Ok(consumer) => consumer,
+            Err(response) => return response,
+        };
+        let ws = match visible(&mut state, consumer, &workspace) {
+            Ok(ws) => ws,
+            Err(response) => return response,
+        };
+        let Some(found) = ws.repos.iter().find(|r| r.slug == repo || r.uuid == repo) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("Repository {workspace}/{repo} not found"),
+            );
+        };
+        found
+            .branches()
+            .into_iter()
+            .map(|name| {
+                json!({"type": "branch", "name": name,
+                       "target": {"type": "commit", "hash": "0123456789abcdef", "date": found.updated_on}})
+            })
+            .collect()
+    };
+    list(
+        items,
+        &headers,
+        &format!("/2.0/repositories/{workspace}/{repo}/refs/branches"),
+        raw.as_deref(),
+    )
+}

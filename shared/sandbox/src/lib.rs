@@ -183,8 +183,9 @@ impl Sandbox {
         json!(self.app.0.lock().tenant)
     }
 
-    /// Every project of every org, by its target (`workspace/slug`), with the tags and attributes set on it.
-    pub fn project_metadata(&self) -> Vec<(String, Metadata)> {
+    /// Every project of every org: its target (`workspace/slug`), its branch, and the tags and attributes
+    /// set on it.
+    pub fn project_metadata(&self) -> Vec<(String, Option<String>, Metadata)> {
         let state = self.app.0.lock();
         let now = std::time::Instant::now();
         state
@@ -193,7 +194,7 @@ impl Sandbox {
             .flat_map(|org| projects::rows(&state, &org.id, now))
             .map(|row| {
                 let meta = state.metadata.get(&row.id).cloned().unwrap_or_default();
-                (row.target, meta)
+                (row.target, row.branch, meta)
             })
             .collect()
     }
@@ -226,6 +227,10 @@ fn router(app: App) -> Router {
         .route(
             "/2.0/repositories/{workspace}/{repo_slug}",
             get(bitbucket::repository),
+        )
+        .route(
+            "/2.0/repositories/{workspace}/{repo_slug}/refs/branches",
+            get(bitbucket::branches),
         )
         .route("/v1/group/{group_id}/orgs", get(snyk::group_orgs))
         .route("/v1/org", post(snyk::create_org))

@@ -225,6 +225,23 @@ impl Repo {
     }
 
     /// The full repository object of `/2.0/repositories/{workspace}`.
+    /// Its branches: the main one, and for about a third of the repositories (by a hash of the slug, so the
+    /// tenant's generation is unchanged) two release branches and a feature branch.
+    pub fn branches(&self) -> Vec<String> {
+        let Some(main) = self.mainbranch else {
+            return Vec::new();
+        };
+        let mut branches = vec![main.to_owned()];
+        let hash = self
+            .slug
+            .bytes()
+            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        if hash % 3 == 0 {
+            branches.extend(["release/1.0", "release/2.0", "feature/login"].map(str::to_owned));
+        }
+        branches
+    }
+
     pub fn json(&self, ws: &Workspace, base: &str) -> Value {
         let full = self.full_name(ws);
         let api = format!("{base}/2.0/repositories/{full}");

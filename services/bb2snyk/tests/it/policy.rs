@@ -25,6 +25,10 @@ lifecycle = ["production"]
 [[rule]]
 repos = ["*-web-*"]
 skip = true
+
+[[rule]]
+workspaces = ["acme-*"]
+branches = ["release/*"]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +58,7 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
     .await;
     assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
     assert!(
-        stdout(&checked).contains("4 rule(s), valid for Snyk"),
+        stdout(&checked).contains("5 rule(s), valid for Snyk"),
         "{}",
         stdout(&checked)
     );
@@ -101,7 +105,7 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
     let projects = sandbox.project_metadata();
     assert!(!projects.is_empty());
     let mut apis = 0;
-    for (target, meta) in &projects {
+    for (target, _, meta) in &projects {
         let (workspace, slug) = target.split_once('/').expect("ws/slug");
         let api = slug.contains("-api-");
         apis += usize::from(api);
@@ -134,6 +138,23 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
         );
     }
     assert!(apis > 0, "some api repositories");
+    // Release branches are imported in the acme workspace only, and only there.
+    let release: Vec<&str> = projects
+        .iter()
+        .filter(|(_, b, _)| b.as_deref().is_some_and(|b| b.starts_with("release/")))
+        .map(|(t, _, _)| t.as_str())
+        .collect();
+    assert!(!release.is_empty(), "some release branches imported");
+    assert!(
+        release.iter().all(|t| t.starts_with("acme-")),
+        "{release:?}"
+    );
+    assert!(
+        !projects
+            .iter()
+            .any(|(_, b, _)| b.as_deref().is_some_and(|b| b.starts_with("feature/"))),
+        "no other branch"
+    );
     let patches = sandbox.stats().metadata_patches;
     assert_eq!(patches as usize, projects.len(), "one call per project");
 
@@ -159,7 +180,7 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
             .and_then(|l| l.split_whitespace().last()?.parse().ok())
             .unwrap_or_else(|| panic!("a total row in {out}"))
     };
-    let apis = projects.iter().filter(|(t, _)| t.contains("-api-")).count() as u64;
+    let apis = projects.iter().filter(|(t, _, _)| t.contains("-api-")).count() as u64;
     let dry = bb2snyk(
         &["sync", &group, &with_changed, "--dry-run"],
         env.clone(),
@@ -176,7 +197,7 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
     let synced = bb2snyk(&["sync", &group, &with_changed], env.clone(), &dir).await;
     assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
     assert_eq!(sandbox.stats().metadata_patches, patches + apis);
-    for (target, meta) in sandbox.project_metadata() {
+    for (target, _, meta) in sandbox.project_metadata() {
         let tier = meta
             .tags
             .iter()

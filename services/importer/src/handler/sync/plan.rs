@@ -128,7 +128,13 @@ pub fn plan(v: &Views<'_>) -> Plan {
             Some(b) if b.contains_key(branch) || b.contains_key("") => continue,
             Some(branches) => {
                 let old: Vec<&str> = branches.keys().copied().collect();
-                let retire = retirable_in(branches, &[branch]);
+                // Branches the policy imports as well stay.
+                let kept: Vec<&str> = branches
+                    .keys()
+                    .copied()
+                    .filter(|b| *b == branch || policy_branch(repo, b))
+                    .collect();
+                let retire = retirable_in(branches, &kept);
                 if !retire.is_empty() {
                     plan.retire.push(Retire {
                         target: name.clone(),
@@ -207,6 +213,13 @@ pub fn plan(v: &Views<'_>) -> Plan {
         });
     }
     plan
+}
+
+/// Whether the policy imports `branch` of `repo` besides its main branch.
+fn policy_branch(repo: &SeenRepo, branch: &str) -> bool {
+    repo.branches
+        .iter()
+        .any(|glob| globset::Glob::new(glob).is_ok_and(|g| g.compile_matcher().is_match(branch)))
 }
 
 fn target(workspace: &str, repo: &SeenRepo) -> Target {

@@ -7,6 +7,7 @@ fn seen(slug: &str, branch: &str, uuid: &str) -> SeenRepo {
         uuid: Some(uuid.into()),
         skipped: false,
         policy: None,
+        branches: Vec::new(),
     }
 }
 
@@ -182,4 +183,17 @@ fn projects_created_after_the_sync_began_are_never_retired_by_it() {
     let plan = plan(&v);
     assert_eq!(plan.candidates.len(), 1);
     assert_eq!(plan.candidates[0].projects, vec!["p-old".to_owned()]);
+}
+
+#[test]
+fn a_branch_change_keeps_the_projects_of_branches_the_policy_imports() {
+    let projects = vec![
+        project("p-main", "ws/repo", Some("main"), true),
+        project("p-release", "ws/repo", Some("release/1.0"), true),
+    ];
+    let mut repo = seen("repo", "develop", "{1}");
+    repo.branches = vec!["release/*".into()];
+    let plan = plan(&views(std::slice::from_ref(&repo), &[], &projects, &[]));
+    assert_eq!(plan.retire.len(), 1);
+    assert_eq!(plan.retire[0].projects, vec!["p-main".to_owned()]);
 }
