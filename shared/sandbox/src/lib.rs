@@ -199,6 +199,18 @@ impl Sandbox {
             .collect()
     }
 
+    /// The branches of `workspace/slug`, as its `refs/branches` lists them (none for an unknown one).
+    pub fn branches(&self, full_name: &str) -> Vec<String> {
+        let state = self.app.0.lock();
+        let Some((ws, slug)) = full_name.split_once('/') else {
+            return Vec::new();
+        };
+        state
+            .repo(ws, slug)
+            .map(|(_, r)| r.branches())
+            .unwrap_or_default()
+    }
+
     /// Snyk orgs in the group, as the sandbox holds them.
     pub fn orgs(&self) -> Vec<state::Org> {
         self.app.0.lock().orgs.clone()

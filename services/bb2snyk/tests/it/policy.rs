@@ -180,7 +180,10 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
             .and_then(|l| l.split_whitespace().last()?.parse().ok())
             .unwrap_or_else(|| panic!("a total row in {out}"))
     };
-    let apis = projects.iter().filter(|(t, _, _)| t.contains("-api-")).count() as u64;
+    let apis = projects
+        .iter()
+        .filter(|(t, _, _)| t.contains("-api-"))
+        .count() as u64;
     let dry = bb2snyk(
         &["sync", &group, &with_changed, "--dry-run"],
         env.clone(),
