@@ -4,7 +4,7 @@ use std::{collections::HashSet, path::PathBuf};
 
 use bb2snyk_bitbucket::{RepoFilter, Route, Tenant};
 use bb2snyk_messages::{Body, ImportRepo, ProjectPolicy};
-use bb2snyk_policy::Policy;
+use bb2snyk_policy::{Facts, Policy};
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::Client as Snyk;
 
@@ -131,6 +131,7 @@ async fn org_targets(
 /// completes; targets already in it are skipped.
 pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failure> {
     let dir = files::log_dir(&settings.import.log_path)?;
+    let policy = Policy::from_settings(settings)?;
     let path = import_path(args)?;
     let file: TargetsFile = files::read_json(&path, "targets file")?;
     println!(
@@ -145,7 +146,7 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
         );
     }
     let pipeline = Embedded::start(settings, Stages::ImporterOnly, []).await?;
-    let (mut queued, mut skipped) = (0u64, 0u64);
+    let (mut queued, mut skipped, mut by_policy) = (0u64, 0u64, 0u64);
     for entry in file.targets {
         let Some(integration_id) = entry.integration_id.clone() else {
             return Err(Failure::Config(format!(
@@ -160,17 +161,33 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
             skipped += 1;
             continue;
         }
+        // A targets file names only the workspace and the repository: rules that match on those apply.
+        let decision = policy.decide(&Facts {
+            workspace: target.owner.clone(),
+            slug: target.name.clone(),
+            ..Facts::default()
+        });
+        if decision.skip.is_some() {
+            by_policy += 1;
+            continue;
+        }
+        let wanted = ProjectPolicy {
+            tags: decision.tags,
+            criticality: decision.criticality,
+            environment: decision.environment,
+            lifecycle: decision.lifecycle,
+            // The file's exclusion globs, as snyk-api-import sends them; else the policy's.
+            exclusion_globs: entry
+                .exclusion_globs
+                .or_else(|| decision.exclusion_globs.map(|g| g.join(", "))),
+        };
         pipeline.publish(&Body::ImportRepo(ImportRepo {
             run_id: pipeline.run_id.clone(),
             org_id: entry.org_id,
             integration_id,
             target,
             failed_jobs: 0,
-            // The file's exclusion globs go into the import body, as snyk-api-import sends them.
-            policy: entry.exclusion_globs.map(|globs| ProjectPolicy {
-                exclusion_globs: Some(globs),
-                ..ProjectPolicy::default()
-            }),
+            policy: (wanted != ProjectPolicy::default()).then_some(wanted),
         }));
         queued += 1;
     }
@@ -178,6 +195,9 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
         "Skipped previously imported {skipped}/{} target(s)",
         skipped + queued
     );
+    if by_policy > 0 {
+        println!("Skipped {by_policy} target(s) by the import policy");
+    }
     let mut logs = Logs::new(&dir);
     let summary = pipeline.finish(&mut logs, "import", Some(queued)).await?;
     summary.report()?;

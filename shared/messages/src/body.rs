@@ -86,6 +86,9 @@ pub struct SyncImports {
     pub page: u32,
     /// At most [`MAX_SYNC_IMPORTS`].
     pub targets: Vec<Target>,
+    /// The import policy's decision for each of `targets` (same order; absent or shorter: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Option<ProjectPolicy>>,
 }
 
 /// A run that brings Snyk in step with Bitbucket (`bb2snyk sync`) instead of importing every repository:

@@ -86,7 +86,10 @@ fn bodies() -> Vec<Body> {
         integration_id: "i".into(),
         target: target(),
         failed_jobs: 0,
-        policy: None,
+        policy: Some(bb2snyk_messages::ProjectPolicy {
+            exclusion_globs: Some("fixtures".into()),
+            ..Default::default()
+        }),
     };
     vec![
         Body::RunRequested(RunRequested {
@@ -137,6 +140,7 @@ fn bodies() -> Vec<Body> {
             integration_id: "i".into(),
             page: 1,
             targets: vec![target()],
+            policies: vec![None],
         }),
         Body::ProjectsMetadata(ProjectsMetadata {
             run_id: "r".into(),

@@ -446,6 +446,16 @@ async fn embedded_run(bin: &Path, workspaces: usize, jobs: Jobs) -> Measured {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // What an import policy (BENCH_SET="BB2SNYK__POLICY__FILE=…") cost: metadata calls per project.
+    let stats = sandbox.stats();
+    let requests = |endpoint: &str| stats.requests.get(endpoint).copied().unwrap_or(0);
+    eprintln!(
+        "  run: {} projects, {} metadata PATCHes, {} project reads, {} Snyk requests in all",
+        sandbox.project_metadata().len(),
+        requests("PATCH /rest/orgs/{org_id}/projects/{project_id}"),
+        requests("GET /rest/orgs/{org_id}/projects"),
+        stats.snyk_by_token.values().sum::<u64>(),
+    );
     Measured {
         label: format!("embedded `bb2snyk run`, jobs {}", jobs.label),
         wall: started.elapsed(),

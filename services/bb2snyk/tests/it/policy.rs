@@ -212,6 +212,57 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
     assert_eq!(total_metadata(&stdout(&again)), 0, "{}", stdout(&again));
     assert_eq!(sandbox.stats().metadata_patches, patches + apis);
 
+    // The branches rule now covers every workspace: a sync imports the release branches Snyk lacks.
+    let wider = dir.join("wider.toml");
+    std::fs::write(
+        &wider,
+        std::fs::read_to_string(&changed)
+            .expect("policy")
+            .replace("workspaces = [\"acme-*\"]", "workspaces = [\"*\"]"),
+    )
+    .expect("written");
+    let with_wider = format!("--policy={}", wider.display());
+    let release_missing: usize = sandbox
+        .truth()
+        .as_array()
+        .expect("workspaces")
+        .iter()
+        .filter(|w| !w["slug"].as_str().unwrap_or_default().starts_with("acme-"))
+        .flat_map(|w| {
+            let ws = w["slug"].as_str().unwrap_or_default().to_owned();
+            w["repos"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |r| Some(format!("{ws}/{}", r["slug"].as_str()?)))
+        })
+        .filter(|name| !name.contains("-web-"))
+        .map(|name| {
+            sandbox
+                .branches(&name)
+                .iter()
+                .filter(|b| b.starts_with("release/"))
+                .count()
+        })
+        .sum();
+    assert!(release_missing > 0);
+    let posts = sandbox.stats().import_posts_total;
+    let widened = bb2snyk(&["sync", &group, &with_wider], env.clone(), &dir).await;
+    assert_eq!(widened.status.code(), Some(0), "{}", stderr(&widened));
+    assert_eq!(
+        sandbox.stats().import_posts_total - posts,
+        release_missing as u64,
+        "{}",
+        stdout(&widened)
+    );
+    let settled = bb2snyk(&["sync", &group, &with_wider], env.clone(), &dir).await;
+    assert_eq!(
+        sandbox.stats().import_posts_total - posts,
+        release_missing as u64,
+        "{}",
+        stdout(&settled)
+    );
+
     // A bad policy: exit 2 naming the file, the rule and the value, and not one request.
     let bad = dir.join("bad.toml");
     std::fs::write(

@@ -292,6 +292,7 @@ async fn a_sync_s_imports_wait_for_room_like_pages_then_go_on_as_imports() {
         org_id: "o".into(),
         integration_id: "i".into(),
         page: 1,
+        policies: Vec::new(),
         targets: (0..3)
             .map(|i| bb2snyk_messages::Target {
                 owner: "acme".into(),

@@ -6,14 +6,15 @@
 //! Retired means deactivated, or deleted with `--delete`. Only active projects are retired, so a second
 //! sync finds nothing to do.
 
+mod branches;
 mod evidence;
 mod plan;
 
 use bb2snyk_broker::{Outcome, Publish};
 use bb2snyk_ledger::LastSync;
 use bb2snyk_messages::{
-    Body, Change, ChangeKind, Event, MAX_CHANGES, MAX_RETIRED, MAX_SYNC_IMPORTS, ProjectsMetadata,
-    ProjectsRetired, RetireProjects, SyncImports, SyncPlanned, SyncWorkspace,
+    Body, Change, ChangeKind, Event, MAX_CHANGES, MAX_RETIRED, MAX_SYNC_IMPORTS, ProjectPolicy,
+    ProjectsMetadata, ProjectsRetired, RetireProjects, SyncImports, SyncPlanned, SyncWorkspace,
 };
 pub use evidence::Brake;
 
@@ -72,9 +73,20 @@ impl Importer {
                 None => return Outcome::failed(e.is_transient(), e.to_string()),
             },
         };
+        // Branches the policy imports that Snyk does not have yet.
+        let branches = match bitbucket {
+            Some(client) => branches::missing(client, &s.workspace, &seen, &projects).await,
+            None => Ok(Vec::new()),
+        };
+        let mut judged = match branches {
+            Ok(branches) => judged.with_branches(branches),
+            Err(e) => match e.deferred() {
+                Some(wait) => return Outcome::defer(wait),
+                None => return Outcome::failed(e.is_transient(), e.to_string()),
+            },
+        };
         // The policy's tags and attributes, where the org's projects differ from them.
         let metadata = metadata::out_of_step(&s.workspace, &seen, &projects);
-        let mut judged = judged;
         judged
             .changes
             .extend(metadata.iter().map(|(target, _, ids)| Change {
@@ -108,7 +120,12 @@ impl Importer {
         if stop {
             return Outcome::Ack(publishes);
         }
-        // Imports go through the discoverer, which sends them on as the importer's queue has room.
+        // Imports go through the discoverer, which sends them on as the importer's queue has room, each
+        // with what the policy asks for its repository.
+        let policy_of: std::collections::HashMap<&str, &ProjectPolicy> = seen
+            .iter()
+            .filter_map(|r| Some((r.slug.as_str(), r.policy.as_ref()?)))
+            .collect();
         publishes.extend(judged.imports.chunks(MAX_SYNC_IMPORTS).enumerate().map(
             |(n, targets)| {
                 Body::SyncImports(SyncImports {
@@ -116,6 +133,10 @@ impl Importer {
                     org_id: s.org_id.clone(),
                     integration_id: s.integration_id.clone(),
                     page: plan::count(n + 1),
+                    policies: targets
+                        .iter()
+                        .map(|t| policy_of.get(t.name.as_str()).map(|p| (*p).clone()))
+                        .collect(),
                     targets: targets.to_vec(),
                 })
                 .publish()

@@ -149,6 +149,7 @@ fn a_sync_s_imports_come_a_page_at_a_time() {
         org_id: "o".into(),
         integration_id: "i".into(),
         page: 1,
+        policies: Vec::new(),
         targets: (0..n)
             .map(|i| Target {
                 owner: "acme".into(),
