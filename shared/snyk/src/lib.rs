@@ -46,6 +46,9 @@ pub fn app_integration_in(
     .cloned()
 }
 
+/// The longest a stage's REST call waits for REST's own budget before its delivery comes back later.
+const REST_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long a refused token stays out of the rotation when settings do not say (`Client::new`).
 const TOKEN_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -172,9 +175,18 @@ impl Client {
                 )
             })
             .collect();
+        // A stage's REST call that finds REST's own budget spent gives its delivery back at once, rather
+        // than hold one of the queue's slots while imports behind it wait for the v1 budget they could have.
         let rest = configured
             .iter()
-            .map(|token| budget("snyk-rest", settings.snyk.rest_rate_budget, token))
+            .map(|token| {
+                let rest = budget("snyk-rest", settings.snyk.rest_rate_budget, token);
+                if for_stage {
+                    rest.holding_at_most(REST_HOLD)
+                } else {
+                    rest
+                }
+            })
             .collect();
         Ok(Self::with_limits(
             http,
