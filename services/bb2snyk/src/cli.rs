@@ -352,4 +352,16 @@ pub struct PolicyCheckArgs {
     /// The tenant's group: list its workspaces' repositories from Bitbucket and show each one's decision.
     #[arg(long = "groupId", alias = "group-id")]
     pub group_id: Option<String>,
+    /// A sample repository instead, `workspace/slug`, with what else the rules may match on.
+    #[arg(long, value_name = "WORKSPACE/SLUG", conflicts_with = "group_id")]
+    pub repo: Option<String>,
+    /// The sample's Bitbucket project key.
+    #[arg(long, requires = "repo")]
+    pub project: Option<String>,
+    /// The sample's language.
+    #[arg(long, requires = "repo")]
+    pub language: Option<String>,
+    /// The sample is private (true) or public (false).
+    #[arg(long, requires = "repo")]
+    pub private: Option<bool>,
 }

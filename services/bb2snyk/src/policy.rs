@@ -1,8 +1,9 @@
-//! `bb2snyk policy check FILE [--groupId=G]`: the policy checked against Snyk's rules, and with a tenant,
-//! what each repository would get, read from Bitbucket alone (nothing is written anywhere).
+//! `bb2snyk policy check FILE [--groupId=G | --repo=WS/SLUG …]`: the policy checked against Snyk's rules,
+//! and for a tenant (read from Bitbucket alone) or a sample repository, which rules match each repository
+//! and what it would get. Nothing is written anywhere.
 
 use bb2snyk_bitbucket::{RepoFilter, Tenant};
-use bb2snyk_policy::{Decision, Policy};
+use bb2snyk_policy::{Decision, Facts, Policy};
 use bb2snyk_settings::Settings;
 
 use crate::{Failure, cli::PolicyCheckArgs};
@@ -14,6 +15,22 @@ pub async fn check(settings: &Settings, args: &PolicyCheckArgs) -> Result<(), Fa
         args.file.display(),
         policy.rules()
     );
+    if let Some(sample) = &args.repo {
+        let Some((workspace, slug)) = sample.split_once('/') else {
+            return Err(Failure::Config(format!(
+                "--repo {sample:?}: give the sample as workspace/slug"
+            )));
+        };
+        let decision = policy.decide(&Facts {
+            workspace: workspace.to_owned(),
+            slug: slug.to_owned(),
+            project_key: args.project.clone(),
+            language: args.language.clone(),
+            private: args.private,
+        });
+        println!("{sample}: {}", describe(&decision));
+        return Ok(());
+    }
     if args.group_id.is_none() {
         return Ok(());
     }
@@ -42,8 +59,14 @@ pub async fn check(settings: &Settings, args: &PolicyCheckArgs) -> Result<(), Fa
 
 /// A decision in one line.
 fn describe(d: &Decision) -> String {
+    let rules: Vec<String> = d.rules.iter().map(usize::to_string).collect();
+    let matched = if rules.is_empty() {
+        "no rule".to_owned()
+    } else {
+        format!("rules {}", rules.join(","))
+    };
     if let Some(rule) = d.skip {
-        return format!("skipped (rule {rule})");
+        return format!("{matched}: skipped (rule {rule})");
     }
     let mut parts: Vec<String> = Vec::new();
     if !d.tags.is_empty() {
@@ -65,8 +88,8 @@ fn describe(d: &Decision) -> String {
         parts.push(format!("branches {}", globs.join(",")));
     }
     if parts.is_empty() {
-        "imported, nothing more".to_owned()
+        format!("{matched}: imported, nothing more")
     } else {
-        parts.join("; ")
+        format!("{matched}: {}", parts.join("; "))
     }
 }

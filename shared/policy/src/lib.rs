@@ -39,6 +39,8 @@ pub struct Facts {
 /// What the policy says of one repository.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
+    /// The rules (from 1) that match it, in file order.
+    pub rules: Vec<usize>,
     /// The rule (from 1) that skips it, when one does.
     pub skip: Option<usize>,
     /// Tag key to value, placeholders filled and cleaned.
@@ -172,6 +174,7 @@ impl Policy {
             if !rule.matches(facts) {
                 continue;
             }
+            decision.rules.push(n + 1);
             if rule.skip {
                 decision.skip = Some(n + 1);
             }

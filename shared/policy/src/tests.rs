@@ -67,7 +67,9 @@ fn every_matching_rule_applies_and_the_last_to_set_a_field_wins() {
     );
     assert_eq!(api.branches, None);
 
+    assert_eq!(api.rules, vec![1, 2, 3]);
     let docs = policy.decide(&facts("acme-web", "handbook-docs", "PRJ2"));
+    assert_eq!(docs.rules, vec![1, 4, 5]);
     assert_eq!(docs.skip, Some(4));
     assert_eq!(docs.tags["team"], "acme-platform", "the later rule's value");
     assert_eq!(docs.exclusion_globs, None);
@@ -102,6 +104,7 @@ tags = { open = "yes" }
         "a private one"
     );
     assert_eq!(Policy::default().decide(&public), Decision::default());
+    assert!(policy.decide(&facts("w", "r", "P")).rules.is_empty());
 }
 
 #[test]

@@ -62,6 +62,25 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
         "{}",
         stdout(&checked)
     );
+    let sample = bb2snyk(
+        &[
+            "policy",
+            "check",
+            &policy.display().to_string(),
+            "--repo=acme-000/billing-api-7",
+            "--project=PRJ1",
+        ],
+        env.clone(),
+        &dir,
+    )
+    .await;
+    assert_eq!(sample.status.code(), Some(0), "{}", stderr(&sample));
+    assert!(
+        stdout(&sample)
+            .contains("acme-000/billing-api-7: rules 1,2,3,5: tags team=acme-000,tier=api"),
+        "{}",
+        stdout(&sample)
+    );
     let writes = sandbox.stats().import_posts_total + sandbox.stats().orgs_created;
     assert_eq!(writes, 0, "policy check writes nothing");
 
