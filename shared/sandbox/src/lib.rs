@@ -277,6 +277,18 @@ fn router(app: App) -> Router {
             "/v1/org/{org_id}/project/{project_id}/activate",
             post(projects::activate),
         )
+        .route(
+            "/v1/org/{org_id}/project/{project_id}/tags",
+            post(metadata::v1_add_tag),
+        )
+        .route(
+            "/v1/org/{org_id}/project/{project_id}/tags/remove",
+            post(metadata::v1_remove_tag),
+        )
+        .route(
+            "/v1/org/{org_id}/project/{project_id}/attributes",
+            post(metadata::v1_attributes),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     let admin = Router::new()
         .route("/_sandbox/stats", get(admin_stats))

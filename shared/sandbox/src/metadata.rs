@@ -1,7 +1,8 @@
 //! Snyk REST `PATCH /rest/orgs/{org_id}/projects/{project_id}` (§8): a project's tags (the list replaced)
 //! and its three attributes, with Snyk's validation: the JSON:API media type, tag keys of 30 and values of
 //! 50 letters, digits, `-` and `_`, attribute values from Snyk's lists. What it sets shows in the projects
-//! list.
+//! list. The v1 calls (§8) change the same: `POST …/project/{id}/tags` adds a tag, `…/tags/remove` removes
+//! one, `…/attributes` replaces the three lists.
 
 use std::collections::HashMap;
 
@@ -146,5 +147,103 @@ pub async fn patch(
     attributes["name"] = json!(project_id);
     Json(json!({"jsonapi": {"version": "1.0"},
                 "data": {"type": "project", "id": project_id, "attributes": attributes}}))
+    .into_response()
+}
+
+/// A v1 tag body, `{"key", "value"}`, if Snyk takes it.
+fn v1_tag(body: &str) -> Option<(String, String)> {
+    let body: Value = serde_json::from_str(body).ok()?;
+    let (k, v) = (body["key"].as_str()?, body["value"].as_str()?);
+    (tag_text(k, 30) && tag_text(v, 50)).then(|| (k.to_owned(), v.to_owned()))
+}
+
+fn tags_answer(meta: &Metadata) -> Response {
+    Json(json!({"tags": meta.json()["tags"]})).into_response()
+}
+
+/// `POST /v1/org/{org_id}/project/{project_id}/tags`: adds a tag (one already there is no error).
+pub async fn v1_add_tag(
+    State(app): State<App>,
+    Path((org_id, project_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut state = app.0.lock();
+    if let Err(response) = crate::projects::v1_project(&state, &headers, &org_id, &project_id) {
+        return response;
+    }
+    let Some(tag) = v1_tag(&body) else {
+        return crate::snyk::error(StatusCode::BAD_REQUEST, "Invalid tag key or value");
+    };
+    state.counters.metadata_patches += 1;
+    let meta = state.metadata.entry(project_id).or_default();
+    if !meta.tags.contains(&tag) {
+        meta.tags.push(tag);
+    }
+    tags_answer(meta)
+}
+
+/// `POST /v1/org/{org_id}/project/{project_id}/tags/remove`: removes a tag.
+pub async fn v1_remove_tag(
+    State(app): State<App>,
+    Path((org_id, project_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut state = app.0.lock();
+    if let Err(response) = crate::projects::v1_project(&state, &headers, &org_id, &project_id) {
+        return response;
+    }
+    let Some(tag) = v1_tag(&body) else {
+        return crate::snyk::error(StatusCode::BAD_REQUEST, "Invalid tag key or value");
+    };
+    state.counters.metadata_patches += 1;
+    let meta = state.metadata.entry(project_id).or_default();
+    meta.tags.retain(|t| *t != tag);
+    tags_answer(meta)
+}
+
+/// `POST /v1/org/{org_id}/project/{project_id}/attributes`: replaces the three lists.
+pub async fn v1_attributes(
+    State(app): State<App>,
+    Path((org_id, project_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let mut state = app.0.lock();
+    if let Err(response) = crate::projects::v1_project(&state, &headers, &org_id, &project_id) {
+        return response;
+    }
+    let body: Value = serde_json::from_str(&body).unwrap_or_default();
+    let listed = |name: &str, allowed: &[&str]| -> Option<Vec<String>> {
+        match body.get(name) {
+            None => Some(Vec::new()),
+            Some(values) => values
+                .as_array()?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .filter(|s| allowed.contains(s))
+                        .map(str::to_owned)
+                })
+                .collect(),
+        }
+    };
+    let (Some(criticality), Some(environment), Some(lifecycle)) = (
+        listed("criticality", &CRITICALITY),
+        listed("environment", &ENVIRONMENT),
+        listed("lifecycle", &LIFECYCLE),
+    ) else {
+        return crate::snyk::error(StatusCode::BAD_REQUEST, "Invalid attribute value");
+    };
+    state.counters.metadata_patches += 1;
+    let meta = state.metadata.entry(project_id).or_default();
+    meta.business_criticality = criticality;
+    meta.environment = environment;
+    meta.lifecycle = lifecycle;
+    Json(
+        json!({"criticality": meta.business_criticality, "environment": meta.environment,
+                "lifecycle": meta.lifecycle}),
+    )
     .into_response()
 }

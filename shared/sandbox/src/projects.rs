@@ -150,7 +150,7 @@ pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
 }
 
 /// A v1 call's checks on a project: the token, and that the org has it (404 as v1 words it).
-fn v1_project(
+pub(crate) fn v1_project(
     state: &World,
     headers: &HeaderMap,
     org_id: &str,

@@ -395,7 +395,7 @@ pub struct Stats {
     /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
     #[serde(default)]
     pub exclusion_globs: BTreeMap<String, String>,
-    /// Projects' metadata set (REST `PATCH`s that Snyk accepted).
+    /// Projects' metadata set: REST `PATCH`es and v1 tag and attribute calls that Snyk accepted.
     #[serde(default)]
     pub metadata_patches: u64,
     pub jobs: JobStats,

@@ -665,3 +665,129 @@ async fn control_endpoints_over_http() {
         "nothing changed"
     );
 }
+
+/// Project metadata (§8): v1 tags (added, removed) and attributes, and REST `PATCH`, each with Snyk's
+/// validation, and what they set shown in the REST projects list.
+#[tokio::test]
+async fn project_tags_and_attributes_are_set_through_v1_and_rest_with_snyk_s_validation() {
+    let snyk = Snyk::start(Knobs {
+        workspaces: 1,
+        repos_per_workspace: 3,
+        empty_rate: 0.0,
+        poison_post_rate: 0.0,
+        poison_job_rate: 0.0,
+        job_ms: 10,
+        ..Knobs::default()
+    })
+    .await;
+    let truth = snyk.sandbox.truth();
+    let (owner, name) = (
+        truth[0]["slug"].as_str().expect("slug").to_owned(),
+        truth[0]["repos"][0]["slug"]
+            .as_str()
+            .expect("slug")
+            .to_owned(),
+    );
+    let (org, integration) = snyk.org("meta").await;
+    let location = snyk
+        .import(&org, &integration, &owner, &name)
+        .await
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("a job")
+        .to_owned();
+    let job = snyk.finished(&location).await;
+    let project = job["logs"][0]["projects"][0]["projectId"]
+        .as_str()
+        .expect("a project")
+        .to_owned();
+    let v1 = |what: &str| format!("/org/{org}/project/{project}/{what}");
+    let rest = format!(
+        "{}/rest/orgs/{org}/projects/{project}?version=2024-05-31",
+        snyk.sandbox.url()
+    );
+
+    let (status, _) = snyk
+        .json(
+            Method::POST,
+            &v1("tags"),
+            Some(json!({"key": "team", "value": "a"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for bad in [
+        json!({"key": "a b", "value": "x"}),
+        json!({"key": "k", "value": "v".repeat(51)}),
+    ] {
+        let (status, _) = snyk.json(Method::POST, &v1("tags"), Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let (status, _) = snyk
+        .json(
+            Method::POST,
+            &v1("attributes"),
+            Some(json!({"criticality": ["high"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = snyk
+        .json(
+            Method::POST,
+            &v1("attributes"),
+            Some(json!({"criticality": ["urgent"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let patch = json!({"data": {"type": "project", "id": project, "attributes": {
+        "tags": [{"key": "team", "value": "b"}, {"key": "tier", "value": "api"}],
+        "lifecycle": ["production"]}}});
+    let plain = snyk.call(Method::PATCH, &rest, Some(patch.clone())).await;
+    assert_eq!(
+        plain.status(),
+        StatusCode::BAD_REQUEST,
+        "application/json is refused"
+    );
+    let patched = snyk
+        .http
+        .patch(&rest)
+        .header("authorization", "token sandbox-snyk-token")
+        .header("content-type", "application/vnd.api+json")
+        .body(patch.to_string())
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(patched.status(), StatusCode::OK);
+
+    let listed: Value = snyk
+        .http
+        .get(format!(
+            "{}/rest/orgs/{org}/projects?version=2024-05-31&ids={project}",
+            snyk.sandbox.url()
+        ))
+        .header("authorization", "token sandbox-snyk-token")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    let attributes = &listed["data"][0]["attributes"];
+    assert_eq!(
+        attributes["tags"],
+        json!([{"key": "team", "value": "b"}, {"key": "tier", "value": "api"}])
+    );
+    assert_eq!(attributes["business_criticality"], json!(["high"]));
+    assert_eq!(attributes["lifecycle"], json!(["production"]));
+    let (status, _) = snyk
+        .json(
+            Method::POST,
+            &v1("tags/remove"),
+            Some(json!({"key": "tier", "value": "api"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let left = &snyk.sandbox.project_metadata()[0].2;
+    assert_eq!(left.tags, vec![("team".to_owned(), "b".to_owned())]);
+}
