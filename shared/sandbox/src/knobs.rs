@@ -116,6 +116,10 @@ pub struct Knobs {
     /// Bytes of padding added to every Bitbucket list answer (an oversized body).
     #[arg(long, default_value_t = 0)]
     pub padding_bytes: usize,
+    /// Every this-many-th repository of a workspace is documentation (`<noun>-<n>-docs`), for policies that
+    /// skip it; 0, none (the rest of the tenant is generated as without it).
+    #[arg(long, default_value_t = 0)]
+    pub docs_every: usize,
     /// Repositories (`workspace/slug`) no token sees: left out of listings, and a GET of one answers 403,
     /// as to a credential that sees only part of a workspace.
     #[arg(long, value_delimiter = ',')]

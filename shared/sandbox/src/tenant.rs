@@ -136,6 +136,8 @@ fn generate_repo(
 ) -> Repo {
     let noun = NOUNS[rng.below(NOUNS.len())];
     let kind = KINDS[rng.below(KINDS.len())];
+    let docs = knobs.docs_every > 0 && index % knobs.docs_every == knobs.docs_every - 1;
+    let kind = if docs { "docs" } else { kind };
     let empty = rng.unit() < knobs.empty_rate;
     let fork = !earlier.is_empty() && rng.unit() < knobs.fork_rate;
     let roll = rng.unit();
@@ -147,7 +149,12 @@ fn generate_repo(
     };
     let created = rng.below(900) as i64;
     Repo {
-        slug: format!("{noun}-{kind}-{index}"),
+        // Documentation ends with its kind, as teams name it (`billing-4-docs`).
+        slug: if docs {
+            format!("{noun}-{index}-docs")
+        } else {
+            format!("{noun}-{kind}-{index}")
+        },
         name: format!("{} {} {index}", capitalise(noun), capitalise(kind)),
         uuid: format!("{{{}}}", rng.uuid()),
         project_key: format!("PRJ{}", index % 4),

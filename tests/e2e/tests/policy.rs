@@ -26,7 +26,7 @@ projects = ["PRJ1"]
 exclusion_globs = ["fixtures"]
 
 [[rule]]
-repos = ["*-web-*"]
+repos = ["*-docs"]
 skip = true
 
 [[rule]]
@@ -44,6 +44,7 @@ async fn the_services_apply_a_policy_of_five_rules_and_a_second_run_calls_nothin
         workspaces: 6,
         repos_per_workspace: 20,
         empty_rate: 0.0,
+        docs_every: 5,
         job_ms: 50,
         ..Knobs::default()
     };
@@ -58,7 +59,7 @@ async fn the_services_apply_a_policy_of_five_rules_and_a_second_run_calls_nothin
         for repo in ws["repos"].as_array().expect("repos") {
             let name = format!("{workspace}/{}", repo["slug"].as_str().expect("slug"));
             expected += 1;
-            if name.contains("-web-") {
+            if name.ends_with("-docs") {
                 skipped.push(name);
                 continue;
             }

@@ -23,7 +23,7 @@ environment = ["backend", "external"]
 lifecycle = ["production"]
 
 [[rule]]
-repos = ["*-web-*"]
+repos = ["*-docs"]
 skip = true
 
 [[rule]]
@@ -37,6 +37,7 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
         workspaces: 3,
         repos_per_workspace: 20,
         empty_rate: 0.0,
+        docs_every: 5,
         job_ms: 50,
         ..Knobs::default()
     })
@@ -88,14 +89,14 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
     let truth = sandbox.truth();
     let stats = sandbox.stats();
-    let (mut web, mut prj1) = (0, 0);
+    let (mut docs, mut prj1) = (0, 0);
     for ws in truth.as_array().expect("workspaces") {
         let workspace = ws["slug"].as_str().expect("slug");
         for repo in ws["repos"].as_array().expect("repos") {
             let slug = repo["slug"].as_str().expect("slug");
             let name = format!("{workspace}/{slug}");
-            let skipped = slug.contains("-web-");
-            web += usize::from(skipped);
+            let skipped = slug.ends_with("-docs");
+            docs += usize::from(skipped);
             assert_eq!(
                 stats.import_posts.contains_key(&name),
                 !skipped,
@@ -111,11 +112,11 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
         }
     }
     assert!(
-        web > 0 && prj1 > 0,
-        "the tenant has both kinds: {web} {prj1}"
+        docs > 0 && prj1 > 0,
+        "the tenant has both kinds: {docs} {prj1}"
     );
     assert!(
-        stdout(&run).contains(&format!("; {web} skipped")),
+        stdout(&run).contains(&format!("; {docs} skipped")),
         "the skipped are counted: {}",
         stdout(&run)
     );
@@ -255,7 +256,7 @@ async fn a_policy_skips_and_excludes_by_rule_and_a_bad_one_stops_before_any_requ
                 .flatten()
                 .filter_map(move |r| Some(format!("{ws}/{}", r["slug"].as_str()?)))
         })
-        .filter(|name| !name.contains("-web-"))
+        .filter(|name| !name.ends_with("-docs"))
         .map(|name| {
             sandbox
                 .branches(&name)
