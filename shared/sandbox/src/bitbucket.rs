@@ -415,36 +415,47 @@ pub async fn repositories(
     )
 }
 
-/// `GET /2.0/repositories/{workspace}/{repo_slug}`: one repository by slug or `{uuid}`; 404 when the
-/// workspace has none such, 403 for one the credential may not see (`Knobs::hidden_repos`).
+/// The repository `repo` (slug or `{uuid}`) of `workspace`, as the credential may see it: 404 when the
+/// workspace has none such, 403 for one it may not see (`Knobs::hidden_repos`).
+fn one_repository<'a>(
+    state: &'a mut World,
+    headers: &HeaderMap,
+    workspace: &str,
+    repo: &str,
+) -> Result<(&'a Workspace, &'a crate::tenant::Repo), Response> {
+    let consumer = authorize(state, headers, "repository")?;
+    let hidden = state.knobs.hidden_repos.clone();
+    let ws = visible(state, consumer, workspace)?;
+    let found = ws
+        .repos
+        .iter()
+        .find(|r| r.slug == repo || r.uuid == repo)
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("Repository {workspace}/{repo} not found"),
+            )
+        })?;
+    if hidden.contains(&found.full_name(ws)) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "You may not have access to this repository or it no longer exists in this workspace.",
+        ));
+    }
+    Ok((ws, found))
+}
+
+/// `GET /2.0/repositories/{workspace}/{repo_slug}`: one repository (see [`one_repository`]).
 pub async fn repository(
     State(app): State<App>,
     Path((workspace, repo)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let mut state = app.0.lock();
-    let consumer = match authorize(&state, &headers, "repository") {
-        Ok(consumer) => consumer,
-        Err(response) => return response,
-    };
-    let hidden = state.knobs.hidden_repos.clone();
-    let ws = match visible(&mut state, consumer, &workspace) {
-        Ok(ws) => ws,
-        Err(response) => return response,
-    };
-    let Some(found) = ws.repos.iter().find(|r| r.slug == repo || r.uuid == repo) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("Repository {workspace}/{repo} not found"),
-        );
-    };
-    if hidden.contains(&found.full_name(ws)) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "You may not have access to this repository or it no longer exists in this workspace.",
-        );
+    match one_repository(&mut state, &headers, &workspace, &repo) {
+        Ok((ws, found)) => Json(found.json(ws, &base_url(&headers))).into_response(),
+        Err(response) => response,
     }
-    Json(found.json(ws, &base_url(&headers))).into_response()
 }
 
 /// `GET /2.0/repositories/{workspace}/{repo_slug}/refs/branches`: a repository's branches, filtered
@@ -457,19 +468,9 @@ pub async fn branches(
 ) -> Response {
     let items = {
         let mut state = app.0.lock();
-        let consumer = match authorize(&state, &headers, "repository") {
-            Ok(consumer) => consumer,
+        let found = match one_repository(&mut state, &headers, &workspace, &repo) {
+            Ok((_, found)) => found,
             Err(response) => return response,
-        };
-        let ws = match visible(&mut state, consumer, &workspace) {
-            Ok(ws) => ws,
-            Err(response) => return response,
-        };
-        let Some(found) = ws.repos.iter().find(|r| r.slug == repo || r.uuid == repo) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!("Repository {workspace}/{repo} not found"),
-            );
         };
         found
             .branches()

@@ -157,50 +157,51 @@ fn v1_tag(body: &str) -> Option<(String, String)> {
     (tag_text(k, 30) && tag_text(v, 50)).then(|| (k.to_owned(), v.to_owned()))
 }
 
-fn tags_answer(meta: &Metadata) -> Response {
+/// A v1 tag call: checks the project and the tag, then changes the project's tags with `change`.
+fn v1_tags(
+    app: &App,
+    (org_id, project_id): (String, String),
+    headers: &HeaderMap,
+    body: &str,
+    change: impl FnOnce(&mut Vec<(String, String)>, (String, String)),
+) -> Response {
+    let mut state = app.0.lock();
+    if let Err(response) = crate::projects::v1_project(&state, headers, &org_id, &project_id) {
+        return response;
+    }
+    let Some(tag) = v1_tag(body) else {
+        return crate::snyk::error(StatusCode::BAD_REQUEST, "Invalid tag key or value");
+    };
+    state.counters.metadata_patches += 1;
+    let meta = state.metadata.entry(project_id).or_default();
+    change(&mut meta.tags, tag);
     Json(json!({"tags": meta.json()["tags"]})).into_response()
 }
 
 /// `POST /v1/org/{org_id}/project/{project_id}/tags`: adds a tag (one already there is no error).
 pub async fn v1_add_tag(
     State(app): State<App>,
-    Path((org_id, project_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let mut state = app.0.lock();
-    if let Err(response) = crate::projects::v1_project(&state, &headers, &org_id, &project_id) {
-        return response;
-    }
-    let Some(tag) = v1_tag(&body) else {
-        return crate::snyk::error(StatusCode::BAD_REQUEST, "Invalid tag key or value");
-    };
-    state.counters.metadata_patches += 1;
-    let meta = state.metadata.entry(project_id).or_default();
-    if !meta.tags.contains(&tag) {
-        meta.tags.push(tag);
-    }
-    tags_answer(meta)
+    v1_tags(&app, ids, &headers, &body, |tags, tag| {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    })
 }
 
 /// `POST /v1/org/{org_id}/project/{project_id}/tags/remove`: removes a tag.
 pub async fn v1_remove_tag(
     State(app): State<App>,
-    Path((org_id, project_id)): Path<(String, String)>,
+    Path(ids): Path<(String, String)>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let mut state = app.0.lock();
-    if let Err(response) = crate::projects::v1_project(&state, &headers, &org_id, &project_id) {
-        return response;
-    }
-    let Some(tag) = v1_tag(&body) else {
-        return crate::snyk::error(StatusCode::BAD_REQUEST, "Invalid tag key or value");
-    };
-    state.counters.metadata_patches += 1;
-    let meta = state.metadata.entry(project_id).or_default();
-    meta.tags.retain(|t| *t != tag);
-    tags_answer(meta)
+    v1_tags(&app, ids, &headers, &body, |tags, tag| {
+        tags.retain(|t| *t != tag)
+    })
 }
 
 /// `POST /v1/org/{org_id}/project/{project_id}/attributes`: replaces the three lists.
