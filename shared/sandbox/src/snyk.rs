@@ -275,6 +275,16 @@ pub async fn import(
             .exclusion_globs
             .insert(key.clone(), globs.to_owned());
     }
+    let files: Vec<String> = parsed
+        .as_ref()
+        .and_then(|b| b.get("files")?.as_array().cloned())
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.get("path")?.as_str().map(str::to_owned))
+        .collect();
+    if !files.is_empty() {
+        state.counters.import_files.insert(key.clone(), files);
+    }
     let now = Instant::now();
     if state
         .jobs

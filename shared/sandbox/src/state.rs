@@ -117,6 +117,8 @@ pub struct Counters {
     pub metadata_patches: u64,
     /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
     pub exclusion_globs: BTreeMap<String, String>,
+    /// The last import body's `files` paths per `workspace/slug`, for those that had them.
+    pub import_files: BTreeMap<String, Vec<String>>,
 }
 
 /// Requests accepted in the last `window`; Bitbucket and Snyk both count a rolling window.
@@ -324,6 +326,7 @@ impl State {
             projects_deleted: self.deleted.len() as u64,
             projects_activated: c.projects_activated,
             exclusion_globs: c.exclusion_globs.clone(),
+            import_files: c.import_files.clone(),
             metadata_patches: c.metadata_patches,
             jobs,
             truth: self.truth_summary(),
@@ -395,6 +398,9 @@ pub struct Stats {
     /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
     #[serde(default)]
     pub exclusion_globs: BTreeMap<String, String>,
+    /// The last import body's `files` paths per `workspace/slug`, for those that had them.
+    #[serde(default)]
+    pub import_files: BTreeMap<String, Vec<String>>,
     /// Projects' metadata set: REST `PATCH`es and v1 tag and attribute calls that Snyk accepted.
     #[serde(default)]
     pub metadata_patches: u64,

@@ -517,6 +517,37 @@ async fn an_import_with_extra_target_fields_is_rejected_as_snyk_does() {
         .finished(missing.headers()["location"].to_str().expect("Location"))
         .await;
     assert_eq!(job["status"], "failed");
+
+    // The import options are kept per target: exclusionGlobs (a string) and files.
+    let body = json!({"target": {"owner": "acme-000", "name": "y", "branch": "main"},
+                      "exclusionGlobs": "fixtures, test", "files": [{"path": "a/package.json"}]});
+    let response = snyk
+        .call(
+            Method::POST,
+            &format!("/org/{org}/integrations/{integration}/import"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let stats = snyk.sandbox.stats();
+    assert_eq!(stats.exclusion_globs["acme-000/y"], "fixtures, test");
+    assert_eq!(
+        stats.import_files["acme-000/y"],
+        vec!["a/package.json".to_owned()]
+    );
+    let bad = json!({"target": {"owner": "acme-000", "name": "y"}, "exclusionGlobs": ["fixtures"]});
+    let response = snyk
+        .call(
+            Method::POST,
+            &format!("/org/{org}/integrations/{integration}/import"),
+            Some(bad),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_REQUEST,
+        "exclusionGlobs is a string"
+    );
 }
 
 #[tokio::test]
