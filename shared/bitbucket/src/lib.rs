@@ -2,6 +2,7 @@
 //! whole fleet in Redis; an access token; Basic auth), and the 2.0 API's workspace and repository lists,
 //! paced by a fleet-wide budget, with every failure worded for the person who has to fix it.
 
+mod branches;
 mod client;
 mod credentials;
 mod error;

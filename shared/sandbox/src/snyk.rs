@@ -265,26 +265,7 @@ pub async fn import(
     };
     let key = format!("{owner}/{name}");
     *state.counters.import_posts.entry(key.clone()).or_default() += 1;
-    if let Some(globs) = parsed
-        .as_ref()
-        .and_then(|b| b.get("exclusionGlobs"))
-        .and_then(Value::as_str)
-    {
-        state
-            .counters
-            .exclusion_globs
-            .insert(key.clone(), globs.to_owned());
-    }
-    let files: Vec<String> = parsed
-        .as_ref()
-        .and_then(|b| b.get("files")?.as_array().cloned())
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f.get("path")?.as_str().map(str::to_owned))
-        .collect();
-    if !files.is_empty() {
-        state.counters.import_files.insert(key.clone(), files);
-    }
+    state.counters.import_options(&key, parsed.as_ref());
     let now = Instant::now();
     if state
         .jobs

@@ -121,6 +121,27 @@ pub struct Counters {
     pub import_files: BTreeMap<String, Vec<String>>,
 }
 
+impl Counters {
+    /// Keeps an import body's `exclusionGlobs` and `files` for `key` (`workspace/slug`), when it has them.
+    pub fn import_options(&mut self, key: &str, body: Option<&serde_json::Value>) {
+        let Some(body) = body else { return };
+        if let Some(globs) = body.get("exclusionGlobs").and_then(|g| g.as_str()) {
+            self.exclusion_globs
+                .insert(key.to_owned(), globs.to_owned());
+        }
+        let files: Vec<String> = body
+            .get("files")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.get("path")?.as_str().map(str::to_owned))
+            .collect();
+        if !files.is_empty() {
+            self.import_files.insert(key.to_owned(), files);
+        }
+    }
+}
+
 /// Requests accepted in the last `window`; Bitbucket and Snyk both count a rolling window.
 #[derive(Debug, Default)]
 pub struct SlidingWindow(VecDeque<Instant>);

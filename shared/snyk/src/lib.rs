@@ -4,6 +4,8 @@
 
 mod call;
 mod error;
+mod integrations;
+mod links;
 mod model;
 mod rest;
 
@@ -13,6 +15,7 @@ use bb2snyk_settings::{ConfigError, Settings};
 use bb2snyk_store::{Budget, BudgetConfig, Pool, Store};
 use call::{Token, parse, segment, token_id};
 pub use error::SnykError;
+pub use integrations::{APP_INTEGRATION_TYPES, app_integration_in};
 pub use model::{
     CreatedOrg, ImportOptions, Job, JobLog, JobStatus, OrgSummary, Project, Target,
     quiet_notifications,
@@ -26,25 +29,6 @@ use url::Url;
 
 /// The most orgs a page of `/group/{id}/orgs` holds.
 const ORGS_PER_PAGE: usize = 100;
-
-/// Where the Bitbucket Cloud App integration is listed: Snyk's own key first, then the source's name.
-pub const APP_INTEGRATION_TYPES: [&str; 2] = ["bitbucket-connect-app", "bitbucket-cloud-app"];
-
-/// The Bitbucket Cloud App integration's id among an org's `integrations` (type to id): under `kind` when
-/// given, else under [`APP_INTEGRATION_TYPES`] in order. The CLI's files and the org-creator both pick with
-/// this, so they cannot choose different integrations for one org.
-pub fn app_integration_in(
-    integrations: &std::collections::BTreeMap<String, String>,
-    kind: Option<&str>,
-) -> Option<String> {
-    match kind {
-        Some(kind) => integrations.get(kind),
-        None => APP_INTEGRATION_TYPES
-            .iter()
-            .find_map(|k| integrations.get(*k)),
-    }
-    .cloned()
-}
 
 /// The longest a stage's REST call waits for REST's own budget before its delivery comes back later.
 const REST_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
