@@ -48,6 +48,9 @@ pub enum Command {
     /// Bring Snyk in step with Bitbucket, in this process: import new, renamed and re-branched
     /// repositories, retire the projects of deleted ones; --dry-run reports and changes nothing.
     Sync(SyncArgs),
+    /// Which repositories Snyk covers, and why not the others: a table, JSON, CSV or an HTML page.
+    /// Reads only; exits 6 when some of the tenant could not be read, 1 below --fail-under.
+    Report(crate::report::ReportArgs),
     /// The whole pipeline in this process, no RabbitMQ or Redis needed; a second run skips what is done.
     Run(RunArgs),
     /// Start a simulated Bitbucket and Snyk in this process and `run` against a generated tenant.
@@ -268,6 +271,7 @@ impl SyncFlags {
             org_id: self.org_id.clone(),
             allow_mass_retire: self.allow_mass_retire || settings.sync.allow_mass_retire,
             started_ms: Some(bb2snyk_telemetry::clock::now_unix_ms()),
+            report: false,
         }
     }
 }

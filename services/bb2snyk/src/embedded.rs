@@ -195,6 +195,8 @@ pub struct Logs {
     pub planned: Vec<bb2snyk_messages::SyncPlanned>,
     /// Projects a sync retired.
     pub retired: Vec<bb2snyk_messages::ProjectsRetired>,
+    /// What a report found of each workspace.
+    pub coverage: Vec<bb2snyk_messages::CoverageListed>,
 }
 
 impl Logs {
@@ -206,6 +208,7 @@ impl Logs {
             completed: 0,
             planned: Vec::new(),
             retired: Vec::new(),
+            coverage: Vec::new(),
         }
     }
 
@@ -246,6 +249,7 @@ impl Logs {
                 }
                 Ok(Event::SyncPlanned(e)) => self.planned.push(e),
                 Ok(Event::ProjectsRetired(e)) => self.retired.push(e),
+                Ok(Event::CoverageListed(e)) => self.coverage.push(e),
                 Ok(_) => {}
                 Err(reason) => tracing::warn!(%reason, "event not understood"),
             }

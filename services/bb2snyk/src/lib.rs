@@ -10,6 +10,7 @@ mod fleet;
 mod imported;
 mod orgs;
 mod policy;
+mod report;
 mod run;
 mod status;
 mod sync;
@@ -41,6 +42,9 @@ pub enum Failure {
     /// A sync stopped at its brake before acting on some org (exit 5).
     #[error("{0}")]
     Braked(String),
+    /// A report could not read all of the tenant (exit 6).
+    #[error("{0}")]
+    Incomplete(String),
     /// Settings, RabbitMQ or Redis, as the service frame words and codes them.
     #[error(transparent)]
     Service(#[from] ServiceError),
@@ -54,6 +58,7 @@ impl Failure {
             Self::Credentials(_) => exit::CREDENTIALS,
             Self::Unavailable(_) => exit::UNAVAILABLE,
             Self::Braked(_) => exit::BRAKED,
+            Self::Incomplete(_) => exit::INCOMPLETE,
             Self::Service(e) => e.exit_code(),
         }
     }
@@ -157,6 +162,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::ListImported(args) => imported::list(&settings()?, args).await,
         Command::Run(args) => run::run(&settings()?, args).await,
         Command::Sync(args) => sync::sync(&settings()?, args).await,
+        Command::Report(args) => report::report(&settings()?, args).await,
         Command::Demo(args) => run::demo(settings()?, args).await,
         Command::Discover(args) => fleet::discover(&settings()?, args).await,
         Command::Status(args) => status::status(&settings()?, args).await,

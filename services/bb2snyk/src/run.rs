@@ -91,5 +91,20 @@ pub async fn demo(mut settings: Settings, args: &DemoArgs) -> Result<(), Failure
             stats.requests_total
         );
     }
+    println!("\n== coverage report");
+    let report = crate::report::gather(
+        &settings,
+        &crate::report::ReportArgs::of_group(&knobs.group_id),
+    )
+    .await?;
+    let path = files::log_dir(&settings.import.log_path)?.join("coverage.html");
+    crate::report::write(&path, &crate::report::html::page(&report))?;
+    println!(
+        "{} of {} repositories imported ({:.1} % coverage); the report is {}",
+        report.totals.imported,
+        report.totals.repositories,
+        report.totals.coverage_percent,
+        path.display()
+    );
     Ok(())
 }

@@ -136,7 +136,10 @@ impl Discoverer {
                 Some((format!("{}/{}", org.workspace, r.slug), uuid))
             })
             .collect();
-        if let Err(e) = self.ledger.remember_uuids(&org.org_id, &uuids).await {
+        // A workspace no org serves (a report lists those too) has no org to remember them under.
+        if !org.org_id.is_empty()
+            && let Err(e) = self.ledger.remember_uuids(&org.org_id, &uuids).await
+        {
             return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
         }
         let mut publishes: Vec<Publish> = Vec::with_capacity(repos.len() + 1);
@@ -238,8 +241,10 @@ impl Discoverer {
                 .mark(&org.run_id, Tally::Discovered, &id)
                 .await?;
             let decision = self.policy.decide(&repo.facts(&org.workspace));
+            let reason = skip_reason(filter, &repo, &decision);
             seen.push(SeenRepo {
-                skipped: filter.check(&repo).is_err() || decision.skip.is_some(),
+                skipped: reason.is_some(),
+                reason,
                 policy: applied(&decision),
                 branches: decision
                     .branches
@@ -252,7 +257,9 @@ impl Discoverer {
                 uuid: repo.uuid,
             });
         }
-        self.ledger.saw(&org.run_id, &org.org_id, &seen).await
+        self.ledger
+            .saw(&org.run_id, &org.org_id, &org.workspace, &seen)
+            .await
     }
 
     /// The import messages for `repo` (its main branch, and the `extra` branches the policy asks for), or
@@ -282,12 +289,7 @@ impl Discoverer {
         self.ledger
             .mark(&org.run_id, Tally::Discovered, &id)
             .await?;
-        let skipped = match (filter.check(&repo), decision.skip) {
-            (Err(skip), _) => Some(skip.to_string()),
-            (Ok(()), Some(rule)) => Some(format!("skipped by policy rule {rule}")),
-            (Ok(()), None) => None,
-        };
-        let Some(reason) = skipped else {
+        let Some(reason) = skip_reason(filter, &repo, decision) else {
             let mut imports = vec![Body::ImportRepo(main).publish()];
             for branch in extra {
                 let other = import(Some(branch));
@@ -311,6 +313,15 @@ impl Discoverer {
             })
             .publish(),
         ])
+    }
+}
+
+/// Why `repo` is not imported (a filter, or the policy rule that skips it), if it is not.
+fn skip_reason(filter: &RepoFilter, repo: &Repository, decision: &Decision) -> Option<String> {
+    match (filter.check(repo), decision.skip) {
+        (Err(skip), _) => Some(skip.to_string()),
+        (Ok(()), Some(rule)) => Some(format!("skipped by policy rule {rule}")),
+        (Ok(()), None) => None,
     }
 }
 

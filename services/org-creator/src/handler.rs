@@ -123,6 +123,12 @@ impl OrgCreator {
         }
         let (org_id, created) = match existing {
             Some(org) => (org.id, false),
+            // A report lists a workspace no org serves too: each of its repositories is missing from Snyk.
+            None if w.sync.as_ref().is_some_and(|s| s.report) => {
+                let all_orgs = w.sync.as_ref().is_some_and(|s| s.org_id.is_none());
+                let listed = all_orgs.then(|| org_ready(w, String::new(), String::new()).publish());
+                return Ok(Err(Outcome::Ack(listed.into_iter().collect())));
+            }
             // A sync keeps the orgs bb2snyk manages in step; making orgs for new workspaces is a run's work.
             None if w.sync.is_some() => {
                 tracing::info!(workspace = %w.workspace, "no org for this workspace: a sync leaves it to `bb2snyk run`");
@@ -206,18 +212,23 @@ impl OrgCreator {
             org_id: mapping.org_id.clone(),
             org_name: mapping.name,
         });
-        let ready = Body::OrgReady(OrgReady {
-            run_id: w.run_id.clone(),
-            group_id: w.group_id.clone(),
-            workspace: w.workspace.clone(),
-            org_id: mapping.org_id,
-            integration_id: mapping.integration_id,
-            filters: w.filters.clone(),
-            credential: w.credential.clone(),
-            sync: w.sync.clone(),
-        });
+        let ready = org_ready(w, mapping.org_id, mapping.integration_id);
         Outcome::Ack(vec![ready.publish(), event.publish()])
     }
+}
+
+/// The workspace's listing, sent to the discoverer for its org.
+fn org_ready(w: &WorkspaceDiscovered, org_id: String, integration_id: String) -> Body {
+    Body::OrgReady(OrgReady {
+        run_id: w.run_id.clone(),
+        group_id: w.group_id.clone(),
+        workspace: w.workspace.clone(),
+        org_id,
+        integration_id,
+        filters: w.filters.clone(),
+        credential: w.credential.clone(),
+        sync: w.sync.clone(),
+    })
 }
 
 #[cfg(test)]

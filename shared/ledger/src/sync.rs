@@ -31,6 +31,9 @@ pub struct SeenRepo {
     /// branch change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<String>,
+    /// Why it is skipped (the filter or policy rule), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// An org's last sync: when, and what it changed (or would have, in a dry run).
@@ -51,21 +54,33 @@ pub struct LastSync {
 }
 
 impl Ledger {
-    /// Adds a page of what a sync's discovery saw of the org's workspace.
-    pub async fn saw(&self, run: &str, org: &str, repos: &[SeenRepo]) -> Result<(), LedgerError> {
+    /// Adds a page of what a sync's discovery saw of the org's workspace (`org` empty: a workspace no org
+    /// serves, which a report lists too).
+    pub async fn saw(
+        &self,
+        run: &str,
+        org: &str,
+        workspace: &str,
+        repos: &[SeenRepo],
+    ) -> Result<(), LedgerError> {
         let members: Vec<String> = repos
             .iter()
             .filter_map(|r| serde_json::to_string(r).ok())
             .collect();
         Ok(self
             .store
-            .add_members(&format!("sync-seen:{run}:{org}"), &members, SEEN_KEPT)
+            .add_members(&seen_key(run, org, workspace), &members, SEEN_KEPT)
             .await?)
     }
 
     /// Everything the run's discovery saw of the org's workspace.
-    pub async fn seen(&self, run: &str, org: &str) -> Result<Vec<SeenRepo>, LedgerError> {
-        let key = format!("sync-seen:{run}:{org}");
+    pub async fn seen(
+        &self,
+        run: &str,
+        org: &str,
+        workspace: &str,
+    ) -> Result<Vec<SeenRepo>, LedgerError> {
+        let key = seen_key(run, org, workspace);
         self.store
             .members(&key)
             .await?
@@ -141,5 +156,14 @@ impl Ledger {
         }
         syncs.sort_by(|a, b| a.1.workspace.cmp(&b.1.workspace));
         Ok(syncs)
+    }
+}
+
+/// A run's listing of a workspace, under its org (or, for a workspace no org serves, its slug).
+fn seen_key(run: &str, org: &str, workspace: &str) -> String {
+    if org.is_empty() {
+        format!("sync-seen:{run}:workspace:{workspace}")
+    } else {
+        format!("sync-seen:{run}:{org}")
     }
 }

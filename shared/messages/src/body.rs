@@ -110,6 +110,10 @@ pub struct Sync {
     /// When the sync was asked for (Unix ms): projects Snyk created after it are never retired by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<u64>,
+    /// A coverage report (`bb2snyk report`): the comparison is told as `coverage.listed` events, nothing
+    /// is changed, and a workspace without an org is listed too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use bb2snyk_broker::{Message, Publish};
 use serde::{Deserialize, Serialize};
 
-use crate::Target;
+use crate::{CoverageListed, Target};
 
 /// Declares [`Event`] from one list, so each wire `type` is written once.
 macro_rules! events {
@@ -59,6 +59,8 @@ events! {
     SyncPlanned(SyncPlanned) = "sync.planned.v1",
     /// A target's projects were deactivated (or deleted).
     ProjectsRetired(ProjectsRetired) = "projects.retired.v1",
+    /// A report's view of a workspace: how Snyk covers each repository.
+    CoverageListed(CoverageListed) = "coverage.listed.v1",
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +255,7 @@ impl Event {
         let base = format!("{}|{}", self.run_id(), self.subject());
         match self {
             Self::SyncPlanned(p) if p.part > 1 => format!("{base}|{}", p.part),
+            Self::CoverageListed(c) if c.part > 1 => format!("{base}|{}", c.part),
             Self::ProjectsRetired(r) => {
                 format!("{base}|{}", r.projects.first().map_or("", String::as_str))
             }

@@ -7,6 +7,7 @@
 //! what is on the queues. Conversions happen at the edges, in the handlers.
 
 mod body;
+mod coverage;
 mod event;
 mod policy;
 
@@ -16,6 +17,7 @@ pub use body::{
     Body, ImportRepo, MAX_RETIRED, MAX_SYNC_IMPORTS, OrgReady, PollImport, ReposPage,
     RetireProjects, RunRequested, Sync, SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
 };
+pub use coverage::{Coverage, CoverageListed, MAX_COVERAGE, Orphan, RepoCoverage};
 pub use event::{
     Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,
     MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,

@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 
 use bb2snyk_messages::{
-    Body, Change, ChangeKind, Checked, Event, Filters, ImportCompleted, ImportFailed, ImportRepo,
-    ImportRequested, OrgReady, OrgReadyEvent, PollImport, ProjectsMetadata, ProjectsRetired,
-    RepoSkipped, ReposPage, RetireProjects, RunRequested, Sync, SyncImports, SyncPlanned,
-    SyncWorkspace, Target, TargetRef, Verdict, WorkspaceDiscovered,
+    Body, Change, ChangeKind, Checked, Coverage, CoverageListed, Event, Filters, ImportCompleted,
+    ImportFailed, ImportRepo, ImportRequested, OrgReady, OrgReadyEvent, Orphan, PollImport,
+    ProjectsMetadata, ProjectsRetired, RepoCoverage, RepoSkipped, ReposPage, RetireProjects,
+    RunRequested, Sync, SyncImports, SyncPlanned, SyncWorkspace, Target, TargetRef, Verdict,
+    WorkspaceDiscovered,
 };
 
 fn docs() -> String {
@@ -167,6 +168,7 @@ fn sync() -> Sync {
         org_id: Some("o".into()),
         allow_mass_retire: true,
         started_ms: Some(1),
+        report: true,
     }
 }
 
@@ -229,6 +231,27 @@ fn events() -> Vec<Event> {
                 verdict: Verdict::Gone,
                 detail: "GET /2.0/repositories/acme/gone answered 404".into(),
             }],
+            part: 1,
+            parts: 1,
+        }),
+        Event::CoverageListed(CoverageListed {
+            run_id: run_id.clone(),
+            subject: "acme".into(),
+            org_id: "o".into(),
+            integration_id: "i".into(),
+            repositories: vec![RepoCoverage {
+                slug: "api".into(),
+                status: Coverage::Stale,
+                reason: Some("in Snyk on master only".into()),
+                branch: Some("main".into()),
+                projects: 2,
+                last_imported: Some("2026-01-01T00:00:00Z".into()),
+            }],
+            orphaned: vec![Orphan {
+                slug: "gone".into(),
+                projects: 1,
+            }],
+            narrowed: true,
             part: 1,
             parts: 1,
         }),

@@ -23,6 +23,8 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 4;
     /// A sync stopped at its brake: it would have retired more of an org than the settings allow.
     pub const BRAKED: u8 = 5;
+    /// A report could not read all of the tenant (a workspace's listing, an org's projects).
+    pub const INCOMPLETE: u8 = 6;
 }
 
 /// Why a service (or a CLI command) stopped before its time; each maps to an exit code.

@@ -101,6 +101,7 @@ const DRY_RUN: Sync = Sync {
     org_id: None,
     allow_mass_retire: false,
     started_ms: None,
+    report: false,
 };
 
 /// New, renamed, branch changed and deleted, over every org.

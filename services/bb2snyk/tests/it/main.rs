@@ -9,5 +9,6 @@ mod evidence;
 mod fleet;
 mod policy;
 mod record;
+mod report;
 mod seed;
 mod sync;

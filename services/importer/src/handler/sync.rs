@@ -7,6 +7,7 @@
 //! sync finds nothing to do.
 
 mod branches;
+mod coverage;
 mod evidence;
 mod plan;
 
@@ -25,17 +26,21 @@ impl Importer {
     /// so each is retried and parked on its own; in a dry run, only the plan is told.
     pub(super) async fn sync(&self, s: SyncWorkspace) -> Outcome {
         let (seen, uuids) = match (
-            self.ledger.seen(&s.run_id, &s.org_id).await,
+            self.ledger.seen(&s.run_id, &s.org_id, &s.workspace).await,
             self.ledger.uuids(&s.org_id).await,
         ) {
             (Ok(seen), Ok(uuids)) => (seen, uuids),
             (Err(e), _) | (_, Err(e)) => return ledger_failure(e),
         };
+        // A workspace no org serves (a report's) has nothing in Snyk.
+        let unserved = s.org_id.is_empty();
         let projects = match self.snyk.projects(&s.org_id).await {
+            _ if unserved => Vec::new(),
             Ok(projects) => projects,
             Err(e) => return snyk_failure(e),
         };
         let targets = match self.snyk.targets(&s.org_id).await {
+            _ if unserved => Vec::new(),
             Ok(targets) => targets,
             Err(e) => return snyk_failure(e),
         };
@@ -58,12 +63,13 @@ impl Importer {
             },
             None => None,
         };
+        // A report changes nothing, so the brake does not stop its questions.
         let judged = match evidence::judge(
             bitbucket,
             &s.workspace,
             plan,
             self.policy.brake,
-            s.sync.allow_mass_retire,
+            s.sync.allow_mass_retire || s.sync.report,
         )
         .await
         {
@@ -73,6 +79,16 @@ impl Importer {
                 None => return Outcome::failed(e.is_transient(), e.to_string()),
             },
         };
+        if s.sync.report {
+            tracing::info!(workspace = %s.workspace, org = %s.org_id, repositories = seen.len(), "coverage listed");
+            return Outcome::Ack(coverage::listed(
+                &s,
+                &seen,
+                &projects,
+                &targets,
+                &judged.changes,
+            ));
+        }
         // Branches the policy imports that Snyk does not have yet.
         let branches = match bitbucket {
             Some(client) => branches::missing(client, &s.workspace, &seen, &projects).await,
@@ -201,14 +217,9 @@ impl Importer {
     }
 }
 
-/// The `n`th part of `items`, [`MAX_CHANGES`] to a part.
-fn part<T: Clone>(items: &[T], n: usize) -> Vec<T> {
-    items
-        .iter()
-        .skip(n * MAX_CHANGES)
-        .take(MAX_CHANGES)
-        .cloned()
-        .collect()
+/// The `n`th part of `items`, `size` to a part.
+fn part<T: Clone>(items: &[T], n: usize, size: usize) -> Vec<T> {
+    items.iter().skip(n * size).take(size).cloned().collect()
 }
 
 /// The plan as `sync.planned.v1` events, in parts of at most [`MAX_CHANGES`] changes and checks each, so
@@ -227,10 +238,10 @@ fn planned(s: &SyncWorkspace, judged: &evidence::Judged) -> Vec<Publish> {
                 subject: s.workspace.clone(),
                 org_id: s.org_id.clone(),
                 dry_run: s.sync.dry_run,
-                changes: part(&judged.changes, n),
+                changes: part(&judged.changes, n, MAX_CHANGES),
                 narrowed: s.narrowed,
                 braked: judged.braked.clone(),
-                checked: part(&judged.checked, n),
+                checked: part(&judged.checked, n, MAX_CHANGES),
                 part: plan::count(n + 1),
                 parts: plan::count(parts),
             })

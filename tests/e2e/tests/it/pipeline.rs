@@ -55,7 +55,7 @@ impl Heard {
             Event::ImportRequested(_) => &mut self.requested,
             Event::ImportCompleted(_) => &mut self.completed,
             Event::ImportFailed(_) => &mut self.failed,
-            Event::SyncPlanned(_) | Event::ProjectsRetired(_) => return,
+            Event::SyncPlanned(_) | Event::ProjectsRetired(_) | Event::CoverageListed(_) => return,
         };
         *tally += 1;
     }

@@ -8,6 +8,7 @@ fn seen(slug: &str, branch: &str, uuid: &str) -> SeenRepo {
         skipped: false,
         policy: None,
         branches: Vec::new(),
+        reason: None,
     }
 }
 

@@ -1,0 +1,413 @@
+//! `bb2snyk report` against a tenant after `run`, then changed: 5 workspaces of 24 repositories with
+//! poison ones, then 3 added, 2 deleted and 2 re-branched. Every repository gets its status, the deleted
+//! ones are orphaned, JSON, CSV and HTML agree, nothing is written to either API, and `--fail-under`
+//! exits by the threshold. The HTML page is opened in headless Chromium: its totals are the JSON's, and
+//! its filters and sorting work.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use bb2snyk_sandbox::{Knobs, Sandbox};
+use serde_json::Value;
+
+use crate::common::{GROUP, bb2snyk, stderr, stdout, workdir};
+
+/// Requests that change something in Bitbucket or Snyk: every one but a GET and the OAuth exchange.
+fn writes(requests: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    requests
+        .iter()
+        .filter(|(endpoint, _)| !endpoint.starts_with("GET ") && !endpoint.contains("access_token"))
+        .map(|(e, n)| (e.clone(), *n))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_tells_each_repository_status_in_every_format() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 5,
+        repos_per_workspace: 24,
+        job_ms: 50,
+        poison_post_rate: 0.04,
+        poison_job_rate: 0.04,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let dir = workdir("report");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", dir.display().to_string()));
+    // No ledger: the failed-imports logs give the reasons.
+    env.push(("REDIS_URL", "redis://127.0.0.1:1".into()));
+    let group = format!("--groupId={GROUP}");
+    let run = bb2snyk(&["run", &group], env.clone(), &dir).await;
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "poison repositories are parked: {}",
+        stderr(&run)
+    );
+
+    let change = sandbox.drift([3, 2, 0, 2]);
+    let truth = sandbox.truth();
+    let before = sandbox.stats();
+    let json_path = dir.join("coverage.json");
+    let json = bb2snyk(
+        &[
+            "report",
+            &group,
+            "--format=json",
+            &format!("--output={}", json_path.display()),
+        ],
+        env.clone(),
+        &dir,
+    )
+    .await;
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json"))
+        .expect("the report is JSON");
+
+    // Every repository Bitbucket holds, with the status it must have.
+    let added: BTreeSet<String> = change.add.keys().cloned().collect();
+    let rebranched: BTreeSet<&String> = change.branch.keys().collect();
+    let mut expected: BTreeMap<String, &str> = BTreeMap::new();
+    let mut poisoned = BTreeSet::new();
+    for ws in truth.as_array().expect("workspaces") {
+        let ws_slug = ws["slug"].as_str().expect("slug");
+        for repo in ws["repos"].as_array().expect("repos") {
+            let name = format!("{ws_slug}/{}", repo["slug"].as_str().expect("slug"));
+            let status = if repo["mainbranch"].is_null() {
+                "empty"
+            } else if repo["slug"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("added-"))
+            {
+                "missing"
+            } else if rebranched.contains(&name) {
+                "stale"
+            } else if !repo["poison"].is_null() {
+                poisoned.insert(name.clone());
+                "poison"
+            } else {
+                "imported"
+            };
+            expected.insert(name, status);
+        }
+    }
+    assert_eq!(
+        added.len(),
+        3,
+        "3 repositories added over the workspaces: {change:?}"
+    );
+    assert!(!poisoned.is_empty(), "the tenant has poison repositories");
+    let rows = report["repositories"].as_array().expect("repositories");
+    let got: BTreeMap<String, &str> = rows
+        .iter()
+        .map(|r| {
+            (
+                format!("{}/{}", str_of(&r["workspace"]), str_of(&r["slug"])),
+                str_of(&r["status"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "one row per repository Bitbucket holds"
+    );
+    let mut failed = 0;
+    for (name, want) in &expected {
+        let status = got.get(name).copied().unwrap_or("absent");
+        match *want {
+            "poison" => {
+                assert!(matches!(status, "failed" | "missing"), "{name}: {status}");
+                failed += u64::from(status == "failed");
+            }
+            want => assert_eq!(status, want, "{name}"),
+        }
+    }
+    assert!(
+        failed > 0,
+        "the parked imports' reasons make some repositories failed"
+    );
+    for r in rows.iter().filter(|r| r["status"] != "imported") {
+        assert!(
+            r["reason"].as_str().is_some_and(|s| !s.is_empty()),
+            "a reason for {r}"
+        );
+    }
+    let orphans: BTreeSet<String> = report["orphaned"]
+        .as_array()
+        .expect("orphaned")
+        .iter()
+        .map(|o| format!("{}/{}", str_of(&o["workspace"]), str_of(&o["slug"])))
+        .collect();
+    let deleted: BTreeSet<String> = change.delete.iter().cloned().collect();
+    assert_eq!(
+        orphans, deleted,
+        "the deleted repositories, and only they, are orphaned"
+    );
+
+    // The totals follow the rows and the formula, per workspace and in all.
+    let t = &report["totals"];
+    let n = |v: &Value, k: &str| v[k].as_u64().expect(k);
+    let count = |status: &str| got.values().filter(|s| **s == status).count() as u64;
+    for status in ["imported", "stale", "missing", "failed", "empty", "skipped"] {
+        assert_eq!(n(t, status), count(status), "{status}");
+    }
+    assert_eq!(n(t, "repositories"), expected.len() as u64);
+    let formula = |v: &Value| {
+        let coverable = n(v, "repositories") - n(v, "empty") - n(v, "skipped");
+        (n(v, "imported") as f64 * 1000.0 / coverable as f64).round() / 10.0
+    };
+    assert_eq!(t["coverage_percent"].as_f64(), Some(formula(t)));
+    let workspaces = report["workspaces"].as_array().expect("workspaces");
+    assert_eq!(workspaces.len(), 5);
+    for w in workspaces {
+        assert_eq!(w["coverage_percent"].as_f64(), Some(formula(w)), "{w}");
+    }
+    let coverage = t["coverage_percent"].as_f64().expect("coverage");
+    assert!(coverage > 50.0 && coverage < 100.0, "{coverage}");
+    assert!(
+        n(&report["estimate"], "imports") >= 5,
+        "the missing, failed and stale ones"
+    );
+
+    // The CSV says what the JSON says.
+    let csv = bb2snyk(&["report", &group, "--format=csv"], env.clone(), &dir).await;
+    assert_eq!(csv.status.code(), Some(0), "{}", stderr(&csv));
+    let csv = stdout(&csv);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("workspace,slug,status,reason,branch,projects,last_imported")
+    );
+    let from_csv: BTreeMap<String, (String, String)> = lines
+        .map(|line| {
+            let fields = csv_fields(line);
+            (
+                format!("{}/{}", fields[0], fields[1]),
+                (fields[2].clone(), fields[5].clone()),
+            )
+        })
+        .collect();
+    let from_json: BTreeMap<String, (String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                format!("{}/{}", str_of(&r["workspace"]), str_of(&r["slug"])),
+                (str_of(&r["status"]).to_owned(), r["projects"].to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(from_csv, from_json);
+
+    // The HTML page: every workspace, nothing fetched from elsewhere, and in a browser the JSON's totals.
+    let html_path = dir.join("coverage.html");
+    let html = bb2snyk(
+        &[
+            "report",
+            &group,
+            "--format=html",
+            &format!("--output={}", html_path.display()),
+        ],
+        env.clone(),
+        &dir,
+    )
+    .await;
+    assert_eq!(html.status.code(), Some(0), "{}", stderr(&html));
+    let page = std::fs::read_to_string(&html_path).expect("html");
+    for w in workspaces {
+        assert!(page.contains(str_of(&w["workspace"])), "{w}");
+    }
+    for remote in ["http://", "https://", " src=", " href=", "@import", "url("] {
+        assert!(!page.contains(remote), "the page holds {remote}");
+    }
+    browser::check(&html_path, &report);
+
+    // The table and --fail-under.
+    let table = bb2snyk(&["report", &group], env.clone(), &dir).await;
+    assert_eq!(table.status.code(), Some(0), "{}", stderr(&table));
+    assert!(stdout(&table).contains("total"), "{}", stdout(&table));
+    let above = format!("--fail-under={}", coverage + 0.1);
+    let below = format!("--fail-under={}", coverage - 0.1);
+    let strict = bb2snyk(&["report", &group, &above], env.clone(), &dir).await;
+    assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
+    assert!(
+        stderr(&strict).contains("below --fail-under"),
+        "{}",
+        stderr(&strict)
+    );
+    let lenient = bb2snyk(&["report", &group, &below], env.clone(), &dir).await;
+    assert_eq!(lenient.status.code(), Some(0), "{}", stderr(&lenient));
+
+    let asked = sandbox.stats().requests_since(&before);
+    assert_eq!(
+        writes(&asked),
+        BTreeMap::new(),
+        "a report writes nothing: {asked:?}"
+    );
+}
+
+fn str_of(value: &Value) -> &str {
+    value.as_str().expect("a string")
+}
+
+/// A CSV line's fields (RFC 4180 quoting).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().expect("present").push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().expect("present").push(c),
+        }
+    }
+    fields
+}
+
+/// The page in headless Chromium (installed by `.ci/run`).
+mod browser {
+    use super::*;
+
+    /// The DOM once the page's script has run, opened at `fragment`.
+    fn render(page: &Path, fragment: &str) -> String {
+        let profile = workdir("chromium-profile");
+        let out = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                &format!("--user-data-dir={}", profile.display()),
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+                &format!("file://{}#{fragment}", page.display()),
+            ])
+            .output()
+            .expect("chromium runs: install Debian's chromium (`.ci/run` does)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn field(dom: &str, name: &str) -> String {
+        let start = format!("data-field=\"{name}\">");
+        let from = dom
+            .find(&start)
+            .unwrap_or_else(|| panic!("{name} in the page"))
+            + start.len();
+        dom[from..].split('<').next().unwrap_or_default().to_owned()
+    }
+
+    /// The repository table's rows the browser shows: (workspace, slug, status), in order.
+    fn shown(dom: &str) -> Vec<(String, String, String)> {
+        let body = dom
+            .split("<table id=\"repos\">")
+            .nth(1)
+            .expect("the table")
+            .split("</tbody>")
+            .next()
+            .expect("present");
+        body.split("<tr ")
+            .skip(1)
+            .filter(|row| !row.split('>').next().unwrap_or_default().contains("hidden"))
+            .map(|row| {
+                let cells: Vec<String> = row
+                    .split("<td")
+                    .skip(1)
+                    .map(|c| {
+                        let inner = c.split_once('>').map_or("", |(_, t)| t);
+                        text(inner.split("</td").next().unwrap_or_default())
+                    })
+                    .collect();
+                (cells[0].clone(), cells[1].clone(), cells[2].clone())
+            })
+            .collect()
+    }
+
+    /// Markup's text, tags left out.
+    fn text(markup: &str) -> String {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in markup.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn check(page: &Path, report: &Value) {
+        let dom = render(page, "");
+        let t = &report["totals"];
+        assert_eq!(
+            field(&dom, "coverage_percent"),
+            format!("{:.1} %", t["coverage_percent"].as_f64().expect("present"))
+        );
+        for key in [
+            "repositories",
+            "imported",
+            "stale",
+            "missing",
+            "failed",
+            "empty",
+            "skipped",
+        ] {
+            assert_eq!(field(&dom, key), t[key].to_string(), "{key}");
+        }
+        let rows: Vec<&Value> = report["repositories"]
+            .as_array()
+            .expect("present")
+            .iter()
+            .filter(|r| r["status"] != "imported")
+            .collect();
+        assert_eq!(
+            shown(&dom).len(),
+            rows.len(),
+            "every repository not imported"
+        );
+
+        // Filtered to one status and sorted by slug, descending.
+        let dom = render(page, "status=failed&sort=slug&dir=desc");
+        let failed = shown(&dom);
+        let want = rows.iter().filter(|r| r["status"] == "failed").count();
+        assert_eq!(failed.len(), want, "{failed:?}");
+        assert!(failed.iter().all(|(_, _, s)| s == "failed"), "{failed:?}");
+        let slugs: Vec<&String> = failed.iter().map(|(_, slug, _)| slug).collect();
+        let mut sorted = slugs.clone();
+        sorted.sort_by_key(|s| std::cmp::Reverse(s.to_lowercase()));
+        assert_eq!(slugs, sorted, "sorted by slug, descending");
+        assert!(
+            dom.contains(&format!("{want} of {} shown", rows.len())),
+            "the count shown"
+        );
+
+        // Filtered to one workspace, sorted by status.
+        let ws = rows[0]["workspace"].as_str().expect("present");
+        let dom = render(page, &format!("workspace={ws}&sort=status"));
+        let of_ws = shown(&dom);
+        assert_eq!(
+            of_ws.len(),
+            rows.iter().filter(|r| r["workspace"] == ws).count()
+        );
+        assert!(of_ws.iter().all(|(w, _, _)| w == ws), "{of_ws:?}");
+        let statuses: Vec<&String> = of_ws.iter().map(|(_, _, s)| s).collect();
+        let mut sorted = statuses.clone();
+        sorted.sort();
+        assert_eq!(statuses, sorted, "sorted by status, ascending");
+    }
+}
