@@ -43,7 +43,8 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> Result<(), Failure> {
 }
 
 /// Starts the sandbox on a free port with a generated tenant and runs twice: the first run imports every
-/// repository, the second finds nothing new.
+/// repository, the second finds nothing new; then the tenant changes and the demo writes the coverage
+/// report's HTML page.
 pub async fn demo(mut settings: Settings, args: &DemoArgs) -> Result<(), Failure> {
     let knobs = Knobs {
         workspaces: args.workspaces,
@@ -91,6 +92,16 @@ pub async fn demo(mut settings: Settings, args: &DemoArgs) -> Result<(), Failure
             stats.requests_total
         );
     }
+    // A month passes: repositories are added, one is deleted and one changes its default branch.
+    let drift = sandbox.drift([2, 1, 0, 1]);
+    println!(
+        "\n== a month later: {} added, {} deleted ({}), {} re-branched ({})",
+        drift.add.values().sum::<usize>(),
+        drift.delete.len(),
+        drift.delete.join(", "),
+        drift.branch.len(),
+        drift.branch.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
     println!("\n== coverage report");
     let report = crate::report::gather(
         &settings,

@@ -53,10 +53,6 @@ pub async fn projects(
         );
     };
     let origins: Option<Vec<&str>> = params.get("origins").map(|o| o.split(',').collect());
-    if origins.as_ref().is_some_and(|o| !o.contains(&ORIGIN)) {
-        return Json(json!({"jsonapi": {"version": "1.0"}, "data": [], "links": {}}))
-            .into_response();
-    }
     let expand = params.get("expand").is_some_and(|e| e == "target");
     // `target_id` filters by target (comma-separated here; Snyk's spec gives no style for the array).
     let targets: Option<Vec<&str>> = params.get("target_id").map(|t| t.split(',').collect());
@@ -70,6 +66,7 @@ pub async fn projects(
                 && ids
                     .as_ref()
                     .is_none_or(|ids| ids.contains(&row.id.as_str()))
+                && origins.as_ref().is_none_or(|o| o.contains(&row.origin))
         })
         .collect();
     let start = start(&params);
@@ -110,12 +107,18 @@ pub(crate) struct Row {
     pub file: &'static str,
     /// When its first import finished, RFC 3339 in seconds.
     pub created: String,
+    /// The App's (`bitbucket-connect-app`), or the legacy integration's (`bitbucket-cloud`) for a job
+    /// made through it.
+    pub origin: &'static str,
 }
 
 /// The org's projects, deleted ones left out, in a stable order.
 pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
     // Each project once, with when its first completed import finished (its `created`).
-    let mut found: BTreeMap<(&str, Option<&str>, &str), String> = BTreeMap::new();
+    let mut found: BTreeMap<(&str, Option<&str>, &str, &'static str), String> = BTreeMap::new();
+    let legacy = state
+        .org(org_id)
+        .and_then(|o| o.integrations.get(crate::legacy::LEGACY));
     for job in state
         .jobs
         .values()
@@ -123,9 +126,14 @@ pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
     {
         if let JobOutcome::Complete { manifests } = &job.outcome {
             let finished = crate::state::State::finished_at(job);
+            let origin = if legacy == Some(&job.integration_id) {
+                crate::legacy::LEGACY
+            } else {
+                ORIGIN
+            };
             for file in *manifests {
                 let created = found
-                    .entry((job.target.as_str(), job.branch.as_deref(), file))
+                    .entry((job.target.as_str(), job.branch.as_deref(), file, origin))
                     .or_insert_with(|| finished.clone());
                 if finished < *created {
                     *created = finished.clone();
@@ -135,15 +143,20 @@ pub(crate) fn rows(state: &World, org_id: &str, now: Instant) -> Vec<Row> {
     }
     found
         .into_iter()
-        .map(|((target, branch, file), created)| Row {
+        .map(|((target, branch, file, origin), created)| Row {
             id: target_id(
                 org_id,
-                &format!("{target}({}):{file}", branch.unwrap_or_default()),
+                &format!(
+                    "{target}({}):{file}{}",
+                    branch.unwrap_or_default(),
+                    if origin == ORIGIN { "" } else { origin }
+                ),
             ),
             target: target.to_owned(),
             branch: branch.map(str::to_owned),
             file,
             created,
+            origin,
         })
         .filter(|row| !state.deleted.contains(&row.id))
         .collect()
@@ -247,7 +260,7 @@ fn project(
                                       "url": format!("https://bitbucket.org/{}", row.target)});
     }
     let mut attributes = json!({"name": format!("{}:{}", row.target, row.file), "type": kind,
-                          "target_file": row.file, "target_reference": row.branch, "origin": ORIGIN,
+                          "target_file": row.file, "target_reference": row.branch, "origin": row.origin,
                           "created": row.created,
                           "status": if inactive { "inactive" } else { "active" }, "read_only": false,
                           "settings": {"recurring_tests": {"frequency": "daily"}, "pull_requests": {}}});

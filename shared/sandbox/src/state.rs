@@ -49,6 +49,8 @@ pub struct State {
     pub deleted: std::collections::BTreeSet<String>,
     /// Projects' tags and attributes, as `PATCH` last set them.
     pub metadata: HashMap<String, crate::metadata::Metadata>,
+    /// Projects' ignores (v1), by project id.
+    pub ignores: HashMap<String, crate::legacy::Ignores>,
 }
 
 #[derive(Debug)]
@@ -115,6 +117,8 @@ pub struct Counters {
     pub snyk_by_token: BTreeMap<String, u64>,
     pub projects_activated: u64,
     pub metadata_patches: u64,
+    /// `POST …/ignore/{issueId}` calls that added or replaced an ignore.
+    pub ignore_posts: u64,
     /// The last import body's `exclusionGlobs` per `workspace/slug`, for those that had them.
     pub exclusion_globs: BTreeMap<String, String>,
     /// The last import body's `files` paths per `workspace/slug`, for those that had them.
@@ -207,6 +211,7 @@ impl State {
             deactivated: Default::default(),
             deleted: Default::default(),
             metadata: Default::default(),
+            ignores: Default::default(),
             knobs,
         };
         // The template org a user names with --sourceOrgPublicId; it has the app and a second integration.
@@ -349,6 +354,7 @@ impl State {
             exclusion_globs: c.exclusion_globs.clone(),
             import_files: c.import_files.clone(),
             metadata_patches: c.metadata_patches,
+            ignore_posts: c.ignore_posts,
             jobs,
             truth: self.truth_summary(),
         }
@@ -425,6 +431,8 @@ pub struct Stats {
     /// Projects' metadata set: REST `PATCH`es and v1 tag and attribute calls that Snyk accepted.
     #[serde(default)]
     pub metadata_patches: u64,
+    #[serde(default)]
+    pub ignore_posts: u64,
     pub jobs: JobStats,
     pub truth: TruthSummary,
 }

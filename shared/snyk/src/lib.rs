@@ -4,6 +4,7 @@
 
 mod call;
 mod error;
+mod ignores;
 mod integrations;
 mod links;
 mod model;
@@ -15,6 +16,7 @@ use bb2snyk_settings::{ConfigError, Settings};
 use bb2snyk_store::{Budget, BudgetConfig, Pool, Store};
 use call::{Token, parse, segment, token_id};
 pub use error::SnykError;
+pub use ignores::Ignore;
 pub use integrations::{APP_INTEGRATION_TYPES, app_integration_in};
 pub use model::{
     CreatedOrg, ImportOptions, Job, JobLog, JobStatus, OrgSummary, Project, Target,

@@ -143,6 +143,8 @@ pub struct RestProjectAttributes {
     /// The branch.
     #[serde(default)]
     pub target_reference: Option<String>,
+    #[serde(default)]
+    pub target_file: Option<String>,
     pub origin: String,
     /// `active` or `inactive`.
     #[serde(default)]

@@ -37,6 +37,10 @@ pub struct OrgProject {
     /// When Snyk created it (RFC 3339), if it said.
     pub created: Option<String>,
     pub metadata: Metadata,
+    /// `bitbucket-connect-app` for the App's, `bitbucket-cloud` for the legacy integration's.
+    pub origin: String,
+    /// The manifest it tests (`package.json`, `src/App/App.csproj`), empty when Snyk did not say.
+    pub target_file: String,
 }
 
 /// A project's tags and attributes, as REST lists and sets them.
@@ -58,6 +62,8 @@ impl From<model::RestProject> for OrgProject {
             active: a.status.as_deref() != Some("inactive"),
             branch: a.target_reference,
             created: a.created,
+            origin: a.origin,
+            target_file: a.target_file.unwrap_or_default(),
             metadata: Metadata {
                 tags: a.tags.into_iter().map(|t| (t.key, t.value)).collect(),
                 criticality: a.business_criticality,

@@ -27,6 +27,8 @@ use tokio::process::{Child, Command};
 
 #[path = "pipeline/backlog.rs"]
 mod backlog;
+#[path = "pipeline/report.rs"]
+mod report;
 
 const SNYK_PER_MINUTE: u32 = 6000;
 const BITBUCKET_PER_MINUTE: u32 = 1000;
@@ -627,11 +629,15 @@ async fn main() {
     eprintln!("tenant {workspaces} × {REPOS_PER_WORKSPACE}; lower bound {bound:?}");
     // BENCH_ONLY=fleet runs just the services with 1, 2 and 4 importers (BENCH_FLEET_JOBS=uniform with
     // jobs of 1-60 s); =spreads just the job-duration rows (the embedded run, one per spread); =tokens
-    // just the rows with 2 and 4 Snyk tokens.
+    // just the rows with 2 and 4 Snyk tokens; =backlog the backpressure rows; =report the coverage report's cost.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let only_spreads = only == "spreads";
     if only == "backlog" {
         backlog::rows(&bin).await;
+        return;
+    }
+    if only == "report" {
+        report::rows(&bin, workspaces).await;
         return;
     }
     let mut outcomes = Vec::new();

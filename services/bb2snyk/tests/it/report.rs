@@ -411,3 +411,83 @@ mod browser {
         assert_eq!(statuses, sorted, "sorted by status, ascending");
     }
 }
+
+/// Where the services ran, the ledger in Redis knows why an import failed: a repository Snyk does not
+/// hold that the ledger has parked is `failed`, with the ledger's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_gives_the_reason_an_import_failed() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 1,
+        repos_per_workspace: 6,
+        empty_rate: 0.0,
+        job_ms: 20,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let dir = workdir("report-ledger");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", dir.display().to_string()));
+    let group = format!("--groupId={GROUP}");
+    let run = bb2snyk(&["run", &group], env.clone(), &dir).await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let change = sandbox.drift([1, 0, 0, 0]);
+    let (workspace, _) = change.add.iter().next().expect("one added");
+    // The workspace's org, as a first report names it.
+    let first = bb2snyk(&["report", &group, "--format=json"], env.clone(), &dir).await;
+    let first: Value = serde_json::from_str(&stdout(&first)).expect("JSON");
+    let org_id = first["workspaces"][0]["org_id"].clone();
+    let org = sandbox
+        .orgs()
+        .into_iter()
+        .find(|o| org_id == o.id.as_str())
+        .expect("the workspace's org");
+    let integration = org
+        .integrations
+        .get("bitbucket-connect-app")
+        .expect("the App integration")
+        .clone();
+    let added = sandbox.truth()[0]["repos"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .filter_map(|r| r["slug"].as_str())
+        .find(|s| s.starts_with("added-"))
+        .expect("the added repository")
+        .to_owned();
+    let redis = std::env::var("BB2SNYK_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let prefix = format!("{}:", bb2snyk_test_support::unique("report"));
+    let store = bb2snyk_store::Store::connect(&redis.clone().into(), &prefix)
+        .await
+        .expect("Redis");
+    let target = bb2snyk_messages::Target {
+        owner: workspace.clone(),
+        name: added.clone(),
+        branch: Some("main".into()),
+    };
+    let id = bb2snyk_messages::target_id(&org.id, &integration, &target);
+    let record = bb2snyk_ledger::Record {
+        last_error: Some("Snyk answered 400: the ledger's reason".into()),
+        ..bb2snyk_ledger::Record::new(bb2snyk_ledger::State::Parked, "run-1")
+    };
+    bb2snyk_ledger::Ledger::new(store)
+        .record(&id, &record)
+        .await
+        .expect("recorded");
+
+    env.push(("REDIS_URL", redis));
+    env.push(("BB2SNYK__REDIS__PREFIX", prefix));
+    let out = bb2snyk(&["report", &group, "--format=json"], env, &dir).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let row = report["repositories"]
+        .as_array()
+        .expect("repositories")
+        .iter()
+        .find(|r| r["slug"] == added.as_str())
+        .expect("the added repository's row");
+    assert_eq!(row["status"], "failed", "{row}");
+    assert_eq!(row["reason"], "Snyk answered 400: the ledger's reason");
+    assert_eq!(report["totals"]["failed"], 1);
+    assert_eq!(report["totals"]["missing"], 0);
+}

@@ -22,6 +22,8 @@ fn project(name: &str, branch: Option<&str>, active: bool, created: &str) -> Org
         active,
         created: Some(created.into()),
         metadata: Default::default(),
+        origin: "bitbucket-connect-app".into(),
+        target_file: "package.json".into(),
     }
 }
 

@@ -20,6 +20,8 @@ fn project(id: &str, name: &str, branch: Option<&str>, active: bool) -> OrgProje
         active,
         created: Some("2026-01-01T00:00:00.000Z".into()),
         metadata: Default::default(),
+        origin: "bitbucket-connect-app".into(),
+        target_file: "package.json".into(),
     }
 }
 
