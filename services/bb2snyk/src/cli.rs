@@ -51,6 +51,10 @@ pub enum Command {
     /// Which repositories Snyk covers, and why not the others: a table, JSON, CSV or an HTML page.
     /// Reads only; exits 6 when some of the tenant could not be read, 1 below --fail-under.
     Report(crate::report::ReportArgs),
+    /// Move the projects of the legacy Bitbucket Cloud integration to the App, with their tags,
+    /// attributes and ignores; --dry-run prints the plan and changes nothing.
+    #[command(name = "migrate:legacy")]
+    MigrateLegacy(crate::migrate::MigrateArgs),
     /// The whole pipeline in this process, no RabbitMQ or Redis needed; a second run skips what is done.
     Run(RunArgs),
     /// Start a simulated Bitbucket and Snyk in this process and `run` against a generated tenant.

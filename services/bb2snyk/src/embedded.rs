@@ -304,6 +304,13 @@ impl Progress {
     }
 
     fn line(&self, counts: &RunCounts) -> String {
+        // A report imports nothing: what it has read is all there is to show.
+        if self.label == "report" {
+            return format!(
+                "report: {} orgs read, {} repositories listed",
+                counts.orgs, counts.discovered
+            );
+        }
         let total = self.total.unwrap_or(counts.discovered);
         let settled = counts.settled().min(total);
         let filled = (settled * BAR_WIDTH).checked_div(total).unwrap_or(0);

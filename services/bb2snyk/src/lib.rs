@@ -8,6 +8,7 @@ mod embedded;
 mod files;
 mod fleet;
 mod imported;
+mod migrate;
 mod orgs;
 mod policy;
 mod report;
@@ -163,6 +164,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Run(args) => run::run(&settings()?, args).await,
         Command::Sync(args) => sync::sync(&settings()?, args).await,
         Command::Report(args) => report::report(&settings()?, args).await,
+        Command::MigrateLegacy(args) => migrate::migrate(&settings()?, args).await,
         Command::Demo(args) => run::demo(settings()?, args).await,
         Command::Discover(args) => fleet::discover(&settings()?, args).await,
         Command::Status(args) => status::status(&settings()?, args).await,

@@ -40,6 +40,28 @@ impl Handler for OrgCreator {
 }
 
 impl OrgCreator {
+    /// The workspace's org with its App integration, found as a run finds it or created, for a command
+    /// that needs it outside the pipeline (`migrate:legacy`, one process: no lock is needed); the error
+    /// says why no org can serve the workspace, or what failed.
+    pub async fn org_for(&self, w: &WorkspaceDiscovered) -> Result<OrgMapping, String> {
+        match self.ledger.org(&w.group_id, &w.workspace).await {
+            Ok(Some(mapping)) => return Ok(mapping),
+            Ok(None) => {}
+            Err(e) => return Err(format!("ledger: {e}")),
+        }
+        let mapping = match self.find_or_create(w).await {
+            Ok(Ok(mapping)) => mapping,
+            Ok(Err(Outcome::Park { reason } | Outcome::Retry { reason })) => return Err(reason),
+            Ok(Err(_)) => return Err(format!("no org serves workspace {}", w.workspace)),
+            Err(e) => return Err(e.to_string()),
+        };
+        self.ledger
+            .set_org(&w.group_id, &w.workspace, &mapping)
+            .await
+            .map_err(|e| format!("ledger: {e}"))?;
+        Ok(mapping)
+    }
+
     async fn ensure(&self, w: WorkspaceDiscovered) -> Outcome {
         match self.ledger.org(&w.group_id, &w.workspace).await {
             Ok(Some(mapping)) => return self.ready(&w, mapping).await,

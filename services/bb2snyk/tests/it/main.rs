@@ -7,6 +7,7 @@ mod credentials;
 mod embedded;
 mod evidence;
 mod fleet;
+mod migrate;
 mod policy;
 mod record;
 mod report;
