@@ -8,8 +8,9 @@
 
 mod copy;
 mod find;
+mod plan;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bb2snyk_bitbucket::{RepoFilter, Tenant};
 use bb2snyk_messages::{Body, ImportRepo, Target, WorkspaceDiscovered};
@@ -49,7 +50,7 @@ pub struct MigrateArgs {
 
 /// What happened to one legacy project.
 #[derive(Debug, Clone, Serialize)]
-struct Entry {
+pub(crate) struct Entry {
     legacy_org: String,
     legacy_project: String,
     target: String,
@@ -60,7 +61,7 @@ struct Entry {
     reason: Option<String>,
     app_org: Option<String>,
     app_project: Option<String>,
-    ignores_copied: u32,
+    pub(crate) ignores_copied: u32,
     metadata_set: bool,
 }
 
@@ -84,7 +85,7 @@ pub async fn migrate(settings: &Settings, args: &MigrateArgs) -> Result<(), Fail
         }
     );
     let entries = if args.dry_run {
-        plan(&snyk, &args.group_id, &moves, &workspaces).await?
+        plan::plan(&snyk, &args.group_id, &moves, &workspaces).await?
     } else {
         let orgs = app_orgs(settings, http, &args.group_id, &moves, &workspaces).await?;
         let parked = import(settings, &dir, &moves, &orgs).await?;
@@ -130,7 +131,12 @@ pub async fn migrate(settings: &Settings, args: &MigrateArgs) -> Result<(), Fail
     Ok(())
 }
 
-fn entry(m: &Move, legacy: &find::Legacy, outcome: &'static str, reason: Option<String>) -> Entry {
+pub(crate) fn entry(
+    m: &Move,
+    legacy: &find::Legacy,
+    outcome: &'static str,
+    reason: Option<String>,
+) -> Entry {
     Entry {
         legacy_org: legacy.org_id.clone(),
         legacy_project: legacy.project.id.clone(),
@@ -144,75 +150,6 @@ fn entry(m: &Move, legacy: &find::Legacy, outcome: &'static str, reason: Option<
         ignores_copied: 0,
         metadata_set: false,
     }
-}
-
-/// The dry run: per legacy org, each repository, the org it goes to, its projects and ignores.
-async fn plan(
-    snyk: &Snyk,
-    group_id: &str,
-    moves: &[Move],
-    workspaces: &Workspaces,
-) -> Result<Vec<Entry>, Failure> {
-    let orgs = snyk.group_orgs(group_id).await?;
-    let mut by_org: BTreeMap<(String, String), Vec<(&Move, &find::Legacy)>> = BTreeMap::new();
-    for m in moves {
-        for legacy in &m.projects {
-            by_org
-                .entry((legacy.org_name.clone(), legacy.org_id.clone()))
-                .or_default()
-                .push((m, legacy));
-        }
-    }
-    let mut entries = Vec::new();
-    for ((name, id), projects) in by_org {
-        println!("\nLegacy org {name} ({id}): {} project(s)", projects.len());
-        for (m, legacy) in projects {
-            let what = format!(
-                "  {} ({}) {}",
-                m.target(),
-                m.branch.as_deref().unwrap_or("default branch"),
-                legacy.project.target_file
-            );
-            if let Some(why) = &m.left {
-                println!("{what}: left: {why}");
-                entries.push(entry(m, legacy, "left", Some(why.clone())));
-                continue;
-            }
-            let org_name = workspaces
-                .found
-                .get(&m.workspace)
-                .map(|(_, n, _)| n.clone());
-            let to = match orgs
-                .iter()
-                .find(|o| Some(&o.name) == org_name.as_ref() || o.name == m.workspace)
-            {
-                Some(org) => format!("org {} ({})", org.name, org.id),
-                None => format!("a new org {}", org_name.as_deref().unwrap_or(&m.workspace)),
-            };
-            let (ignores, expired) = copy::legacy_ignores(snyk, legacy).await?;
-            let meta = &legacy.project.metadata;
-            println!(
-                "{what} -> {to}: {} tag(s), {} attribute(s), {} ignore(s) to copy{}, then {}",
-                meta.tags.iter().filter(|(k, _)| k != MIGRATED_TAG).count(),
-                meta.criticality.len() + meta.environment.len() + meta.lifecycle.len(),
-                ignores.len(),
-                if expired > 0 {
-                    format!(" ({expired} expired, not copied)")
-                } else {
-                    String::new()
-                },
-                if legacy.migrated_to().is_some() {
-                    "delete it"
-                } else {
-                    "retire it"
-                }
-            );
-            let mut e = entry(m, legacy, "planned", Some(to));
-            e.ignores_copied = u32::try_from(ignores.len()).unwrap_or(u32::MAX);
-            entries.push(e);
-        }
-    }
-    Ok(entries)
 }
 
 /// Each workspace's App org and integration, found or created as `run` does.
@@ -342,11 +279,22 @@ async fn carry(
                     && p.target_file == legacy.project.target_file
             });
             let Some(app) = counterpart else {
-                let why = format!(
-                    "the App's import made no project for {} on {}: left as it is",
-                    legacy.project.target_file,
-                    m.branch.as_deref().unwrap_or("the default branch")
-                );
+                let why = if org_id == legacy.org_id {
+                    // The importer takes a target Snyk lists in the org for imported, whatever its origin.
+                    format!(
+                        "the workspace's App org is this legacy org, where Snyk already lists {}: bb2snyk does \
+                         not import it there again; connect the App to a new org for workspace {} (or rename this \
+                         one), then migrate again",
+                        m.target(),
+                        m.workspace
+                    )
+                } else {
+                    format!(
+                        "the App's import made no project for {} on {}: left as it is",
+                        legacy.project.target_file,
+                        m.branch.as_deref().unwrap_or("the default branch")
+                    )
+                };
                 entries.push(entry(m, legacy, "left", Some(why)));
                 continue;
             };

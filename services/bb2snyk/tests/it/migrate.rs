@@ -163,8 +163,13 @@ async fn legacy_projects_move_to_the_app_with_their_tags_attributes_and_ignores(
         "a dry run writes nothing"
     );
 
+    let before = sandbox.stats();
     let run = bb2snyk(&["migrate:legacy", &group], env.clone(), &dir).await;
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    eprintln!(
+        "the migration's requests: {:?}",
+        sandbox.stats().requests_since(&before)
+    );
     assert_migrated(&sandbox, &legacy_org);
     let stats = sandbox.stats();
     assert!(
