@@ -121,7 +121,7 @@ impl Discoverer {
             Err(e) => return failure(e),
         };
         let mut pages = match next {
-            Some(url) => RepositoryPages::resume(bitbucket, url),
+            Some(url) => RepositoryPages::resume(bitbucket, &org.workspace, url),
             None => bitbucket.repositories(&org.workspace, filter),
         };
         let repos = match pages.next_page().await {

@@ -472,6 +472,7 @@ impl Hints {
                 let importers = shared::importers(store, &name, present_ms).await;
                 self.lock().importers = importers;
             }
+            bb2snyk_telemetry::metrics::followed_jobs(self.lock().count);
             let due = self.due(now_ms());
             let listing = futures_util::stream::iter(due).for_each_concurrent(
                 LISTINGS_AT_ONCE,
@@ -488,14 +489,15 @@ impl Hints {
     }
 
     async fn list(&self, snyk: &Snyk, broker: &dyn Broker, listing: Listing) {
-        let polls = match self.heard(&listing).await {
-            Some(polls) => polls,
+        let (source, polls) = match self.heard(&listing).await {
+            Some(polls) => ("heard", polls),
             None if listing.ask => match self.ask(snyk, &listing).await {
-                Some(polls) => polls,
+                Some(polls) => ("asked", polls),
                 None => return,
             },
             None => return,
         };
+        bb2snyk_telemetry::metrics::listed(source, !polls.is_empty());
         for poll in polls {
             let message = Body::PollImport(poll).to_message();
             if let Err(e) = broker.publish(IMPORTER_POLLS, &message).await {

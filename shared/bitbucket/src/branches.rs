@@ -32,7 +32,9 @@ impl Bitbucket {
             status: StatusCode::OK,
             body: format!("branch globs do not compile together: {e}"),
         })?;
-        let branches: Vec<crate::model::Named> = self.collect(url).await?;
+        let about =
+            crate::client::call("/repositories/{workspace}/{repo}/refs/branches", workspace);
+        let branches: Vec<crate::model::Named> = self.collect(about, url).await?;
         Ok(branches
             .into_iter()
             .map(|b| b.name)

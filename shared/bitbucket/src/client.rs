@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use bb2snyk_http::Call;
 use bb2snyk_settings::{ConfigError, Settings};
 use bb2snyk_store::{Budget, BudgetConfig, Store};
 use bb2snyk_telemetry::metrics;
 use reqwest::{StatusCode, header::HeaderMap};
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 use url::Url;
 
 use crate::{
@@ -163,7 +165,10 @@ impl Bitbucket {
                 .collect());
         }
         let first = format!("{}/user/workspaces?pagelen=100", self.api_base);
-        match self.collect::<UserWorkspace>(first).await {
+        match self
+            .collect::<UserWorkspace>(call("/user/workspaces", ""), first)
+            .await
+        {
             Ok(items) => return Ok(items.into_iter().map(|i| i.workspace).collect()),
             Err(e) if endpoint_gone(&e).is_some() => {
                 tracing::info!(error = %e, "/user/workspaces is gone; trying /workspaces");
@@ -171,7 +176,10 @@ impl Bitbucket {
             Err(e) => return Err(e),
         }
         let second = format!("{}/workspaces?pagelen=100", self.api_base);
-        match self.collect::<Workspace>(second).await {
+        match self
+            .collect::<Workspace>(call("/workspaces", ""), second)
+            .await
+        {
             Err(e) => Err(match endpoint_gone(&e) {
                 Some(status) => BitbucketError::WorkspacesUnlisted(status),
                 None => e,
@@ -196,6 +204,7 @@ impl Bitbucket {
         }
         RepositoryPages {
             client: self,
+            workspace: workspace.to_owned(),
             next: Some(url),
         }
     }
@@ -212,7 +221,8 @@ impl Bitbucket {
         url.extend(url::form_urlencoded::byte_serialize(workspace.as_bytes()));
         url.push('/');
         url.extend(url::form_urlencoded::byte_serialize(id.as_bytes()));
-        match self.get::<Repository>(&url).await {
+        let about = call("/repositories/{workspace}/{repo}", workspace);
+        match self.get::<Repository>(about, &url).await {
             Ok(repo) => Ok(Some(repo)),
             Err(BitbucketError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -222,6 +232,7 @@ impl Bitbucket {
     /// Every item of a list, following `next` to the end. For short lists (workspaces) only.
     pub(crate) async fn collect<T: DeserializeOwned>(
         &self,
+        about: Call<'_>,
         first: String,
     ) -> Result<Vec<T>, BitbucketError> {
         let mut items = Vec::new();
@@ -233,16 +244,43 @@ impl Bitbucket {
                 tracing::warn!(%url, pages = seen.len(), "Bitbucket's list does not end; stopping here");
                 break;
             }
-            let page: Page<T> = self.get(&url).await?;
+            let page: Page<T> = self.get(about, &url).await?;
             items.extend(page.values);
             next = page.next;
         }
         Ok(items)
     }
 
-    /// One GET, with the budget, the credential and the retry rules above. Only URLs under the configured
-    /// API base are fetched: the credential never goes anywhere else.
-    pub async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, BitbucketError> {
+    /// One GET, with the budget, the credential and the retry rules above, in a span that names its
+    /// workspace, endpoint and outcome. Only URLs under the configured API base are fetched: the credential
+    /// never goes anywhere else.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        about: Call<'_>,
+        url: &str,
+    ) -> Result<T, BitbucketError> {
+        let span = tracing::info_span!(
+            "bitbucket",
+            workspace = about.about,
+            endpoint = about.endpoint,
+            outcome = tracing::field::Empty
+        );
+        let answer = self
+            .get_once(about.endpoint, url)
+            .instrument(span.clone())
+            .await;
+        match &answer {
+            Ok(_) => span.record("outcome", "ok"),
+            Err(e) => span.record("outcome", e.kind()),
+        };
+        answer
+    }
+
+    async fn get_once<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+    ) -> Result<T, BitbucketError> {
         if !bb2snyk_http::is_within(&self.api_base, url) {
             return Err(BitbucketError::ForeignUrl {
                 url: url.chars().take(200).collect(),
@@ -253,7 +291,7 @@ impl Bitbucket {
             .budget
             .call(|| async {
                 let authorization = self.credential.authorization().await?;
-                let message = match self.send(&authorization, url).await {
+                let message = match self.send(endpoint, &authorization, url).await {
                     Err(BitbucketError::Unauthorized(message)) => message,
                     other => return other,
                 };
@@ -263,7 +301,7 @@ impl Bitbucket {
                 tracing::info!(%message, "Bitbucket refused the token; refreshing once");
                 self.budget.acquire().await;
                 let fresh = self.credential.authorization().await?;
-                self.send(&fresh, url).await
+                self.send(endpoint, &fresh, url).await
             })
             .await;
         answer.map_err(|e| self.named_error(e))
@@ -271,13 +309,14 @@ impl Bitbucket {
 
     async fn send<T: DeserializeOwned>(
         &self,
+        endpoint: &'static str,
         authorization: &Authorization,
         url: &str,
     ) -> Result<T, BitbucketError> {
         let sent = authorization.sign(self.http.get(url)).send().await;
         metrics::http_call(
             "bitbucket",
-            url,
+            endpoint,
             sent.as_ref().ok().map(|r| r.status().as_u16()),
         );
         let response = sent.map_err(BitbucketError::network)?;
@@ -294,6 +333,14 @@ impl Bitbucket {
     }
 }
 
+/// A call to `endpoint` about `workspace` (empty when it concerns none).
+pub(crate) fn call<'a>(endpoint: &'static str, workspace: &'a str) -> Call<'a> {
+    Call {
+        endpoint,
+        about: workspace,
+    }
+}
+
 /// The status that says an endpoint no longer exists (CHANGE-2770), if that is what `e` is.
 fn endpoint_gone(e: &BitbucketError) -> Option<StatusCode> {
     match e {
@@ -307,6 +354,7 @@ fn endpoint_gone(e: &BitbucketError) -> Option<StatusCode> {
 #[derive(Debug)]
 pub struct RepositoryPages<'a> {
     client: &'a Bitbucket,
+    workspace: String,
     next: Option<String>,
 }
 
@@ -316,7 +364,8 @@ impl RepositoryPages<'_> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        match self.client.get::<Page<Repository>>(&url).await {
+        let about = call("/repositories/{workspace}", &self.workspace);
+        match self.client.get::<Page<Repository>>(about, &url).await {
             Ok(page) => {
                 // A page naming itself as the next is no end: the pages after it were never read.
                 if page.next.as_deref() == Some(url.as_str()) {
@@ -342,9 +391,10 @@ impl RepositoryPages<'_> {
     }
 
     /// Continues a walk at a `next` link Bitbucket gave earlier.
-    pub fn resume(client: &Bitbucket, next: String) -> RepositoryPages<'_> {
+    pub fn resume<'a>(client: &'a Bitbucket, workspace: &str, next: String) -> RepositoryPages<'a> {
         RepositoryPages {
             client,
+            workspace: workspace.to_owned(),
             next: Some(next),
         }
     }

@@ -102,6 +102,27 @@ impl bb2snyk_store::Retry for BitbucketError {
 }
 
 impl BitbucketError {
+    /// The kind of failure in one word, for a span's outcome (never the message, which may be long).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PublicConsumer | Self::BadConsumer(_) | Self::MissingScopes { .. } => "consumer",
+            Self::Forbidden(_) => "forbidden",
+            Self::Rejected(..) | Self::Unauthorized(_) => "unauthorized",
+            Self::WorkspacesUnlisted(_) => "unlisted",
+            Self::NotFound(_) => "not_found",
+            Self::Gone(_) => "gone",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Server { .. } => "server_error",
+            Self::Network(_) => "network",
+            Self::Deferred { .. } => "deferred",
+            Self::ForeignUrl { .. } => "foreign_url",
+            Self::RepeatedPage(_) => "repeated_page",
+            Self::Unexpected { .. } => "unexpected",
+            Self::Credential { source, .. } => source.kind(),
+            Self::UnknownCredential(_) => "unknown_credential",
+        }
+    }
+
     /// Worth trying again later: the network, Bitbucket's servers or its rate limit, not our request.
     pub fn is_transient(&self) -> bool {
         matches!(

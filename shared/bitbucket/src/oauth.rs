@@ -54,7 +54,7 @@ pub async fn exchange(
         .await;
     bb2snyk_telemetry::metrics::http_call(
         "bitbucket",
-        token_url.path(),
+        "/site/oauth2/access_token",
         response.as_ref().ok().map(|r| r.status().as_u16()),
     );
     let response = response.map_err(BitbucketError::network)?;

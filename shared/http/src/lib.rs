@@ -159,3 +159,12 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 }
+
+/// What one call to Bitbucket or Snyk is, for its metric and its span: the endpoint's template
+/// (`/orgs/{org}/projects`), named by the caller rather than guessed from the URL, and what the call is
+/// about (an org, a group, a workspace), so a slow or failing org shows in the traces.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub endpoint: &'static str,
+    pub about: &'a str,
+}

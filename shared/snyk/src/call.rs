@@ -9,7 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use bb2snyk_http::Call;
 use bb2snyk_store::fingerprint;
+use tracing::Instrument;
 
 use crate::{Client, SnykError};
 
@@ -33,20 +35,48 @@ impl Client {
 
     pub(crate) async fn json<T: DeserializeOwned>(
         &self,
+        call: Call<'_>,
         method: Method,
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<T, SnykError> {
         let answer = self
-            .request(method, &self.url(path_and_query), body)
+            .request(call, method, &self.url(path_and_query), body)
             .await?;
         parse(&answer.body)
     }
 
-    /// One call under the budget and its retry rules. A POST creates something (an org, an import job), so
-    /// it is never sent again after a failure that may have happened: the caller looks first.
+    /// One call under the budget and its retry rules, in a span that names its org, endpoint and outcome.
+    /// A POST creates something (an org, an import job), so it is never sent again after a failure that
+    /// may have happened: the caller looks first.
     pub(crate) async fn request(
         &self,
+        call: Call<'_>,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, SnykError> {
+        let span = tracing::info_span!(
+            "snyk",
+            org = call.about,
+            endpoint = call.endpoint,
+            %method,
+            outcome = tracing::field::Empty
+        );
+        let answer = self
+            .request_once(call.endpoint, method, url, body)
+            .instrument(span.clone())
+            .await;
+        match &answer {
+            Ok(_) => span.record("outcome", "ok"),
+            Err(e) => span.record("outcome", tracing::field::display(e.kind())),
+        };
+        answer
+    }
+
+    async fn request_once(
+        &self,
+        endpoint: &'static str,
         method: Method,
         url: &str,
         body: Option<&Value>,
@@ -83,7 +113,7 @@ impl Client {
             let sent = request.send().await;
             bb2snyk_telemetry::metrics::http_call(
                 "snyk",
-                url,
+                endpoint,
                 sent.as_ref().ok().map(|r| r.status().as_u16()),
             );
             let response = sent.map_err(SnykError::network)?;

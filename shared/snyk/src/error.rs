@@ -53,6 +53,22 @@ pub enum SnykError {
 }
 
 impl SnykError {
+    /// The kind of failure in one word, for a span's outcome (never the message, which may be long).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Rejected { .. } => "rejected",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Server { .. } => "server_error",
+            Self::Network { .. } => "network",
+            Self::Deferred { .. } => "deferred",
+            Self::BadToken { .. } => "bad_token",
+            Self::ForeignUrl { .. } => "foreign_url",
+            Self::Unfollowable { .. } => "unfollowable",
+            Self::Unexpected { .. } => "unexpected",
+        }
+    }
+
     pub(crate) fn body(e: bb2snyk_http::BodyError) -> Self {
         match e {
             bb2snyk_http::BodyError::TooLarge => Self::Unexpected {

@@ -7,6 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use bb2snyk_http::Call;
+
 use crate::{Client, SnykError, parse, segment};
 
 /// The most ignores read from one project: more is an error rather than a silent part.
@@ -48,7 +50,13 @@ impl Client {
             segment(org_id),
             segment(project_id)
         );
-        let answer = self.request(Method::GET, &self.url(&path), None).await?;
+        let call = Call {
+            endpoint: "/org/{org}/project/{project}/ignores",
+            about: org_id,
+        };
+        let answer = self
+            .request(call, Method::GET, &self.url(&path), None)
+            .await?;
         let listed: BTreeMap<String, Vec<BTreeMap<String, Value>>> = parse(&answer.body)?;
         let unreadable = |what| SnykError::Unexpected {
             status: StatusCode::OK,
@@ -109,7 +117,11 @@ impl Client {
         if let Some(expires) = &ignore.expires {
             body["expires"] = json!(expires);
         }
-        self.request(Method::POST, &self.url(&path), Some(&body))
+        let call = Call {
+            endpoint: "/org/{org}/project/{project}/ignore/{issue}",
+            about: org_id,
+        };
+        self.request(call, Method::POST, &self.url(&path), Some(&body))
             .await
             .map(drop)
     }

@@ -12,6 +12,7 @@ mod rest;
 
 use std::sync::Arc;
 
+use bb2snyk_http::Call;
 use bb2snyk_settings::{ConfigError, Settings};
 use bb2snyk_store::{Budget, BudgetConfig, Pool, Store};
 use call::{Token, parse, segment, token_id};
@@ -231,6 +232,10 @@ impl Client {
         for page in 1..=bb2snyk_http::MAX_PAGES {
             let batch: Page = self
                 .json(
+                    Call {
+                        endpoint: "/group/{group}/orgs",
+                        about: group_id,
+                    },
                     Method::GET,
                     &format!("/group/{group}/orgs?perPage={ORGS_PER_PAGE}&page={page}"),
                     None,
@@ -265,7 +270,11 @@ impl Client {
         if let Some(source) = source_org_id {
             body["sourceOrgId"] = json!(source);
         }
-        self.json(Method::POST, "/org", Some(&body)).await
+        let call = Call {
+            endpoint: "/org",
+            about: group_id,
+        };
+        self.json(call, Method::POST, "/org", Some(&body)).await
     }
 
     /// Creates an org, never two. After a failure that may have happened (a 5xx or timeout once the request
@@ -311,6 +320,10 @@ impl Client {
         org_id: &str,
     ) -> Result<std::collections::BTreeMap<String, String>, SnykError> {
         self.json(
+            Call {
+                endpoint: "/org/{org}/integrations",
+                about: org_id,
+            },
             Method::GET,
             &format!("/org/{}/integrations", segment(org_id)),
             None,
@@ -335,6 +348,10 @@ impl Client {
     ) -> Result<(), SnykError> {
         let _: Value = self
             .json(
+                Call {
+                    endpoint: "/org/{org}/notification-settings",
+                    about: org_id,
+                },
                 Method::PUT,
                 &format!("/org/{}/notification-settings", segment(org_id)),
                 Some(settings),
@@ -370,7 +387,15 @@ impl Client {
             segment(integration_id)
         );
         let answer = self
-            .request(Method::POST, &self.url(&path), Some(&body))
+            .request(
+                Call {
+                    endpoint: "/org/{org}/integrations/{integration}/import",
+                    about: org_id,
+                },
+                Method::POST,
+                &self.url(&path),
+                Some(&body),
+            )
             .await?;
         match answer.location {
             // Checked now, so no poll ever carries a URL Snyk's answer could have pointed anywhere.
@@ -386,9 +411,13 @@ impl Client {
         }
     }
 
-    /// Polls a job at the `Location` [`Client::import`] returned.
-    pub async fn job(&self, location: &str) -> Result<Job, SnykError> {
-        let answer = self.request(Method::GET, location, None).await?;
+    /// Polls a job of `org_id` at the `Location` [`Client::import`] returned.
+    pub async fn job(&self, org_id: &str, location: &str) -> Result<Job, SnykError> {
+        let call = Call {
+            endpoint: "/org/{org}/integrations/{integration}/import/{job}",
+            about: org_id,
+        };
+        let answer = self.request(call, Method::GET, location, None).await?;
         parse(&answer.body)
     }
 }

@@ -5,6 +5,8 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use bb2snyk_http::Call;
+
 use crate::{Client, SnykError, links::next_url, model, parse, segment};
 
 /// The REST release the targets endpoint is read at (GA since 2024-02-21).
@@ -75,6 +77,13 @@ impl From<model::RestProject> for OrgProject {
     }
 }
 
+fn projects_call(org_id: &str) -> Call<'_> {
+    Call {
+        endpoint: "/orgs/{org}/projects",
+        about: org_id,
+    }
+}
+
 /// A 404 for a project means it is already gone: what a retire wants.
 fn gone_is_done<T>(answer: Result<T, SnykError>) -> Result<(), SnykError> {
     match answer {
@@ -124,10 +133,19 @@ impl Client {
             bb2snyk_telemetry::clock::rfc3339_secs(since_ms),
         );
         let mut names = Vec::new();
-        self.each_item(url, MAX_NEW_TARGET_PAGES, |target: model::RestTarget| {
-            names.push(target.attributes.display_name);
-            true
-        })
+        let call = Call {
+            endpoint: "/orgs/{org}/targets",
+            about: org_id,
+        };
+        self.each_item(
+            call,
+            url,
+            MAX_NEW_TARGET_PAGES,
+            |target: model::RestTarget| {
+                names.push(target.attributes.display_name);
+                true
+            },
+        )
         .await?;
         Ok(names)
     }
@@ -178,12 +196,17 @@ impl Client {
             segment(org_id),
         );
         let whole = self
-            .each_item(url, MAX_ORG_TARGET_PAGES, |project: model::RestProject| {
-                if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
-                    found.push(OrgProject::from(project));
-                }
-                true
-            })
+            .each_item(
+                projects_call(org_id),
+                url,
+                MAX_ORG_TARGET_PAGES,
+                |project: model::RestProject| {
+                    if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
+                        found.push(OrgProject::from(project));
+                    }
+                    true
+                },
+            )
             .await?;
         if !whole {
             return Err(SnykError::Unexpected {
@@ -209,12 +232,17 @@ impl Client {
                 segment(org_id),
                 ids.join(","),
             );
-            self.each_item(url, 2, |project: model::RestProject| {
-                if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
-                    found.push(OrgProject::from(project));
-                }
-                true
-            })
+            self.each_item(
+                projects_call(org_id),
+                url,
+                2,
+                |project: model::RestProject| {
+                    if BITBUCKET_CLOUD_ORIGINS.contains(&project.attributes.origin.as_str()) {
+                        found.push(OrgProject::from(project));
+                    }
+                    true
+                },
+            )
             .await?;
         }
         Ok(found)
@@ -245,7 +273,11 @@ impl Client {
             "environment": metadata.environment,
             "lifecycle": metadata.lifecycle,
         }}});
-        self.request(Method::PATCH, &url, Some(&body))
+        let call = Call {
+            endpoint: "/orgs/{org}/projects/{project}",
+            about: org_id,
+        };
+        self.request(call, Method::PATCH, &url, Some(&body))
             .await
             .map(drop)
     }
@@ -262,8 +294,12 @@ impl Client {
             segment(org_id),
             segment(project_id)
         );
+        let call = Call {
+            endpoint: "/org/{org}/project/{project}/deactivate",
+            about: org_id,
+        };
         gone_is_done(
-            self.request(Method::POST, &self.url(&path), Some(&json!({})))
+            self.request(call, Method::POST, &self.url(&path), Some(&json!({})))
                 .await,
         )
     }
@@ -276,7 +312,11 @@ impl Client {
             segment(org_id),
             segment(project_id)
         );
-        self.request(Method::POST, &self.url(&path), Some(&json!({})))
+        let call = Call {
+            endpoint: "/org/{org}/project/{project}/activate",
+            about: org_id,
+        };
+        self.request(call, Method::POST, &self.url(&path), Some(&json!({})))
             .await
             .map(drop)
     }
@@ -289,7 +329,11 @@ impl Client {
             segment(org_id),
             segment(project_id)
         );
-        gone_is_done(self.request(Method::DELETE, &url, None).await)
+        let call = Call {
+            endpoint: "/orgs/{org}/projects/{project}",
+            about: org_id,
+        };
+        gone_is_done(self.request(call, Method::DELETE, &url, None).await)
     }
 
     /// Calls `visit` with each target's display name, page by page, until it returns false or the pages
@@ -306,7 +350,11 @@ impl Client {
             self.rest_base,
             segment(org_id),
         );
-        self.each_item(url, max_pages, |target: model::RestTarget| {
+        let call = Call {
+            endpoint: "/orgs/{org}/targets",
+            about: org_id,
+        };
+        self.each_item(call, url, max_pages, |target: model::RestTarget| {
             visit(&target.attributes.display_name)
         })
         .await
@@ -316,13 +364,15 @@ impl Client {
     /// end; true when every page was read (or `visit` stopped), false when `max_pages` ran out first.
     async fn each_item<T: DeserializeOwned>(
         &self,
+        call: Call<'_>,
         mut url: String,
         max_pages: usize,
         mut visit: impl FnMut(T) -> bool,
     ) -> Result<bool, SnykError> {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..max_pages {
-            let page: model::Page<T> = parse(&self.request(Method::GET, &url, None).await?.body)?;
+            let page: model::Page<T> =
+                parse(&self.request(call, Method::GET, &url, None).await?.body)?;
             for item in page.data {
                 if !visit(item) {
                     return Ok(true);

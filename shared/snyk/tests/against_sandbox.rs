@@ -142,11 +142,11 @@ async fn an_import_is_polled_to_its_projects() {
         "{location}"
     );
     assert_eq!(
-        snyk.job(&location).await.expect("poll").status,
+        snyk.job(&org.id, &location).await.expect("poll").status,
         JobStatus::Pending
     );
     let job = wait_for("the job to finish", Duration::from_secs(10), || async {
-        let job = snyk.job(&location).await.expect("poll");
+        let job = snyk.job(&org.id, &location).await.expect("poll");
         job.status.is_terminal().then_some(job)
     })
     .await;
@@ -203,7 +203,7 @@ async fn poison_repositories_fail_with_their_reasons() {
         .await
         .expect("201");
     let job = wait_for("the job to fail", Duration::from_secs(10), || async {
-        let job = snyk.job(&location).await.expect("poll");
+        let job = snyk.job(&org.id, &location).await.expect("poll");
         job.status.is_terminal().then_some(job)
     })
     .await;

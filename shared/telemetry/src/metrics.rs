@@ -43,8 +43,17 @@ pub const SYNC_LAST_SUCCESS: &str = "bb2snyk_sync_last_success_timestamp_seconds
 pub const REDIS_USED_MEMORY: &str = "bb2snyk_redis_used_memory_bytes";
 pub const REDIS_MAX_MEMORY: &str = "bb2snyk_redis_maxmemory_bytes";
 
+/// Import job polls per kind (`first`, `probe`, `hinted`, `safety_net`, `repeat`) and what they found
+/// (`done`, `pending`, `failed`).
+pub const POLLS: &str = "bb2snyk_polls_total";
+/// Listings of an org's new targets per source (`asked`: this importer asked Snyk; `heard`: another
+/// importer's, read from Redis) and result (`told`: of followed jobs done; `nothing`).
+pub const LISTINGS: &str = "bb2snyk_listings_total";
+/// Import jobs this importer follows for completion hints.
+pub const FOLLOWED_JOBS: &str = "bb2snyk_followed_jobs";
+
 /// Every metric name, for docs/operations.md and the dashboard test.
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 18] = [
     MESSAGES,
     HANDLER_SECONDS,
     HTTP_REQUESTS,
@@ -60,6 +69,9 @@ pub const NAMES: [&str; 15] = [
     SYNC_LAST_SUCCESS,
     REDIS_USED_MEMORY,
     REDIS_MAX_MEMORY,
+    POLLS,
+    LISTINGS,
+    FOLLOWED_JOBS,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -109,6 +121,12 @@ fn describe() {
         REDIS_MAX_MEMORY,
         "Redis's maxmemory, in bytes (0: unbounded)"
     );
+    describe_counter!(POLLS, "import job polls per kind and result");
+    describe_counter!(
+        LISTINGS,
+        "listings of an org's new targets per source and result"
+    );
+    describe_gauge!(FOLLOWED_JOBS, "import jobs this importer follows for hints");
     describe_gauge!(
         SYNC_LAST_SUCCESS,
         "when the last sync that changed Snyk compared a workspace (Unix seconds)"
@@ -125,10 +143,9 @@ pub fn handled(queue: &str, kind: &str, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-/// Records one HTTP call to `url`; its path becomes a template so ids never become label values.
-pub fn http_call(api: &'static str, url: &str, status: Option<u16>) {
-    let path = url.split('?').next().unwrap_or_default();
-    let endpoint = endpoint(path);
+/// Records one HTTP call to `endpoint` (a path template its caller names, so ids never become label
+/// values).
+pub fn http_call(api: &'static str, endpoint: &'static str, status: Option<u16>) {
     if status == Some(429) {
         counter!(RATE_LIMITED, "api" => api).increment(1);
     }
@@ -178,73 +195,18 @@ pub fn amqp_connected(up: bool) {
     gauge!(AMQP_CONNECTED).set(if up { 1.0 } else { 0.0 });
 }
 
-/// The endpoint template of a Bitbucket or Snyk path.
-pub fn endpoint(path: &str) -> &'static str {
-    // Paths with an id inside; a job URL contains "/import/" while an import URL ends with "/import".
-    if path.contains("/import/") {
-        return "/org/{org}/integrations/{integration}/import/{job}";
-    }
-    if path.contains("/repositories/") {
-        return "/repositories/{workspace}";
-    }
-    if path.contains("/projects/") {
-        return "/orgs/{org}/projects/{project}";
-    }
-    const ENDINGS: [(&str, &str); 11] = [
-        ("/deactivate", "/org/{org}/project/{project}/deactivate"),
-        ("/targets", "/orgs/{org}/targets"),
-        ("/projects", "/orgs/{org}/projects"),
-        ("/oauth2/access_token", "/site/oauth2/access_token"),
-        ("/user/workspaces", "/user/workspaces"),
-        ("/workspaces", "/workspaces"),
-        ("/orgs", "/group/{group}/orgs"),
-        ("/integrations", "/org/{org}/integrations"),
-        ("/notification-settings", "/org/{org}/notification-settings"),
-        ("/import", "/org/{org}/integrations/{integration}/import"),
-        ("/org", "/org"),
-    ];
-    ENDINGS
-        .iter()
-        .find(|(ending, _)| path.ends_with(ending))
-        .map_or("other", |(_, template)| template)
+/// One poll of an import job: its kind and what it found.
+pub fn polled(kind: &'static str, result: &'static str) {
+    counter!(POLLS, "kind" => kind, "result" => result).increment(1);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::endpoint;
+/// One listing of an org's new targets used: asked of Snyk or heard from another importer, and whether it
+/// told of followed jobs done.
+pub fn listed(source: &'static str, told: bool) {
+    let result = if told { "told" } else { "nothing" };
+    counter!(LISTINGS, "source" => source, "result" => result).increment(1);
+}
 
-    #[test]
-    fn paths_become_templates() {
-        for (path, template) in [
-            ("/site/oauth2/access_token", "/site/oauth2/access_token"),
-            ("/2.0/user/workspaces", "/user/workspaces"),
-            ("/2.0/workspaces", "/workspaces"),
-            ("/2.0/repositories/acme", "/repositories/{workspace}"),
-            ("/v1/group/g-1/orgs", "/group/{group}/orgs"),
-            ("/v1/org", "/org"),
-            ("/v1/org/o-1/integrations", "/org/{org}/integrations"),
-            (
-                "/v1/org/o-1/notification-settings",
-                "/org/{org}/notification-settings",
-            ),
-            (
-                "/v1/org/o/integrations/i/import",
-                "/org/{org}/integrations/{integration}/import",
-            ),
-            (
-                "/v1/org/o/integrations/i/import/j",
-                "/org/{org}/integrations/{integration}/import/{job}",
-            ),
-            ("/rest/orgs/o/targets", "/orgs/{org}/targets"),
-            ("/rest/orgs/o/projects", "/orgs/{org}/projects"),
-            ("/rest/orgs/o/projects/p", "/orgs/{org}/projects/{project}"),
-            (
-                "/v1/org/o/project/p/deactivate",
-                "/org/{org}/project/{project}/deactivate",
-            ),
-            ("/something/else", "other"),
-        ] {
-            assert_eq!(endpoint(path), template, "{path}");
-        }
-    }
+pub fn followed_jobs(count: usize) {
+    gauge!(FOLLOWED_JOBS).set(count as f64);
 }

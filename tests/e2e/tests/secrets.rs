@@ -104,11 +104,17 @@ async fn session(sandbox: &Sandbox) -> (Vec<String>, String) {
         .expect_err("401");
     // The trust paths: a URL on another host (refused before anything is sent), a ghost write.
     let foreign = bitbucket
-        .get::<serde_json::Value>("http://127.0.0.1:9/2.0/repositories/x")
+        .get::<serde_json::Value>(
+            bb2snyk_http::Call {
+                endpoint: "/repositories/{workspace}",
+                about: "x",
+            },
+            "http://127.0.0.1:9/2.0/repositories/x",
+        )
         .await
         .expect_err("foreign host");
     let foreign_job = snyk
-        .job("http://127.0.0.1:9/v1/org/o/integrations/i/import/j")
+        .job("o", "http://127.0.0.1:9/v1/org/o/integrations/i/import/j")
         .await
         .expect_err("foreign host");
     sandbox.update(|k| k.ghost_rate = 1.0);

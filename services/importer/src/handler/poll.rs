@@ -24,7 +24,27 @@ const MANY_FOLLOWED: usize = 160;
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
 
+/// What a poll found, as its metric says it.
+fn result(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Pending => "pending",
+        JobStatus::Complete => "done",
+        JobStatus::Failed | JobStatus::Aborted => "failed",
+    }
+}
+
 impl Importer {
+    /// A poll's kind, as its metric says it: a job's first poll (a probe's, when it probes the estimate),
+    /// a later one while hints tell of jobs' ends (a safety net), or a later one otherwise.
+    fn kind(&self, poll: &PollImport) -> &'static str {
+        match (poll.polls, poll.probe_ms) {
+            (0, 0) => "first",
+            (0, _) => "probe",
+            _ if self.hints.trusted() => "safety_net",
+            _ => "repeat",
+        }
+    }
+
     /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count. A poll that
     /// comes back before it is due (its delay queue is the longest not over the wait) waits out the rest.
     pub(super) async fn poll(&self, poll: PollImport) -> Outcome {
@@ -69,7 +89,11 @@ impl Importer {
         if self.imported_record(&poll).await.is_some() {
             return Outcome::ack();
         }
-        match self.snyk.job(&poll.job_url).await {
+        let found = self.snyk.job(&poll.import.org_id, &poll.job_url).await;
+        if let Ok(job) = &found {
+            bb2snyk_telemetry::metrics::polled("hinted", result(job.status));
+        }
+        match found {
             Ok(job) if job.status == JobStatus::Complete => {
                 self.hints.seen_done(age(&poll));
                 self.completed(poll, &job).await
@@ -117,7 +141,7 @@ impl Importer {
 
     async fn follow(&self, poll: PollImport) -> Outcome {
         let id = poll.import.target_id();
-        let job = match self.snyk.job(&poll.job_url).await {
+        let job = match self.snyk.job(&poll.import.org_id, &poll.job_url).await {
             Ok(job) => job,
             Err(e) => {
                 return self
@@ -125,6 +149,7 @@ impl Importer {
                     .await;
             }
         };
+        bb2snyk_telemetry::metrics::polled(self.kind(&poll), result(job.status));
         let mut record = Record {
             attempts: poll.import.failed_jobs,
             job_url: Some(poll.job_url.clone()),

@@ -198,6 +198,23 @@ async fn metrics_move_and_readiness_follows_the_broker() {
         (run.settled().await == truth.repositories).then_some(())
     })
     .await;
+    // The importer's decisions: each import's job was polled and found done, by its own poll or a
+    // hinted one; the jobs it follows for hints are a gauge; each call names its endpoint.
+    let (_, m) = get(importer, "/metrics").await.expect("metrics");
+    let done = total(&m, "bb2snyk_polls_total", &["result=\"done\""]);
+    assert!(
+        done >= truth.repositories as f64 - truth.empty as f64,
+        "{done}: {m}"
+    );
+    assert!(m.contains("bb2snyk_followed_jobs "), "{m}");
+    assert!(
+        total(
+            &m,
+            "bb2snyk_http_requests_total",
+            &["endpoint=\"/org/{org}/integrations/{integration}/import/{job}\""]
+        ) > 0.0,
+        "{m}"
+    );
 
     for child in &mut children {
         if let Some(pid) = child.id() {
