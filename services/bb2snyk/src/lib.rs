@@ -49,6 +49,15 @@ pub enum Failure {
     /// Settings, RabbitMQ or Redis, as the service frame words and codes them.
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// A Snyk call failed; its kind picks the exit code (credentials 3, passing 4, else 1).
+    #[error(transparent)]
+    Snyk(#[from] bb2snyk_snyk::SnykError),
+    /// A Bitbucket call failed; its kind picks the exit code (credentials 3, passing 4, else 1).
+    #[error(transparent)]
+    Bitbucket(#[from] bb2snyk_bitbucket::BitbucketError),
+    /// A ledger record that does not parse (exit 1); Redis itself is a [`Failure::Service`].
+    #[error(transparent)]
+    Ledger(bb2snyk_ledger::LedgerError),
 }
 
 impl Failure {
@@ -61,6 +70,11 @@ impl Failure {
             Self::Braked(_) => exit::BRAKED,
             Self::Incomplete(_) => exit::INCOMPLETE,
             Self::Service(e) => e.exit_code(),
+            Self::Snyk(e) if e.is_configuration() => exit::CREDENTIALS,
+            Self::Snyk(e) if e.is_transient() => exit::UNAVAILABLE,
+            Self::Bitbucket(e) if e.is_credentials() => exit::CREDENTIALS,
+            Self::Bitbucket(e) if e.is_transient() => exit::UNAVAILABLE,
+            Self::Snyk(_) | Self::Bitbucket(_) | Self::Ledger(_) => exit::FAILURES,
         }
     }
 }
@@ -94,31 +108,7 @@ impl From<bb2snyk_ledger::LedgerError> for Failure {
     fn from(e: bb2snyk_ledger::LedgerError) -> Self {
         match e {
             bb2snyk_ledger::LedgerError::Store(e) => e.into(),
-            corrupt => Self::Failed(corrupt.to_string()),
-        }
-    }
-}
-
-impl From<bb2snyk_snyk::SnykError> for Failure {
-    fn from(e: bb2snyk_snyk::SnykError) -> Self {
-        if e.is_configuration() {
-            Self::Credentials(e.to_string())
-        } else if e.is_transient() {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Failed(e.to_string())
-        }
-    }
-}
-
-impl From<bb2snyk_bitbucket::BitbucketError> for Failure {
-    fn from(e: bb2snyk_bitbucket::BitbucketError) -> Self {
-        if e.is_credentials() {
-            Self::Credentials(e.to_string())
-        } else if e.is_transient() {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Failed(e.to_string())
+            corrupt => Self::Ledger(corrupt),
         }
     }
 }
