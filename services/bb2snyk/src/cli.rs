@@ -93,6 +93,17 @@ pub struct Group {
     pub source_org_public_id: Option<String>,
 }
 
+/// A Snyk group, or one org of it.
+#[derive(Debug, Args)]
+pub struct Scope {
+    /// The Snyk group.
+    #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
+    pub group_id: String,
+    /// This org alone.
+    #[arg(long = "orgId", alias = "org-id")]
+    pub org_id: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct ListImportedArgs {
     /// Every org of this Snyk group.

@@ -31,12 +31,9 @@ pub const MIGRATED_TAG: &str = "bb2snyk-migrated";
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The Snyk group whose legacy Bitbucket Cloud projects move to the App.
-    #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
-    pub group_id: String,
-    /// This legacy org alone.
-    #[arg(long = "orgId", alias = "org-id")]
-    pub org_id: Option<String>,
+    /// The group whose legacy Bitbucket Cloud projects move to the App (or one legacy org's).
+    #[command(flatten)]
+    pub scope: crate::cli::Scope,
     #[command(flatten)]
     pub filters: crate::cli::Filters,
     /// Print the plan; change nothing.
@@ -69,7 +66,13 @@ pub async fn migrate(settings: &Settings, args: &MigrateArgs) -> Result<(), Fail
     let dir = files::log_dir(&settings.import.log_path)?;
     let http = crate::http(settings)?;
     let snyk = Snyk::from_settings(settings, http.clone(), None)?;
-    let mut moves = find::moves(&snyk, &args.group_id, args.org_id.as_deref(), args.delete).await?;
+    let mut moves = find::moves(
+        &snyk,
+        &args.scope.group_id,
+        args.scope.org_id.as_deref(),
+        args.delete,
+    )
+    .await?;
     let workspaces =
         Workspaces::discover(Tenant::from_settings(settings, http.clone(), None)?).await?;
     let filters = args.filters.over(&settings.discovery);
@@ -77,7 +80,7 @@ pub async fn migrate(settings: &Settings, args: &MigrateArgs) -> Result<(), Fail
     let run_id = bb2snyk_messages::new_run_id();
     println!(
         "Migration {run_id} of group {}'s legacy Bitbucket Cloud projects to the App{}",
-        args.group_id,
+        args.scope.group_id,
         if args.dry_run {
             " (dry run: nothing is changed)"
         } else {
@@ -85,9 +88,9 @@ pub async fn migrate(settings: &Settings, args: &MigrateArgs) -> Result<(), Fail
         }
     );
     let entries = if args.dry_run {
-        plan::plan(&snyk, &args.group_id, &moves, &workspaces).await?
+        plan::plan(&snyk, &args.scope.group_id, &moves, &workspaces).await?
     } else {
-        let orgs = app_orgs(settings, http, &args.group_id, &moves, &workspaces).await?;
+        let orgs = app_orgs(settings, http, &args.scope.group_id, &moves, &workspaces).await?;
         let parked = import(settings, &dir, &moves, &orgs).await?;
         carry(&snyk, &moves, &orgs, &parked, args.delete).await?
     };
@@ -97,7 +100,7 @@ pub async fn migrate(settings: &Settings, args: &MigrateArgs) -> Result<(), Fail
         &path,
         &serde_json::json!({
             "run_id": run_id,
-            "group_id": args.group_id,
+            "group_id": args.scope.group_id,
             "dry_run": args.dry_run,
             "delete": args.delete,
             "finished": files::now(),

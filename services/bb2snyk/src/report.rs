@@ -25,12 +25,9 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The Snyk group whose orgs are compared with Bitbucket.
-    #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
-    pub group_id: String,
-    /// This org's workspace alone.
-    #[arg(long = "orgId", alias = "org-id")]
-    pub org_id: Option<String>,
+    /// The group whose orgs are compared with Bitbucket (or one org's workspace).
+    #[command(flatten)]
+    pub scope: crate::cli::Scope,
     #[command(flatten)]
     pub filters: crate::cli::Filters,
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -89,8 +86,10 @@ impl ReportArgs {
     /// A report of the whole group, unfiltered.
     pub fn of_group(group_id: &str) -> Self {
         Self {
-            group_id: group_id.to_owned(),
-            org_id: None,
+            scope: crate::cli::Scope {
+                group_id: group_id.to_owned(),
+                org_id: None,
+            },
             filters: Default::default(),
             format: Format::Html,
             output: None,
@@ -107,13 +106,13 @@ pub async fn gather(settings: &Settings, args: &ReportArgs) -> Result<Report, Fa
     files::load_uuids(&dir, &pipeline.ledger).await?;
     pipeline.publish(&Body::RunRequested(RunRequested {
         run_id,
-        group_id: args.group_id.clone(),
+        group_id: args.scope.group_id.clone(),
         source_org_id: None,
         filters: args.filters.given(),
         sync: Some(bb2snyk_messages::Sync {
             dry_run: true,
             report: true,
-            org_id: args.org_id.clone(),
+            org_id: args.scope.org_id.clone(),
             ..Default::default()
         }),
     }));
@@ -121,7 +120,7 @@ pub async fn gather(settings: &Settings, args: &ReportArgs) -> Result<Report, Fa
     let summary = pipeline.finish(&mut logs, "report", None).await?;
     let listed = std::mem::take(&mut logs.coverage);
     let failures = failures::Failures::read(settings, &dir, &listed).await;
-    let mut report = Report::build(&args.group_id, listed, &failures);
+    let mut report = Report::build(&args.scope.group_id, listed, &failures);
     report.incomplete.extend(
         summary
             .parked

@@ -438,6 +438,17 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Requests since `earlier` that change something in Bitbucket or Snyk, per endpoint: every one but a
+    /// GET and the OAuth exchange. What a read-only command must leave empty.
+    pub fn writes_since(&self, earlier: &Stats) -> BTreeMap<String, u64> {
+        self.requests_since(earlier)
+            .into_iter()
+            .filter(|(endpoint, _)| {
+                !endpoint.starts_with("GET ") && !endpoint.contains("access_token")
+            })
+            .collect()
+    }
+
     /// Requests per endpoint since `earlier` (a snapshot of the same sandbox), the endpoints asked at all:
     /// what one step of a test cost.
     pub fn requests_since(&self, earlier: &Stats) -> BTreeMap<String, u64> {

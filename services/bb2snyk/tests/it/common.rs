@@ -45,3 +45,17 @@ pub fn workdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("work dir");
     dir
 }
+
+/// The JSON reports in `dir` whose file names start with `prefix` (`sync-`, `migrate-legacy-`).
+pub fn reports(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
+    std::fs::read_dir(dir)
+        .expect("the log directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("a report")).expect("JSON"))
+        .collect()
+}

@@ -11,19 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use bb2snyk_sandbox::{Knobs, Sandbox, legacy::Project};
 use serde_json::Value;
 
-use crate::common::{GROUP, bb2snyk, stderr, stdout, workdir};
+use crate::common::{GROUP, bb2snyk, reports, stderr, stdout, workdir};
 
 const GONE: &str = "retired-service";
-
-/// Requests that change something in Bitbucket or Snyk: every one but a GET and the OAuth exchange.
-fn writes(sandbox: &Sandbox, before: &bb2snyk_sandbox::Stats) -> BTreeMap<String, u64> {
-    sandbox
-        .stats()
-        .requests_since(before)
-        .into_iter()
-        .filter(|(e, _)| !e.starts_with("GET ") && !e.contains("access_token"))
-        .collect()
-}
 
 /// A tenant of 6 workspaces and a legacy org holding 19 of its repositories (over every workspace) and
 /// one Bitbucket no longer has.
@@ -158,7 +148,7 @@ async fn legacy_projects_move_to_the_app_with_their_tags_attributes_and_ignores(
     }
     assert!(stdout(&dry).contains("answered 404"), "{}", stdout(&dry));
     assert_eq!(
-        writes(&sandbox, &before),
+        sandbox.stats().writes_since(&before),
         BTreeMap::new(),
         "a dry run writes nothing"
     );
@@ -182,18 +172,8 @@ async fn legacy_projects_move_to_the_app_with_their_tags_attributes_and_ignores(
         19,
         "each repository Bitbucket has, once"
     );
-    let report = std::fs::read_dir(&dir)
-        .expect("dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("migrate-legacy-"))
-        })
-        .map(|p| {
-            serde_json::from_str::<Value>(&std::fs::read_to_string(p).expect("report"))
-                .expect("JSON")
-        })
+    let report = reports(&dir, "migrate-legacy-")
+        .into_iter()
         .find(|r| r["dry_run"] == false)
         .expect("the migration's report");
     let left: Vec<&Value> = report["projects"]
@@ -219,7 +199,7 @@ async fn legacy_projects_move_to_the_app_with_their_tags_attributes_and_ignores(
     let again = bb2snyk(&["migrate:legacy", &group], env.clone(), &dir).await;
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(
-        writes(&sandbox, &before),
+        sandbox.stats().writes_since(&before),
         BTreeMap::new(),
         "a second migration writes nothing"
     );

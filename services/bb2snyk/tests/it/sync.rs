@@ -2,9 +2,8 @@
 //! repositories added, 3 deleted, 2 renamed, 2 re-branched); a dry run lists exactly those 12 changes and
 //! changes nothing; a sync makes Snyk match Bitbucket; a second sync changes nothing.
 
-use crate::common::{GROUP, bb2snyk, stderr, stdout, workdir};
+use crate::common::{GROUP, bb2snyk, reports, stderr, stdout, workdir};
 use bb2snyk_sandbox::{Knobs, Sandbox};
-use serde_json::Value;
 
 /// The `total` row of the table: new, renamed, branch changed, deleted, retired, metadata.
 fn totals(out: &str) -> Vec<u64> {
@@ -69,15 +68,8 @@ async fn a_sync_makes_snyk_match_bitbucket_and_a_second_changes_nothing() {
         5 + 2 + 2,
         "only the new, renamed and re-branched repositories are imported"
     );
-    let report = std::fs::read_dir(&dir)
-        .expect("dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("sync-"))
-        })
-        .map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).expect("report")).expect("JSON"))
+    let report = reports(&dir, "sync-")
+        .into_iter()
         .find(|r| r["dry_run"] == false)
         .expect("the sync's report");
     let retired = report["retired"].as_array().expect("retired");
