@@ -20,7 +20,7 @@ use crate::{
 pub struct Embedded {
     pub broker: MemoryBroker,
     pub ledger: Ledger,
-    pub run_id: String,
+    pub run_id: bb2snyk_messages::RunId,
     shutdown: CancellationToken,
     serving: tokio::task::JoinHandle<()>,
 }

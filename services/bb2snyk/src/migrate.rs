@@ -173,7 +173,7 @@ async fn app_orgs(
             continue;
         };
         let w = WorkspaceDiscovered {
-            run_id: String::new(),
+            run_id: bb2snyk_messages::new_run_id(),
             group_id: group_id.to_owned(),
             source_org_id: None,
             workspace: m.workspace.clone(),

@@ -23,7 +23,7 @@ fn imports(sandbox: &Sandbox, n: usize) -> Vec<ImportRepo> {
                 continue;
             }
             found.push(ImportRepo {
-                run_id: "run-1".into(),
+                run_id: "run-1".parse().expect("a run id"),
                 org_id: org.id.clone(),
                 integration_id: integration_id.clone(),
                 target: Target {

@@ -73,7 +73,7 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
     );
     let poll = PollImport {
         import: ImportRepo {
-            run_id: "run-1".into(),
+            run_id: "run-1".parse().expect("a run id"),
             org_id: "o".into(),
             integration_id: "i".into(),
             target: Target {

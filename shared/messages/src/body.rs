@@ -7,7 +7,9 @@ use bb2snyk_broker::{Message, Publish};
 use bb2snyk_filters::Filters;
 use serde::{Deserialize, Serialize};
 
-use crate::{DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR, ProjectPolicy, ProjectsMetadata};
+use crate::{
+    DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR, ProjectPolicy, ProjectsMetadata, RunId,
+};
 
 /// Bounds of a message's fields, in bytes: ids (runs, groups, orgs, integrations), names (workspace and
 /// repository slugs, display names, branches), and URLs.
@@ -79,7 +81,7 @@ bodies! {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncImports {
-    pub run_id: String,
+    pub run_id: RunId,
     pub org_id: String,
     pub integration_id: String,
     /// Which page of the sync's imports of this org, from 1.
@@ -118,7 +120,7 @@ pub struct Sync {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncWorkspace {
-    pub run_id: String,
+    pub run_id: RunId,
     pub org_id: String,
     pub integration_id: String,
     pub workspace: String,
@@ -134,7 +136,7 @@ pub struct SyncWorkspace {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetireProjects {
-    pub run_id: String,
+    pub run_id: RunId,
     pub org_id: String,
     /// The target's display name, `workspace/slug`.
     pub target: String,
@@ -149,7 +151,7 @@ pub struct RetireProjects {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRequested {
-    pub run_id: String,
+    pub run_id: RunId,
     pub group_id: String,
     /// A template org whose integrations and settings new orgs copy.
     #[serde(default)]
@@ -165,7 +167,7 @@ pub struct RunRequested {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceDiscovered {
-    pub run_id: String,
+    pub run_id: RunId,
     pub group_id: String,
     #[serde(default)]
     pub source_org_id: Option<String>,
@@ -186,7 +188,7 @@ pub struct WorkspaceDiscovered {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrgReady {
-    pub run_id: String,
+    pub run_id: RunId,
     pub group_id: String,
     pub workspace: String,
     pub org_id: String,
@@ -219,7 +221,7 @@ pub struct Target {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportRepo {
-    pub run_id: String,
+    pub run_id: RunId,
     pub org_id: String,
     pub integration_id: String,
     pub target: Target,
@@ -283,7 +285,7 @@ impl Body {
     /// What makes this message the same work as another: the id is a hash of it.
     fn identity(&self) -> String {
         match self {
-            Self::RunRequested(m) => m.run_id.clone(),
+            Self::RunRequested(m) => m.run_id.to_string(),
             Self::WorkspaceDiscovered(m) => format!("{}|{}", m.run_id, m.workspace),
             Self::OrgReady(m) => format!("{}|{}", m.run_id, m.workspace),
             Self::ReposPage(m) => format!("{}|{}|{}", m.org.run_id, m.org.workspace, m.page),
@@ -397,13 +399,11 @@ impl Body {
     fn bounded_fields(&self) -> Vec<Bounded<'_>> {
         match self {
             Self::RunRequested(r) => vec![
-                ("run_id", &r.run_id, ID),
                 ("group_id", &r.group_id, ID),
                 ("source_org_id", or_empty(&r.source_org_id), ID),
                 ("sync.org_id", sync_org(&r.sync), ID),
             ],
             Self::WorkspaceDiscovered(w) => vec![
-                ("run_id", &w.run_id, ID),
                 ("group_id", &w.group_id, ID),
                 ("source_org_id", or_empty(&w.source_org_id), ID),
                 ("workspace", &w.workspace, NAME),
@@ -424,7 +424,6 @@ impl Body {
                 f
             }
             Self::SyncWorkspace(s) => vec![
-                ("run_id", &s.run_id, ID),
                 ("org_id", &s.org_id, ID),
                 ("integration_id", &s.integration_id, ID),
                 ("workspace", &s.workspace, NAME),
@@ -433,7 +432,6 @@ impl Body {
             ],
             Self::RetireProjects(r) => {
                 let mut f: Vec<Bounded<'_>> = vec![
-                    ("run_id", &r.run_id, ID),
                     ("org_id", &r.org_id, ID),
                     ("target", &r.target, 2 * NAME),
                     ("reason", &r.reason, REASON),
@@ -442,17 +440,13 @@ impl Body {
                 f
             }
             Self::ProjectsMetadata(m) => {
-                let mut f: Vec<Bounded<'_>> = vec![
-                    ("run_id", &m.run_id, ID),
-                    ("org_id", &m.org_id, ID),
-                    ("target", &m.target, 2 * NAME),
-                ];
+                let mut f: Vec<Bounded<'_>> =
+                    vec![("org_id", &m.org_id, ID), ("target", &m.target, 2 * NAME)];
                 f.extend(m.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
                 f
             }
             Self::SyncImports(i) => {
                 let mut f: Vec<Bounded<'_>> = vec![
-                    ("run_id", &i.run_id, ID),
                     ("org_id", &i.org_id, ID),
                     ("integration_id", &i.integration_id, ID),
                 ];
@@ -494,7 +488,6 @@ fn or_empty(value: &Option<String>) -> &str {
 
 fn org_fields(o: &OrgReady) -> Vec<Bounded<'_>> {
     vec![
-        ("run_id", &o.run_id, ID),
         ("group_id", &o.group_id, ID),
         ("workspace", &o.workspace, NAME),
         ("org_id", &o.org_id, ID),
@@ -510,7 +503,6 @@ fn sync_org(sync: &Option<Sync>) -> &str {
 
 fn import_fields(i: &ImportRepo) -> Vec<Bounded<'_>> {
     vec![
-        ("run_id", &i.run_id, ID),
         ("org_id", &i.org_id, ID),
         ("integration_id", &i.integration_id, ID),
         ("target.owner", &i.target.owner, NAME),

@@ -3,12 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::RunId;
+
 /// The most repositories (and orphans) one `coverage.listed.v1` carries.
 pub const MAX_COVERAGE: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoverageListed {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The workspace slug.
     pub subject: String,
     /// The org; empty when no org serves the workspace (every repository is then missing).

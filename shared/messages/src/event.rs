@@ -5,7 +5,7 @@
 use bb2snyk_broker::{Message, Publish};
 use serde::{Deserialize, Serialize};
 
-use crate::{CoverageListed, Target};
+use crate::{CoverageListed, RunId, Target};
 
 /// Declares [`Event`] from one list, so each wire `type` is written once.
 macro_rules! events {
@@ -65,7 +65,7 @@ events! {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncPlanned {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The workspace slug.
     pub subject: String,
     /// The org; empty when bb2snyk manages no org for the workspace (a `run` imports it).
@@ -165,7 +165,7 @@ impl ChangeKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectsRetired {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The target's display name, `workspace/slug`.
     pub subject: String,
     pub org_id: String,
@@ -177,7 +177,7 @@ pub struct ProjectsRetired {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrgReadyEvent {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The workspace slug.
     pub subject: String,
     pub org_id: String,
@@ -186,7 +186,7 @@ pub struct OrgReadyEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoSkipped {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The targetId.
     pub subject: String,
     pub reason: String,
@@ -203,7 +203,7 @@ pub struct TargetRef {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportRequested {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The targetId.
     pub subject: String,
     #[serde(flatten)]
@@ -213,7 +213,7 @@ pub struct ImportRequested {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportCompleted {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The targetId.
     pub subject: String,
     #[serde(flatten)]
@@ -230,7 +230,7 @@ pub struct ImportCompleted {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportFailed {
-    pub run_id: String,
+    pub run_id: RunId,
     /// The targetId.
     pub subject: String,
     #[serde(flatten)]
@@ -285,7 +285,7 @@ mod tests {
 
     fn completed() -> Event {
         Event::ImportCompleted(ImportCompleted {
-            run_id: "run-1".into(),
+            run_id: "run-1".parse().expect("a run id"),
             subject: "o:i:api:acme".into(),
             about: TargetRef {
                 org_id: "o".into(),

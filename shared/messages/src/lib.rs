@@ -9,6 +9,7 @@
 mod body;
 mod coverage;
 mod event;
+mod ids;
 mod policy;
 
 use bb2snyk_broker::Message;
@@ -22,6 +23,7 @@ pub use event::{
     Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,
     MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,
 };
+pub use ids::RunId;
 pub use policy::{MAX_TAGS, ProjectPolicy, ProjectsMetadata};
 use sha2::{Digest, Sha256};
 
@@ -51,9 +53,9 @@ pub fn target_id(org_id: &str, integration_id: &str, target: &Target) -> String 
 }
 
 /// A new run id, `run-` and 12 random hex digits: short enough to type, unique enough never to collide.
-pub fn new_run_id() -> String {
+pub fn new_run_id() -> RunId {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("run-{}", &id[..12])
+    RunId::new(format!("run-{}", &id[..12])).expect("16 printable characters are a run id")
 }
 
 /// A message id: the first 16 bytes of SHA-256 over the type and what makes the work the same, in hex.

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::RunId;
+
 /// Tags one repository's projects get at most, and values of one attribute.
 pub const MAX_TAGS: usize = 50;
 const MAX_ATTRIBUTE_VALUES: usize = 10;
@@ -72,7 +74,7 @@ impl ProjectPolicy {
 /// Set the policy's tags and attributes on the projects an import made (to the importer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectsMetadata {
-    pub run_id: String,
+    pub run_id: RunId,
     pub org_id: String,
     /// The target's display name, `workspace/slug`.
     pub target: String,

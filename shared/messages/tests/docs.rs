@@ -72,7 +72,7 @@ fn bodies() -> Vec<Body> {
         ..Filters::default()
     });
     let org = OrgReady {
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         group_id: "g".into(),
         workspace: "acme".into(),
         org_id: "o".into(),
@@ -82,7 +82,7 @@ fn bodies() -> Vec<Body> {
         sync: Some(sync()),
     };
     let import = ImportRepo {
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         org_id: "o".into(),
         integration_id: "i".into(),
         target: target(),
@@ -94,14 +94,14 @@ fn bodies() -> Vec<Body> {
     };
     vec![
         Body::RunRequested(RunRequested {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             group_id: "g".into(),
             source_org_id: Some("s".into()),
             filters: filters.clone(),
             sync: Some(sync()),
         }),
         Body::WorkspaceDiscovered(WorkspaceDiscovered {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             group_id: "g".into(),
             source_org_id: Some("s".into()),
             workspace: "acme".into(),
@@ -127,7 +127,7 @@ fn bodies() -> Vec<Body> {
             hinted: true,
         }),
         Body::SyncWorkspace(SyncWorkspace {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             org_id: "o".into(),
             integration_id: "i".into(),
             workspace: "acme".into(),
@@ -136,7 +136,7 @@ fn bodies() -> Vec<Body> {
             narrowed: true,
         }),
         Body::SyncImports(SyncImports {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             org_id: "o".into(),
             integration_id: "i".into(),
             page: 1,
@@ -144,14 +144,14 @@ fn bodies() -> Vec<Body> {
             policies: vec![None],
         }),
         Body::ProjectsMetadata(ProjectsMetadata {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             org_id: "o".into(),
             target: "acme/api".into(),
             projects: vec!["p".into()],
             policy: Default::default(),
         }),
         Body::RetireProjects(RetireProjects {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             org_id: "o".into(),
             target: "acme/api".into(),
             projects: vec!["p".into()],
@@ -178,7 +178,10 @@ fn events() -> Vec<Event> {
         integration_id: "i".into(),
         target: target(),
     };
-    let (run_id, subject) = ("r".to_owned(), "o:i:api:acme:main".to_owned());
+    let (run_id, subject): (bb2snyk_messages::RunId, String) = (
+        "r".parse().expect("a run id"),
+        "o:i:api:acme:main".to_owned(),
+    );
     vec![
         Event::OrgReady(OrgReadyEvent {
             run_id: run_id.clone(),

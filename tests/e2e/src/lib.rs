@@ -281,7 +281,7 @@ impl Run {
             .await
             .expect("published");
         Self {
-            id,
+            id: id.to_string(),
             ledger: Ledger::new(infrastructure.store.clone()),
             infrastructure,
         }

@@ -26,7 +26,7 @@ fn publishes(outcome: Outcome) -> Vec<Publish> {
 
 fn org(workspace: &str, filters: Option<Filters>) -> OrgReady {
     OrgReady {
-        run_id: "run-1".into(),
+        run_id: "run-1".parse().expect("a run id"),
         group_id: "g".into(),
         workspace: workspace.into(),
         org_id: "o".into(),
@@ -58,7 +58,7 @@ async fn a_run_becomes_one_message_per_workspace() {
     })
     .await;
     let run = Body::RunRequested(RunRequested {
-        run_id: "run-1".into(),
+        run_id: "run-1".parse().expect("a run id"),
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
@@ -193,7 +193,7 @@ async fn workspaces_are_named_once_each_and_uniquely() {
     })
     .await;
     let run = Body::RunRequested(RunRequested {
-        run_id: "run-1".into(),
+        run_id: "run-1".parse().expect("a run id"),
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
@@ -288,7 +288,7 @@ async fn a_sync_s_imports_wait_for_room_like_pages_then_go_on_as_imports() {
         ))
     };
     let imports = Body::SyncImports(bb2snyk_messages::SyncImports {
-        run_id: "run-1".into(),
+        run_id: "run-1".parse().expect("a run id"),
         org_id: "o".into(),
         integration_id: "i".into(),
         page: 1,

@@ -238,7 +238,7 @@ impl Importer {
                     return ledger_failure(e);
                 }
                 let failed = Event::ImportFailed(ImportFailed {
-                    run_id: record.run,
+                    run_id: poll.import.run_id.clone(),
                     subject: id,
                     about: about(&poll.import),
                     error: reason,
@@ -316,7 +316,7 @@ impl Importer {
             .flat_map(|policy| {
                 record.projects.chunks(MAX_RETIRED).map(|chunk| {
                     Body::ProjectsMetadata(ProjectsMetadata {
-                        run_id: record.run.clone(),
+                        run_id: poll.import.run_id.clone(),
                         org_id: poll.import.org_id.clone(),
                         target: format!("{}/{}", poll.import.target.owner, poll.import.target.name),
                         projects: chunk.to_vec(),
@@ -327,7 +327,7 @@ impl Importer {
             })
             .collect::<Vec<_>>();
         let completed = Event::ImportCompleted(ImportCompleted {
-            run_id: record.run,
+            run_id: poll.import.run_id.clone(),
             subject: id.to_owned(),
             about: about(&poll.import),
             job_url: poll.job_url,

@@ -114,7 +114,7 @@ impl Importer {
             }));
         let count = |kind| plan::count(judged.changes.iter().filter(|c| c.kind == kind).count());
         let last = LastSync {
-            run_id: s.run_id.clone(),
+            run_id: s.run_id.to_string(),
             workspace: s.workspace.clone(),
             at_ms: crate::schedule::now_ms(),
             dry_run: s.sync.dry_run,
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn a_large_plan_goes_out_in_parts_no_larger_than_the_bound() {
         let s = SyncWorkspace {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             org_id: "o".into(),
             integration_id: "i".into(),
             workspace: "acme".into(),

@@ -63,7 +63,7 @@ fn import(sandbox: &Sandbox) -> ImportRepo {
         .find(|(_, r)| !r["mainbranch"].is_null())
         .expect("a repository with a branch");
     ImportRepo {
-        run_id: "run-1".into(),
+        run_id: "run-1".parse().expect("a run id"),
         org_id: org.id.clone(),
         integration_id,
         target: Target {
@@ -159,7 +159,7 @@ async fn an_import_is_requested_once_and_followed_to_completion() {
 
     // Imported: a later request (another run) posts nothing and counts it in its run.
     let later = ImportRepo {
-        run_id: "run-2".into(),
+        run_id: "run-2".parse().expect("a run id"),
         ..import
     };
     assert!(
@@ -204,7 +204,7 @@ async fn with_the_ledger_lost_snyk_is_the_record_and_its_targets_are_read_once_p
         crate::importer(&settings, reqwest::Client::new(), store.clone()).expect("importer");
     let ledger = Ledger::new(store);
     let again = ImportRepo {
-        run_id: "run-2".into(),
+        run_id: "run-2".parse().expect("a run id"),
         ..import.clone()
     };
     let reads = |stats: &bb2snyk_sandbox::Stats| {
@@ -329,7 +329,7 @@ async fn a_corrupt_record_or_a_stray_message_is_parked_and_nothing_is_posted() {
         other => panic!("expected it parked, got {other:?}"),
     }
     let stray = Body::RunRequested(bb2snyk_messages::RunRequested {
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         group_id: "g".into(),
         source_org_id: None,
         filters: None,

@@ -4,7 +4,7 @@ use bb2snyk_messages::Target;
 fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
     PollImport {
         import: ImportRepo {
-            run_id: "r".into(),
+            run_id: "r".parse().expect("a run id"),
             org_id: org.into(),
             integration_id: "i".into(),
             target: Target {

@@ -21,7 +21,7 @@ async fn rig(knobs: Knobs) -> (Sandbox, OrgCreator, Ledger) {
 
 fn discovered(sandbox: &Sandbox, workspace: &str, name: Option<&str>) -> Body {
     Body::WorkspaceDiscovered(WorkspaceDiscovered {
-        run_id: "run-1".into(),
+        run_id: "run-1".parse().expect("a run id"),
         group_id: sandbox.knobs().group_id,
         source_org_id: None,
         workspace: workspace.into(),

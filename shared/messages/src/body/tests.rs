@@ -4,7 +4,7 @@ use super::*;
 
 fn import() -> ImportRepo {
     ImportRepo {
-        run_id: "run-1".into(),
+        run_id: "run-1".parse().expect("a run id"),
         org_id: "o".into(),
         integration_id: "i".into(),
         target: Target {
@@ -37,7 +37,7 @@ fn round_trips_with_a_versioned_type_and_a_stable_id() {
 #[test]
 fn kinds_are_the_serde_names() {
     let run = RunRequested {
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         group_id: "g".into(),
         source_org_id: None,
         filters: None,
@@ -68,7 +68,7 @@ fn kinds_are_the_serde_names() {
 #[test]
 fn a_retire_names_a_bounded_number_of_projects() {
     let retire = |n: usize| RetireProjects {
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         org_id: "o".into(),
         target: "acme/api".into(),
         projects: (0..n).map(|i| format!("p-{i}")).collect(),
@@ -112,23 +112,22 @@ fn malformed_messages_say_why() {
         let reason = Body::from_message(&message).expect_err("malformed");
         assert!(reason.contains(expected), "{reason}");
     }
-    let long = Body::RunRequested(RunRequested {
-        run_id: "r".repeat(400),
-        group_id: "g".into(),
-        source_org_id: None,
-        filters: None,
-        sync: None,
-    });
-    let mut message = long.to_message();
-    message.correlation_id = "short".into();
-    let reason = Body::from_message(&message).expect_err("too long");
-    assert!(
-        reason.contains("run_id is 400 bytes, at most 128"),
-        "{reason}"
-    );
+    // Each id parses once, where the message is read: too long, empty, or with a control character.
+    for (run_id, expected) in [
+        ("r".repeat(400), "run_id is 400 bytes, at most 128"),
+        (String::new(), "run_id is empty"),
+        ("run\u{7}".to_owned(), "run_id holds control characters"),
+    ] {
+        message.body = serde_json::to_vec(&serde_json::json!({
+            "type": "run.requested.v1", "run_id": run_id, "group_id": "g"
+        }))
+        .expect("JSON");
+        let reason = Body::from_message(&message).expect_err("malformed");
+        assert!(reason.contains(expected), "{reason}");
+    }
     let mut wrong = Body::RunRequested(RunRequested {
         filters: None,
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         group_id: "g".into(),
         source_org_id: None,
         sync: None,
@@ -145,7 +144,7 @@ fn malformed_messages_say_why() {
 #[test]
 fn a_sync_s_imports_come_a_page_at_a_time() {
     let imports = |n: usize| SyncImports {
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         org_id: "o".into(),
         integration_id: "i".into(),
         page: 1,

@@ -23,6 +23,20 @@ fn long_id(body: Body) -> Message {
     }
 }
 
+/// `body` as the broker carries it, its run id made 400 bytes long: what no `RunId` can hold, so only
+/// a hostile publisher sends it.
+fn long_run_id(body: Body) -> Message {
+    let mut message = long_id(body);
+    let mut json: serde_json::Value = serde_json::from_slice(&message.body).expect("JSON");
+    let long = serde_json::Value::from("r".repeat(400));
+    match json.get_mut("import") {
+        Some(import) => import["run_id"] = long,
+        None => json["run_id"] = long,
+    }
+    message.body = serde_json::to_vec(&json).expect("JSON");
+    message
+}
+
 #[tokio::test]
 async fn hostile_messages_are_parked_and_the_stages_go_on() {
     let fleet = fleet(
@@ -38,9 +52,8 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
     .await;
     let settings = &fleet.settings;
     let foreign = Tripwire::start().await;
-    let long = "r".repeat(400);
     let org = OrgReady {
-        run_id: "run-hostile".into(),
+        run_id: "run-hostile".parse().expect("a run id"),
         group_id: "g".into(),
         workspace: "acme-000".into(),
         org_id: "o".into(),
@@ -50,7 +63,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
         sync: None,
     };
     let import = ImportRepo {
-        run_id: "run-hostile".into(),
+        run_id: "run-hostile".parse().expect("a run id"),
         org_id: "o".into(),
         integration_id: "i".into(),
         target: Target {
@@ -65,8 +78,8 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
     let cases: Vec<(&str, Message, &str)> = vec![
         (
             "discoverer",
-            long_id(Body::RunRequested(RunRequested {
-                run_id: long.clone(),
+            long_run_id(Body::RunRequested(RunRequested {
+                run_id: "run-hostile".parse().expect("a run id"),
                 group_id: "g".into(),
                 source_org_id: None,
                 filters: None,
@@ -86,8 +99,8 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
         ),
         (
             "org-creator",
-            long_id(Body::WorkspaceDiscovered(WorkspaceDiscovered {
-                run_id: long.clone(),
+            long_run_id(Body::WorkspaceDiscovered(WorkspaceDiscovered {
+                run_id: "run-hostile".parse().expect("a run id"),
                 group_id: "g".into(),
                 source_org_id: None,
                 workspace: "acme-000".into(),
@@ -100,19 +113,13 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
         ),
         (
             "importer",
-            long_id(Body::ImportRepo(ImportRepo {
-                run_id: long.clone(),
-                ..import.clone()
-            })),
+            long_run_id(Body::ImportRepo(import.clone())),
             "run_id is 400 bytes",
         ),
         (
             "importer-polls",
-            long_id(Body::PollImport(PollImport {
-                import: ImportRepo {
-                    run_id: long.clone(),
-                    ..import.clone()
-                },
+            long_run_id(Body::PollImport(PollImport {
+                import: import.clone(),
                 job_url: "https://api.snyk.io/v1/job".into(),
                 polls: 0,
                 requested_ms: 0,

@@ -133,7 +133,7 @@ fn a_workspace_without_an_org_is_missing_throughout() {
 #[test]
 fn a_large_workspace_is_listed_in_parts() {
     let s = SyncWorkspace {
-        run_id: "r".into(),
+        run_id: "r".parse().expect("a run id"),
         org_id: "o".into(),
         integration_id: "i".into(),
         workspace: "ws".into(),

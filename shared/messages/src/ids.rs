@@ -1,0 +1,133 @@
+//! The identifiers and names on the wire, each a type that parses once, where a message is read: not
+//! empty, within its bound, without control characters. A field of one of these types in a message is
+//! valid wherever the message is used; an absent value is an `Option`, never an empty string.
+
+use std::{fmt, ops::Deref};
+
+use serde::{Deserialize, Serialize};
+
+/// Bounds in bytes: ids (runs, groups, orgs, integrations, credentials, projects), names (workspace and
+/// repository slugs, branches), and URLs.
+pub const ID: usize = 128;
+
+/// Why a value cannot be one of these types.
+fn check(what: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if value.len() > max {
+        return Err(format!("{what} is {} bytes, at most {max}", value.len()));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{what} holds control characters"));
+    }
+    Ok(())
+}
+
+macro_rules! wire_string {
+    ($($(#[doc = $doc:literal])* $name:ident, $what:literal, $max:expr;)+) => {$(
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The value, checked: not empty, at most the bound, no control characters.
+            pub fn new(value: impl Into<String>) -> Result<Self, String> {
+                let value = value.into();
+                check($what, &value, $max)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(value: &str) -> Result<Self, String> {
+                Self::new(value)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, String> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+    )+};
+}
+
+wire_string! {
+    /// A run's id (`run-` and 12 hex digits when bb2snyk made it).
+    RunId, "run_id", ID;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_parsed_once_at_the_boundary() {
+        let parsed = |json: &str| serde_json::from_str::<RunId>(json);
+        assert_eq!(parsed("\"run-1\"").expect("valid").as_str(), "run-1");
+        let long = format!("\"{}\"", "x".repeat(400));
+        for (json, why) in [
+            (long.as_str(), "at most 128"),
+            ("\"\"", "empty"),
+            ("\"run\\u0007\"", "control characters"),
+        ] {
+            let error = parsed(json).expect_err(json).to_string();
+            assert!(error.contains(why), "{json}: {error}");
+        }
+        assert_eq!(
+            serde_json::to_string(&RunId::new("r").expect("valid")).expect("JSON"),
+            "\"r\""
+        );
+    }
+}
