@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub use bb2snyk_filters::Filters;
+use bb2snyk_messages::{GroupId, OrgId};
 use bb2snyk_settings::{Need, Settings};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -87,10 +88,10 @@ pub enum Source {
 pub struct Group {
     /// The Snyk group the orgs belong to.
     #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
-    pub group_id: String,
+    pub group_id: GroupId,
     /// A template org whose settings and integrations new orgs copy.
     #[arg(long = "sourceOrgPublicId", alias = "source-org-public-id")]
-    pub source_org_public_id: Option<String>,
+    pub source_org_public_id: Option<OrgId>,
 }
 
 /// A Snyk group, or one org of it.
@@ -98,10 +99,10 @@ pub struct Group {
 pub struct Scope {
     /// The Snyk group.
     #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
-    pub group_id: String,
+    pub group_id: GroupId,
     /// This org alone.
     #[arg(long = "orgId", alias = "org-id")]
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
 }
 
 #[derive(Debug, Args)]
@@ -215,7 +216,7 @@ pub struct RunArgs {
 pub struct SyncArgs {
     /// The Snyk group whose orgs are synced.
     #[arg(long = "groupId", alias = "group-id", env = "SNYK_GROUP_ID")]
-    pub group_id: String,
+    pub group_id: GroupId,
     #[command(flatten)]
     pub filters: Filters,
     #[command(flatten)]
@@ -260,7 +261,7 @@ pub struct SyncFlags {
     pub delete: bool,
     /// This org alone (implies a sync).
     #[arg(long = "orgId", alias = "org-id")]
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     /// Let this sync retire more of an org than `sync.max_retire_percent` and `sync.max_retire_count`
     /// allow (implies a sync).
     #[arg(long = "allow-mass-retire")]

@@ -13,7 +13,9 @@ mod plan;
 use std::collections::HashMap;
 
 use bb2snyk_bitbucket::{RepoFilter, Tenant};
-use bb2snyk_messages::{Body, ImportRepo, Target, WorkspaceDiscovered};
+use bb2snyk_messages::{
+    Body, GroupId, ImportRepo, IntegrationId, OrgId, Target, WorkspaceDiscovered,
+};
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::{Client as Snyk, OrgProject};
 use clap::Args;
@@ -155,14 +157,17 @@ pub(crate) fn entry(
     }
 }
 
+/// A workspace's App org and integration, or why there is none.
+type AppOrg = Result<(OrgId, IntegrationId), String>;
+
 /// Each workspace's App org and integration, found or created as `run` does.
 async fn app_orgs(
     settings: &Settings,
     http: reqwest::Client,
-    group_id: &str,
+    group_id: &GroupId,
     moves: &[Move],
     workspaces: &Workspaces,
-) -> Result<HashMap<String, Result<(String, String), String>>, Failure> {
+) -> Result<HashMap<String, AppOrg>, Failure> {
     let creator = bb2snyk_org_creator::org_creator(settings, http, bb2snyk_store::Store::memory())?;
     let mut orgs = HashMap::new();
     for m in moves.iter().filter(|m| m.left.is_none()) {
@@ -174,7 +179,7 @@ async fn app_orgs(
         };
         let w = WorkspaceDiscovered {
             run_id: bb2snyk_messages::new_run_id(),
-            group_id: group_id.to_owned(),
+            group_id: group_id.clone(),
             source_org_id: None,
             workspace: m.workspace.clone(),
             name: Some(name.clone()),
@@ -182,10 +187,12 @@ async fn app_orgs(
             credential: credential.clone(),
             sync: None,
         };
-        let found = creator
-            .org_for(&w)
-            .await
-            .map(|mapping| (mapping.org_id, mapping.integration_id));
+        let found = creator.org_for(&w).await.and_then(|mapping| {
+            Ok((
+                OrgId::new(mapping.org_id)?,
+                IntegrationId::new(mapping.integration_id)?,
+            ))
+        });
         orgs.insert(m.workspace.clone(), found);
     }
     Ok(orgs)
@@ -197,7 +204,7 @@ async fn import(
     settings: &Settings,
     dir: &std::path::Path,
     moves: &[Move],
-    orgs: &HashMap<String, Result<(String, String), String>>,
+    orgs: &HashMap<String, AppOrg>,
 ) -> Result<HashMap<String, String>, Failure> {
     let pipeline = Embedded::start(settings, Stages::ImporterOnly, std::iter::empty()).await?;
     let mut queued = 0;
@@ -233,11 +240,11 @@ async fn import(
 async fn carry(
     snyk: &Snyk,
     moves: &[Move],
-    orgs: &HashMap<String, Result<(String, String), String>>,
+    orgs: &HashMap<String, AppOrg>,
     parked: &HashMap<String, String>,
     delete: bool,
 ) -> Result<Vec<Entry>, Failure> {
-    let mut app_projects: HashMap<String, Vec<OrgProject>> = HashMap::new();
+    let mut app_projects: HashMap<OrgId, Vec<OrgProject>> = HashMap::new();
     let mut entries = Vec::new();
     for m in moves {
         let org = match (&m.left, orgs.get(&m.workspace)) {
@@ -302,7 +309,7 @@ async fn carry(
                 continue;
             };
             let mut e = entry(m, legacy, "moved", None);
-            e.app_org = Some(org_id.clone());
+            e.app_org = Some(org_id.to_string());
             e.app_project = Some(app.id.clone());
             match copy::move_project(snyk, legacy, &org_id, app, delete).await {
                 Ok(copied) => {

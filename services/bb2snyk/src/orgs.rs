@@ -40,8 +40,12 @@ pub async fn data(settings: &Settings, args: &OrgsDataArgs) -> Result<(), Failur
         }
         orgs.push(OrgRequest {
             name,
-            group_id: args.group.group_id.clone(),
-            source_org_id: args.group.source_org_public_id.clone(),
+            group_id: args.group.group_id.to_string(),
+            source_org_id: args
+                .group
+                .source_org_public_id
+                .as_ref()
+                .map(ToString::to_string),
             slug: Some(workspace.slug),
         });
     }

@@ -84,10 +84,10 @@ pub fn write(path: &std::path::Path, text: &str) -> Result<(), Failure> {
 
 impl ReportArgs {
     /// A report of the whole group, unfiltered.
-    pub fn of_group(group_id: &str) -> Self {
+    pub fn of_group(group_id: bb2snyk_messages::GroupId) -> Self {
         Self {
             scope: crate::cli::Scope {
-                group_id: group_id.to_owned(),
+                group_id,
                 org_id: None,
             },
             filters: Default::default(),

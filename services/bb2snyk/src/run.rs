@@ -73,9 +73,10 @@ pub async fn demo(mut settings: Settings, args: &DemoArgs) -> Result<(), Failure
         "Sandbox on {url}: {} workspaces, {} repositories ({} empty, {} forks)",
         truth.workspaces, truth.repositories, truth.empty, truth.forks
     );
+    let group_id: bb2snyk_messages::GroupId = knobs.group_id.parse().map_err(Failure::Config)?;
     let args = RunArgs {
         group: Group {
-            group_id: knobs.group_id.clone(),
+            group_id: group_id.clone(),
             source_org_public_id: None,
         },
         filters: Filters::default(),
@@ -103,11 +104,8 @@ pub async fn demo(mut settings: Settings, args: &DemoArgs) -> Result<(), Failure
         drift.branch.keys().cloned().collect::<Vec<_>>().join(", ")
     );
     println!("\n== coverage report");
-    let report = crate::report::gather(
-        &settings,
-        &crate::report::ReportArgs::of_group(&knobs.group_id),
-    )
-    .await?;
+    let report =
+        crate::report::gather(&settings, &crate::report::ReportArgs::of_group(group_id)).await?;
     let path = files::log_dir(&settings.import.log_path)?.join("coverage.html");
     crate::report::write(&path, &crate::report::html::page(&report))?;
     println!(

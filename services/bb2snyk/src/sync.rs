@@ -86,7 +86,12 @@ pub async fn sync(settings: &Settings, args: &SyncArgs) -> Result<(), Failure> {
 fn merged(parts: Vec<SyncPlanned>) -> Vec<SyncPlanned> {
     let mut by_workspace: BTreeMap<(String, String), SyncPlanned> = BTreeMap::new();
     for part in parts {
-        match by_workspace.entry((part.subject.clone(), part.org_id.clone())) {
+        let org = part
+            .org_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        match by_workspace.entry((part.subject.clone(), org)) {
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(part);
             }
@@ -161,15 +166,15 @@ fn print_table(planned: &[SyncPlanned], retired: &[ProjectsRetired]) {
     );
     let mut totals = [0usize; 6];
     for p in planned {
-        if p.org_id.is_empty() {
+        let Some(org_id) = &p.org_id else {
             println!("{:<32} no org: `bb2snyk run` imports it", p.subject);
             continue;
-        }
+        };
         let mut row = [0usize; 6];
         for (i, kind) in KINDS.iter().enumerate() {
             row[i] = p.changes.iter().filter(|c| c.kind == *kind).count();
         }
-        row[4] = retired_in.get(p.org_id.as_str()).copied().unwrap_or(0);
+        row[4] = retired_in.get(org_id.as_str()).copied().unwrap_or(0);
         // Projects whose tags or attributes the policy sets again.
         row[5] = p
             .changes

@@ -156,8 +156,23 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
                 path.display()
             )));
         };
+        let ids = (
+            bb2snyk_messages::OrgId::new(entry.org_id.clone()),
+            bb2snyk_messages::IntegrationId::new(integration_id.clone()),
+        );
+        let (org_id, integration_id) = match ids {
+            (Ok(org), Ok(integration)) => (org, integration),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(Failure::Config(format!(
+                    "target {}/{} in {}: {e}; run import:data again",
+                    entry.target.owner,
+                    entry.target.name,
+                    path.display()
+                )));
+            }
+        };
         let target = entry.target.to_target();
-        if done.contains(&files::target_id(&entry.org_id, &integration_id, &target)) {
+        if done.contains(&files::target_id(&org_id, &integration_id, &target)) {
             skipped += 1;
             continue;
         }
@@ -183,7 +198,7 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
         };
         pipeline.publish(&Body::ImportRepo(ImportRepo {
             run_id: pipeline.run_id.clone(),
-            org_id: entry.org_id,
+            org_id,
             integration_id,
             target,
             failed_jobs: 0,

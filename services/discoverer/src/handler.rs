@@ -8,8 +8,8 @@ use bb2snyk_bitbucket::{
 use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
-    Body, Event, ImportRepo, OrgReady, ProjectPolicy, RepoSkipped, ReposPage, RunRequested,
-    SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
+    Body, Event, ImportRepo, IntegrationId, OrgId, OrgReady, ProjectPolicy, RepoSkipped, ReposPage,
+    RunRequested, SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
 };
 use bb2snyk_policy::{Decision, Policy};
 use futures_util::future::BoxFuture;
@@ -137,8 +137,8 @@ impl Discoverer {
             })
             .collect();
         // A workspace no org serves (a report lists those too) has no org to remember them under.
-        if !org.org_id.is_empty()
-            && let Err(e) = self.ledger.remember_uuids(&org.org_id, &uuids).await
+        if let Some(org_id) = &org.org_id
+            && let Err(e) = self.ledger.remember_uuids(org_id, &uuids).await
         {
             return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
         }
@@ -148,6 +148,14 @@ impl Discoverer {
                 return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
             }
         } else {
+            let (Some(org_id), Some(integration_id)) = (&org.org_id, &org.integration_id) else {
+                return Outcome::park(format!(
+                    "workspace {}'s listing names no org to import into; only a report lists a workspace \
+                     without one",
+                    org.workspace
+                ));
+            };
+            let into = (org_id, integration_id);
             for repo in repos {
                 let decision = self.policy.decide(&repo.facts(&org.workspace));
                 let extra =
@@ -156,7 +164,10 @@ impl Discoverer {
                         Ok(extra) => extra,
                         Err(e) => return failure(e),
                     };
-                match self.accept(&org, filter, repo, &decision, extra).await {
+                match self
+                    .accept(&org, into, filter, repo, &decision, extra)
+                    .await
+                {
                     Ok(more) => publishes.extend(more),
                     Err(e) => return Outcome::failed(e.is_transient(), format!("ledger: {e}")),
                 }
@@ -236,7 +247,11 @@ impl Discoverer {
                 name: repo.slug.clone(),
                 branch: repo.branch().map(str::to_owned),
             };
-            let id = bb2snyk_messages::target_id(&org.org_id, &org.integration_id, &target);
+            let id = bb2snyk_messages::target_id(
+                org.org_id.as_deref().unwrap_or_default(),
+                org.integration_id.as_deref().unwrap_or_default(),
+                &target,
+            );
             self.ledger
                 .mark(&org.run_id, Tally::Discovered, &id)
                 .await?;
@@ -258,7 +273,12 @@ impl Discoverer {
             });
         }
         self.ledger
-            .saw(&org.run_id, &org.org_id, &org.workspace, &seen)
+            .saw(
+                &org.run_id,
+                org.org_id.as_deref().unwrap_or_default(),
+                &org.workspace,
+                &seen,
+            )
             .await
     }
 
@@ -267,6 +287,7 @@ impl Discoverer {
     async fn accept(
         &self,
         org: &OrgReady,
+        (org_id, integration_id): (&OrgId, &IntegrationId),
         filter: &RepoFilter,
         repo: Repository,
         decision: &Decision,
@@ -274,8 +295,8 @@ impl Discoverer {
     ) -> Result<Vec<Publish>, LedgerError> {
         let import = |branch: Option<String>| ImportRepo {
             run_id: org.run_id.clone(),
-            org_id: org.org_id.clone(),
-            integration_id: org.integration_id.clone(),
+            org_id: org_id.clone(),
+            integration_id: integration_id.clone(),
             target: Target {
                 owner: org.workspace.clone(),
                 name: repo.slug.clone(),

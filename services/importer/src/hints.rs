@@ -215,7 +215,7 @@ impl Hints {
             state.following_since_ms = poll.requested_ms;
         }
         let Followed { orgs, count, .. } = &mut *state;
-        let org = orgs.entry(poll.import.org_id.clone()).or_default();
+        let org = orgs.entry(poll.import.org_id.to_string()).or_default();
         let name = display_name(&poll.import);
         if !org.jobs.contains_key(&name) {
             if *count >= MOST_FOLLOWED {
@@ -236,12 +236,12 @@ impl Hints {
     pub fn forget(&self, import: &ImportRepo) {
         let mut state = self.lock();
         let Followed { orgs, count, .. } = &mut *state;
-        if let Some(org) = orgs.get_mut(&import.org_id) {
+        if let Some(org) = orgs.get_mut(import.org_id.as_str()) {
             if org.jobs.remove(&display_name(import)).is_some() {
                 *count -= 1;
             }
             if org.jobs.is_empty() {
-                orgs.remove(&import.org_id);
+                orgs.remove(import.org_id.as_str());
             }
         }
     }

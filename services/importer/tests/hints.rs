@@ -24,8 +24,8 @@ fn imports(sandbox: &Sandbox, n: usize) -> Vec<ImportRepo> {
             }
             found.push(ImportRepo {
                 run_id: "run-1".parse().expect("a run id"),
-                org_id: org.id.clone(),
-                integration_id: integration_id.clone(),
+                org_id: org.id.parse().expect("an org id"),
+                integration_id: integration_id.parse().expect("an integration id"),
                 target: Target {
                     owner: owner.to_owned(),
                     name: repo["slug"].as_str().unwrap_or_default().to_owned(),

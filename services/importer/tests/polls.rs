@@ -74,8 +74,8 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
     let poll = PollImport {
         import: ImportRepo {
             run_id: "run-1".parse().expect("a run id"),
-            org_id: "o".into(),
-            integration_id: "i".into(),
+            org_id: "o".parse().expect("an id"),
+            integration_id: "i".parse().expect("an id"),
             target: Target {
                 owner: "acme".into(),
                 name: "api".into(),

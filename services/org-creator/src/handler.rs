@@ -7,7 +7,8 @@ use std::time::Duration;
 use bb2snyk_broker::{Handler, Message, Outcome};
 use bb2snyk_ledger::{Ledger, OrgMapping, Tally};
 use bb2snyk_messages::{
-    Body, Change, ChangeKind, Event, OrgReady, OrgReadyEvent, SyncPlanned, WorkspaceDiscovered,
+    Body, Change, ChangeKind, Event, IntegrationId, OrgId, OrgReady, OrgReadyEvent, SyncPlanned,
+    WorkspaceDiscovered,
 };
 use bb2snyk_snyk::{Client as Snyk, SnykError, quiet_notifications};
 use futures_util::future::BoxFuture;
@@ -148,7 +149,7 @@ impl OrgCreator {
             // A report lists a workspace no org serves too: each of its repositories is missing from Snyk.
             None if w.sync.as_ref().is_some_and(|s| s.report) => {
                 let all_orgs = w.sync.as_ref().is_some_and(|s| s.org_id.is_none());
-                let listed = all_orgs.then(|| org_ready(w, String::new(), String::new()).publish());
+                let listed = all_orgs.then(|| org_ready(w, None, None).publish());
                 return Ok(Err(Outcome::Ack(listed.into_iter().collect())));
             }
             // A sync keeps the orgs bb2snyk manages in step; making orgs for new workspaces is a run's work.
@@ -157,7 +158,7 @@ impl OrgCreator {
                 let unmanaged = Event::SyncPlanned(SyncPlanned {
                     run_id: w.run_id.clone(),
                     subject: w.workspace.clone(),
-                    org_id: String::new(),
+                    org_id: None,
                     dry_run: w.sync.as_ref().is_some_and(|s| s.dry_run),
                     changes: vec![Change {
                         kind: ChangeKind::Unmanaged,
@@ -228,19 +229,37 @@ impl OrgCreator {
         if let Err(e) = self.ledger.mark(&w.run_id, Tally::Orgs, &w.workspace).await {
             return Outcome::failed(e.is_transient(), format!("ledger: {e}"));
         }
+        // Snyk's answer or the ledger named them: ids are checked before they go on the wire.
+        let (org_id, integration_id) = match (
+            OrgId::new(mapping.org_id),
+            IntegrationId::new(mapping.integration_id),
+        ) {
+            (Ok(org), Ok(integration)) => (org, integration),
+            (Err(e), _) | (_, Err(e)) => {
+                return Outcome::park(format!(
+                    "the org of workspace {} has an id bb2snyk cannot use ({e}); check the org in Snyk and \
+                     the workspace's mapping in the ledger",
+                    w.workspace
+                ));
+            }
+        };
         let event = Event::OrgReady(OrgReadyEvent {
             run_id: w.run_id.clone(),
             subject: w.workspace.clone(),
-            org_id: mapping.org_id.clone(),
+            org_id: org_id.clone(),
             org_name: mapping.name,
         });
-        let ready = org_ready(w, mapping.org_id, mapping.integration_id);
+        let ready = org_ready(w, Some(org_id), Some(integration_id));
         Outcome::Ack(vec![ready.publish(), event.publish()])
     }
 }
 
 /// The workspace's listing, sent to the discoverer for its org.
-fn org_ready(w: &WorkspaceDiscovered, org_id: String, integration_id: String) -> Body {
+fn org_ready(
+    w: &WorkspaceDiscovered,
+    org_id: Option<OrgId>,
+    integration_id: Option<IntegrationId>,
+) -> Body {
     Body::OrgReady(OrgReady {
         run_id: w.run_id.clone(),
         group_id: w.group_id.clone(),

@@ -8,7 +8,8 @@ use bb2snyk_filters::Filters;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DISCOVERER, IMPORTER, IMPORTER_POLLS, ORG_CREATOR, ProjectPolicy, ProjectsMetadata, RunId,
+    DISCOVERER, GroupId, IMPORTER, IMPORTER_POLLS, IntegrationId, ORG_CREATOR, OrgId,
+    ProjectPolicy, ProjectsMetadata, RunId,
 };
 
 /// Bounds of a message's fields, in bytes: ids (runs, groups, orgs, integrations), names (workspace and
@@ -82,8 +83,8 @@ bodies! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncImports {
     pub run_id: RunId,
-    pub org_id: String,
-    pub integration_id: String,
+    pub org_id: OrgId,
+    pub integration_id: IntegrationId,
     /// Which page of the sync's imports of this org, from 1.
     pub page: u32,
     /// At most [`MAX_SYNC_IMPORTS`].
@@ -105,7 +106,7 @@ pub struct Sync {
     pub delete: bool,
     /// This org alone (`--orgId`); every org bb2snyk manages when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     /// Pass the brake on retiring much of an org (`--allow-mass-retire`); left out of the JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_mass_retire: bool,
@@ -121,8 +122,11 @@ pub struct Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncWorkspace {
     pub run_id: RunId,
-    pub org_id: String,
-    pub integration_id: String,
+    /// None for a workspace no org serves, which only a report lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<IntegrationId>,
     pub workspace: String,
     pub sync: Sync,
     /// The workspace's Bitbucket credential (as in `org.ready.v1`): the one that checks a repository is gone.
@@ -137,7 +141,7 @@ pub struct SyncWorkspace {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetireProjects {
     pub run_id: RunId,
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The target's display name, `workspace/slug`.
     pub target: String,
     /// Snyk project ids, at most [`MAX_RETIRED`].
@@ -152,10 +156,10 @@ pub struct RetireProjects {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRequested {
     pub run_id: RunId,
-    pub group_id: String,
+    pub group_id: GroupId,
     /// A template org whose integrations and settings new orgs copy.
     #[serde(default)]
-    pub source_org_id: Option<String>,
+    pub source_org_id: Option<OrgId>,
     /// Repository filters (`bb2snyk discover --include=...`) for every page of the run's workspaces;
     /// without them the discoverer's own `discovery.*` settings apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,9 +172,9 @@ pub struct RunRequested {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceDiscovered {
     pub run_id: RunId,
-    pub group_id: String,
+    pub group_id: GroupId,
     #[serde(default)]
-    pub source_org_id: Option<String>,
+    pub source_org_id: Option<OrgId>,
     pub workspace: String,
     /// The org's name: the workspace's display name, made unique over the tenant and at most 60 characters
     /// (`bb2snyk_bitbucket::org_names`); the slug when absent.
@@ -189,10 +193,13 @@ pub struct WorkspaceDiscovered {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrgReady {
     pub run_id: RunId,
-    pub group_id: String,
+    pub group_id: GroupId,
     pub workspace: String,
-    pub org_id: String,
-    pub integration_id: String,
+    /// None for a workspace no org serves, which only a report lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<IntegrationId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Filters>,
     /// The workspace's Bitbucket credential, copied from its `workspace.discovered.v1`.
@@ -222,8 +229,8 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportRepo {
     pub run_id: RunId,
-    pub org_id: String,
-    pub integration_id: String,
+    pub org_id: OrgId,
+    pub integration_id: IntegrationId,
     pub target: Target,
     /// Import attempts that ended in a failed job so far.
     #[serde(default)]
@@ -395,21 +402,14 @@ impl Body {
         Ok(())
     }
 
-    /// Every string field with its bound.
+    /// Every string field not yet of a type of its own, with its bound.
     fn bounded_fields(&self) -> Vec<Bounded<'_>> {
         match self {
-            Self::RunRequested(r) => vec![
-                ("group_id", &r.group_id, ID),
-                ("source_org_id", or_empty(&r.source_org_id), ID),
-                ("sync.org_id", sync_org(&r.sync), ID),
-            ],
+            Self::RunRequested(_) => Vec::new(),
             Self::WorkspaceDiscovered(w) => vec![
-                ("group_id", &w.group_id, ID),
-                ("source_org_id", or_empty(&w.source_org_id), ID),
                 ("workspace", &w.workspace, NAME),
                 ("name", or_empty(&w.name), NAME),
                 ("credential", or_empty(&w.credential), ID),
-                ("sync.org_id", sync_org(&w.sync), ID),
             ],
             Self::OrgReady(o) => org_fields(o),
             Self::ReposPage(p) => {
@@ -424,15 +424,11 @@ impl Body {
                 f
             }
             Self::SyncWorkspace(s) => vec![
-                ("org_id", &s.org_id, ID),
-                ("integration_id", &s.integration_id, ID),
                 ("workspace", &s.workspace, NAME),
-                ("sync.org_id", or_empty(&s.sync.org_id), ID),
                 ("credential", or_empty(&s.credential), ID),
             ],
             Self::RetireProjects(r) => {
                 let mut f: Vec<Bounded<'_>> = vec![
-                    ("org_id", &r.org_id, ID),
                     ("target", &r.target, 2 * NAME),
                     ("reason", &r.reason, REASON),
                 ];
@@ -440,16 +436,12 @@ impl Body {
                 f
             }
             Self::ProjectsMetadata(m) => {
-                let mut f: Vec<Bounded<'_>> =
-                    vec![("org_id", &m.org_id, ID), ("target", &m.target, 2 * NAME)];
+                let mut f: Vec<Bounded<'_>> = vec![("target", &m.target, 2 * NAME)];
                 f.extend(m.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
                 f
             }
             Self::SyncImports(i) => {
-                let mut f: Vec<Bounded<'_>> = vec![
-                    ("org_id", &i.org_id, ID),
-                    ("integration_id", &i.integration_id, ID),
-                ];
+                let mut f: Vec<Bounded<'_>> = Vec::new();
                 for t in &i.targets {
                     f.push(("targets[].owner", &t.owner, NAME));
                     f.push(("targets[].name", &t.name, NAME));
@@ -488,23 +480,13 @@ fn or_empty(value: &Option<String>) -> &str {
 
 fn org_fields(o: &OrgReady) -> Vec<Bounded<'_>> {
     vec![
-        ("group_id", &o.group_id, ID),
         ("workspace", &o.workspace, NAME),
-        ("org_id", &o.org_id, ID),
-        ("integration_id", &o.integration_id, ID),
         ("credential", or_empty(&o.credential), ID),
-        ("sync.org_id", sync_org(&o.sync), ID),
     ]
-}
-
-fn sync_org(sync: &Option<Sync>) -> &str {
-    sync.as_ref().map_or("", |s| or_empty(&s.org_id))
 }
 
 fn import_fields(i: &ImportRepo) -> Vec<Bounded<'_>> {
     vec![
-        ("org_id", &i.org_id, ID),
-        ("integration_id", &i.integration_id, ID),
         ("target.owner", &i.target.owner, NAME),
         ("target.name", &i.target.name, NAME),
         ("target.branch", or_empty(&i.target.branch), NAME),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::RunId;
+use crate::{IntegrationId, OrgId, RunId};
 
 /// The most repositories (and orphans) one `coverage.listed.v1` carries.
 pub const MAX_COVERAGE: usize = 1000;
@@ -13,9 +13,11 @@ pub struct CoverageListed {
     pub run_id: RunId,
     /// The workspace slug.
     pub subject: String,
-    /// The org; empty when no org serves the workspace (every repository is then missing).
-    pub org_id: String,
-    pub integration_id: String,
+    /// The org; none when no org serves the workspace (every repository is then missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<IntegrationId>,
     pub repositories: Vec<RepoCoverage>,
     /// Snyk projects of repositories Bitbucket confirmed gone (a 404).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

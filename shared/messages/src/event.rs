@@ -5,7 +5,7 @@
 use bb2snyk_broker::{Message, Publish};
 use serde::{Deserialize, Serialize};
 
-use crate::{CoverageListed, RunId, Target};
+use crate::{CoverageListed, IntegrationId, OrgId, RunId, Target};
 
 /// Declares [`Event`] from one list, so each wire `type` is written once.
 macro_rules! events {
@@ -68,8 +68,9 @@ pub struct SyncPlanned {
     pub run_id: RunId,
     /// The workspace slug.
     pub subject: String,
-    /// The org; empty when bb2snyk manages no org for the workspace (a `run` imports it).
-    pub org_id: String,
+    /// The org; none when bb2snyk manages no org for the workspace (a `run` imports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
     pub dry_run: bool,
     pub changes: Vec<Change>,
     /// The listing was filtered by Bitbucket, so no repository was taken for deleted.
@@ -168,7 +169,7 @@ pub struct ProjectsRetired {
     pub run_id: RunId,
     /// The target's display name, `workspace/slug`.
     pub subject: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub projects: Vec<String>,
     /// Deleted rather than deactivated.
     pub deleted: bool,
@@ -180,7 +181,7 @@ pub struct OrgReadyEvent {
     pub run_id: RunId,
     /// The workspace slug.
     pub subject: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub org_name: String,
 }
 
@@ -196,8 +197,8 @@ pub struct RepoSkipped {
 /// no lookup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRef {
-    pub org_id: String,
-    pub integration_id: String,
+    pub org_id: OrgId,
+    pub integration_id: IntegrationId,
     pub target: Target,
 }
 
@@ -288,8 +289,8 @@ mod tests {
             run_id: "run-1".parse().expect("a run id"),
             subject: "o:i:api:acme".into(),
             about: TargetRef {
-                org_id: "o".into(),
-                integration_id: "i".into(),
+                org_id: "o".parse().expect("an id"),
+                integration_id: "i".parse().expect("an id"),
                 target: Target {
                     owner: "acme".into(),
                     name: "api".into(),

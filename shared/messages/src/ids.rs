@@ -95,6 +95,12 @@ macro_rules! wire_string {
             }
         }
 
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                self.0 == *other
+            }
+        }
+
         impl PartialEq<$name> for String {
             fn eq(&self, other: &$name) -> bool {
                 *self == other.0
@@ -106,6 +112,12 @@ macro_rules! wire_string {
 wire_string! {
     /// A run's id (`run-` and 12 hex digits when bb2snyk made it).
     RunId, "run_id", ID;
+    /// A Snyk group's id.
+    GroupId, "group_id", ID;
+    /// A Snyk org's id.
+    OrgId, "org_id", ID;
+    /// The id of an org's Bitbucket Cloud App integration.
+    IntegrationId, "integration_id", ID;
 }
 
 #[cfg(test)]

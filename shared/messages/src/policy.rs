@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::RunId;
+use crate::{OrgId, RunId};
 
 /// Tags one repository's projects get at most, and values of one attribute.
 pub const MAX_TAGS: usize = 50;
@@ -75,7 +75,7 @@ impl ProjectPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectsMetadata {
     pub run_id: RunId,
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The target's display name, `workspace/slug`.
     pub target: String,
     /// Snyk project ids, at most [`crate::MAX_RETIRED`].

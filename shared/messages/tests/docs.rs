@@ -73,18 +73,18 @@ fn bodies() -> Vec<Body> {
     });
     let org = OrgReady {
         run_id: "r".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         workspace: "acme".into(),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: Some("o".parse().expect("an id")),
+        integration_id: Some("i".parse().expect("an id")),
         filters: filters.clone(),
         credential: Some("0123456789abcdef".into()),
         sync: Some(sync()),
     };
     let import = ImportRepo {
         run_id: "r".parse().expect("a run id"),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: "o".parse().expect("an id"),
+        integration_id: "i".parse().expect("an id"),
         target: target(),
         failed_jobs: 0,
         policy: Some(bb2snyk_messages::ProjectPolicy {
@@ -95,15 +95,15 @@ fn bodies() -> Vec<Body> {
     vec![
         Body::RunRequested(RunRequested {
             run_id: "r".parse().expect("a run id"),
-            group_id: "g".into(),
-            source_org_id: Some("s".into()),
+            group_id: "g".parse().expect("an id"),
+            source_org_id: Some("s".parse().expect("an id")),
             filters: filters.clone(),
             sync: Some(sync()),
         }),
         Body::WorkspaceDiscovered(WorkspaceDiscovered {
             run_id: "r".parse().expect("a run id"),
-            group_id: "g".into(),
-            source_org_id: Some("s".into()),
+            group_id: "g".parse().expect("an id"),
+            source_org_id: Some("s".parse().expect("an id")),
             workspace: "acme".into(),
             name: Some("Acme".into()),
             filters,
@@ -128,8 +128,8 @@ fn bodies() -> Vec<Body> {
         }),
         Body::SyncWorkspace(SyncWorkspace {
             run_id: "r".parse().expect("a run id"),
-            org_id: "o".into(),
-            integration_id: "i".into(),
+            org_id: Some("o".parse().expect("an id")),
+            integration_id: Some("i".parse().expect("an id")),
             workspace: "acme".into(),
             sync: sync(),
             credential: Some("c".into()),
@@ -137,22 +137,22 @@ fn bodies() -> Vec<Body> {
         }),
         Body::SyncImports(SyncImports {
             run_id: "r".parse().expect("a run id"),
-            org_id: "o".into(),
-            integration_id: "i".into(),
+            org_id: "o".parse().expect("an id"),
+            integration_id: "i".parse().expect("an id"),
             page: 1,
             targets: vec![target()],
             policies: vec![None],
         }),
         Body::ProjectsMetadata(ProjectsMetadata {
             run_id: "r".parse().expect("a run id"),
-            org_id: "o".into(),
+            org_id: "o".parse().expect("an id"),
             target: "acme/api".into(),
             projects: vec!["p".into()],
             policy: Default::default(),
         }),
         Body::RetireProjects(RetireProjects {
             run_id: "r".parse().expect("a run id"),
-            org_id: "o".into(),
+            org_id: "o".parse().expect("an id"),
             target: "acme/api".into(),
             projects: vec!["p".into()],
             delete: false,
@@ -165,7 +165,7 @@ fn sync() -> Sync {
     Sync {
         dry_run: true,
         delete: false,
-        org_id: Some("o".into()),
+        org_id: Some("o".parse().expect("an id")),
         allow_mass_retire: true,
         started_ms: Some(1),
         report: true,
@@ -174,8 +174,8 @@ fn sync() -> Sync {
 
 fn events() -> Vec<Event> {
     let about = TargetRef {
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: "o".parse().expect("an id"),
+        integration_id: "i".parse().expect("an id"),
         target: target(),
     };
     let (run_id, subject): (bb2snyk_messages::RunId, String) = (
@@ -186,7 +186,7 @@ fn events() -> Vec<Event> {
         Event::OrgReady(OrgReadyEvent {
             run_id: run_id.clone(),
             subject: "acme".into(),
-            org_id: "o".into(),
+            org_id: "o".parse().expect("an id"),
             org_name: "Acme".into(),
         }),
         Event::RepoSkipped(RepoSkipped {
@@ -218,7 +218,7 @@ fn events() -> Vec<Event> {
         Event::SyncPlanned(SyncPlanned {
             run_id: run_id.clone(),
             subject: "acme".into(),
-            org_id: "o".into(),
+            org_id: Some("o".parse().expect("an id")),
             dry_run: false,
             changes: vec![Change {
                 kind: ChangeKind::Renamed,
@@ -240,8 +240,8 @@ fn events() -> Vec<Event> {
         Event::CoverageListed(CoverageListed {
             run_id: run_id.clone(),
             subject: "acme".into(),
-            org_id: "o".into(),
-            integration_id: "i".into(),
+            org_id: Some("o".parse().expect("an id")),
+            integration_id: Some("i".parse().expect("an id")),
             repositories: vec![RepoCoverage {
                 slug: "api".into(),
                 status: Coverage::Stale,
@@ -261,7 +261,7 @@ fn events() -> Vec<Event> {
         Event::ProjectsRetired(ProjectsRetired {
             run_id,
             subject: "acme/old".into(),
-            org_id: "o".into(),
+            org_id: "o".parse().expect("an id"),
             projects: vec!["p".into()],
             deleted: false,
             reason: "renamed in Bitbucket to acme/api".into(),

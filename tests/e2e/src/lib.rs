@@ -271,7 +271,7 @@ impl Run {
         let id = new_run_id();
         let request = Body::RunRequested(RunRequested {
             run_id: id.clone(),
-            group_id: group_id.to_owned(),
+            group_id: group_id.parse().expect("a group id"),
             source_org_id: None,
             filters,
             sync,

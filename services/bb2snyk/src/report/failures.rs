@@ -36,7 +36,12 @@ impl Failures {
         failures
     }
 
-    pub fn of(&self, org_id: &str, integration_id: &str, row: &Row) -> Option<String> {
+    /// Why the import of `row` failed, when a ledger or a log says so; a workspace no org serves has no
+    /// import to have failed.
+    pub fn of(&self, part: &CoverageListed, row: &Row) -> Option<String> {
+        let (Some(org_id), Some(integration_id)) = (&part.org_id, &part.integration_id) else {
+            return None;
+        };
         let target = Target {
             owner: row.workspace.clone(),
             name: row.slug.clone(),
@@ -45,8 +50,10 @@ impl Failures {
         self.recorded
             .get(&target_id(org_id, integration_id, &target))
             .or_else(|| {
-                self.logged
-                    .get(&(org_id.to_owned(), format!("{}/{}", row.workspace, row.slug)))
+                self.logged.get(&(
+                    org_id.to_string(),
+                    format!("{}/{}", row.workspace, row.slug),
+                ))
             })
             .cloned()
     }
@@ -74,6 +81,9 @@ impl Failures {
 
     async fn read_ledger(&mut self, ledger: &Ledger, listed: &[CoverageListed]) {
         for part in listed {
+            let (Some(org_id), Some(integration_id)) = (&part.org_id, &part.integration_id) else {
+                continue;
+            };
             for repo in part
                 .repositories
                 .iter()
@@ -84,7 +94,7 @@ impl Failures {
                     name: repo.slug.clone(),
                     branch: repo.branch.clone(),
                 };
-                let id = target_id(&part.org_id, &part.integration_id, &target);
+                let id = target_id(org_id, integration_id, &target);
                 if let Ok(Some(record)) = ledger.target(&id).await
                     && matches!(record.state, State::Parked | State::Failed)
                     && let Some(error) = record.last_error

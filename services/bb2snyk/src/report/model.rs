@@ -166,8 +166,8 @@ impl Report {
             if parts.iter().any(|p| p.narrowed) {
                 report.narrowed.push(workspace.clone());
             }
-            for part in parts {
-                for repo in part.repositories {
+            for mut part in parts {
+                for repo in std::mem::take(&mut part.repositories) {
                     let mut row = Row {
                         workspace: workspace.clone(),
                         slug: repo.slug,
@@ -178,7 +178,7 @@ impl Report {
                         last_imported: repo.last_imported,
                     };
                     if row.status == Coverage::Missing
-                        && let Some(why) = failures.of(&part.org_id, &part.integration_id, &row)
+                        && let Some(why) = failures.of(&part, &row)
                     {
                         row.status = Coverage::Failed;
                         row.reason = Some(why);
@@ -187,19 +187,23 @@ impl Report {
                     report.totals.add(row.status);
                     report.repositories.push(row);
                 }
-                report
-                    .orphaned
-                    .extend(part.orphaned.into_iter().map(|o| OrphanRow {
+                report.orphaned.extend(part.orphaned.into_iter().map(|o| {
+                    OrphanRow {
                         workspace: workspace.clone(),
                         slug: o.slug,
-                        org_id: part.org_id.clone(),
+                        org_id: part
+                            .org_id
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
                         projects: o.projects,
-                    }));
+                    }
+                }));
             }
             counts.close();
             report.workspaces.push(WorkspaceCounts {
                 workspace,
-                org_id: (!org_id.is_empty()).then_some(org_id),
+                org_id: org_id.map(String::from),
                 counts,
             });
         }

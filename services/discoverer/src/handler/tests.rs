@@ -27,10 +27,10 @@ fn publishes(outcome: Outcome) -> Vec<Publish> {
 fn org(workspace: &str, filters: Option<Filters>) -> OrgReady {
     OrgReady {
         run_id: "run-1".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         workspace: workspace.into(),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: Some("o".parse().expect("an id")),
+        integration_id: Some("i".parse().expect("an id")),
         filters,
         credential: None,
         sync: None,
@@ -59,7 +59,7 @@ async fn a_run_becomes_one_message_per_workspace() {
     .await;
     let run = Body::RunRequested(RunRequested {
         run_id: "run-1".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         source_org_id: None,
         filters: None,
         sync: None,
@@ -194,7 +194,7 @@ async fn workspaces_are_named_once_each_and_uniquely() {
     .await;
     let run = Body::RunRequested(RunRequested {
         run_id: "run-1".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         source_org_id: None,
         filters: None,
         sync: None,
@@ -289,8 +289,8 @@ async fn a_sync_s_imports_wait_for_room_like_pages_then_go_on_as_imports() {
     };
     let imports = Body::SyncImports(bb2snyk_messages::SyncImports {
         run_id: "run-1".parse().expect("a run id"),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: "o".parse().expect("an id"),
+        integration_id: "i".parse().expect("an id"),
         page: 1,
         policies: Vec::new(),
         targets: (0..3)

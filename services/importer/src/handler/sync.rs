@@ -25,24 +25,35 @@ impl Importer {
     /// Compares the workspace with the org and acts: imports and retirements as messages of their own,
     /// so each is retried and parked on its own; in a dry run, only the plan is told.
     pub(super) async fn sync(&self, s: SyncWorkspace) -> Outcome {
+        // A workspace no org serves (only a report lists one) has nothing in Snyk.
+        let org = match (&s.org_id, &s.integration_id) {
+            (Some(org), Some(integration)) => Some((org.clone(), integration.clone())),
+            (None, _) if s.sync.report => None,
+            _ => {
+                return Outcome::park(format!(
+                    "a sync of workspace {} names no org and integration; only a report lists a workspace \
+                     without an org",
+                    s.workspace
+                ));
+            }
+        };
+        let org_key = s.org_id.as_deref().unwrap_or_default();
         let (seen, uuids) = match (
-            self.ledger.seen(&s.run_id, &s.org_id, &s.workspace).await,
-            self.ledger.uuids(&s.org_id).await,
+            self.ledger.seen(&s.run_id, org_key, &s.workspace).await,
+            self.ledger.uuids(org_key).await,
         ) {
             (Ok(seen), Ok(uuids)) => (seen, uuids),
             (Err(e), _) | (_, Err(e)) => return ledger_failure(e),
         };
-        // A workspace no org serves (a report's) has nothing in Snyk.
-        let unserved = s.org_id.is_empty();
-        let projects = match self.snyk.projects(&s.org_id).await {
-            _ if unserved => Vec::new(),
-            Ok(projects) => projects,
-            Err(e) => return snyk_failure(e),
-        };
-        let targets = match self.snyk.targets(&s.org_id).await {
-            _ if unserved => Vec::new(),
-            Ok(targets) => targets,
-            Err(e) => return snyk_failure(e),
+        let (projects, targets) = match &org {
+            None => (Vec::new(), Vec::new()),
+            Some((org_id, _)) => match (
+                self.snyk.projects(org_id).await,
+                self.snyk.targets(org_id).await,
+            ) {
+                (Ok(projects), Ok(targets)) => (projects, targets),
+                (Err(e), _) | (_, Err(e)) => return snyk_failure(e),
+            },
         };
         let plan = plan::plan(&plan::Views {
             workspace: &s.workspace,
@@ -80,7 +91,7 @@ impl Importer {
             },
         };
         if s.sync.report {
-            tracing::info!(workspace = %s.workspace, org = %s.org_id, repositories = seen.len(), "coverage listed");
+            tracing::info!(workspace = %s.workspace, org = org_key, repositories = seen.len(), "coverage listed");
             return Outcome::Ack(coverage::listed(
                 &s,
                 &seen,
@@ -89,6 +100,9 @@ impl Importer {
                 &judged.changes,
             ));
         }
+        let Some((org_id, integration_id)) = org else {
+            return Outcome::ack();
+        };
         // Branches the policy imports that Snyk does not have yet.
         let branches = match bitbucket {
             Some(client) => branches::missing(client, &s.workspace, &seen, &projects).await,
@@ -124,13 +138,13 @@ impl Importer {
             deleted: count(ChangeKind::Deleted),
             braked: judged.braked.is_some(),
         };
-        if let Err(e) = self.ledger.set_last_sync(&s.org_id, &last).await {
+        if let Err(e) = self.ledger.set_last_sync(&org_id, &last).await {
             return ledger_failure(e);
         }
         if !s.sync.dry_run {
             bb2snyk_telemetry::metrics::synced(last.at_ms);
         }
-        tracing::info!(workspace = %s.workspace, org = %s.org_id, changes = judged.changes.len(), checked = judged.checked.len(), braked = judged.braked.is_some(), dry_run = s.sync.dry_run, "synced");
+        tracing::info!(workspace = %s.workspace, org = %org_id, changes = judged.changes.len(), checked = judged.checked.len(), braked = judged.braked.is_some(), dry_run = s.sync.dry_run, "synced");
         let stop = s.sync.dry_run || judged.braked.is_some();
         let mut publishes = planned(&s, &judged);
         if stop {
@@ -146,8 +160,8 @@ impl Importer {
             |(n, targets)| {
                 Body::SyncImports(SyncImports {
                     run_id: s.run_id.clone(),
-                    org_id: s.org_id.clone(),
-                    integration_id: s.integration_id.clone(),
+                    org_id: org_id.clone(),
+                    integration_id: integration_id.clone(),
                     page: plan::count(n + 1),
                     policies: targets
                         .iter()
@@ -163,7 +177,7 @@ impl Importer {
                 publishes.push(
                     Body::ProjectsMetadata(ProjectsMetadata {
                         run_id: s.run_id.clone(),
-                        org_id: s.org_id.clone(),
+                        org_id: org_id.clone(),
                         target: target.clone(),
                         projects: chunk.to_vec(),
                         policy: policy.clone(),
@@ -177,7 +191,7 @@ impl Importer {
                 publishes.push(
                     Body::RetireProjects(RetireProjects {
                         run_id: s.run_id.clone(),
-                        org_id: s.org_id.clone(),
+                        org_id: org_id.clone(),
                         target: retire.target.clone(),
                         projects: chunk.to_vec(),
                         delete: s.sync.delete,
@@ -261,8 +275,8 @@ mod tests {
     fn a_large_plan_goes_out_in_parts_no_larger_than_the_bound() {
         let s = SyncWorkspace {
             run_id: "r".parse().expect("a run id"),
-            org_id: "o".into(),
-            integration_id: "i".into(),
+            org_id: Some("o".parse().expect("an id")),
+            integration_id: Some("i".parse().expect("an id")),
             workspace: "acme".into(),
             sync: Default::default(),
             credential: None,

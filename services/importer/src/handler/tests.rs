@@ -64,8 +64,8 @@ fn import(sandbox: &Sandbox) -> ImportRepo {
         .expect("a repository with a branch");
     ImportRepo {
         run_id: "run-1".parse().expect("a run id"),
-        org_id: org.id.clone(),
-        integration_id,
+        org_id: org.id.parse().expect("an org id"),
+        integration_id: integration_id.parse().expect("an integration id"),
         target: Target {
             owner,
             name: repo["slug"].as_str().unwrap_or_default().to_owned(),
@@ -330,7 +330,7 @@ async fn a_corrupt_record_or_a_stray_message_is_parked_and_nothing_is_posted() {
     }
     let stray = Body::RunRequested(bb2snyk_messages::RunRequested {
         run_id: "r".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         source_org_id: None,
         filters: None,
         sync: None,

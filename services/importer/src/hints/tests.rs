@@ -5,8 +5,8 @@ fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
     PollImport {
         import: ImportRepo {
             run_id: "r".parse().expect("a run id"),
-            org_id: org.into(),
-            integration_id: "i".into(),
+            org_id: org.parse().expect("an org id"),
+            integration_id: "i".parse().expect("an id"),
             target: Target {
                 owner: "acme".into(),
                 name: name.into(),

@@ -22,7 +22,7 @@ async fn rig(knobs: Knobs) -> (Sandbox, OrgCreator, Ledger) {
 fn discovered(sandbox: &Sandbox, workspace: &str, name: Option<&str>) -> Body {
     Body::WorkspaceDiscovered(WorkspaceDiscovered {
         run_id: "run-1".parse().expect("a run id"),
-        group_id: sandbox.knobs().group_id,
+        group_id: sandbox.knobs().group_id.parse().expect("a group id"),
         source_org_id: None,
         workspace: workspace.into(),
         name: name.map(str::to_owned),
@@ -49,11 +49,11 @@ fn ready_org(publishes: &[Publish]) -> String {
         panic!("expected org.ready.v1");
     };
     match Event::from_message(&event.message) {
-        Ok(Event::OrgReady(e)) => assert_eq!(e.org_id, ready.org_id),
+        Ok(Event::OrgReady(e)) => assert_eq!(Some(e.org_id), ready.org_id),
         other => panic!("expected the org.ready event, got {other:?}"),
     }
-    assert!(!ready.integration_id.is_empty());
-    ready.org_id
+    assert!(ready.integration_id.is_some());
+    ready.org_id.expect("an org").to_string()
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@ use super::*;
 fn import() -> ImportRepo {
     ImportRepo {
         run_id: "run-1".parse().expect("a run id"),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: "o".parse().expect("an id"),
+        integration_id: "i".parse().expect("an id"),
         target: Target {
             owner: "acme".into(),
             name: "api".into(),
@@ -38,7 +38,7 @@ fn round_trips_with_a_versioned_type_and_a_stable_id() {
 fn kinds_are_the_serde_names() {
     let run = RunRequested {
         run_id: "r".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         source_org_id: None,
         filters: None,
         sync: None,
@@ -69,7 +69,7 @@ fn kinds_are_the_serde_names() {
 fn a_retire_names_a_bounded_number_of_projects() {
     let retire = |n: usize| RetireProjects {
         run_id: "r".parse().expect("a run id"),
-        org_id: "o".into(),
+        org_id: "o".parse().expect("an id"),
         target: "acme/api".into(),
         projects: (0..n).map(|i| format!("p-{i}")).collect(),
         delete: false,
@@ -128,7 +128,7 @@ fn malformed_messages_say_why() {
     let mut wrong = Body::RunRequested(RunRequested {
         filters: None,
         run_id: "r".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         source_org_id: None,
         sync: None,
     })
@@ -145,8 +145,8 @@ fn malformed_messages_say_why() {
 fn a_sync_s_imports_come_a_page_at_a_time() {
     let imports = |n: usize| SyncImports {
         run_id: "r".parse().expect("a run id"),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: "o".parse().expect("an id"),
+        integration_id: "i".parse().expect("an id"),
         page: 1,
         policies: Vec::new(),
         targets: (0..n)

@@ -54,18 +54,18 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
     let foreign = Tripwire::start().await;
     let org = OrgReady {
         run_id: "run-hostile".parse().expect("a run id"),
-        group_id: "g".into(),
+        group_id: "g".parse().expect("an id"),
         workspace: "acme-000".into(),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: Some("o".parse().expect("an id")),
+        integration_id: Some("i".parse().expect("an id")),
         filters: None,
         credential: None,
         sync: None,
     };
     let import = ImportRepo {
         run_id: "run-hostile".parse().expect("a run id"),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: "o".parse().expect("an id"),
+        integration_id: "i".parse().expect("an id"),
         target: Target {
             owner: "acme-000".into(),
             name: "api".into(),
@@ -80,7 +80,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
             "discoverer",
             long_run_id(Body::RunRequested(RunRequested {
                 run_id: "run-hostile".parse().expect("a run id"),
-                group_id: "g".into(),
+                group_id: "g".parse().expect("an id"),
                 source_org_id: None,
                 filters: None,
                 sync: None,
@@ -101,7 +101,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
             "org-creator",
             long_run_id(Body::WorkspaceDiscovered(WorkspaceDiscovered {
                 run_id: "run-hostile".parse().expect("a run id"),
-                group_id: "g".into(),
+                group_id: "g".parse().expect("an id"),
                 source_org_id: None,
                 workspace: "acme-000".into(),
                 name: None,

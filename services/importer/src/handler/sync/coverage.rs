@@ -28,7 +28,14 @@ pub fn listed(
     targets: &[String],
     changes: &[Change],
 ) -> Vec<Publish> {
-    let repositories = rows(&s.workspace, &s.org_id, seen, projects, targets, changes);
+    let repositories = rows(
+        &s.workspace,
+        s.org_id.is_some(),
+        seen,
+        projects,
+        targets,
+        changes,
+    );
     let prefix = format!("{}/", s.workspace);
     let orphaned: Vec<Orphan> = changes
         .iter()
@@ -65,10 +72,10 @@ pub fn listed(
         .collect()
 }
 
-/// Each repository of the listing, in slug order, with its status.
+/// Each repository of the listing, in slug order, with its status; `served`: an org serves the workspace.
 pub fn rows(
     workspace: &str,
-    org_id: &str,
+    served: bool,
     seen: &[SeenRepo],
     projects: &[OrgProject],
     targets: &[String],
@@ -93,7 +100,7 @@ pub fn rows(
             row(
                 repo,
                 &name,
-                org_id,
+                served,
                 &held,
                 renamed.get(name.as_str()).copied(),
             )
@@ -107,7 +114,7 @@ pub fn rows(
 fn row(
     repo: &SeenRepo,
     name: &str,
-    org_id: &str,
+    served: bool,
     held: &Held<'_>,
     renamed_from: Option<&str>,
 ) -> RepoCoverage {
@@ -170,7 +177,7 @@ fn row(
         );
         (Coverage::Stale, Some(reason), other)
     } else {
-        let reason = if org_id.is_empty() {
+        let reason = if !served {
             "no Snyk org serves this workspace: `bb2snyk run` creates one and imports it"
         } else if !all.is_empty() {
             "its projects in Snyk are deactivated"

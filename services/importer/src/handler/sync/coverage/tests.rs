@@ -69,7 +69,7 @@ fn each_repository_gets_the_status_snyk_gives_it() {
         uuid: None,
         projects: 0,
     }];
-    let rows = rows("ws", "org", &seen, &projects, &targets, &changes);
+    let rows = rows("ws", true, &seen, &projects, &targets, &changes);
     assert_eq!(rows.len(), 9);
     assert_eq!(
         status_of(&rows, "imported"),
@@ -113,7 +113,7 @@ fn each_repository_gets_the_status_snyk_gives_it() {
 fn a_workspace_without_an_org_is_missing_throughout() {
     let rows = rows(
         "ws",
-        "",
+        false,
         &[seen("a", Some("main")), seen("b", None)],
         &[],
         &[],
@@ -134,8 +134,8 @@ fn a_workspace_without_an_org_is_missing_throughout() {
 fn a_large_workspace_is_listed_in_parts() {
     let s = SyncWorkspace {
         run_id: "r".parse().expect("a run id"),
-        org_id: "o".into(),
-        integration_id: "i".into(),
+        org_id: Some("o".parse().expect("an id")),
+        integration_id: Some("i".parse().expect("an id")),
         workspace: "ws".into(),
         sync: Default::default(),
         credential: None,
