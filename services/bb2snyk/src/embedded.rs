@@ -244,7 +244,12 @@ impl Logs {
                     self.imported.append(
                         INFO,
                         "Target imported",
-                        files::imported_line(org_id, integration_id, target, &e.job_url),
+                        files::imported_line(
+                            org_id,
+                            integration_id,
+                            target,
+                            e.job_url.as_deref().unwrap_or_default(),
+                        ),
                     )?;
                 }
                 Ok(Event::SyncPlanned(e)) => self.planned.push(e),

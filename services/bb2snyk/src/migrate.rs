@@ -184,7 +184,7 @@ async fn app_orgs(
             workspace: m.workspace.clone(),
             name: Some(name.clone()),
             filters: None,
-            credential: credential.clone(),
+            credential: credential.clone().and_then(|c| c.parse().ok()),
             sync: None,
         };
         let found = creator.org_for(&w).await.and_then(|mapping| {

@@ -8,8 +8,8 @@ use bb2snyk_bitbucket::{
 use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
-    Body, Event, ImportRepo, IntegrationId, OrgId, OrgReady, ProjectPolicy, RepoSkipped, ReposPage,
-    RunRequested, SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
+    Body, CredentialId, Event, ImportRepo, IntegrationId, OrgId, OrgReady, ProjectPolicy,
+    RepoSkipped, ReposPage, RunRequested, SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
 };
 use bb2snyk_policy::{Decision, Policy};
 use futures_util::future::BoxFuture;
@@ -72,6 +72,15 @@ impl Discoverer {
             tracing::error!(run = %run.run_id, workspaces = ?discovery.unseen, "no Bitbucket credential sees these workspaces of bitbucket.workspaces; add a consumer for each to BITBUCKET_APP_CREDENTIALS_FILE");
         }
         let (workspaces, credentials): (Vec<_>, Vec<_>) = discovery.workspaces.into_iter().unzip();
+        // A credential's id is a hash of its consumer: always a valid one, checked all the same.
+        let credentials: Result<Vec<Option<CredentialId>>, String> = credentials
+            .into_iter()
+            .map(|c| c.map(CredentialId::new).transpose())
+            .collect();
+        let credentials = match credentials {
+            Ok(credentials) => credentials,
+            Err(e) => return Outcome::park(format!("a Bitbucket credential's id: {e}")),
+        };
         tracing::info!(run = %run.run_id, workspaces = workspaces.len(), "discovered workspaces");
         // Names are made unique over the whole tenant here, where every workspace is known.
         let names = org_names(&workspaces);

@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Duration};
 
 use bb2snyk_broker::{Handler, Message, Outcome};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
-use bb2snyk_messages::{Body, Event, ImportRepo, ImportRequested, Target, TargetRef};
+use bb2snyk_messages::{
+    Body, Event, ImportRepo, ImportRequested, JobUrl, ProjectId, Target, TargetRef,
+};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
 
@@ -192,11 +194,16 @@ impl Importer {
             // A job was requested before (by a replica that then stopped): follow it instead of importing again.
             Some(Record {
                 state: State::Requested,
-                job_url: Some(job_url),
+                job_url: Some(url),
                 ..
-            }) => Ok(Some(Outcome::Ack(vec![
-                self.follow_recorded(import.clone(), job_url),
-            ]))),
+            }) => match JobUrl::new(url) {
+                Ok(job_url) => Ok(Some(Outcome::Ack(vec![
+                    self.follow_recorded(import.clone(), job_url),
+                ]))),
+                // The ledger is input too: a URL no message can carry is no job to follow; Snyk's record
+                // tells whether the import happened.
+                Err(_) => Ok(self.look_in_snyk(import, id).await),
+            },
             // An earlier POST failed in a way that may have reached Snyk: look before posting again.
             Some(r) if r.maybe_requested => Ok(self.look_in_snyk(import, id).await),
             _ => Ok(None),
@@ -264,7 +271,16 @@ impl Importer {
             )
             .await
         {
-            Ok(url) => url,
+            Ok(url) => match JobUrl::new(url) {
+                Ok(url) => url,
+                // The job exists; its URL cannot travel in a message. Snyk's record shows the target once
+                // the job is done, and the next attempt looks there before posting.
+                Err(e) => {
+                    return Outcome::park(format!(
+                        "Snyk's job URL for {id} cannot be followed: {e}"
+                    ));
+                }
+            },
             Err(e) if e.may_have_happened() => return self.ambiguous(&import, id, e).await,
             Err(e) => {
                 // Surely not sent (or refused): nothing to look for later.
@@ -283,7 +299,7 @@ impl Importer {
         };
         let record = Record {
             attempts: import.failed_jobs,
-            job_url: Some(job_url.clone()),
+            job_url: Some(job_url.to_string()),
             ..Record::new(State::Requested, &import.run_id)
         };
         // The job exists now: its poll carries its URL whatever happens to the ledger, so a Redis outage
@@ -390,3 +406,17 @@ mod record;
 mod sync;
 #[cfg(test)]
 mod tests;
+
+/// Snyk's project ids as messages carry them; one that no message can carry (Snyk's answer is input) is
+/// left out, and said so.
+pub(crate) fn project_ids<'a>(ids: impl IntoIterator<Item = &'a String>) -> Vec<ProjectId> {
+    ids.into_iter()
+        .filter_map(|id| match ProjectId::new(id.clone()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(error = %e, "a project id from Snyk that no message can carry; left out");
+                None
+            }
+        })
+        .collect()
+}

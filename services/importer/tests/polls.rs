@@ -84,7 +84,7 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
             failed_jobs: 0,
             policy: None,
         },
-        job_url: "https://api.snyk.io/v1/job".into(),
+        job_url: "https://api.snyk.io/v1/job".parse().expect("an id"),
         polls: 0,
         requested_ms: job.started_ms,
         not_before_ms: job.started_ms + first.as_millis() as u64,

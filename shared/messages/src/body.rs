@@ -8,15 +8,13 @@ use bb2snyk_filters::Filters;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DISCOVERER, GroupId, IMPORTER, IMPORTER_POLLS, IntegrationId, ORG_CREATOR, OrgId,
-    ProjectPolicy, ProjectsMetadata, RunId,
+    CredentialId, DISCOVERER, GroupId, IMPORTER, IMPORTER_POLLS, IntegrationId, JobUrl,
+    ORG_CREATOR, OrgId, ProjectId, ProjectPolicy, ProjectsMetadata, RunId, ids::URL,
 };
 
-/// Bounds of a message's fields, in bytes: ids (runs, groups, orgs, integrations), names (workspace and
-/// repository slugs, display names, branches), and URLs.
-const ID: usize = 128;
+/// Bounds of the fields not yet of a type of their own (`ids.rs` has those), in bytes: names (workspace
+/// and repository slugs, display names, branches) and URLs.
 const NAME: usize = 255;
-const URL: usize = 2048;
 /// A reason, in words.
 const REASON: usize = 1024;
 /// Projects one retire message names at most.
@@ -131,7 +129,7 @@ pub struct SyncWorkspace {
     pub sync: Sync,
     /// The workspace's Bitbucket credential (as in `org.ready.v1`): the one that checks a repository is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<CredentialId>,
     /// Bitbucket filtered the listing (`q=`): what it left out is no sign of anything, so nothing is taken
     /// for deleted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -145,7 +143,7 @@ pub struct RetireProjects {
     /// The target's display name, `workspace/slug`.
     pub target: String,
     /// Snyk project ids, at most [`MAX_RETIRED`].
-    pub projects: Vec<String>,
+    pub projects: Vec<ProjectId>,
     /// Delete them rather than deactivate them.
     #[serde(default)]
     pub delete: bool,
@@ -185,7 +183,7 @@ pub struct WorkspaceDiscovered {
     /// Which Bitbucket credential serves this workspace (a hash, never a secret), when several are
     /// configured; absent with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<CredentialId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<Sync>,
 }
@@ -204,7 +202,7 @@ pub struct OrgReady {
     pub filters: Option<Filters>,
     /// The workspace's Bitbucket credential, copied from its `workspace.discovered.v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
+    pub credential: Option<CredentialId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<Sync>,
 }
@@ -243,7 +241,7 @@ pub struct ImportRepo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollImport {
     pub import: ImportRepo,
-    pub job_url: String,
+    pub job_url: JobUrl,
     pub polls: u32,
     /// When Snyk accepted the import (Unix ms): the job's age decides the next poll.
     #[serde(default)]
@@ -305,14 +303,14 @@ impl Body {
                 m.run_id,
                 m.org_id,
                 m.target,
-                m.projects.first().map_or("", String::as_str)
+                m.projects.first().map_or("", ProjectId::as_str)
             ),
             Self::SyncImports(m) => format!("{}|{}|{}", m.run_id, m.org_id, m.page),
             Self::ProjectsMetadata(m) => format!(
                 "{}|{}|{}",
                 m.run_id,
                 m.org_id,
-                m.projects.first().map_or("", String::as_str)
+                m.projects.first().map_or("", ProjectId::as_str)
             ),
         }
     }
@@ -409,7 +407,6 @@ impl Body {
             Self::WorkspaceDiscovered(w) => vec![
                 ("workspace", &w.workspace, NAME),
                 ("name", or_empty(&w.name), NAME),
-                ("credential", or_empty(&w.credential), ID),
             ],
             Self::OrgReady(o) => org_fields(o),
             Self::ReposPage(p) => {
@@ -418,28 +415,13 @@ impl Body {
                 f
             }
             Self::ImportRepo(i) => import_fields(i),
-            Self::PollImport(p) => {
-                let mut f = import_fields(&p.import);
-                f.push(("job_url", &p.job_url, URL));
-                f
-            }
-            Self::SyncWorkspace(s) => vec![
-                ("workspace", &s.workspace, NAME),
-                ("credential", or_empty(&s.credential), ID),
+            Self::PollImport(p) => import_fields(&p.import),
+            Self::SyncWorkspace(s) => vec![("workspace", &s.workspace, NAME)],
+            Self::RetireProjects(r) => vec![
+                ("target", &r.target, 2 * NAME),
+                ("reason", &r.reason, REASON),
             ],
-            Self::RetireProjects(r) => {
-                let mut f: Vec<Bounded<'_>> = vec![
-                    ("target", &r.target, 2 * NAME),
-                    ("reason", &r.reason, REASON),
-                ];
-                f.extend(r.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
-                f
-            }
-            Self::ProjectsMetadata(m) => {
-                let mut f: Vec<Bounded<'_>> = vec![("target", &m.target, 2 * NAME)];
-                f.extend(m.projects.iter().map(|p| ("projects[]", p.as_str(), ID)));
-                f
-            }
+            Self::ProjectsMetadata(m) => vec![("target", &m.target, 2 * NAME)],
             Self::SyncImports(i) => {
                 let mut f: Vec<Bounded<'_>> = Vec::new();
                 for t in &i.targets {
@@ -479,10 +461,7 @@ fn or_empty(value: &Option<String>) -> &str {
 }
 
 fn org_fields(o: &OrgReady) -> Vec<Bounded<'_>> {
-    vec![
-        ("workspace", &o.workspace, NAME),
-        ("credential", or_empty(&o.credential), ID),
-    ]
+    vec![("workspace", &o.workspace, NAME)]
 }
 
 fn import_fields(i: &ImportRepo) -> Vec<Bounded<'_>> {

@@ -5,7 +5,7 @@
 use bb2snyk_broker::{Message, Publish};
 use serde::{Deserialize, Serialize};
 
-use crate::{CoverageListed, IntegrationId, OrgId, RunId, Target};
+use crate::{CoverageListed, IntegrationId, JobUrl, OrgId, ProjectId, RunId, Target};
 
 /// Declares [`Event`] from one list, so each wire `type` is written once.
 macro_rules! events {
@@ -170,7 +170,7 @@ pub struct ProjectsRetired {
     /// The target's display name, `workspace/slug`.
     pub subject: String,
     pub org_id: OrgId,
-    pub projects: Vec<String>,
+    pub projects: Vec<ProjectId>,
     /// Deleted rather than deactivated.
     pub deleted: bool,
     pub reason: String,
@@ -209,7 +209,7 @@ pub struct ImportRequested {
     pub subject: String,
     #[serde(flatten)]
     pub about: TargetRef,
-    pub job_url: String,
+    pub job_url: JobUrl,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,11 +219,12 @@ pub struct ImportCompleted {
     pub subject: String,
     #[serde(flatten)]
     pub about: TargetRef,
-    /// The job that imported it; empty when Snyk was found to hold the target instead (see `before`, or a
+    /// The job that imported it; absent when Snyk was found to hold the target instead (see `before`, or a
     /// POST of this run whose answer was lost).
-    pub job_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_url: Option<JobUrl>,
     /// The ids of the projects the job made.
-    pub projects: Vec<String>,
+    pub projects: Vec<ProjectId>,
     /// Snyk held the target before this run (an earlier run, another tool): nothing was imported now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub before: bool,
@@ -258,7 +259,10 @@ impl Event {
             Self::SyncPlanned(p) if p.part > 1 => format!("{base}|{}", p.part),
             Self::CoverageListed(c) if c.part > 1 => format!("{base}|{}", c.part),
             Self::ProjectsRetired(r) => {
-                format!("{base}|{}", r.projects.first().map_or("", String::as_str))
+                format!(
+                    "{base}|{}",
+                    r.projects.first().map_or("", ProjectId::as_str)
+                )
             }
             _ => base,
         }
@@ -297,8 +301,8 @@ mod tests {
                     branch: None,
                 },
             },
-            job_url: "https://snyk/job/1".into(),
-            projects: vec!["p1".into()],
+            job_url: Some("https://snyk/job/1".parse().expect("an id")),
+            projects: vec!["p1".parse().expect("an id")],
             before: false,
         })
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Bounds in bytes: ids (runs, groups, orgs, integrations, credentials, projects), names (workspace and
 /// repository slugs, branches), and URLs.
 pub const ID: usize = 128;
+pub const URL: usize = 2048;
 
 /// Why a value cannot be one of these types.
 fn check(what: &str, value: &str, max: usize) -> Result<(), String> {
@@ -118,6 +119,12 @@ wire_string! {
     OrgId, "org_id", ID;
     /// The id of an org's Bitbucket Cloud App integration.
     IntegrationId, "integration_id", ID;
+    /// Which Bitbucket credential serves a workspace: a hash, never a secret.
+    CredentialId, "credential", ID;
+    /// A Snyk project's id.
+    ProjectId, "projects[]", ID;
+    /// An import job's URL, as Snyk's `Location` gave it (checked against `snyk.api_base` before use).
+    JobUrl, "job_url", URL;
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub use event::{
     Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,
     MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,
 };
-pub use ids::{GroupId, IntegrationId, OrgId, RunId};
+pub use ids::{CredentialId, GroupId, IntegrationId, JobUrl, OrgId, ProjectId, RunId};
 pub use policy::{MAX_TAGS, ProjectPolicy, ProjectsMetadata};
 use sha2::{Digest, Sha256};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{OrgId, RunId};
+use crate::{OrgId, ProjectId, RunId};
 
 /// Tags one repository's projects get at most, and values of one attribute.
 pub const MAX_TAGS: usize = 50;
@@ -79,6 +79,6 @@ pub struct ProjectsMetadata {
     /// The target's display name, `workspace/slug`.
     pub target: String,
     /// Snyk project ids, at most [`crate::MAX_RETIRED`].
-    pub projects: Vec<String>,
+    pub projects: Vec<ProjectId>,
     pub policy: ProjectPolicy,
 }

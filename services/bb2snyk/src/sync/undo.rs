@@ -56,7 +56,7 @@ pub async fn undo(settings: &Settings, path: &Path) -> Result<(), Failure> {
             .collect();
         for retired in retirements {
             for id in &retired.projects {
-                match (retired.deleted, active.get(id)) {
+                match (retired.deleted, active.get(id.as_str())) {
                     (true, _) => tally.deleted += 1,
                     (false, None) => tally.not_found += 1,
                     (false, Some(true)) => tally.already_active += 1,

@@ -73,7 +73,8 @@ pub fn out_of_step(
 
 impl Importer {
     pub(super) async fn set_metadata(&self, m: ProjectsMetadata) -> Outcome {
-        let projects = match self.snyk.projects_by_ids(&m.org_id, &m.projects).await {
+        let ids: Vec<String> = m.projects.iter().map(ToString::to_string).collect();
+        let projects = match self.snyk.projects_by_ids(&m.org_id, &ids).await {
             Ok(projects) => projects,
             Err(e) => return snyk_failure(e),
         };

@@ -4,7 +4,7 @@
 use bb2snyk_broker::{Outcome, Publish, Route};
 use bb2snyk_ledger::{Record, State};
 use bb2snyk_messages::{
-    Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, MAX_RETIRED,
+    Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, JobUrl, MAX_RETIRED,
     PollImport, ProjectsMetadata,
 };
 use bb2snyk_snyk::{Job, JobStatus};
@@ -152,7 +152,7 @@ impl Importer {
         bb2snyk_telemetry::metrics::polled(self.kind(&poll), result(job.status));
         let mut record = Record {
             attempts: poll.import.failed_jobs,
-            job_url: Some(poll.job_url.clone()),
+            job_url: Some(poll.job_url.to_string()),
             ..Record::new(State::Requested, &poll.import.run_id)
         };
         match job.status {
@@ -294,7 +294,7 @@ impl Importer {
         }
         let record = Record {
             attempts: poll.import.failed_jobs,
-            job_url: Some(poll.job_url.clone()),
+            job_url: Some(poll.job_url.to_string()),
             projects: job
                 .projects()
                 .filter(|p| p.success)
@@ -319,7 +319,7 @@ impl Importer {
                         run_id: poll.import.run_id.clone(),
                         org_id: poll.import.org_id.clone(),
                         target: format!("{}/{}", poll.import.target.owner, poll.import.target.name),
-                        projects: chunk.to_vec(),
+                        projects: super::project_ids(chunk),
                         policy: policy.clone(),
                     })
                     .publish()
@@ -330,8 +330,8 @@ impl Importer {
             run_id: poll.import.run_id.clone(),
             subject: id.to_owned(),
             about: about(&poll.import),
-            job_url: poll.job_url,
-            projects: record.projects,
+            projects: super::project_ids(&record.projects),
+            job_url: Some(poll.job_url),
             before: false,
         });
         let mut publishes = vec![completed.publish()];
@@ -340,7 +340,7 @@ impl Importer {
     }
 
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
-    pub(super) async fn first_poll(&self, import: ImportRepo, job_url: String) -> Publish {
+    pub(super) async fn first_poll(&self, import: ImportRepo, job_url: JobUrl) -> Publish {
         // Where hints tell of jobs' ends and the importer follows many jobs, a first poll that is not a
         // probe is only a safety net unless jobs are known to take about one time: one at a high quantile
         // of jobs of widely different times found 450 of them pending. Listings tell of their ends from a
@@ -378,7 +378,7 @@ impl Importer {
 
     /// A poll for a job the ledger recorded (its requester stopped): its age is unknown, so it is polled
     /// soon, and it does not count as a first poll for the estimate.
-    pub(super) fn follow_recorded(&self, import: ImportRepo, job_url: String) -> Publish {
+    pub(super) fn follow_recorded(&self, import: ImportRepo, job_url: JobUrl) -> Publish {
         let poll = PollImport {
             import,
             job_url,

@@ -52,7 +52,7 @@ impl Importer {
             run_id: import.run_id.clone(),
             subject: id.to_owned(),
             about: about(import),
-            job_url: String::new(),
+            job_url: None,
             projects: Vec::new(),
             before,
         });

@@ -179,7 +179,7 @@ impl Importer {
                         run_id: s.run_id.clone(),
                         org_id: org_id.clone(),
                         target: target.clone(),
-                        projects: chunk.to_vec(),
+                        projects: super::project_ids(chunk),
                         policy: policy.clone(),
                     })
                     .publish(),
@@ -193,7 +193,7 @@ impl Importer {
                         run_id: s.run_id.clone(),
                         org_id: org_id.clone(),
                         target: retire.target.clone(),
-                        projects: chunk.to_vec(),
+                        projects: super::project_ids(chunk),
                         delete: s.sync.delete,
                         reason: retire.reason.clone(),
                     })

@@ -417,7 +417,7 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
     // From a message.
     let poll = Body::PollImport(bb2snyk_messages::PollImport {
         import: import.clone(),
-        job_url: job_url.clone(),
+        job_url: job_url.parse().expect("a job URL"),
         polls: 0,
         requested_ms: 0,
         not_before_ms: 0,

@@ -15,7 +15,9 @@ fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
             failed_jobs: 0,
             policy: None,
         },
-        job_url: format!("https://api.snyk.io/v1/job/{name}"),
+        job_url: format!("https://api.snyk.io/v1/job/{name}")
+            .parse()
+            .expect("a job URL"),
         polls: 0,
         requested_ms,
         not_before_ms: due_ms,

@@ -48,7 +48,7 @@ fn kinds_are_the_serde_names() {
         Body::ImportRepo(import()),
         Body::PollImport(PollImport {
             import: import(),
-            job_url: "https://snyk/job".into(),
+            job_url: "https://snyk/job".parse().expect("an id"),
             polls: 2,
             requested_ms: 0,
             not_before_ms: 0,
@@ -71,7 +71,9 @@ fn a_retire_names_a_bounded_number_of_projects() {
         run_id: "r".parse().expect("a run id"),
         org_id: "o".parse().expect("an id"),
         target: "acme/api".into(),
-        projects: (0..n).map(|i| format!("p-{i}")).collect(),
+        projects: (0..n)
+            .map(|i| format!("p-{i}").parse().expect("a project id"))
+            .collect(),
         delete: false,
         reason: "gone".into(),
     };

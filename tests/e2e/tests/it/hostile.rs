@@ -120,7 +120,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
             "importer-polls",
             long_run_id(Body::PollImport(PollImport {
                 import: import.clone(),
-                job_url: "https://api.snyk.io/v1/job".into(),
+                job_url: "https://api.snyk.io/v1/job".parse().expect("an id"),
                 polls: 0,
                 requested_ms: 0,
                 not_before_ms: 0,
@@ -133,7 +133,9 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
             "importer-polls",
             Body::PollImport(PollImport {
                 import,
-                job_url: format!("{}/v1/org/o/integrations/i/import/j", foreign.url()),
+                job_url: format!("{}/v1/org/o/integrations/i/import/j", foreign.url())
+                    .parse()
+                    .expect("a job URL"),
                 polls: 0,
                 requested_ms: 0,
                 not_before_ms: 0,
