@@ -286,7 +286,9 @@ impl SyncFlags {
             delete: self.delete,
             org_id: self.org_id.clone(),
             allow_mass_retire: self.allow_mass_retire || settings.sync.allow_mass_retire,
-            started_ms: Some(bb2snyk_telemetry::clock::now_unix_ms()),
+            started_ms: Some(bb2snyk_messages::UnixMs(
+                bb2snyk_telemetry::clock::now_unix_ms(),
+            )),
             report: false,
         }
     }

@@ -212,7 +212,7 @@ impl Hints {
         }
         let mut state = self.lock();
         if state.count == 0 {
-            state.following_since_ms = poll.requested_ms;
+            state.following_since_ms = poll.requested_at(now_ms());
         }
         let Followed { orgs, count, .. } = &mut *state;
         let org = orgs.entry(poll.import.org_id.to_string()).or_default();
@@ -227,7 +227,7 @@ impl Hints {
             name,
             Job {
                 poll: poll.clone(),
-                due_ms: poll.not_before_ms,
+                due_ms: poll.due_ms(),
             },
         );
     }
@@ -372,7 +372,7 @@ impl Hints {
                     .jobs
                     .values()
                     .filter(|job| job.live(now_ms))
-                    .map(|job| job.poll.requested_ms)
+                    .map(|job| job.poll.requested_at(now_ms))
                     .min();
                 due.push(Listing {
                     org: id.clone(),
@@ -395,7 +395,7 @@ impl Hints {
             .values()
             .flat_map(|org| org.jobs.values())
             .filter(|job| job.live(now_ms))
-            .map(|job| job.poll.requested_ms)
+            .map(|job| job.poll.requested_at(now_ms))
             .min()
             .unwrap_or(0);
         due
@@ -591,7 +591,7 @@ fn expected_done(org: &Org, durations: &Cdf, now_ms: u64) -> (f64, usize) {
     let done = worth
         .iter()
         .map(|job| {
-            let requested = job.poll.requested_ms;
+            let requested = job.poll.requested_at(now_ms);
             let age = now_ms.saturating_sub(requested);
             let before = org
                 .listed_ms

@@ -10,7 +10,7 @@ use std::{
 
 use bb2snyk_broker::{Handler, Message, Outcome, RetryPolicy, memory::MemoryBroker};
 use bb2snyk_importer::{PollTiming, Schedule, now_ms, wait_until};
-use bb2snyk_messages::{Body, IMPORTER_POLLS, ImportRepo, PollImport, Target};
+use bb2snyk_messages::{Body, IMPORTER_POLLS, ImportRepo, PollImport, Target, UnixMs};
 use bb2snyk_store::Store;
 use futures_util::future::BoxFuture;
 
@@ -31,7 +31,7 @@ impl Handler for Job {
             let Ok(Body::PollImport(poll)) = Body::from_message(&message) else {
                 return Outcome::park("not a poll");
             };
-            if let Some(wait) = wait_until(poll.not_before_ms) {
+            if let Some(wait) = wait_until(poll.due_ms()) {
                 return Outcome::defer(wait);
             }
             let age = now_ms() - self.started_ms;
@@ -42,7 +42,7 @@ impl Handler for Job {
             let wait = self.schedule.next_poll(Duration::from_millis(age));
             let again = PollImport {
                 polls: poll.polls + 1,
-                not_before_ms: now_ms() + wait.as_millis() as u64,
+                not_before_ms: Some(UnixMs(now_ms() + wait.as_millis() as u64)),
                 ..poll
             };
             Outcome::Ack(vec![Body::PollImport(again).publish_after(wait)])
@@ -86,9 +86,9 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
         },
         job_url: "https://api.snyk.io/v1/job".parse().expect("an id"),
         polls: 0,
-        requested_ms: job.started_ms,
-        not_before_ms: job.started_ms + first.as_millis() as u64,
-        probe_ms: 0,
+        requested_ms: Some(UnixMs(job.started_ms)),
+        not_before_ms: Some(UnixMs(job.started_ms + first.as_millis() as u64)),
+        probe_ms: None,
         hinted: false,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     CredentialId, DISCOVERER, GroupId, IMPORTER, IMPORTER_POLLS, IntegrationId, JobUrl,
-    ORG_CREATOR, OrgId, ProjectId, ProjectPolicy, ProjectsMetadata, RunId, ids::URL,
+    ORG_CREATOR, OrgId, ProjectId, ProjectPolicy, ProjectsMetadata, RunId, UnixMs, ids::URL,
 };
 
 /// Bounds of the fields not yet of a type of their own (`ids.rs` has those), in bytes: names (workspace
@@ -110,7 +110,7 @@ pub struct Sync {
     pub allow_mass_retire: bool,
     /// When the sync was asked for (Unix ms): projects Snyk created after it are never retired by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_ms: Option<u64>,
+    pub started_ms: Option<UnixMs>,
     /// A coverage report (`bb2snyk report`): the comparison is told as `coverage.listed` events, nothing
     /// is changed, and a workspace without an org is listed too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -243,16 +243,29 @@ pub struct PollImport {
     pub import: ImportRepo,
     pub job_url: JobUrl,
     pub polls: u32,
-    /// When Snyk accepted the import (Unix ms): the job's age decides the next poll.
-    #[serde(default)]
-    pub requested_ms: u64,
-    /// Not to be polled before this (Unix ms): a poll that comes back early waits out the rest.
-    #[serde(default)]
-    pub not_before_ms: u64,
-    /// For a job whose first poll was a probe, the estimate it probed (ms); 0 for others. Its later polls
-    /// tell the fleet how long probed jobs run (left out of the JSON when 0).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub probe_ms: u64,
+    /// When Snyk accepted the import: the job's age decides the next poll (absent: not known, as for a
+    /// job found in the ledger).
+    #[serde(
+        default,
+        deserialize_with = "crate::zero_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub requested_ms: Option<UnixMs>,
+    /// Not to be polled before this: a poll that comes back early waits out the rest (absent: due now).
+    #[serde(
+        default,
+        deserialize_with = "crate::zero_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_before_ms: Option<UnixMs>,
+    /// For a job whose first poll was a probe, the estimate it probed (ms); absent for others. Its later
+    /// polls tell the fleet how long probed jobs run.
+    #[serde(
+        default,
+        deserialize_with = "crate::zero_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub probe_ms: Option<u64>,
     /// A poll made now because Snyk listed the job's target as new (a hint that it is done), beside the
     /// job's own scheduled poll: it only records a completed job, and never polls again (left out of the
     /// JSON when false).
@@ -260,8 +273,21 @@ pub struct PollImport {
     pub hinted: bool,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+impl PollImport {
+    /// When Snyk accepted the import (Unix ms); `now_ms` when that is not known.
+    pub fn requested_at(&self, now_ms: u64) -> u64 {
+        self.requested_ms.map_or(now_ms, UnixMs::get)
+    }
+
+    /// When the poll is due (Unix ms); 0: now.
+    pub fn due_ms(&self) -> u64 {
+        self.not_before_ms.map_or(0, UnixMs::get)
+    }
+
+    /// The estimate the job's first poll probed (ms); 0: its first poll was no probe.
+    pub fn probed_ms(&self) -> u64 {
+        self.probe_ms.unwrap_or(0)
+    }
 }
 
 impl ImportRepo {

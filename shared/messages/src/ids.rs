@@ -25,6 +25,34 @@ fn check(what: &str, value: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// A time on the wire: milliseconds since the Unix epoch. Zero is no time: a field that may be absent
+/// is an `Option` of this, and reads a 0 (as releases before this one wrote "none") as absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnixMs(pub u64);
+
+impl UnixMs {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Reads an optional number that earlier releases wrote as 0 for "none".
+pub fn zero_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<u64>,
+{
+    let n: Option<u64> = Option::deserialize(deserializer)?;
+    Ok(n.filter(|n| *n != 0).map(T::from))
+}
+
+impl From<u64> for UnixMs {
+    fn from(ms: u64) -> Self {
+        Self(ms)
+    }
+}
+
 macro_rules! wire_string {
     ($($(#[doc = $doc:literal])* $name:ident, $what:literal, $max:expr;)+) => {$(
         $(#[doc = $doc])*

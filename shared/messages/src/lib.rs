@@ -23,7 +23,9 @@ pub use event::{
     Change, ChangeKind, Checked, Event, ImportCompleted, ImportFailed, ImportRequested,
     MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,
 };
-pub use ids::{CredentialId, GroupId, IntegrationId, JobUrl, OrgId, ProjectId, RunId};
+pub use ids::{
+    CredentialId, GroupId, IntegrationId, JobUrl, OrgId, ProjectId, RunId, UnixMs, zero_is_none,
+};
 pub use policy::{MAX_TAGS, ProjectPolicy, ProjectsMetadata};
 use sha2::{Digest, Sha256};
 

@@ -121,9 +121,9 @@ fn bodies() -> Vec<Body> {
             import,
             job_url: "https://api.snyk.io/v1/job".parse().expect("an id"),
             polls: 0,
-            requested_ms: 0,
-            not_before_ms: 0,
-            probe_ms: 5_000,
+            requested_ms: Some(bb2snyk_messages::UnixMs(1)),
+            not_before_ms: Some(bb2snyk_messages::UnixMs(2)),
+            probe_ms: Some(5_000),
             hinted: true,
         }),
         Body::SyncWorkspace(SyncWorkspace {
@@ -167,7 +167,7 @@ fn sync() -> Sync {
         delete: false,
         org_id: Some("o".parse().expect("an id")),
         allow_mass_retire: true,
-        started_ms: Some(1),
+        started_ms: Some(bb2snyk_messages::UnixMs(1)),
         report: true,
     }
 }

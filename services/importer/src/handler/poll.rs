@@ -5,7 +5,7 @@ use bb2snyk_broker::{Outcome, Publish, Route};
 use bb2snyk_ledger::{Record, State};
 use bb2snyk_messages::{
     Body, Event, IMPORTER_POLLS, ImportCompleted, ImportFailed, ImportRepo, JobUrl, MAX_RETIRED,
-    PollImport, ProjectsMetadata,
+    PollImport, ProjectsMetadata, UnixMs,
 };
 use bb2snyk_snyk::{Job, JobStatus};
 
@@ -37,7 +37,7 @@ impl Importer {
     /// A poll's kind, as its metric says it: a job's first poll (a probe's, when it probes the estimate),
     /// a later one while hints tell of jobs' ends (a safety net), or a later one otherwise.
     fn kind(&self, poll: &PollImport) -> &'static str {
-        match (poll.polls, poll.probe_ms) {
+        match (poll.polls, poll.probed_ms()) {
             (0, 0) => "first",
             (0, _) => "probe",
             _ if self.hints.trusted() => "safety_net",
@@ -51,12 +51,12 @@ impl Importer {
         if poll.hinted {
             return self.hinted(poll).await;
         }
-        let wait = wait_until(poll.not_before_ms);
+        let wait = wait_until(poll.due_ms());
         // A hint may have seen the job done meanwhile: then its poll ends as it passes, not when due, so
         // a run is not kept waiting by the polls of jobs already recorded. Not a probe's first poll: what
         // it finds moves the estimate, and heard early, probes' "done" outnumbered their "pending" (heard
         // only when due), which drew the estimate down to 44 s for jobs of up to 60 s.
-        let probe = poll.probe_ms != 0 && poll.polls == 0;
+        let probe = poll.probed_ms() != 0 && poll.polls == 0;
         if let Some(wait) = wait.filter(|_| !self.hints.enabled() || probe) {
             return Outcome::defer(wait);
         }
@@ -126,7 +126,7 @@ impl Importer {
                 self.schedule.first_poll_found(true, scheduled(poll)).await;
             }
             self.schedule
-                .probed_job_found(poll.probe_ms, poll.polls, true, age(poll))
+                .probed_job_found(poll.probed_ms(), poll.polls, true, age(poll))
                 .await;
         }
         Some(Outcome::ack())
@@ -172,9 +172,9 @@ impl Importer {
                 }
                 let age = age(&poll);
                 self.schedule
-                    .probed_job_found(poll.probe_ms, poll.polls, false, age)
+                    .probed_job_found(poll.probed_ms(), poll.polls, false, age)
                     .await;
-                let wait = if poll.polls == 0 && poll.probe_ms != 0 {
+                let wait = if poll.polls == 0 && poll.probed_ms() != 0 {
                     self.schedule.after_probe(age).await
                 } else {
                     self.schedule.next_poll(age)
@@ -182,14 +182,14 @@ impl Importer {
                 self.schedule.found_pending(age);
                 // Where hints tell of jobs' ends, this poll is only a safety net. A probe's job is polled
                 // once more on time: its second poll tells how far past the estimate jobs run.
-                let wait = if (poll.probe_ms == 0 || poll.polls > 0) && self.hints.trusted() {
+                let wait = if (poll.probed_ms() == 0 || poll.polls > 0) && self.hints.trusted() {
                     wait.max(self.schedule.longest_wait())
                 } else {
                     wait
                 };
                 tracing::debug!(
                     polls = poll.polls,
-                    probe = poll.probe_ms != 0,
+                    probe = poll.probed_ms() != 0,
                     ?age,
                     ?wait,
                     "job pending"
@@ -207,7 +207,7 @@ impl Importer {
                     self.schedule.first_poll_found(true, scheduled(&poll)).await;
                 }
                 self.schedule
-                    .probed_job_found(poll.probe_ms, poll.polls, true, age(&poll))
+                    .probed_job_found(poll.probed_ms(), poll.polls, true, age(&poll))
                     .await;
                 self.hints.seen_done(age(&poll));
                 self.completed(poll, &job).await
@@ -368,9 +368,9 @@ impl Importer {
             import,
             job_url,
             polls: 0,
-            requested_ms: now_ms(),
-            not_before_ms: 0,
-            probe_ms: first.probe_ms,
+            requested_ms: Some(UnixMs(now_ms())),
+            not_before_ms: None,
+            probe_ms: (first.probe_ms != 0).then_some(first.probe_ms),
             hinted: false,
         };
         self.poll_after(poll, first.wait)
@@ -383,9 +383,9 @@ impl Importer {
             import,
             job_url,
             polls: 1,
-            requested_ms: now_ms(),
-            not_before_ms: 0,
-            probe_ms: 0,
+            requested_ms: Some(UnixMs(now_ms())),
+            not_before_ms: None,
+            probe_ms: None,
             hinted: false,
         };
         self.poll_after(poll, self.schedule.next_poll(Duration::ZERO))
@@ -394,8 +394,9 @@ impl Importer {
     /// `poll`, due `wait` from now; its job is followed for hints until then.
     fn poll_after(&self, poll: PollImport, wait: Duration) -> Publish {
         let poll = PollImport {
-            not_before_ms: now_ms()
-                .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            not_before_ms: Some(UnixMs(
+                now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            )),
             ..poll
         };
         self.hints.follow(&poll);
@@ -412,10 +413,14 @@ impl Importer {
 
 /// The wait a poll was scheduled with: from its job's request to when it was due.
 fn scheduled(poll: &PollImport) -> Duration {
-    Duration::from_millis(poll.not_before_ms.saturating_sub(poll.requested_ms))
+    Duration::from_millis(
+        poll.due_ms()
+            .saturating_sub(poll.requested_at(poll.due_ms())),
+    )
 }
 
 /// How long ago Snyk accepted the poll's job.
 fn age(poll: &PollImport) -> Duration {
-    Duration::from_millis(now_ms().saturating_sub(poll.requested_ms))
+    let now = now_ms();
+    Duration::from_millis(now.saturating_sub(poll.requested_at(now)))
 }

@@ -65,7 +65,7 @@ impl Importer {
             started: s
                 .sync
                 .started_ms
-                .map(bb2snyk_telemetry::clock::rfc3339_secs),
+                .map(|at| bb2snyk_telemetry::clock::rfc3339_secs(at.get())),
         });
         let bitbucket = match &self.bitbucket {
             Some(tenant) => match tenant.client(s.credential.as_deref()) {

@@ -80,7 +80,7 @@ fn import(sandbox: &Sandbox) -> ImportRepo {
 fn due(message: &bb2snyk_broker::Message) -> bb2snyk_broker::Message {
     match Body::from_message(message) {
         Ok(Body::PollImport(poll)) => Body::PollImport(bb2snyk_messages::PollImport {
-            not_before_ms: 0,
+            not_before_ms: None,
             ..poll
         })
         .to_message(),
@@ -274,7 +274,10 @@ async fn a_pending_job_is_polled_again_and_a_refused_import_is_parked() {
         Ok(Body::PollImport(p)) => p.probe_ms,
         other => panic!("expected a poll, got {other:?}"),
     };
-    assert_ne!(probe_ms, 0, "the first poll of a fresh importer is a probe");
+    assert!(
+        probe_ms.is_some(),
+        "the first poll of a fresh importer is a probe"
+    );
     let next = publishes(slow.importer.handle(due(poll)).await);
     match &next[..] {
         [p] => match Body::from_message(&p.message) {
@@ -419,9 +422,9 @@ async fn a_job_url_on_another_host_is_parked_and_never_polled() {
         import: import.clone(),
         job_url: job_url.parse().expect("a job URL"),
         polls: 0,
-        requested_ms: 0,
-        not_before_ms: 0,
-        probe_ms: 0,
+        requested_ms: None,
+        not_before_ms: None,
+        probe_ms: None,
         hinted: false,
     });
     match rig.importer.handle(poll.to_message()).await {

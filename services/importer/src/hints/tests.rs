@@ -19,9 +19,9 @@ fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
             .parse()
             .expect("a job URL"),
         polls: 0,
-        requested_ms,
-        not_before_ms: due_ms,
-        probe_ms: 0,
+        requested_ms: Some(bb2snyk_messages::UnixMs(requested_ms)),
+        not_before_ms: Some(bb2snyk_messages::UnixMs(due_ms)),
+        probe_ms: None,
         hinted: false,
     }
 }
