@@ -247,7 +247,7 @@ impl Logs {
                         files::imported_line(
                             org_id,
                             integration_id,
-                            target,
+                            &files::FileTarget::from(target),
                             e.job_url.as_deref().unwrap_or_default(),
                         ),
                     )?;

@@ -103,12 +103,30 @@ pub struct FileTarget {
 }
 
 impl FileTarget {
-    pub fn to_target(&self) -> Target {
-        Target {
-            owner: self.owner.clone(),
-            name: self.name.clone(),
-            branch: self.branch.clone(),
+    /// As messages carry it, or why they cannot (a file is input).
+    pub fn to_target(&self) -> Result<Target, String> {
+        Target::new(&self.owner, &self.name, self.branch.as_deref())
+    }
+
+    /// A target named by strings (Snyk's listing), for a log line.
+    pub fn named(owner: &str, name: &str, branch: Option<String>) -> Self {
+        Self {
+            fork: None,
+            name: name.to_owned(),
+            full_name: None,
+            owner: owner.to_owned(),
+            branch,
         }
+    }
+}
+
+impl From<&Target> for FileTarget {
+    fn from(target: &Target) -> Self {
+        Self::named(
+            &target.owner,
+            &target.name,
+            target.branch.as_ref().map(ToString::to_string),
+        )
     }
 }
 
@@ -338,14 +356,26 @@ pub async fn save_uuids(dir: &Path, ledger: &bb2snyk_ledger::Ledger) -> Result<(
 }
 
 /// The line `imported-targets.log` gets for a completed import.
-pub fn imported_line(org_id: &str, integration_id: &str, target: &Target, job_url: &str) -> Value {
+pub fn imported_line(
+    org_id: &str,
+    integration_id: &str,
+    target: &FileTarget,
+    job_url: &str,
+) -> Value {
+    let id = bb2snyk_messages::target_id_of(
+        org_id,
+        integration_id,
+        &target.name,
+        &target.owner,
+        target.branch.as_deref(),
+    );
     json!({
         "target": target,
         // snyk-api-import's `list:imported` writes null where no job is known.
         "locationUrl": (!job_url.is_empty()).then_some(job_url),
         "orgId": org_id,
         "integrationId": integration_id,
-        "targetId": target_id(org_id, integration_id, target),
+        "targetId": id,
     })
 }
 

@@ -1,7 +1,6 @@
 //! `list:imported`: what Snyk already holds, as snyk-api-import's command of that name writes it, so this
 //! tool's `import` (or snyk-api-import's) resumes from Snyk itself rather than from a log that was lost.
 
-use bb2snyk_messages::Target;
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::Client as Snyk;
 
@@ -43,11 +42,7 @@ pub async fn list(settings: &Settings, args: &ListImportedArgs) -> Result<(), Fa
             let Some((owner, name)) = found.display_name.split_once('/') else {
                 continue;
             };
-            let target = Target {
-                owner: owner.to_owned(),
-                name: name.to_owned(),
-                branch: found.branch,
-            };
+            let target = files::FileTarget::named(owner, name, found.branch);
             log.append(
                 INFO,
                 "Target exists in Snyk",

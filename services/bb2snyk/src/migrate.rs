@@ -14,7 +14,8 @@ use std::collections::HashMap;
 
 use bb2snyk_bitbucket::{RepoFilter, Tenant};
 use bb2snyk_messages::{
-    Body, GroupId, ImportRepo, IntegrationId, OrgId, Target, WorkspaceDiscovered,
+    Body, DisplayName, GroupId, ImportRepo, IntegrationId, OrgId, Target, WorkspaceDiscovered,
+    WorkspaceSlug,
 };
 use bb2snyk_settings::Settings;
 use bb2snyk_snyk::{Client as Snyk, OrgProject};
@@ -177,12 +178,19 @@ async fn app_orgs(
         let Some((_, name, credential)) = workspaces.found.get(&m.workspace) else {
             continue;
         };
+        let workspace = match WorkspaceSlug::new(m.workspace.as_str()) {
+            Ok(workspace) => workspace,
+            Err(e) => {
+                orgs.insert(m.workspace.clone(), Err(e));
+                continue;
+            }
+        };
         let w = WorkspaceDiscovered {
             run_id: bb2snyk_messages::new_run_id(),
             group_id: group_id.clone(),
             source_org_id: None,
-            workspace: m.workspace.clone(),
-            name: Some(name.clone()),
+            workspace,
+            name: DisplayName::new(name.as_str()).ok(),
             filters: None,
             credential: credential.clone().and_then(|c| c.parse().ok()),
             sync: None,
@@ -212,15 +220,15 @@ async fn import(
         let Some(Ok((org_id, integration_id))) = orgs.get(&m.workspace) else {
             continue;
         };
+        // Snyk's names are input: one no message can carry is not imported, and its projects stay.
+        let Ok(target) = Target::new(&m.workspace, &m.slug, m.branch.as_deref()) else {
+            continue;
+        };
         pipeline.publish(&Body::ImportRepo(ImportRepo {
             run_id: pipeline.run_id.clone(),
             org_id: org_id.clone(),
             integration_id: integration_id.clone(),
-            target: Target {
-                owner: m.workspace.clone(),
-                name: m.slug.clone(),
-                branch: m.branch.clone(),
-            },
+            target,
             failed_jobs: 0,
             policy: None,
         }));

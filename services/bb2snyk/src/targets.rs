@@ -171,15 +171,22 @@ pub async fn import(settings: &Settings, args: &ImportArgs) -> Result<(), Failur
                 )));
             }
         };
-        let target = entry.target.to_target();
+        let target = entry.target.to_target().map_err(|e| {
+            Failure::Config(format!(
+                "target {}/{} in {}: {e}",
+                entry.target.owner,
+                entry.target.name,
+                path.display()
+            ))
+        })?;
         if done.contains(&files::target_id(&org_id, &integration_id, &target)) {
             skipped += 1;
             continue;
         }
         // A targets file names only the workspace and the repository: rules that match on those apply.
         let decision = policy.decide(&Facts {
-            workspace: target.owner.clone(),
-            slug: target.name.clone(),
+            workspace: target.owner.to_string(),
+            slug: target.name.to_string(),
             ..Facts::default()
         });
         if decision.skip.is_some() {

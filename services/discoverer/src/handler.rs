@@ -8,8 +8,9 @@ use bb2snyk_bitbucket::{
 use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
-    Body, CredentialId, Event, ImportRepo, IntegrationId, OrgId, OrgReady, ProjectPolicy,
-    RepoSkipped, ReposPage, RunRequested, SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
+    Body, CredentialId, DisplayName, Event, ImportRepo, IntegrationId, OrgId, OrgReady, PageUrl,
+    ProjectPolicy, RepoSkipped, ReposPage, RunRequested, SyncImports, SyncWorkspace, Target,
+    WorkspaceDiscovered, WorkspaceSlug,
 };
 use bb2snyk_policy::{Decision, Policy};
 use futures_util::future::BoxFuture;
@@ -38,7 +39,7 @@ impl Handler for Discoverer {
             match Body::from_message(&message) {
                 Ok(Body::RunRequested(run)) => self.workspaces(run).await,
                 Ok(Body::OrgReady(org)) => self.page(org, None, 1).await,
-                Ok(Body::ReposPage(p)) => self.page(p.org, Some(p.next), p.page).await,
+                Ok(Body::ReposPage(p)) => self.page(p.org, Some(p.next.into()), p.page).await,
                 Ok(Body::SyncImports(i)) => self.sync_imports(i).await,
                 Ok(other) => Outcome::park(format!(
                     "{} does not belong on the discoverer's queue",
@@ -88,18 +89,26 @@ impl Discoverer {
             .into_iter()
             .zip(names)
             .zip(credentials)
-            .map(|((w, name), credential)| {
-                Body::WorkspaceDiscovered(WorkspaceDiscovered {
+            .filter_map(|((w, name), credential)| {
+                // A slug no message can carry (Bitbucket's answer is input) is said, not sent.
+                let workspace = match WorkspaceSlug::new(w.slug) {
+                    Ok(workspace) => workspace,
+                    Err(e) => {
+                        tracing::error!(run = %run.run_id, error = %e, "a workspace no message can name is left out");
+                        return None;
+                    }
+                };
+                let message = Body::WorkspaceDiscovered(WorkspaceDiscovered {
                     run_id: run.run_id.clone(),
                     group_id: run.group_id.clone(),
                     source_org_id: run.source_org_id.clone(),
-                    workspace: w.slug,
-                    name: Some(name),
+                    workspace,
+                    name: DisplayName::new(name).ok(),
                     filters: run.filters.clone(),
                     credential,
                     sync: run.sync.clone(),
-                })
-                .publish()
+                });
+                Some(message.publish())
             })
             .collect();
         Outcome::Ack(publishes)
@@ -202,9 +211,18 @@ impl Discoverer {
             );
         }
         if let Some(next) = pages.next_url() {
+            let next = match PageUrl::new(next) {
+                Ok(next) => next,
+                Err(e) => {
+                    return Outcome::park(format!(
+                        "Bitbucket's link to the next page of workspace {} cannot be carried: {e}",
+                        org.workspace
+                    ));
+                }
+            };
             let more = Body::ReposPage(ReposPage {
                 org: org.clone(),
-                next: next.to_owned(),
+                next,
                 page: page.saturating_add(1),
             });
             publishes.push(more.publish());
@@ -251,10 +269,12 @@ impl Discoverer {
     ) -> Result<(), LedgerError> {
         let mut seen = Vec::with_capacity(repos.len());
         for repo in repos {
-            let target = Target {
-                owner: org.workspace.clone(),
-                name: repo.slug.clone(),
-                branch: repo.branch().map(str::to_owned),
+            let target = match Target::new(&org.workspace, &repo.slug, repo.branch()) {
+                Ok(target) => target,
+                Err(e) => {
+                    tracing::warn!(workspace = %org.workspace, error = %e, "a repository no message can name; left out of the sync");
+                    continue;
+                }
             };
             let id = bb2snyk_messages::target_id(
                 org.org_id.as_deref().unwrap_or_default(),
@@ -277,7 +297,7 @@ impl Discoverer {
                     .map(|g| g.as_str().to_owned())
                     .collect(),
                 slug: repo.slug,
-                branch: target.branch,
+                branch: target.branch.map(String::from),
                 uuid: repo.uuid,
             });
         }
@@ -302,47 +322,59 @@ impl Discoverer {
         decision: &Decision,
         extra: Vec<String>,
     ) -> Result<Vec<Publish>, LedgerError> {
-        let import = |branch: Option<String>| ImportRepo {
+        let import = |target: Target| ImportRepo {
             run_id: org.run_id.clone(),
             org_id: org_id.clone(),
             integration_id: integration_id.clone(),
-            target: Target {
-                owner: org.workspace.clone(),
-                name: repo.slug.clone(),
-                branch,
-            },
+            target,
             failed_jobs: 0,
             policy: applied(decision),
         };
-        let main = import(repo.branch().map(str::to_owned));
-        let id = main.target_id();
+        // A repository whose name or branch no message can carry is skipped, with the reason.
+        let (main, unnamed) = match Target::new(&org.workspace, &repo.slug, repo.branch()) {
+            Ok(target) => (Some(import(target)), None),
+            Err(e) => (
+                None,
+                Some(format!("its name or branch cannot be imported: {e}")),
+            ),
+        };
+        let id = main.as_ref().map_or_else(
+            || format!("{org_id}:{integration_id}:{}:{}", repo.slug, org.workspace),
+            ImportRepo::target_id,
+        );
         self.ledger
             .mark(&org.run_id, Tally::Discovered, &id)
             .await?;
-        let Some(reason) = skip_reason(filter, &repo, decision) else {
-            let mut imports = vec![Body::ImportRepo(main).publish()];
-            for branch in extra {
-                let other = import(Some(branch));
-                self.ledger
-                    .mark(&org.run_id, Tally::Discovered, &other.target_id())
-                    .await?;
-                imports.push(Body::ImportRepo(other).publish());
-            }
-            return Ok(imports);
+        let skipped = unnamed.or_else(|| skip_reason(filter, &repo, decision));
+        let (Some(main), None) = (main, &skipped) else {
+            let reason = skipped.unwrap_or_default();
+            let record = Record {
+                last_error: Some(reason.clone()),
+                ..Record::new(State::Skipped, &org.run_id)
+            };
+            self.ledger.record(&id, &record).await?;
+            return Ok(vec![
+                Event::RepoSkipped(RepoSkipped {
+                    run_id: org.run_id.clone(),
+                    subject: id,
+                    reason,
+                })
+                .publish(),
+            ]);
         };
-        let record = Record {
-            last_error: Some(reason.clone()),
-            ..Record::new(State::Skipped, &org.run_id)
-        };
-        self.ledger.record(&id, &record).await?;
-        Ok(vec![
-            Event::RepoSkipped(RepoSkipped {
-                run_id: org.run_id.clone(),
-                subject: id,
-                reason,
-            })
-            .publish(),
-        ])
+        let mut imports = vec![Body::ImportRepo(main).publish()];
+        for branch in extra {
+            let Ok(target) = Target::new(&org.workspace, &repo.slug, Some(&branch)) else {
+                tracing::warn!(workspace = %org.workspace, %branch, "a branch no message can name; not imported");
+                continue;
+            };
+            let other = import(target);
+            self.ledger
+                .mark(&org.run_id, Tally::Discovered, &other.target_id())
+                .await?;
+            imports.push(Body::ImportRepo(other).publish());
+        }
+        Ok(imports)
     }
 }
 

@@ -385,9 +385,9 @@ fn ledger_failure(e: LedgerError) -> Outcome {
 /// cannot change what is on the queues.
 fn api_target(target: &Target) -> bb2snyk_snyk::Target {
     bb2snyk_snyk::Target {
-        owner: target.owner.clone(),
-        name: target.name.clone(),
-        branch: target.branch.clone(),
+        owner: target.owner.to_string(),
+        name: target.name.to_string(),
+        branch: target.branch.as_ref().map(ToString::to_string),
     }
 }
 

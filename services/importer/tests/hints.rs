@@ -26,11 +26,12 @@ fn imports(sandbox: &Sandbox, n: usize) -> Vec<ImportRepo> {
                 run_id: "run-1".parse().expect("a run id"),
                 org_id: org.id.parse().expect("an org id"),
                 integration_id: integration_id.parse().expect("an integration id"),
-                target: Target {
-                    owner: owner.to_owned(),
-                    name: repo["slug"].as_str().unwrap_or_default().to_owned(),
-                    branch: repo["mainbranch"].as_str().map(str::to_owned),
-                },
+                target: Target::new(
+                    owner,
+                    repo["slug"].as_str().unwrap_or_default(),
+                    repo["mainbranch"].as_str(),
+                )
+                .expect("a target"),
                 failed_jobs: 0,
                 policy: None,
             });

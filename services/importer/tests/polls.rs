@@ -77,8 +77,8 @@ async fn the_first_poll_waits_for_the_estimate_and_a_pending_job_is_polled_again
             org_id: "o".parse().expect("an id"),
             integration_id: "i".parse().expect("an id"),
             target: Target {
-                owner: "acme".into(),
-                name: "api".into(),
+                owner: "acme".parse().expect("an id"),
+                name: "api".parse().expect("an id"),
                 branch: None,
             },
             failed_jobs: 0,

@@ -116,7 +116,10 @@ impl OrgCreator {
         &self,
         w: &WorkspaceDiscovered,
     ) -> Result<Result<OrgMapping, Outcome>, SnykError> {
-        let mut name = w.name.clone().unwrap_or_else(|| w.workspace.clone());
+        let mut name: String = w
+            .name
+            .as_ref()
+            .map_or_else(|| w.workspace.to_string(), ToString::to_string);
         // The org of that name (snyk-api-import's, or ours), else one named after the slug (bb2snyk's
         // naming before display names).
         let orgs = self.snyk.group_orgs(&w.group_id).await?;
@@ -157,12 +160,12 @@ impl OrgCreator {
                 tracing::info!(workspace = %w.workspace, "no org for this workspace: a sync leaves it to `bb2snyk run`");
                 let unmanaged = Event::SyncPlanned(SyncPlanned {
                     run_id: w.run_id.clone(),
-                    subject: w.workspace.clone(),
+                    subject: w.workspace.to_string(),
                     org_id: None,
                     dry_run: w.sync.as_ref().is_some_and(|s| s.dry_run),
                     changes: vec![Change {
                         kind: ChangeKind::Unmanaged,
-                        target: w.workspace.clone(),
+                        target: w.workspace.to_string(),
                         was: None,
                         uuid: None,
                         projects: 0,
@@ -245,7 +248,7 @@ impl OrgCreator {
         };
         let event = Event::OrgReady(OrgReadyEvent {
             run_id: w.run_id.clone(),
-            subject: w.workspace.clone(),
+            subject: w.workspace.to_string(),
             org_id: org_id.clone(),
             org_name: mapping.name,
         });

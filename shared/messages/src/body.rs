@@ -1,22 +1,19 @@
-//! The work messages: what each stage asks of the next.
+//! The work messages: what each stage asks of the next. Each field is a type that checks itself where a
+//! message is read (`ids.rs`); what is left here is the bound on how many items a list carries.
 //!
-//! Over 400 lines on purpose: every work message with its bounds check beside it, so what a queue may
-//! carry reads in one place (the tests are in `body/tests.rs`).
+//! Over 400 lines on purpose: every work message in one place, so what a queue may carry reads at once
+//! (the tests are in `body/tests.rs`).
 
 use bb2snyk_broker::{Message, Publish};
 use bb2snyk_filters::Filters;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CredentialId, DISCOVERER, GroupId, IMPORTER, IMPORTER_POLLS, IntegrationId, JobUrl,
-    ORG_CREATOR, OrgId, ProjectId, ProjectPolicy, ProjectsMetadata, RunId, UnixMs, ids::URL,
+    BranchName, CredentialId, DISCOVERER, DisplayName, FullName, GroupId, IMPORTER, IMPORTER_POLLS,
+    IntegrationId, JobUrl, ORG_CREATOR, OrgId, PageUrl, ProjectId, ProjectPolicy, ProjectsMetadata,
+    Reason, RepoSlug, RunId, UnixMs, WorkspaceSlug,
 };
 
-/// Bounds of the fields not yet of a type of their own (`ids.rs` has those), in bytes: names (workspace
-/// and repository slugs, display names, branches) and URLs.
-const NAME: usize = 255;
-/// A reason, in words.
-const REASON: usize = 1024;
 /// Projects one retire message names at most.
 pub const MAX_RETIRED: usize = 1000;
 /// Repositories one `sync.imports.v1` names at most: a page's worth, what the backlog admits at once.
@@ -125,7 +122,7 @@ pub struct SyncWorkspace {
     pub org_id: Option<OrgId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration_id: Option<IntegrationId>,
-    pub workspace: String,
+    pub workspace: WorkspaceSlug,
     pub sync: Sync,
     /// The workspace's Bitbucket credential (as in `org.ready.v1`): the one that checks a repository is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,14 +138,14 @@ pub struct RetireProjects {
     pub run_id: RunId,
     pub org_id: OrgId,
     /// The target's display name, `workspace/slug`.
-    pub target: String,
+    pub target: FullName,
     /// Snyk project ids, at most [`MAX_RETIRED`].
     pub projects: Vec<ProjectId>,
     /// Delete them rather than deactivate them.
     #[serde(default)]
     pub delete: bool,
     /// Why: deleted, renamed or re-branched in Bitbucket.
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,11 +170,11 @@ pub struct WorkspaceDiscovered {
     pub group_id: GroupId,
     #[serde(default)]
     pub source_org_id: Option<OrgId>,
-    pub workspace: String,
+    pub workspace: WorkspaceSlug,
     /// The org's name: the workspace's display name, made unique over the tenant and at most 60 characters
     /// (`bb2snyk_bitbucket::org_names`); the slug when absent.
     #[serde(default)]
-    pub name: Option<String>,
+    pub name: Option<DisplayName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Filters>,
     /// Which Bitbucket credential serves this workspace (a hash, never a secret), when several are
@@ -192,7 +189,7 @@ pub struct WorkspaceDiscovered {
 pub struct OrgReady {
     pub run_id: RunId,
     pub group_id: GroupId,
-    pub workspace: String,
+    pub workspace: WorkspaceSlug,
     /// None for a workspace no org serves, which only a report lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org_id: Option<OrgId>,
@@ -211,17 +208,17 @@ pub struct OrgReady {
 pub struct ReposPage {
     pub org: OrgReady,
     /// Bitbucket's `next` link.
-    pub next: String,
+    pub next: PageUrl,
     pub page: u32,
 }
 
 /// A repository to import, as the wire names it: workspace slug, repository slug, branch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Target {
-    pub owner: String,
-    pub name: String,
+    pub owner: WorkspaceSlug,
+    pub name: RepoSlug,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
+    pub branch: Option<BranchName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +268,24 @@ pub struct PollImport {
     /// JSON when false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hinted: bool,
+}
+
+impl Target {
+    /// `slug` of `owner` on `branch`, or why no message can carry them.
+    pub fn new(owner: &str, slug: &str, branch: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            owner: WorkspaceSlug::new(owner)?,
+            name: RepoSlug::new(slug)?,
+            branch: branch.map(BranchName::new).transpose()?,
+        })
+    }
+}
+
+impl Target {
+    /// `workspace/slug`.
+    pub fn full_name(&self) -> FullName {
+        FullName::from_parts(&self.owner, &self.name)
+    }
 }
 
 impl PollImport {
@@ -415,49 +430,7 @@ impl Body {
                 i.targets.len()
             ));
         }
-        for (name, value, max) in self.bounded_fields() {
-            if value.len() > max {
-                return Err(format!("{name} is {} bytes, at most {max}", value.len()));
-            }
-            if value.chars().any(char::is_control) {
-                return Err(format!("{name} holds control characters"));
-            }
-        }
         Ok(())
-    }
-
-    /// Every string field not yet of a type of its own, with its bound.
-    fn bounded_fields(&self) -> Vec<Bounded<'_>> {
-        match self {
-            Self::RunRequested(_) => Vec::new(),
-            Self::WorkspaceDiscovered(w) => vec![
-                ("workspace", &w.workspace, NAME),
-                ("name", or_empty(&w.name), NAME),
-            ],
-            Self::OrgReady(o) => org_fields(o),
-            Self::ReposPage(p) => {
-                let mut f = org_fields(&p.org);
-                f.push(("next", &p.next, URL));
-                f
-            }
-            Self::ImportRepo(i) => import_fields(i),
-            Self::PollImport(p) => import_fields(&p.import),
-            Self::SyncWorkspace(s) => vec![("workspace", &s.workspace, NAME)],
-            Self::RetireProjects(r) => vec![
-                ("target", &r.target, 2 * NAME),
-                ("reason", &r.reason, REASON),
-            ],
-            Self::ProjectsMetadata(m) => vec![("target", &m.target, 2 * NAME)],
-            Self::SyncImports(i) => {
-                let mut f: Vec<Bounded<'_>> = Vec::new();
-                for t in &i.targets {
-                    f.push(("targets[].owner", &t.owner, NAME));
-                    f.push(("targets[].name", &t.name, NAME));
-                    f.push(("targets[].branch", or_empty(&t.branch), NAME));
-                }
-                f
-            }
-        }
     }
 
     /// What the message is about, in words: the repository, workspace or run.
@@ -477,33 +450,6 @@ impl Body {
             Self::ProjectsMetadata(m) => format!("{}'s projects' tags and attributes", m.target),
         }
     }
-}
-
-/// A field's name, value and bound in bytes.
-type Bounded<'a> = (&'static str, &'a str, usize);
-
-fn or_empty(value: &Option<String>) -> &str {
-    value.as_deref().unwrap_or("")
-}
-
-fn org_fields(o: &OrgReady) -> Vec<Bounded<'_>> {
-    vec![("workspace", &o.workspace, NAME)]
-}
-
-fn import_fields(i: &ImportRepo) -> Vec<Bounded<'_>> {
-    vec![
-        ("target.owner", &i.target.owner, NAME),
-        ("target.name", &i.target.name, NAME),
-        ("target.branch", or_empty(&i.target.branch), NAME),
-        (
-            "policy.exclusion_globs",
-            i.policy
-                .as_ref()
-                .and_then(|p| p.exclusion_globs.as_deref())
-                .unwrap_or(""),
-            URL,
-        ),
-    ]
 }
 
 #[cfg(test)]

@@ -296,8 +296,8 @@ mod tests {
                 org_id: "o".parse().expect("an id"),
                 integration_id: "i".parse().expect("an id"),
                 target: Target {
-                    owner: "acme".into(),
-                    name: "api".into(),
+                    owner: "acme".parse().expect("an id"),
+                    name: "api".parse().expect("an id"),
                     branch: None,
                 },
             },

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 /// Bounds in bytes: ids (runs, groups, orgs, integrations, credentials, projects), names (workspace and
 /// repository slugs, branches), and URLs.
 pub const ID: usize = 128;
+pub const NAME: usize = 255;
 pub const URL: usize = 2048;
+/// A reason, in words.
+pub const REASON: usize = 1024;
 
 /// Why a value cannot be one of these types.
 fn check(what: &str, value: &str, max: usize) -> Result<(), String> {
@@ -153,6 +156,49 @@ wire_string! {
     ProjectId, "projects[]", ID;
     /// An import job's URL, as Snyk's `Location` gave it (checked against `snyk.api_base` before use).
     JobUrl, "job_url", URL;
+    /// A Bitbucket workspace's slug.
+    WorkspaceSlug, "workspace", NAME;
+    /// A Bitbucket repository's slug.
+    RepoSlug, "target.name", NAME;
+    /// A branch's name.
+    BranchName, "branch", NAME;
+    /// A workspace's display name, as its org is named.
+    DisplayName, "name", NAME;
+    /// Bitbucket's link to a listing's next page (checked against `bitbucket.api_base` before use).
+    PageUrl, "next", URL;
+    /// A repository's full name, `workspace/slug`.
+    FullName, "target", 2 * NAME + 1;
+    /// Why, in words.
+    Reason, "reason", REASON;
+}
+
+impl FullName {
+    /// `workspace/slug`: two checked names make a full name within its bound.
+    pub fn from_parts(workspace: &WorkspaceSlug, slug: &RepoSlug) -> Self {
+        Self(format!("{workspace}/{slug}"))
+    }
+}
+
+impl Reason {
+    /// `text` as a reason: control characters become spaces and a text over the bound is cut (at a
+    /// character), so bb2snyk's own words always make one.
+    pub fn from_text(text: &str) -> Self {
+        let mut reason: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if reason.len() > REASON {
+            let mut end = REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        if reason.trim().is_empty() {
+            reason = "no reason given".to_owned();
+        }
+        Self(reason)
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ pub use event::{
     MAX_CHANGES, OrgReadyEvent, ProjectsRetired, RepoSkipped, SyncPlanned, TargetRef, Verdict,
 };
 pub use ids::{
-    CredentialId, GroupId, IntegrationId, JobUrl, OrgId, ProjectId, RunId, UnixMs, zero_is_none,
+    BranchName, CredentialId, DisplayName, FullName, GroupId, IntegrationId, JobUrl, OrgId,
+    PageUrl, ProjectId, Reason, RepoSlug, RunId, UnixMs, WorkspaceSlug, zero_is_none,
 };
 pub use policy::{MAX_TAGS, ProjectPolicy, ProjectsMetadata};
 use sha2::{Digest, Sha256};
@@ -41,12 +42,29 @@ pub const QUEUES: [&str; 4] = [DISCOVERER, ORG_CREATOR, IMPORTER, IMPORTER_POLLS
 /// snyk-api-import's `generateTargetId` for this source, byte for byte: `orgId:integrationId:name:owner:branch`,
 /// an absent part left out rather than left empty. The ledger and `imported-targets.log` are keyed by it.
 pub fn target_id(org_id: &str, integration_id: &str, target: &Target) -> String {
+    target_id_of(
+        org_id,
+        integration_id,
+        &target.name,
+        &target.owner,
+        target.branch.as_deref(),
+    )
+}
+
+/// [`target_id`] of a target named by strings (a log line, a file, Snyk's listing).
+pub fn target_id_of(
+    org_id: &str,
+    integration_id: &str,
+    name: &str,
+    owner: &str,
+    branch: Option<&str>,
+) -> String {
     [
         Some(org_id),
         Some(integration_id),
-        Some(target.name.as_str()),
-        Some(target.owner.as_str()),
-        target.branch.as_deref(),
+        Some(name),
+        Some(owner),
+        branch,
     ]
     .into_iter()
     .flatten()

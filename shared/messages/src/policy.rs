@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{OrgId, ProjectId, RunId};
+use crate::{FullName, OrgId, ProjectId, RunId};
 
 /// Tags one repository's projects get at most, and values of one attribute.
 pub const MAX_TAGS: usize = 50;
@@ -57,6 +57,15 @@ impl ProjectPolicy {
         {
             return Err(format!("policy.tags has {k:?} = {v:?}, which Snyk refuses"));
         }
+        if let Some(globs) = &self.exclusion_globs
+            && (globs.len() > crate::ids::URL || globs.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "policy.exclusion_globs is {} bytes or holds control characters; at most {} bytes",
+                globs.len(),
+                crate::ids::URL
+            ));
+        }
         for values in [&self.criticality, &self.environment, &self.lifecycle]
             .into_iter()
             .flatten()
@@ -77,7 +86,7 @@ pub struct ProjectsMetadata {
     pub run_id: RunId,
     pub org_id: OrgId,
     /// The target's display name, `workspace/slug`.
-    pub target: String,
+    pub target: FullName,
     /// Snyk project ids, at most [`crate::MAX_RETIRED`].
     pub projects: Vec<ProjectId>,
     pub policy: ProjectPolicy,

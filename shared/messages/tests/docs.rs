@@ -59,9 +59,9 @@ fn keys(json: &[u8], except: &[&str]) -> BTreeSet<String> {
 
 fn target() -> Target {
     Target {
-        owner: "acme".into(),
-        name: "api".into(),
-        branch: Some("main".into()),
+        owner: "acme".parse().expect("an id"),
+        name: "api".parse().expect("an id"),
+        branch: Some("main".parse().expect("an id")),
     }
 }
 
@@ -74,7 +74,7 @@ fn bodies() -> Vec<Body> {
     let org = OrgReady {
         run_id: "r".parse().expect("a run id"),
         group_id: "g".parse().expect("an id"),
-        workspace: "acme".into(),
+        workspace: "acme".parse().expect("an id"),
         org_id: Some("o".parse().expect("an id")),
         integration_id: Some("i".parse().expect("an id")),
         filters: filters.clone(),
@@ -104,8 +104,8 @@ fn bodies() -> Vec<Body> {
             run_id: "r".parse().expect("a run id"),
             group_id: "g".parse().expect("an id"),
             source_org_id: Some("s".parse().expect("an id")),
-            workspace: "acme".into(),
-            name: Some("Acme".into()),
+            workspace: "acme".parse().expect("an id"),
+            name: Some("Acme".parse().expect("an id")),
             filters,
             credential: Some("0123456789abcdef".parse().expect("an id")),
             sync: Some(sync()),
@@ -113,7 +113,9 @@ fn bodies() -> Vec<Body> {
         Body::OrgReady(org.clone()),
         Body::ReposPage(ReposPage {
             org,
-            next: "https://api.bitbucket.org/2.0/repositories/acme?page=2".into(),
+            next: "https://api.bitbucket.org/2.0/repositories/acme?page=2"
+                .parse()
+                .expect("an id"),
             page: 2,
         }),
         Body::ImportRepo(import.clone()),
@@ -130,7 +132,7 @@ fn bodies() -> Vec<Body> {
             run_id: "r".parse().expect("a run id"),
             org_id: Some("o".parse().expect("an id")),
             integration_id: Some("i".parse().expect("an id")),
-            workspace: "acme".into(),
+            workspace: "acme".parse().expect("an id"),
             sync: sync(),
             credential: Some("c".parse().expect("an id")),
             narrowed: true,
@@ -146,17 +148,17 @@ fn bodies() -> Vec<Body> {
         Body::ProjectsMetadata(ProjectsMetadata {
             run_id: "r".parse().expect("a run id"),
             org_id: "o".parse().expect("an id"),
-            target: "acme/api".into(),
+            target: "acme/api".parse().expect("an id"),
             projects: vec!["p".parse().expect("an id")],
             policy: Default::default(),
         }),
         Body::RetireProjects(RetireProjects {
             run_id: "r".parse().expect("a run id"),
             org_id: "o".parse().expect("an id"),
-            target: "acme/api".into(),
+            target: "acme/api".parse().expect("an id"),
             projects: vec!["p".parse().expect("an id")],
             delete: false,
-            reason: "acme/api is gone from Bitbucket".into(),
+            reason: "acme/api is gone from Bitbucket".parse().expect("an id"),
         }),
     ]
 }

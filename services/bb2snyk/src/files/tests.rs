@@ -73,9 +73,9 @@ fn appending_to_snyk_api_import_s_log_keeps_every_record_whole() {
 #[test]
 fn target_ids_match_snyk_api_import() {
     let target = Target {
-        owner: "acme".into(),
-        name: "api".into(),
-        branch: Some("main".into()),
+        owner: "acme".parse().expect("an id"),
+        name: "api".parse().expect("an id"),
+        branch: Some("main".parse().expect("an id")),
     };
     assert_eq!(target_id("o", "i", &target), "o:i:api:acme:main");
     let no_branch = Target {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use bb2snyk_ledger::{Ledger, State};
-use bb2snyk_messages::{Coverage, CoverageListed, Target, target_id};
+use bb2snyk_messages::{Coverage, CoverageListed, target_id_of};
 use bb2snyk_settings::Settings;
 use bb2snyk_store::Store;
 use serde_json::Value;
@@ -42,13 +42,15 @@ impl Failures {
         let (Some(org_id), Some(integration_id)) = (&part.org_id, &part.integration_id) else {
             return None;
         };
-        let target = Target {
-            owner: row.workspace.clone(),
-            name: row.slug.clone(),
-            branch: row.branch.clone(),
-        };
+        let id = target_id_of(
+            org_id,
+            integration_id,
+            &row.slug,
+            &row.workspace,
+            row.branch.as_deref(),
+        );
         self.recorded
-            .get(&target_id(org_id, integration_id, &target))
+            .get(&id)
             .or_else(|| {
                 self.logged.get(&(
                     org_id.to_string(),
@@ -89,12 +91,13 @@ impl Failures {
                 .iter()
                 .filter(|r| r.status == Coverage::Missing)
             {
-                let target = Target {
-                    owner: part.subject.clone(),
-                    name: repo.slug.clone(),
-                    branch: repo.branch.clone(),
-                };
-                let id = target_id(org_id, integration_id, &target);
+                let id = target_id_of(
+                    org_id,
+                    integration_id,
+                    &repo.slug,
+                    &part.subject,
+                    repo.branch.as_deref(),
+                );
                 if let Ok(Some(record)) = ledger.target(&id).await
                     && matches!(record.state, State::Parked | State::Failed)
                     && let Some(error) = record.last_error

@@ -447,12 +447,7 @@ async fn the_ledger_gives_the_reason_an_import_failed() {
     let store = bb2snyk_store::Store::connect(&redis.clone().into(), &prefix)
         .await
         .expect("Redis");
-    let target = bb2snyk_messages::Target {
-        owner: workspace.clone(),
-        name: added.clone(),
-        branch: Some("main".into()),
-    };
-    let id = bb2snyk_messages::target_id(&org.id, &integration, &target);
+    let id = bb2snyk_messages::target_id_of(&org.id, &integration, &added, workspace, Some("main"));
     let record = bb2snyk_ledger::Record {
         last_error: Some("Snyk answered 400: the ledger's reason".into()),
         ..bb2snyk_ledger::Record::new(bb2snyk_ledger::State::Parked, "run-1")

@@ -28,7 +28,7 @@ fn org(workspace: &str, filters: Option<Filters>) -> OrgReady {
     OrgReady {
         run_id: "run-1".parse().expect("a run id"),
         group_id: "g".parse().expect("an id"),
-        workspace: workspace.into(),
+        workspace: workspace.parse().expect("a workspace"),
         org_id: Some("o".parse().expect("an id")),
         integration_id: Some("i".parse().expect("an id")),
         filters,
@@ -69,7 +69,7 @@ async fn a_run_becomes_one_message_per_workspace() {
     let workspaces: Vec<String> = bodies
         .iter()
         .map(|b| match b {
-            Body::WorkspaceDiscovered(w) => w.workspace.clone(),
+            Body::WorkspaceDiscovered(w) => w.workspace.to_string(),
             other => panic!("expected workspace.discovered, got {other:?}"),
         })
         .collect();
@@ -170,7 +170,9 @@ async fn a_next_link_to_another_host_is_parked_and_never_fetched() {
         .to_owned();
     let page = Body::ReposPage(bb2snyk_messages::ReposPage {
         org: org(&workspace, None),
-        next: format!("{}/2.0/repositories/{workspace}?page=2", foreign.url()),
+        next: format!("{}/2.0/repositories/{workspace}?page=2", foreign.url())
+            .parse()
+            .expect("a page URL"),
         page: 2,
     });
     match discoverer.handle(page.to_message()).await {
@@ -204,7 +206,7 @@ async fn workspaces_are_named_once_each_and_uniquely() {
             .0
             .into_iter()
             .filter_map(|b| match b {
-                Body::WorkspaceDiscovered(w) => w.name,
+                Body::WorkspaceDiscovered(w) => w.name.map(String::from),
                 _ => None,
             })
             .collect()
@@ -295,9 +297,9 @@ async fn a_sync_s_imports_wait_for_room_like_pages_then_go_on_as_imports() {
         policies: Vec::new(),
         targets: (0..3)
             .map(|i| bb2snyk_messages::Target {
-                owner: "acme".into(),
-                name: format!("new-{i}"),
-                branch: Some("main".into()),
+                owner: "acme".parse().expect("an id"),
+                name: format!("new-{i}").parse().expect("a slug"),
+                branch: Some("main".parse().expect("an id")),
             })
             .collect(),
     })
@@ -323,7 +325,7 @@ async fn a_sync_s_imports_wait_for_room_like_pages_then_go_on_as_imports() {
     let names: Vec<String> = bodies
         .iter()
         .map(|b| match b {
-            Body::ImportRepo(i) => i.target.name.clone(),
+            Body::ImportRepo(i) => i.target.name.to_string(),
             other => panic!("expected imports, got {other:?}"),
         })
         .collect();

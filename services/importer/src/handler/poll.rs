@@ -318,7 +318,7 @@ impl Importer {
                     Body::ProjectsMetadata(ProjectsMetadata {
                         run_id: poll.import.run_id.clone(),
                         org_id: poll.import.org_id.clone(),
-                        target: format!("{}/{}", poll.import.target.owner, poll.import.target.name),
+                        target: poll.import.target.full_name(),
                         projects: super::project_ids(chunk),
                         policy: policy.clone(),
                     })

@@ -14,8 +14,9 @@ mod plan;
 use bb2snyk_broker::{Outcome, Publish};
 use bb2snyk_ledger::LastSync;
 use bb2snyk_messages::{
-    Body, Change, ChangeKind, Event, MAX_CHANGES, MAX_RETIRED, MAX_SYNC_IMPORTS, ProjectPolicy,
-    ProjectsMetadata, ProjectsRetired, RetireProjects, SyncImports, SyncPlanned, SyncWorkspace,
+    Body, Change, ChangeKind, Event, FullName, MAX_CHANGES, MAX_RETIRED, MAX_SYNC_IMPORTS,
+    ProjectPolicy, ProjectsMetadata, ProjectsRetired, Reason, RetireProjects, SyncImports,
+    SyncPlanned, SyncWorkspace,
 };
 pub use evidence::Brake;
 
@@ -129,7 +130,7 @@ impl Importer {
         let count = |kind| plan::count(judged.changes.iter().filter(|c| c.kind == kind).count());
         let last = LastSync {
             run_id: s.run_id.to_string(),
-            workspace: s.workspace.clone(),
+            workspace: s.workspace.to_string(),
             at_ms: crate::schedule::now_ms(),
             dry_run: s.sync.dry_run,
             new: count(ChangeKind::New),
@@ -173,6 +174,11 @@ impl Importer {
             },
         ));
         for (target, policy, ids) in metadata {
+            // Snyk's display names are input: one no message can carry is left for a person.
+            let Ok(target) = FullName::new(target.as_str()) else {
+                tracing::warn!(%target, "a target name no message can carry; its tags are not set again");
+                continue;
+            };
             for chunk in ids.chunks(MAX_RETIRED) {
                 publishes.push(
                     Body::ProjectsMetadata(ProjectsMetadata {
@@ -187,15 +193,20 @@ impl Importer {
             }
         }
         for retire in judged.retire {
+            let Ok(target) = FullName::new(retire.target.as_str()) else {
+                tracing::warn!(target = %retire.target, "a target name no message can carry; its projects are left");
+                continue;
+            };
+            let reason = Reason::from_text(&retire.reason);
             for chunk in retire.projects.chunks(MAX_RETIRED) {
                 publishes.push(
                     Body::RetireProjects(RetireProjects {
                         run_id: s.run_id.clone(),
                         org_id: org_id.clone(),
-                        target: retire.target.clone(),
+                        target: target.clone(),
                         projects: super::project_ids(chunk),
                         delete: s.sync.delete,
-                        reason: retire.reason.clone(),
+                        reason: reason.clone(),
                     })
                     .publish(),
                 );
@@ -220,11 +231,11 @@ impl Importer {
         Outcome::Ack(vec![
             Event::ProjectsRetired(ProjectsRetired {
                 run_id: r.run_id,
-                subject: r.target,
+                subject: r.target.to_string(),
                 org_id: r.org_id,
                 projects: r.projects,
                 deleted: r.delete,
-                reason: r.reason,
+                reason: r.reason.to_string(),
             })
             .publish(),
         ])
@@ -249,7 +260,7 @@ fn planned(s: &SyncWorkspace, judged: &evidence::Judged) -> Vec<Publish> {
         .map(|n| {
             Event::SyncPlanned(SyncPlanned {
                 run_id: s.run_id.clone(),
-                subject: s.workspace.clone(),
+                subject: s.workspace.to_string(),
                 org_id: s.org_id.clone(),
                 dry_run: s.sync.dry_run,
                 changes: part(&judged.changes, n, MAX_CHANGES),
@@ -277,7 +288,7 @@ mod tests {
             run_id: "r".parse().expect("a run id"),
             org_id: Some("o".parse().expect("an id")),
             integration_id: Some("i".parse().expect("an id")),
-            workspace: "acme".into(),
+            workspace: "acme".parse().expect("an id"),
             sync: Default::default(),
             credential: None,
             narrowed: false,

@@ -66,11 +66,12 @@ fn import(sandbox: &Sandbox) -> ImportRepo {
         run_id: "run-1".parse().expect("a run id"),
         org_id: org.id.parse().expect("an org id"),
         integration_id: integration_id.parse().expect("an integration id"),
-        target: Target {
-            owner,
-            name: repo["slug"].as_str().unwrap_or_default().to_owned(),
-            branch: repo["mainbranch"].as_str().map(str::to_owned),
-        },
+        target: Target::new(
+            &owner,
+            repo["slug"].as_str().unwrap_or_default(),
+            repo["mainbranch"].as_str(),
+        )
+        .expect("a target"),
         failed_jobs: 0,
         policy: None,
     }
@@ -245,7 +246,9 @@ async fn with_the_ledger_lost_snyk_is_the_record_and_its_targets_are_read_once_p
     // repository Snyk does not hold is imported.
     let other = ImportRepo {
         target: Target {
-            name: format!("{}-not-in-snyk", import.target.name),
+            name: format!("{}-not-in-snyk", import.target.name)
+                .parse()
+                .expect("a slug"),
             ..import.target.clone()
         },
         ..again

@@ -8,8 +8,8 @@ fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
             org_id: org.parse().expect("an org id"),
             integration_id: "i".parse().expect("an id"),
             target: Target {
-                owner: "acme".into(),
-                name: name.into(),
+                owner: "acme".parse().expect("an id"),
+                name: name.parse().expect("a slug"),
                 branch: None,
             },
             failed_jobs: 0,

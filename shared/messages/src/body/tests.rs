@@ -8,9 +8,9 @@ fn import() -> ImportRepo {
         org_id: "o".parse().expect("an id"),
         integration_id: "i".parse().expect("an id"),
         target: Target {
-            owner: "acme".into(),
-            name: "api".into(),
-            branch: Some("main".into()),
+            owner: "acme".parse().expect("an id"),
+            name: "api".parse().expect("an id"),
+            branch: Some("main".parse().expect("an id")),
         },
         failed_jobs: 0,
         policy: None,
@@ -70,12 +70,12 @@ fn a_retire_names_a_bounded_number_of_projects() {
     let retire = |n: usize| RetireProjects {
         run_id: "r".parse().expect("a run id"),
         org_id: "o".parse().expect("an id"),
-        target: "acme/api".into(),
+        target: "acme/api".parse().expect("an id"),
         projects: (0..n)
             .map(|i| format!("p-{i}").parse().expect("a project id"))
             .collect(),
         delete: false,
-        reason: "gone".into(),
+        reason: "gone".parse().expect("an id"),
     };
     let fits = Body::RetireProjects(retire(MAX_RETIRED)).to_message();
     assert!(Body::from_message(&fits).is_ok());
@@ -153,8 +153,8 @@ fn a_sync_s_imports_come_a_page_at_a_time() {
         policies: Vec::new(),
         targets: (0..n)
             .map(|i| Target {
-                owner: "acme".into(),
-                name: format!("repo-{i}"),
+                owner: "acme".parse().expect("an id"),
+                name: format!("repo-{i}").parse().expect("a slug"),
                 branch: None,
             })
             .collect(),

@@ -55,7 +55,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
     let org = OrgReady {
         run_id: "run-hostile".parse().expect("a run id"),
         group_id: "g".parse().expect("an id"),
-        workspace: "acme-000".into(),
+        workspace: "acme-000".parse().expect("an id"),
         org_id: Some("o".parse().expect("an id")),
         integration_id: Some("i".parse().expect("an id")),
         filters: None,
@@ -67,8 +67,8 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
         org_id: "o".parse().expect("an id"),
         integration_id: "i".parse().expect("an id"),
         target: Target {
-            owner: "acme-000".into(),
-            name: "api".into(),
+            owner: "acme-000".parse().expect("an id"),
+            name: "api".parse().expect("an id"),
             branch: None,
         },
         failed_jobs: 0,
@@ -91,7 +91,9 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
             "discoverer",
             Body::ReposPage(ReposPage {
                 org: org.clone(),
-                next: format!("{}/2.0/repositories/acme-000?page=2", foreign.url()),
+                next: format!("{}/2.0/repositories/acme-000?page=2", foreign.url())
+                    .parse()
+                    .expect("a page URL"),
                 page: 2,
             })
             .to_message(),
@@ -103,7 +105,7 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 run_id: "run-hostile".parse().expect("a run id"),
                 group_id: "g".parse().expect("an id"),
                 source_org_id: None,
-                workspace: "acme-000".into(),
+                workspace: "acme-000".parse().expect("an id"),
                 name: None,
                 filters: None,
                 credential: None,

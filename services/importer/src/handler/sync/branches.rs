@@ -35,6 +35,10 @@ pub async fn missing(
             if held || Some(&branch) == repo.branch.as_ref() {
                 continue;
             }
+            let Ok(target) = Target::new(workspace, &repo.slug, Some(&branch)) else {
+                tracing::warn!(%name, %branch, "a branch no message can name; not imported");
+                continue;
+            };
             missing.push((
                 Change {
                     kind: ChangeKind::New,
@@ -43,11 +47,7 @@ pub async fn missing(
                     uuid: repo.uuid.clone(),
                     projects: 0,
                 },
-                Target {
-                    owner: workspace.to_owned(),
-                    name: repo.slug.clone(),
-                    branch: Some(branch),
-                },
+                target,
             ));
         }
     }

@@ -58,7 +58,7 @@ pub fn listed(
         .map(|n| {
             Event::CoverageListed(CoverageListed {
                 run_id: s.run_id.clone(),
-                subject: s.workspace.clone(),
+                subject: s.workspace.to_string(),
                 org_id: s.org_id.clone(),
                 integration_id: s.integration_id.clone(),
                 repositories: part(&repositories, n, MAX_COVERAGE),

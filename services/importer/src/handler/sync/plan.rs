@@ -151,7 +151,7 @@ pub fn plan(v: &Views<'_>) -> Plan {
                     uuid: repo.uuid.clone(),
                     projects: count(retire.len()),
                 });
-                plan.imports.push(target(v.workspace, repo));
+                plan.imports.extend(target(v.workspace, repo));
                 continue;
             }
             None if bare.contains(name.as_str()) => continue,
@@ -180,7 +180,7 @@ pub fn plan(v: &Views<'_>) -> Plan {
                 }
             }
         };
-        plan.imports.push(target(v.workspace, repo));
+        plan.imports.extend(target(v.workspace, repo));
         plan.changes.push(Change {
             kind,
             target: name,
@@ -222,12 +222,9 @@ fn policy_branch(repo: &SeenRepo, branch: &str) -> bool {
         .any(|glob| globset::Glob::new(glob).is_ok_and(|g| g.compile_matcher().is_match(branch)))
 }
 
-fn target(workspace: &str, repo: &SeenRepo) -> Target {
-    Target {
-        owner: workspace.to_owned(),
-        name: repo.slug.clone(),
-        branch: repo.branch.clone(),
-    }
+/// The repository to import; none when its names cannot travel (discovery keeps none such).
+fn target(workspace: &str, repo: &SeenRepo) -> Option<Target> {
+    Target::new(workspace, &repo.slug, repo.branch.as_deref()).ok()
 }
 
 pub(super) fn count(n: usize) -> u32 {

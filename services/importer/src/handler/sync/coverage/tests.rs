@@ -136,7 +136,7 @@ fn a_large_workspace_is_listed_in_parts() {
         run_id: "r".parse().expect("a run id"),
         org_id: Some("o".parse().expect("an id")),
         integration_id: Some("i".parse().expect("an id")),
-        workspace: "ws".into(),
+        workspace: "ws".parse().expect("an id"),
         sync: Default::default(),
         credential: None,
         narrowed: false,
