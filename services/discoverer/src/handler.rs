@@ -3,14 +3,14 @@
 //! long, each page one import message per repository and, while Bitbucket has more, a message for the next.
 
 use bb2snyk_bitbucket::{
-    Bitbucket, BitbucketError, RepoFilter, Repository, RepositoryPages, Tenant, org_names,
+    BitbucketError, RepoFilter, Repository, RepositoryPages, Tenant, org_names,
 };
 use bb2snyk_broker::{Handler, Message, Outcome, Publish, Route};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, SeenRepo, State, Tally};
 use bb2snyk_messages::{
     Body, CredentialId, DisplayName, Event, ImportRepo, IntegrationId, OrgId, OrgReady, PageUrl,
-    ProjectPolicy, RepoSkipped, ReposPage, RunRequested, SyncImports, SyncWorkspace, Target,
-    WorkspaceDiscovered, WorkspaceSlug,
+    RepoSkipped, ReposPage, RunRequested, SyncImports, SyncWorkspace, Target, WorkspaceDiscovered,
+    WorkspaceSlug,
 };
 use bb2snyk_policy::{Decision, Policy};
 use futures_util::future::BoxFuture;
@@ -378,46 +378,8 @@ impl Discoverer {
     }
 }
 
-/// Why `repo` is not imported (a filter, or the policy rule that skips it), if it is not.
-fn skip_reason(filter: &RepoFilter, repo: &Repository, decision: &Decision) -> Option<String> {
-    match (filter.check(repo), decision.skip) {
-        (Err(skip), _) => Some(skip.to_string()),
-        (Ok(()), Some(rule)) => Some(format!("skipped by policy rule {rule}")),
-        (Ok(()), None) => None,
-    }
-}
-
-/// The branches besides the main one that the policy asks to import for `repo`: one Bitbucket listing,
-/// only for a repository that is imported and a rule with `branches` matches.
-async fn extra_branches(
-    bitbucket: &Bitbucket,
-    workspace: &str,
-    filter: &RepoFilter,
-    repo: &Repository,
-    decision: &Decision,
-) -> Result<Vec<String>, BitbucketError> {
-    let Some(globs) = decision.branches.as_ref().filter(|g| !g.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    if decision.skip.is_some() || filter.check(repo).is_err() {
-        return Ok(Vec::new());
-    }
-    let mut branches = bitbucket.branches(workspace, &repo.slug, globs).await?;
-    branches.retain(|b| Some(b.as_str()) != repo.branch());
-    Ok(branches)
-}
-
-/// What an import carries of the policy's decision; `None` when it asks nothing.
-fn applied(decision: &Decision) -> Option<ProjectPolicy> {
-    let applied = ProjectPolicy {
-        tags: decision.tags.clone(),
-        criticality: decision.criticality.clone(),
-        environment: decision.environment.clone(),
-        lifecycle: decision.lifecycle.clone(),
-        exclusion_globs: decision.exclusion_globs.as_ref().map(|g| g.join(", ")),
-    };
-    (applied != ProjectPolicy::default()).then_some(applied)
-}
+mod decision;
+use decision::{applied, extra_branches, skip_reason};
 
 #[cfg(test)]
 mod tests;

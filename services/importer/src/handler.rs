@@ -6,9 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use bb2snyk_broker::{Handler, Message, Outcome};
 use bb2snyk_ledger::{Ledger, LedgerError, Record, State, Tally};
-use bb2snyk_messages::{
-    Body, Event, ImportRepo, ImportRequested, JobUrl, ProjectId, Target, TargetRef,
-};
+use bb2snyk_messages::{Body, Event, ImportRepo, ImportRequested, JobUrl};
 use bb2snyk_snyk::{Client as Snyk, ImportOptions, SnykError};
 use futures_util::future::BoxFuture;
 
@@ -381,42 +379,11 @@ fn ledger_failure(e: LedgerError) -> Outcome {
     Outcome::failed(e.is_transient(), format!("ledger: {e}"))
 }
 
-/// The wire's target as the Snyk client sends it: the two are separate types, so an API model change
-/// cannot change what is on the queues.
-fn api_target(target: &Target) -> bb2snyk_snyk::Target {
-    bb2snyk_snyk::Target {
-        owner: target.owner.to_string(),
-        name: target.name.to_string(),
-        branch: target.branch.as_ref().map(ToString::to_string),
-    }
-}
-
-/// Where the import went, as every import event says it.
-fn about(import: &ImportRepo) -> TargetRef {
-    TargetRef {
-        org_id: import.org_id.clone(),
-        integration_id: import.integration_id.clone(),
-        target: import.target.clone(),
-    }
-}
-
 mod metadata;
 mod poll;
+mod wire;
+use wire::{about, api_target, project_ids};
 mod record;
 mod sync;
 #[cfg(test)]
 mod tests;
-
-/// Snyk's project ids as messages carry them; one that no message can carry (Snyk's answer is input) is
-/// left out, and said so.
-pub(crate) fn project_ids<'a>(ids: impl IntoIterator<Item = &'a String>) -> Vec<ProjectId> {
-    ids.into_iter()
-        .filter_map(|id| match ProjectId::new(id.clone()) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                tracing::warn!(error = %e, "a project id from Snyk that no message can carry; left out");
-                None
-            }
-        })
-        .collect()
-}

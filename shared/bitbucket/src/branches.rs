@@ -33,7 +33,7 @@ impl Bitbucket {
             body: format!("branch globs do not compile together: {e}"),
         })?;
         let about =
-            crate::client::call("/repositories/{workspace}/{repo}/refs/branches", workspace);
+            bb2snyk_http::Call::new("/repositories/{workspace}/{repo}/refs/branches", workspace);
         let branches: Vec<crate::model::Named> = self.collect(about, url).await?;
         Ok(branches
             .into_iter()

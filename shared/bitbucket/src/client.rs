@@ -166,7 +166,7 @@ impl Bitbucket {
         }
         let first = format!("{}/user/workspaces?pagelen=100", self.api_base);
         match self
-            .collect::<UserWorkspace>(call("/user/workspaces", ""), first)
+            .collect::<UserWorkspace>(Call::new("/user/workspaces", ""), first)
             .await
         {
             Ok(items) => return Ok(items.into_iter().map(|i| i.workspace).collect()),
@@ -177,7 +177,7 @@ impl Bitbucket {
         }
         let second = format!("{}/workspaces?pagelen=100", self.api_base);
         match self
-            .collect::<Workspace>(call("/workspaces", ""), second)
+            .collect::<Workspace>(Call::new("/workspaces", ""), second)
             .await
         {
             Err(e) => Err(match endpoint_gone(&e) {
@@ -221,7 +221,7 @@ impl Bitbucket {
         url.extend(url::form_urlencoded::byte_serialize(workspace.as_bytes()));
         url.push('/');
         url.extend(url::form_urlencoded::byte_serialize(id.as_bytes()));
-        let about = call("/repositories/{workspace}/{repo}", workspace);
+        let about = Call::new("/repositories/{workspace}/{repo}", workspace);
         match self.get::<Repository>(about, &url).await {
             Ok(repo) => Ok(Some(repo)),
             Err(BitbucketError::NotFound(_)) => Ok(None),
@@ -333,14 +333,6 @@ impl Bitbucket {
     }
 }
 
-/// A call to `endpoint` about `workspace` (empty when it concerns none).
-pub(crate) fn call<'a>(endpoint: &'static str, workspace: &'a str) -> Call<'a> {
-    Call {
-        endpoint,
-        about: workspace,
-    }
-}
-
 /// The status that says an endpoint no longer exists (CHANGE-2770), if that is what `e` is.
 fn endpoint_gone(e: &BitbucketError) -> Option<StatusCode> {
     match e {
@@ -364,7 +356,7 @@ impl RepositoryPages<'_> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        let about = call("/repositories/{workspace}", &self.workspace);
+        let about = Call::new("/repositories/{workspace}", &self.workspace);
         match self.client.get::<Page<Repository>>(about, &url).await {
             Ok(page) => {
                 // A page naming itself as the next is no end: the pages after it were never read.

@@ -80,7 +80,7 @@ impl Bitbucket {
         }
         let mut url = format!("{}/workspaces/", self.api_base());
         url.extend(url::form_urlencoded::byte_serialize(slug.as_bytes()));
-        let about = crate::client::call("/workspaces/{workspace}", slug);
+        let about = bb2snyk_http::Call::new("/workspaces/{workspace}", slug);
         let workspace: Workspace = self.get(about, &url).await?;
         self.names_seen()
             .insert(slug.to_owned(), workspace.name.clone());

@@ -168,3 +168,10 @@ pub struct Call<'a> {
     pub endpoint: &'static str,
     pub about: &'a str,
 }
+
+impl<'a> Call<'a> {
+    /// A call to `endpoint` about `about` (empty when it concerns nothing in particular).
+    pub fn new(endpoint: &'static str, about: &'a str) -> Self {
+        Self { endpoint, about }
+    }
+}

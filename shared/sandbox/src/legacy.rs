@@ -217,3 +217,37 @@ fn is_rfc3339(s: &str) -> bool {
         && (s.ends_with('Z') || s[19..].contains(['+', '-']))
         && s[..4].bytes().all(|c| c.is_ascii_digit())
 }
+
+impl crate::Sandbox {
+    /// Adds an org of the legacy Bitbucket Cloud integration holding `repos` (`workspace/slug`), their
+    /// projects with tags, attributes and ignores ([`legacy::seed`]); its id.
+    pub fn seed_legacy(&self, name: &str, repos: &[String]) -> String {
+        seed(&mut self.app.0.lock(), name, repos)
+    }
+
+    /// Every project of every org, deleted ones left out, with its metadata and ignores.
+    pub fn projects(&self) -> Vec<Project> {
+        let state = self.app.0.lock();
+        let now = std::time::Instant::now();
+        state
+            .orgs
+            .iter()
+            .flat_map(|org| {
+                rows(&state, &org.id, now)
+                    .into_iter()
+                    .map(|row| Project {
+                        org_id: org.id.clone(),
+                        active: !state.deactivated.contains(&row.id),
+                        metadata: state.metadata.get(&row.id).cloned().unwrap_or_default(),
+                        ignores: state.ignores.get(&row.id).cloned().unwrap_or_default(),
+                        id: row.id,
+                        origin: row.origin,
+                        target: row.target,
+                        branch: row.branch,
+                        file: row.file,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}

@@ -212,38 +212,6 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
-    /// Adds an org of the legacy Bitbucket Cloud integration holding `repos` (`workspace/slug`), their
-    /// projects with tags, attributes and ignores ([`legacy::seed`]); its id.
-    pub fn seed_legacy(&self, name: &str, repos: &[String]) -> String {
-        legacy::seed(&mut self.app.0.lock(), name, repos)
-    }
-
-    /// Every project of every org, deleted ones left out, with its metadata and ignores.
-    pub fn projects(&self) -> Vec<legacy::Project> {
-        let state = self.app.0.lock();
-        let now = std::time::Instant::now();
-        state
-            .orgs
-            .iter()
-            .flat_map(|org| {
-                projects::rows(&state, &org.id, now)
-                    .into_iter()
-                    .map(|row| legacy::Project {
-                        org_id: org.id.clone(),
-                        active: !state.deactivated.contains(&row.id),
-                        metadata: state.metadata.get(&row.id).cloned().unwrap_or_default(),
-                        ignores: state.ignores.get(&row.id).cloned().unwrap_or_default(),
-                        id: row.id,
-                        origin: row.origin,
-                        target: row.target,
-                        branch: row.branch,
-                        file: row.file,
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
-
     /// Snyk orgs in the group, as the sandbox holds them.
     pub fn orgs(&self) -> Vec<state::Org> {
         self.app.0.lock().orgs.clone()

@@ -11,7 +11,9 @@ use bb2snyk_snyk::{Job, JobStatus};
 
 use std::time::Duration;
 
-use super::{Importer, about, ledger_failure};
+use super::{Importer, about, ledger_failure, project_ids};
+
+mod counted;
 use crate::schedule::{now_ms, wait_until};
 
 /// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
@@ -24,27 +26,7 @@ const MANY_FOLLOWED: usize = 160;
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
 
-/// What a poll found, as its metric says it.
-fn result(status: JobStatus) -> &'static str {
-    match status {
-        JobStatus::Pending => "pending",
-        JobStatus::Complete => "done",
-        JobStatus::Failed | JobStatus::Aborted => "failed",
-    }
-}
-
 impl Importer {
-    /// A poll's kind, as its metric says it: a job's first poll (a probe's, when it probes the estimate),
-    /// a later one while hints tell of jobs' ends (a safety net), or a later one otherwise.
-    fn kind(&self, poll: &PollImport) -> &'static str {
-        match (poll.polls, poll.probed_ms()) {
-            (0, 0) => "first",
-            (0, _) => "probe",
-            _ if self.hints.trusted() => "safety_net",
-            _ => "repeat",
-        }
-    }
-
     /// Follows a job one step; a job that ends (whatever its end) leaves the in-flight count. A poll that
     /// comes back before it is due (its delay queue is the longest not over the wait) waits out the rest.
     pub(super) async fn poll(&self, poll: PollImport) -> Outcome {
@@ -52,10 +34,9 @@ impl Importer {
             return self.hinted(poll).await;
         }
         let wait = wait_until(poll.due_ms());
-        // A hint may have seen the job done meanwhile: then its poll ends as it passes, not when due, so
-        // a run is not kept waiting by the polls of jobs already recorded. Not a probe's first poll: what
-        // it finds moves the estimate, and heard early, probes' "done" outnumbered their "pending" (heard
-        // only when due), which drew the estimate down to 44 s for jobs of up to 60 s.
+        // A hint may have seen the job done meanwhile: then its poll ends as it passes, not when due. A
+        // probe's first poll always waits until due: what it finds moves the estimate, which must hear
+        // "done" and "pending" at the same age.
         let probe = poll.probed_ms() != 0 && poll.polls == 0;
         if let Some(wait) = wait.filter(|_| !self.hints.enabled() || probe) {
             return Outcome::defer(wait);
@@ -84,14 +65,13 @@ impl Importer {
     /// poll would record it. Anything else (still pending, failed, an error) is left to the job's own
     /// polls, so a hint never parks, retries or polls again.
     async fn hinted(&self, poll: PollImport) -> Outcome {
-        // Its own poll may have recorded it since (in a fleet, often another importer's): with 4
-        // importers, 1,300 hinted polls a run asked Snyk about jobs already recorded.
+        // Its own poll may have recorded it since (in a fleet, often another importer's): no request then.
         if self.imported_record(&poll).await.is_some() {
             return Outcome::ack();
         }
         let found = self.snyk.job(&poll.import.org_id, &poll.job_url).await;
         if let Ok(job) = &found {
-            bb2snyk_telemetry::metrics::polled("hinted", result(job.status));
+            counted::polled_hinted(job.status);
         }
         match found {
             Ok(job) if job.status == JobStatus::Complete => {
@@ -149,7 +129,7 @@ impl Importer {
                     .await;
             }
         };
-        bb2snyk_telemetry::metrics::polled(self.kind(&poll), result(job.status));
+        counted::polled(&poll, job.status, self.hints.trusted());
         let mut record = Record {
             attempts: poll.import.failed_jobs,
             job_url: Some(poll.job_url.to_string()),
@@ -319,7 +299,7 @@ impl Importer {
                         run_id: poll.import.run_id.clone(),
                         org_id: poll.import.org_id.clone(),
                         target: poll.import.target.full_name(),
-                        projects: super::project_ids(chunk),
+                        projects: project_ids(chunk),
                         policy: policy.clone(),
                     })
                     .publish()
@@ -330,7 +310,7 @@ impl Importer {
             run_id: poll.import.run_id.clone(),
             subject: id.to_owned(),
             about: about(&poll.import),
-            projects: super::project_ids(&record.projects),
+            projects: project_ids(&record.projects),
             job_url: Some(poll.job_url),
             before: false,
         });
@@ -341,16 +321,10 @@ impl Importer {
 
     /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
     pub(super) async fn first_poll(&self, import: ImportRepo, job_url: JobUrl) -> Publish {
-        // Where hints tell of jobs' ends and the importer follows many jobs, a first poll that is not a
-        // probe is only a safety net unless jobs are known to take about one time: one at a high quantile
-        // of jobs of widely different times found 450 of them pending. Listings tell of their ends from a
-        // run's first seconds (before jobs are seen, they expect by a prior). Fewer probes then: the
-        // estimate times no first poll, and probes of jobs of 1-60 s found theirs pending 560 times a run
-        // at one in 8, 111 at one in 128 (with none, the estimate stayed at the prior, and jobs once seen
-        // alike were polled at it). With few jobs a listing tells of few at once (an org of 8 jobs of
-        // 0.2 s waited 21 s for the prior to expect most done), and polls at the estimate cost little.
-        // Nor does a first poll come at a climbing estimate, which finds most jobs pending (1,400 early
-        // in a run of jobs of up to a minute).
+        // Where listings tell of jobs' ends and the fleet follows many jobs of unlike durations, a first
+        // poll is a safety net at the longest wait, one in SPARSE_PROBE_EVERY a probe; otherwise it comes
+        // at the estimate, a probe one in the schedule's PROBE_EVERY. While the estimate climbs (and
+        // listings are trusted) it waits as a safety net too: most jobs are then still pending.
         let hinted = self.hints.trusted();
         let by_hints =
             hinted && !self.hints.alike() && self.hints.live_in_fleet(now_ms()) >= MANY_FOLLOWED;

@@ -20,7 +20,7 @@ use bb2snyk_messages::{
 };
 pub use evidence::Brake;
 
-use super::{Importer, ledger_failure, metadata, snyk_failure};
+use super::{Importer, ledger_failure, metadata, project_ids, snyk_failure};
 
 impl Importer {
     /// Compares the workspace with the org and acts: imports and retirements as messages of their own,
@@ -185,7 +185,7 @@ impl Importer {
                         run_id: s.run_id.clone(),
                         org_id: org_id.clone(),
                         target: target.clone(),
-                        projects: super::project_ids(chunk),
+                        projects: project_ids(chunk),
                         policy: policy.clone(),
                     })
                     .publish(),
@@ -204,7 +204,7 @@ impl Importer {
                         run_id: s.run_id.clone(),
                         org_id: org_id.clone(),
                         target: target.clone(),
-                        projects: super::project_ids(chunk),
+                        projects: project_ids(chunk),
                         delete: s.sync.delete,
                         reason: reason.clone(),
                     })
