@@ -1,24 +1,16 @@
-//! Completion hints. A job's own first poll waits for the estimate, a high quantile of job durations, so
-//! that one poll mostly finds it done: for jobs of one length it comes a moment after, but for jobs of 1 s
-//! to a minute half of them were seen done 25 s late. Snyk lists an org's targets by when they were
-//! created, and a target is listed once its import has made projects. So one request, the org's targets
-//! created since its oldest followed job, tells which of many jobs are done.
+//! Completion hints: listings that tell of many jobs at once. Snyk lists an org's targets by when they
+//! were created, and a target is listed once its import has made projects, so one request (the org's
+//! targets created since its oldest followed job) tells which of many followed jobs are done.
 //!
-//! A listing costs a request, as a poll does. An org is listed once `hint_yield` of the jobs this importer
-//! follows in it are expected to have finished since its last listing, by the ages at which this importer
-//! has seen jobs done (until it has seen twenty, a prior of jobs of a second to a minute fills in). Only
-//! jobs whose own next poll is more than [`WORTH`] away count: a poll that soon tells as much. So jobs of
-//! one length, whose first polls come just after they end, make few listings, and a listing is made for
-//! about `hint_yield` jobs it is expected to tell of (fewer for an org's last jobs; the expectation is
-//! scaled by what listings lately told of).
+//! A listing costs a request, as a poll does, so an org is listed once `hint_yield` of the jobs this
+//! importer follows there are expected done since its last listing, by the ages at which it has seen jobs
+//! done (a prior of jobs of a second to a minute until it has seen twenty), scaled by what listings lately
+//! told of. Only jobs whose own next poll is more than [`WORTH`] away count.
 //!
-//! A listed job is polled at once (a `hinted` poll). It records a completed job as any poll would; its
-//! own scheduled poll then finds the record and makes no request. Anything else a hinted poll finds is
-//! left to the job's own polls.
-//!
-//! In a fleet, each importer follows the jobs it posted, and its listings are shared with the others
-//! through the store (see [`shared`]). So the yield is the fleet's: an importer counts its jobs expected
-//! done times the importers, who share the import requests about evenly.
+//! A listed job is polled at once (a `hinted` poll): a completed job is recorded as any poll would record
+//! it, and its own scheduled poll then finds the record and makes no request; anything else is left to
+//! the job's own polls. In a fleet each importer follows the jobs it posted and shares its listings
+//! through the store ([`shared`]), so the yield is the fleet's: jobs expected done times the importers.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 

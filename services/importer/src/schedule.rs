@@ -1,43 +1,17 @@
 //! When to poll an import job. The first poll comes when the job is expected done: a running estimate of
-//! a high quantile of job durations, learned from the jobs seen so far and shared by the fleet through the
-//! store, plus a margin. A job still pending is polled again when its age has grown by `growth` (never
-//! sooner than `floor`, never later than `max`), so a long job costs a few polls, not one every few seconds.
+//! a high quantile (`quantile`) of job durations, shared by the fleet through the store, plus a margin;
+//! one first poll in [`PROBE_EVERY`] is a probe, at the estimate itself, and only probes move it. A job
+//! still pending is polled again once its age has grown by `growth` (between `floor` and `max`).
 //!
-//! Probes and the margin: a poll that comes early costs a request, one that comes late only a moment, and
-//! Snyk's request limit is what bounds a large import. But the estimate learns only from polls that can
-//! come early: one first poll in [`PROBE_EVERY`] is a probe, at the estimate itself, and the others come
-//! `margin` later. For jobs that all take 5 s, polls at the estimate found one job in five pending (the
-//! estimate circles the duration, and hears it crossed only a job's duration later); now only the probes
-//! can, and the rest land after the job is done.
+//! The estimate is a quantile tracker moved at most once a second for the whole fleet (the importer that
+//! holds the turn), on [`MIN_HEARD`] outcomes at least, by the share of probes that found their job
+//! pending, toward 1 − `quantile`, by at most [`MOST_UP`] up or [`MOST_DOWN`] down; its step halves when a
+//! move turns back (down to [`LEAST_STEP`]) and doubles on the third move the same way. Only outcomes of
+//! polls scheduled under (about, [`SAME_ESTIMATE`]) the current estimate count.
 //!
-//! The estimate is a quantile tracker: once a second at most for the whole fleet (the importer that takes
-//! the turn), on ten outcomes at least, it moves by the share of probes that found their job pending since
-//! the importer's last look, toward the share (1 − `quantile`) where it settles, by at most a factor of 1.75
-//! up or 0.8 down. It follows jobs that get slower or faster.
-//!
-//! The step adapts (after Kesten's rule): a move that turns back (the estimate passed the quantile) is
-//! made at half the step, down to an eighth, and the third move in a row the same way (the jobs changed)
-//! at twice it. With full steps, jobs of a fixed 5 s kept it circling between 4.3 and 7.5 s (every probe
-//! pending below 5 s, none above, so each crossing was a full step), and the first polls with it:
-//! completion seen 2.8 s late at p50. Doubling on the second move the same way undid the halving on
-//! each approach (4.3 to 6.5 s); halving alone followed jobs that went from 5 to 15 s in 15 moves
-//! rather than 6.
-//!
-//! Probed jobs are followed. A probe's job carries the estimate it probed on its later polls, and each
-//! importer keeps, per such cohort, how many were pending at each poll: the share still pending at an age
-//! (Kaplan-Meier, a product of each poll's pending share). While a fifth or more of a cohort is still
-//! pending at an age a quarter or more past the estimate, the estimate is raised at once: to where the
-//! survival, drawn as a straight line through this poll and the one before, falls to 1 − `quantile` (at
-//! most twice the age; just the age for the probe itself, or where the line does not fall, as for jobs
-//! of one length). The tracker alone climbs by at most 1.75 a move, each move waiting one estimate for
-//! its probes: from the 5 s prior to jobs of 1-60 s it took 110 s, and the jobs requested meanwhile were
-//! polled over and over as they aged (5,539 polls for the first 4,261 imports of the benchmark).
-//!
-//! Only outcomes of polls scheduled under (about) the current estimate count. Hundreds of polls are in
-//! flight under one estimate; counting each one against the current estimate, one step each, wound it up
-//! from 1 s to the 60 s cap in a second of the benchmark, after which every job was polled half a minute
-//! late. Choosing by outcome instead (a job done by a shorter wait was done by the estimate too) keeps the
-//! wrong ones: after a move down, the pending polls of the old estimate count and the done ones do not.
+//! Probed jobs are followed in cohorts (the estimate they probed): while a fifth or more of a cohort is
+//! still pending a quarter past the estimate, the estimate is raised at once to the age where the cohort's
+//! survival (Kaplan-Meier, drawn as a line through its last two polls) falls to 1 − `quantile`.
 
 use std::{
     collections::VecDeque,
