@@ -334,3 +334,48 @@ async fn the_ledger_gives_the_reason_an_import_failed() {
     assert_eq!(report["totals"]["failed"], 1);
     assert_eq!(report["totals"]["missing"], 0);
 }
+
+/// A workspace whose org cannot serve it (an org of its name without the Bitbucket Cloud App) cannot be
+/// read: the report still tells the rest, names what it left out, and exits 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_cannot_read_a_workspace_names_it_and_exits_6() {
+    let sandbox = Sandbox::start(Knobs {
+        workspaces: 2,
+        repos_per_workspace: 3,
+        empty_rate: 0.0,
+        ..Knobs::default()
+    })
+    .await
+    .expect("sandbox");
+    let truth = sandbox.truth();
+    let (blocked, other) = (str_of(&truth[0]["slug"]), str_of(&truth[1]["slug"]));
+    // The org a run would take for the first workspace, by its name, without the App.
+    sandbox.seed_legacy(str_of(&truth[0]["name"]), &[]);
+    let dir = workdir("report-incomplete");
+    let mut env = sandbox.env();
+    env.push(("SNYK_LOG_PATH", dir.display().to_string()));
+    env.push(("REDIS_URL", "redis://127.0.0.1:1".into()));
+    let group = format!("--groupId={GROUP}");
+    let out = bb2snyk(&["report", &group, "--format=json"], env, &dir).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("workspace {blocked}")),
+        "{}",
+        stderr(&out)
+    );
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("the rest, as JSON");
+    let workspaces: Vec<&str> = report["workspaces"]
+        .as_array()
+        .expect("workspaces")
+        .iter()
+        .map(|w| str_of(&w["workspace"]))
+        .collect();
+    assert_eq!(workspaces, [other], "the readable workspace is reported");
+    assert_eq!(report["totals"]["missing"], 3, "no org serves it yet");
+    assert!(
+        report["incomplete"].as_array().is_some_and(|i| i
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains(blocked)))),
+        "{report}"
+    );
+}
