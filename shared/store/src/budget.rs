@@ -9,6 +9,9 @@
 //! clocks never disagree) in one Lua script. A GCRA or token bucket would be smaller, but it lets up to twice
 //! the budget into one rolling window after a burst, which a rolling-window server answers with 429s.
 //! When Redis is unavailable each process keeps its own log, so it still never exceeds the budget alone.
+//!
+//! Over 400 lines on purpose: the two Lua scripts, the code that reads their answers and the local
+//! fallback that stands in for them must change together, so they read in one place.
 
 use std::{
     collections::VecDeque,

@@ -39,16 +39,8 @@ impl Failures {
     /// Why the import of `row` failed, when a ledger or a log says so; a workspace no org serves has no
     /// import to have failed.
     pub fn of(&self, part: &CoverageListed, row: &Row) -> Option<String> {
-        let (Some(org_id), Some(integration_id)) = (&part.org_id, &part.integration_id) else {
-            return None;
-        };
-        let id = target_id_of(
-            org_id,
-            integration_id,
-            &row.slug,
-            &row.workspace,
-            row.branch.as_deref(),
-        );
+        let id = ledger_id(part, &row.slug, row.branch.as_deref())?;
+        let org_id = part.org_id.as_ref()?;
         self.recorded
             .get(&id)
             .or_else(|| {
@@ -83,21 +75,14 @@ impl Failures {
 
     async fn read_ledger(&mut self, ledger: &Ledger, listed: &[CoverageListed]) {
         for part in listed {
-            let (Some(org_id), Some(integration_id)) = (&part.org_id, &part.integration_id) else {
-                continue;
-            };
             for repo in part
                 .repositories
                 .iter()
                 .filter(|r| r.status == Coverage::Missing)
             {
-                let id = target_id_of(
-                    org_id,
-                    integration_id,
-                    &repo.slug,
-                    &part.subject,
-                    repo.branch.as_deref(),
-                );
+                let Some(id) = ledger_id(part, &repo.slug, repo.branch.as_deref()) else {
+                    continue;
+                };
                 if let Ok(Some(record)) = ledger.target(&id).await
                     && matches!(record.state, State::Parked | State::Failed)
                     && let Some(error) = record.last_error
@@ -107,6 +92,19 @@ impl Failures {
             }
         }
     }
+}
+
+/// The ledger's key (snyk-api-import's targetId) of a repository of `part`'s workspace; none when no org
+/// serves it, so no import of it can have failed.
+fn ledger_id(part: &CoverageListed, slug: &str, branch: Option<&str>) -> Option<String> {
+    let (org_id, integration_id) = (part.org_id.as_ref()?, part.integration_id.as_ref()?);
+    Some(target_id_of(
+        org_id,
+        integration_id,
+        slug,
+        &part.subject,
+        branch,
+    ))
 }
 
 /// The repository (`owner/name`) and reason of one failed-imports line, ours or snyk-api-import's.
