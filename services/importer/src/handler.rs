@@ -90,7 +90,7 @@ impl Importer {
     pub fn with_hints(self, least_yield: u32) -> Self {
         let hints = Hints::new(least_yield);
         let store = self.ledger.store();
-        let hints = if store.is_shared() {
+        let hints = if store.is_shared() && !crate::ablate::off(crate::ablate::Rule::Shared) {
             hints.shared_through(store.clone())
         } else {
             hints

@@ -23,6 +23,7 @@ use bb2snyk_snyk::Client as Snyk;
 use bb2snyk_store::Store;
 use futures_util::StreamExt;
 
+use crate::ablate::{Rule, off};
 use crate::schedule::now_ms;
 use shared::SharedListing;
 
@@ -282,7 +283,7 @@ impl Hints {
     /// no followed job could be older than 36 s; 267 first polls at 30 s found theirs pending).
     pub fn alike(&self) -> bool {
         let state = self.lock();
-        if !self.enabled() || state.durations.total() < LEAST_SEEN {
+        if !self.enabled() || state.durations.total() < LEAST_SEEN || off(Rule::Alike) {
             return false;
         }
         let cdf = state.durations.cdf();
@@ -463,8 +464,10 @@ impl Hints {
                 && now_ms() >= present_ms + millis(shared::PRESENT_EVERY)
             {
                 present_ms = now_ms();
-                let importers = shared::importers(store, &name, present_ms).await;
-                self.lock().importers = importers;
+                if !off(Rule::FleetCount) {
+                    let importers = shared::importers(store, &name, present_ms).await;
+                    self.lock().importers = importers;
+                }
             }
             bb2snyk_telemetry::metrics::followed_jobs(self.lock().count);
             let due = self.due(now_ms());

@@ -1,5 +1,6 @@
 //! The importer service: imports each repository into Snyk and follows its import job.
 
+mod ablate;
 mod handler;
 mod hints;
 mod schedule;

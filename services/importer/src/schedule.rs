@@ -28,6 +28,8 @@ use tokio::time::Instant;
 
 use bb2snyk_store::Store;
 
+use crate::ablate::{Rule, off};
+
 /// The estimate's key in the store; every importer reads and moves the same one.
 const KEY: &str = "poll-estimate-ms";
 /// Held for [`MOVE_EVERY`] by the importer that moves the estimate, so the fleet moves it once a second
@@ -265,7 +267,8 @@ impl Schedule {
         let probe = self
             .first_polls
             .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(every.max(1));
+            .is_multiple_of(every.max(1))
+            && !off(Rule::Probes);
         if probe {
             let wait = self.wait_of(estimate / 1000.0);
             FirstPoll {
@@ -435,7 +438,7 @@ impl Schedule {
         let Ok(poll) = usize::try_from(poll) else {
             return;
         };
-        if probe_ms == 0 || poll >= COHORT_POLLS {
+        if probe_ms == 0 || poll >= COHORT_POLLS || off(Rule::Raise) {
             return;
         }
         let still_pending = {

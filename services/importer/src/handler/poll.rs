@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::{Importer, about, ledger_failure, project_ids};
 
 mod counted;
+use crate::ablate::{Rule, off};
 use crate::schedule::{now_ms, wait_until};
 
 /// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
@@ -326,8 +327,9 @@ impl Importer {
         // at the estimate, a probe one in the schedule's PROBE_EVERY. While the estimate climbs (and
         // listings are trusted) it waits as a safety net too: most jobs are then still pending.
         let hinted = self.hints.trusted();
-        let by_hints =
-            hinted && !self.hints.alike() && self.hints.live_in_fleet(now_ms()) >= MANY_FOLLOWED;
+        let by_hints = hinted
+            && !self.hints.alike()
+            && (off(Rule::Many) || self.hints.live_in_fleet(now_ms()) >= MANY_FOLLOWED);
         let mut first = if by_hints {
             self.schedule
                 .plan_first_poll_probing(SPARSE_PROBE_EVERY)
@@ -335,7 +337,8 @@ impl Importer {
         } else {
             self.schedule.plan_first_poll().await
         };
-        if first.probe_ms == 0 && hinted && (by_hints || self.schedule.climbing().await) {
+        let climbing = !off(Rule::Climbing) && self.schedule.climbing().await;
+        if first.probe_ms == 0 && hinted && (by_hints || climbing) {
             first.wait = first.wait.max(self.schedule.longest_wait());
         }
         let poll = PollImport {
