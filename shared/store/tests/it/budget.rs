@@ -1,5 +1,8 @@
 //! The shared request budget, against real Redis: one budget for every instance, a rolling window, a
 //! fleet-wide pause, and per-process pacing while Redis is down.
+//!
+//! Over 400 lines on purpose: one test per rule of the budget (window, pause, pool, pacing, the write
+//! floor), each needing its own timeline, and all sharing the two builders below.
 
 use std::time::{Duration, Instant};
 
