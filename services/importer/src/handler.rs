@@ -14,7 +14,7 @@ use bb2snyk_bitbucket::Tenant;
 pub use sync::Brake;
 
 use crate::hints::Hints;
-use crate::schedule::{PollTiming, Schedule};
+use crate::schedule::PollTiming;
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -49,7 +49,7 @@ pub struct Importer {
     pub options: ImportOptions,
     pub policy: Policy,
     /// When to poll each job.
-    pub schedule: Arc<Schedule>,
+    pub timing: PollTiming,
     /// The jobs followed for completion hints (none unless [`Importer::with_hints`]).
     pub hints: Arc<Hints>,
     /// Bitbucket, to confirm a repository is gone before a sync retires its projects (none unless
@@ -65,13 +65,12 @@ impl Importer {
         policy: Policy,
         timing: PollTiming,
     ) -> Self {
-        let schedule = Arc::new(Schedule::new(timing, ledger.store().clone()));
         Self {
             snyk,
             ledger,
             options,
             policy,
-            schedule,
+            timing,
             hints: Arc::new(Hints::new(0)),
             bitbucket: None,
         }
@@ -86,17 +85,10 @@ impl Importer {
     }
 
     /// Lists an org's new targets once `least_yield` of its jobs are expected done (see [`Hints`]); 0
-    /// lists nothing. On a shared store (a fleet) listings are shared with the other importers.
+    /// lists nothing.
     pub fn with_hints(self, least_yield: u32) -> Self {
-        let hints = Hints::new(least_yield);
-        let store = self.ledger.store();
-        let hints = if store.is_shared() && !crate::ablate::off(crate::ablate::Rule::Shared) {
-            hints.shared_through(store.clone())
-        } else {
-            hints
-        };
         Self {
-            hints: Arc::new(hints),
+            hints: Arc::new(Hints::new(least_yield)),
             ..self
         }
     }
@@ -175,7 +167,7 @@ impl Importer {
             posting_since_ms: Some(since),
             ..
         }) = &record
-            && let Some(wait) = self.posting_grace(*since).await
+            && let Some(wait) = self.posting_grace(*since)
         {
             let later = Body::ImportRepo(import.clone()).publish_after(wait);
             return Ok(Some(Outcome::Ack(vec![later])));
@@ -226,10 +218,10 @@ impl Importer {
     }
 
     /// How much longer a POST that began at `since_ms` and was never answered is given before Snyk is
-    /// asked about it: twice the time a job is expected to take (the first poll's wait), at least
-    /// `requeue_after`. `None` once that has passed.
-    async fn posting_grace(&self, since_ms: u64) -> Option<Duration> {
-        let grace = (self.schedule.expected().await * 2).max(self.policy.requeue_after);
+    /// asked about it: twice the wait before a job's first poll, at least `requeue_after`. `None` once
+    /// that has passed.
+    fn posting_grace(&self, since_ms: u64) -> Option<Duration> {
+        let grace = (self.timing.first_poll(false) * 2).max(self.policy.requeue_after);
         let due = since_ms.saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
         crate::wait_until(due)
     }
@@ -318,10 +310,7 @@ impl Importer {
             job_url: job_url.clone(),
         });
         bb2snyk_telemetry::metrics::import_jobs_in_flight(1.0);
-        Outcome::Ack(vec![
-            self.first_poll(import, job_url).await,
-            requested.publish(),
-        ])
+        Outcome::Ack(vec![self.first_poll(import, job_url), requested.publish()])
     }
 
     /// The POST failed after it may have reached Snyk: recorded as such, and retried through the tiers,

@@ -1,9 +1,9 @@
 //! The importer service: imports each repository into Snyk and follows its import job.
 
-mod ablate;
 mod handler;
 mod hints;
 mod schedule;
+mod tuning;
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use bb2snyk_snyk::{Client as Snyk, ImportOptions};
 use bb2snyk_store::Store;
 pub use handler::{Brake, Importer, Policy};
 pub use hints::Hints;
-pub use schedule::{PollTiming, Schedule, now_ms, wait_until};
+pub use schedule::{PollTiming, now_ms, wait_until};
 
 /// Serves the importer's queues (import requests, and job polls) with `CONCURRENT_IMPORTS` deliveries in
 /// flight on each, until `shutdown`.
@@ -94,12 +94,10 @@ pub fn importer(
             ..Policy::default()
         },
         PollTiming {
-            prior: settings.import.poll_first,
+            first: settings.import.poll_first,
             floor: settings.import.poll_floor,
             max: settings.import.poll_max,
             growth: f64::from(settings.import.poll_growth_percent) / 100.0,
-            quantile: f64::from(settings.import.poll_quantile_percent) / 100.0,
-            margin: f64::from(settings.import.poll_margin_percent) / 100.0,
         },
     )
     .with_hints(settings.import.hint_yield);

@@ -255,14 +255,6 @@ pub struct PollImport {
         skip_serializing_if = "Option::is_none"
     )]
     pub not_before_ms: Option<UnixMs>,
-    /// For a job whose first poll was a probe, the estimate it probed (ms); absent for others. Its later
-    /// polls tell the fleet how long probed jobs run.
-    #[serde(
-        default,
-        deserialize_with = "crate::zero_is_none",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub probe_ms: Option<u64>,
     /// A poll made now because Snyk listed the job's target as new (a hint that it is done), beside the
     /// job's own scheduled poll: it only records a completed job, and never polls again (left out of the
     /// JSON when false).
@@ -297,11 +289,6 @@ impl PollImport {
     /// When the poll is due (Unix ms); 0: now.
     pub fn due_ms(&self) -> u64 {
         self.not_before_ms.map_or(0, UnixMs::get)
-    }
-
-    /// The estimate the job's first poll probed (ms); 0: its first poll was no probe.
-    pub fn probed_ms(&self) -> u64 {
-        self.probe_ms.unwrap_or(0)
     }
 }
 

@@ -125,7 +125,6 @@ fn bodies() -> Vec<Body> {
             polls: 0,
             requested_ms: Some(bb2snyk_messages::UnixMs(1)),
             not_before_ms: Some(bb2snyk_messages::UnixMs(2)),
-            probe_ms: Some(5_000),
             hinted: true,
         }),
         Body::SyncWorkspace(SyncWorkspace {

@@ -353,7 +353,7 @@ pub const KEYS: &[Key] = &[
         env: None,
         default: Some("5"),
         secret: false,
-        help: "when to poll the first import jobs, before any was seen; after that the fleet learns when jobs are done",
+        help: "the wait before an import job's first poll where listings do not tell of jobs' ends (`hint_yield` 0, or a listing failed in the last minute); then its polls come as it ages",
     },
     Key {
         path: "import.poll_floor_secs",
@@ -367,7 +367,7 @@ pub const KEYS: &[Key] = &[
         env: None,
         default: Some("60"),
         secret: false,
-        help: "the longest wait between two polls of one import job, and the latest first poll",
+        help: "the longest wait between two polls of one import job; while listings tell of jobs' ends, every poll of a job is a safety net this long after the last",
     },
     Key {
         path: "import.poll_growth_percent",
@@ -379,16 +379,16 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "import.poll_quantile_percent",
         env: None,
-        default: Some("90"),
+        default: None,
         secret: false,
-        help: "the share of probes (one first poll in eight) that should find their job done; the learned estimate settles there",
+        help: "retired: no longer read (first polls come at `poll_first_secs`); accepted so that older files still load",
     },
     Key {
         path: "import.poll_margin_percent",
         env: None,
-        default: Some("15"),
+        default: None,
         secret: false,
-        help: "how much later than the estimate the other first polls come (15: at 1.15 times it)",
+        help: "retired: no longer read (first polls come at `poll_first_secs`); accepted so that older files still load",
     },
     Key {
         path: "import.hint_yield",

@@ -160,8 +160,6 @@ pub struct ImportSettings {
     pub poll_floor: Duration,
     pub poll_max: Duration,
     pub poll_growth_percent: u32,
-    pub poll_quantile_percent: u32,
-    pub poll_margin_percent: u32,
     /// Jobs of an org expected done since its last listing that make its next listing worth a request;
     /// 0: no listings.
     pub hint_yield: u32,
@@ -466,9 +464,10 @@ impl Settings {
                     "import.poll_floor_secs" => self.import.poll_floor.as_secs().to_string(),
                     "import.poll_max_secs" => self.import.poll_max.as_secs().to_string(),
                     "import.poll_growth_percent" => self.import.poll_growth_percent.to_string(),
-                    "import.poll_quantile_percent" => self.import.poll_quantile_percent.to_string(),
-                    "import.poll_margin_percent" => self.import.poll_margin_percent.to_string(),
                     "import.hint_yield" => self.import.hint_yield.to_string(),
+                    "import.poll_quantile_percent" | "import.poll_margin_percent" => {
+                        "(retired)".to_owned()
+                    }
                     "import.log_path" => self.import.log_path.display().to_string(),
                     "http.timeout_secs" => self.http.timeout.as_secs().to_string(),
                     "http.connect_timeout_secs" => self.http.connect_timeout.as_secs().to_string(),

@@ -189,8 +189,6 @@ fn read(r: &Reader, home: Option<PathBuf>) -> Result<Settings, ConfigError> {
             poll_floor: Duration::from_secs(r.number("import.poll_floor_secs", 1..=600)?),
             poll_max: Duration::from_secs(r.number("import.poll_max_secs", 1..=3600)?),
             poll_growth_percent: r.number("import.poll_growth_percent", 10..=400)? as u32,
-            poll_quantile_percent: r.number("import.poll_quantile_percent", 10..=99)? as u32,
-            poll_margin_percent: r.number("import.poll_margin_percent", 0..=200)? as u32,
             hint_yield: r.number("import.hint_yield", 0..=100)? as u32,
             log_path: expand_home(&r.required("import.log_path")?, home),
         },

@@ -29,9 +29,6 @@ pub const REDIS_DEGRADED: &str = "bb2snyk_redis_degraded";
 pub const REDIS_FAILURES: &str = "bb2snyk_redis_failures_total";
 /// Import jobs requested and not yet finished; sum it over the fleet (a job may finish on another replica).
 pub const IMPORT_JOBS_IN_FLIGHT: &str = "bb2snyk_import_jobs_in_flight";
-/// The fleet's estimate of how long an import job takes, as this importer last read or moved it: when
-/// first polls come (a probe at it, the rest a margin later).
-pub const POLL_ESTIMATE: &str = "bb2snyk_poll_estimate_seconds";
 /// 1 while the RabbitMQ connection is up.
 pub const AMQP_CONNECTED: &str = "bb2snyk_amqp_connected";
 /// When the last sync that changed Snyk (not a dry run) compared a workspace, as Unix seconds, as the
@@ -46,14 +43,13 @@ pub const REDIS_MAX_MEMORY: &str = "bb2snyk_redis_maxmemory_bytes";
 /// Import job polls per kind (`first`, `probe`, `hinted`, `safety_net`, `repeat`) and what they found
 /// (`done`, `pending`, `failed`).
 pub const POLLS: &str = "bb2snyk_polls_total";
-/// Listings of an org's new targets per source (`asked`: this importer asked Snyk; `heard`: another
-/// importer's, read from Redis) and result (`told`: of followed jobs done; `nothing`).
+/// Listings of an org's new targets asked of Snyk, by result (`told`: of followed jobs done; `nothing`).
 pub const LISTINGS: &str = "bb2snyk_listings_total";
 /// Import jobs this importer follows for completion hints.
 pub const FOLLOWED_JOBS: &str = "bb2snyk_followed_jobs";
 
 /// Every metric name, for docs/operations.md and the dashboard test.
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 17] = [
     MESSAGES,
     HANDLER_SECONDS,
     HTTP_REQUESTS,
@@ -64,7 +60,6 @@ pub const NAMES: [&str; 18] = [
     REDIS_DEGRADED,
     REDIS_FAILURES,
     IMPORT_JOBS_IN_FLIGHT,
-    POLL_ESTIMATE,
     AMQP_CONNECTED,
     SYNC_LAST_SUCCESS,
     REDIS_USED_MEMORY,
@@ -182,10 +177,6 @@ pub fn import_jobs_in_flight(change: f64) {
     gauge!(IMPORT_JOBS_IN_FLIGHT).increment(change);
 }
 
-pub fn poll_estimate(estimate: Duration) {
-    gauge!(POLL_ESTIMATE).set(estimate.as_secs_f64());
-}
-
 /// A sync that changed Snyk compared a workspace at `at_ms` (Unix milliseconds).
 pub fn synced(at_ms: u64) {
     gauge!(SYNC_LAST_SUCCESS).set(at_ms as f64 / 1000.0);
@@ -200,11 +191,10 @@ pub fn polled(kind: &'static str, result: &'static str) {
     counter!(POLLS, "kind" => kind, "result" => result).increment(1);
 }
 
-/// One listing of an org's new targets used: asked of Snyk or heard from another importer, and whether it
-/// told of followed jobs done.
-pub fn listed(source: &'static str, told: bool) {
+/// One listing of an org's new targets, and whether it told of followed jobs done.
+pub fn listed(told: bool) {
     let result = if told { "told" } else { "nothing" };
-    counter!(LISTINGS, "source" => source, "result" => result).increment(1);
+    counter!(LISTINGS, "result" => result).increment(1);
 }
 
 pub fn followed_jobs(count: usize) {

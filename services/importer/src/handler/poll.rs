@@ -14,16 +14,9 @@ use std::time::Duration;
 use super::{Importer, about, ledger_failure, project_ids};
 
 mod counted;
-use crate::ablate::{Rule, off};
 use crate::schedule::{now_ms, wait_until};
+use crate::tuning::TUNING;
 
-/// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
-const PASS_EVERY: Duration = Duration::from_secs(8);
-/// Where hints tell of jobs' ends and jobs are not alike, one first poll in this many is a probe.
-const SPARSE_PROBE_EVERY: u64 = 128;
-/// Jobs the fleet follows (their own polls not overdue) from which first polls wait for hints (the
-/// outcomes "alike" needs, 20, times the probes' share, 8: about the jobs a run's first probes tell of).
-const MANY_FOLLOWED: usize = 160;
 /// How long a job's completion may take to record before another delivery may record it.
 const DONE_LOCK: Duration = Duration::from_secs(30);
 
@@ -35,17 +28,14 @@ impl Importer {
             return self.hinted(poll).await;
         }
         let wait = wait_until(poll.due_ms());
-        // A hint may have seen the job done meanwhile: then its poll ends as it passes, not when due. A
-        // probe's first poll always waits until due: what it finds moves the estimate, which must hear
-        // "done" and "pending" at the same age.
-        let probe = poll.probed_ms() != 0 && poll.polls == 0;
-        if let Some(wait) = wait.filter(|_| !self.hints.enabled() || probe) {
+        // A hint may have seen the job done meanwhile: then its poll ends as it passes, not when due.
+        if let Some(wait) = wait.filter(|_| !self.hints.enabled()) {
             return Outcome::defer(wait);
         }
         let import = poll.import.clone();
         let outcome = match (self.recorded_done(&poll).await, wait) {
             (Some(outcome), _) => outcome,
-            (None, Some(wait)) => return Outcome::defer(wait.min(PASS_EVERY)),
+            (None, Some(wait)) => return Outcome::defer(wait.min(TUNING.pass_every)),
             (None, None) => self.follow(poll).await,
         };
         let polls_again = match &outcome {
@@ -99,17 +89,9 @@ impl Importer {
     }
 
     /// A job whose target the ledger already records imported needs no request: a hinted poll saw it
-    /// done, or this poll was delivered twice. For the estimate, this poll found it done.
+    /// done, or this poll was delivered twice.
     async fn recorded_done(&self, poll: &PollImport) -> Option<Outcome> {
-        let record = self.imported_record(poll).await?;
-        if record.job_url.as_deref() == Some(poll.job_url.as_str()) {
-            if poll.polls == 0 {
-                self.schedule.first_poll_found(true, scheduled(poll)).await;
-            }
-            self.schedule
-                .probed_job_found(poll.probed_ms(), poll.polls, true, age(poll))
-                .await;
-        }
+        self.imported_record(poll).await?;
         Some(Outcome::ack())
     }
 
@@ -146,35 +128,9 @@ impl Importer {
                 self.settle_parked(&id, record, reason).await
             }
             JobStatus::Pending => {
-                if poll.polls == 0 {
-                    self.schedule
-                        .first_poll_found(false, scheduled(&poll))
-                        .await;
-                }
                 let age = age(&poll);
-                self.schedule
-                    .probed_job_found(poll.probed_ms(), poll.polls, false, age)
-                    .await;
-                let wait = if poll.polls == 0 && poll.probed_ms() != 0 {
-                    self.schedule.after_probe(age).await
-                } else {
-                    self.schedule.next_poll(age)
-                };
-                self.schedule.found_pending(age);
-                // Where hints tell of jobs' ends, this poll is only a safety net. A probe's job is polled
-                // once more on time: its second poll tells how far past the estimate jobs run.
-                let wait = if (poll.probed_ms() == 0 || poll.polls > 0) && self.hints.trusted() {
-                    wait.max(self.schedule.longest_wait())
-                } else {
-                    wait
-                };
-                tracing::debug!(
-                    polls = poll.polls,
-                    probe = poll.probed_ms() != 0,
-                    ?age,
-                    ?wait,
-                    "job pending"
-                );
+                let wait = self.timing.next_poll(age, self.hints.trusted());
+                tracing::debug!(polls = poll.polls, ?age, ?wait, "job pending");
                 Outcome::Ack(vec![self.poll_after(
                     PollImport {
                         polls: poll.polls.saturating_add(1),
@@ -184,12 +140,6 @@ impl Importer {
                 )])
             }
             JobStatus::Complete => {
-                if poll.polls == 0 {
-                    self.schedule.first_poll_found(true, scheduled(&poll)).await;
-                }
-                self.schedule
-                    .probed_job_found(poll.probed_ms(), poll.polls, true, age(&poll))
-                    .await;
                 self.hints.seen_done(age(&poll));
                 self.completed(poll, &job).await
             }
@@ -320,41 +270,21 @@ impl Importer {
         Outcome::Ack(publishes)
     }
 
-    /// The first poll of a job Snyk just accepted (or one found in the ledger), when it is expected done.
-    pub(super) async fn first_poll(&self, import: ImportRepo, job_url: JobUrl) -> Publish {
-        // Where listings tell of jobs' ends and the fleet follows many jobs of unlike durations, a first
-        // poll is a safety net at the longest wait, one in SPARSE_PROBE_EVERY a probe; otherwise it comes
-        // at the estimate, a probe one in the schedule's PROBE_EVERY. While the estimate climbs (and
-        // listings are trusted) it waits as a safety net too: most jobs are then still pending.
-        let hinted = self.hints.trusted();
-        let by_hints = hinted
-            && !self.hints.alike()
-            && (off(Rule::Many) || self.hints.live_in_fleet(now_ms()) >= MANY_FOLLOWED);
-        let mut first = if by_hints {
-            self.schedule
-                .plan_first_poll_probing(SPARSE_PROBE_EVERY)
-                .await
-        } else {
-            self.schedule.plan_first_poll().await
-        };
-        let climbing = !off(Rule::Climbing) && self.schedule.climbing().await;
-        if first.probe_ms == 0 && hinted && (by_hints || climbing) {
-            first.wait = first.wait.max(self.schedule.longest_wait());
-        }
+    /// The first poll of a job Snyk just accepted (or one found in the ledger).
+    pub(super) fn first_poll(&self, import: ImportRepo, job_url: JobUrl) -> Publish {
         let poll = PollImport {
             import,
             job_url,
             polls: 0,
             requested_ms: Some(UnixMs(now_ms())),
             not_before_ms: None,
-            probe_ms: (first.probe_ms != 0).then_some(first.probe_ms),
             hinted: false,
         };
-        self.poll_after(poll, first.wait)
+        self.poll_after(poll, self.timing.first_poll(self.hints.trusted()))
     }
 
     /// A poll for a job the ledger recorded (its requester stopped): its age is unknown, so it is polled
-    /// soon, and it does not count as a first poll for the estimate.
+    /// soon.
     pub(super) fn follow_recorded(&self, import: ImportRepo, job_url: JobUrl) -> Publish {
         let poll = PollImport {
             import,
@@ -362,10 +292,9 @@ impl Importer {
             polls: 1,
             requested_ms: Some(UnixMs(now_ms())),
             not_before_ms: None,
-            probe_ms: None,
             hinted: false,
         };
-        self.poll_after(poll, self.schedule.next_poll(Duration::ZERO))
+        self.poll_after(poll, self.timing.next_poll(Duration::ZERO, false))
     }
 
     /// `poll`, due `wait` from now; its job is followed for hints until then.
@@ -377,23 +306,15 @@ impl Importer {
             ..poll
         };
         self.hints.follow(&poll);
-        // With hints, a poll passes by at least every PASS_EVERY to see whether one recorded its job:
+        // With hints, a poll passes by at least every `pass_every` to see whether one recorded its job:
         // from the longest delay queue (32 s for a minute's wait) the last of a run ended 30 s late.
         let hop = if self.hints.enabled() {
-            wait.min(PASS_EVERY)
+            wait.min(TUNING.pass_every)
         } else {
             wait
         };
         Body::PollImport(poll).publish_after(hop)
     }
-}
-
-/// The wait a poll was scheduled with: from its job's request to when it was due.
-fn scheduled(poll: &PollImport) -> Duration {
-    Duration::from_millis(
-        poll.due_ms()
-            .saturating_sub(poll.requested_at(poll.due_ms())),
-    )
 }
 
 /// How long ago Snyk accepted the poll's job.

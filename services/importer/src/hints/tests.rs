@@ -21,7 +21,6 @@ fn poll(org: &str, name: &str, requested_ms: u64, due_ms: u64) -> PollImport {
         polls: 0,
         requested_ms: Some(bb2snyk_messages::UnixMs(requested_ms)),
         not_before_ms: Some(bb2snyk_messages::UnixMs(due_ms)),
-        probe_ms: None,
         hinted: false,
     }
 }
@@ -167,12 +166,12 @@ fn with_listing_off_nothing_is_followed() {
 #[test]
 fn followed_jobs_are_bounded_and_long_overdue_ones_forgotten() {
     let hints = seen([1; 30]);
-    for n in 0..MOST_FOLLOWED + 10 {
+    for n in 0..TUNING.most_followed + 10 {
         hints.follow(&poll("org", &format!("r{n}"), 0, 10_000));
     }
-    assert_eq!(hints.followed(), MOST_FOLLOWED);
+    assert_eq!(hints.followed(), TUNING.most_followed);
     // Their polls were due at 10 s: ten minutes later they are someone else's, or ended unseen.
-    let _ = hints.due(10_000 + millis(STALE) + 1);
+    let _ = hints.due(10_000 + millis(TUNING.stale) + 1);
     assert_eq!(hints.followed(), 0);
 }
 
@@ -252,137 +251,20 @@ fn a_job_a_listing_did_not_tell_of_is_expected_done_anew_and_fruitless_listings_
 }
 
 #[test]
-fn jobs_of_one_length_are_alike_and_jobs_of_a_second_to_a_minute_are_not() {
-    assert!(seen(std::iter::repeat_n(5, 100)).alike());
-    assert!(!seen(4..=6).alike(), "too few seen");
-    assert!(seen((4..=6).cycle().take(60)).alike());
-    assert!(!seen((1..=60).cycle().take(120)).alike());
-}
-
-#[test]
-fn jobs_are_alike_only_once_followed_for_longer_than_their_spread() {
-    // Seen done at 12-30 s: alike, unless a job followed is older than three times the quickest tenth.
-    let hints = seen((12..=30).cycle().take(100));
-    let now = now_ms();
-    // Followed for 20 s only: a job of a minute could not have shown yet.
-    hints.follow(&poll("o", "young", now - 20_000, now + 60_000));
-    hints.due(now);
-    assert!(!hints.alike(), "followed for 20 s");
-    // Followed for 70 s, and the old job seen done: none followed is older than 20 s.
-    hints.forget(&poll("o", "young", 0, 0).import);
-    hints.follow(&poll("o", "old", now - 70_000, now + 60_000));
-    hints.follow(&poll("o", "young", now - 20_000, now + 60_000));
-    hints.forget(&poll("o", "old", 0, 0).import);
-    hints.due(now);
-    assert!(hints.alike(), "followed for 70 s, none older than 20 s");
-    // A job 50 s old and not seen done: jobs run longer than the spread.
-    hints.follow(&poll("o", "slow", now - 50_000, now + 60_000));
-    hints.due(now);
-    assert!(!hints.alike(), "one followed for 50 s");
-}
-
-#[test]
-fn jobs_whose_own_poll_is_overdue_count_not_as_followed_nor_as_the_oldest_but_are_hinted() {
-    // Jobs of 5 s, followed for a minute.
+fn a_job_whose_own_poll_is_overdue_sets_not_where_a_listing_starts_but_is_hinted() {
+    // Jobs of 5 s; in a fleet another importer's poll took the first job when due.
     let hints = seen(std::iter::repeat_n(5, 100));
     let now = now_ms();
     hints.follow(&poll("o", "long-ago", now - 60_000, now - 60_000 + 5_750));
-    hints.follow(&poll("o", "now", now - 1_000, now + 4_750));
-    // In a fleet another importer's poll took the first job when due, and recorded it unseen by this one.
-    hints.due(now);
+    hints.follow(&poll("o", "now", now - 1_000, now + 60_000));
+    let listed = hints.due(now + 5_000);
     assert_eq!(hints.followed(), 2);
-    assert_eq!(hints.live(now), 1, "the overdue one does not count");
     assert!(
-        hints.alike(),
-        "the overdue one is not taken for a job a minute long"
+        matches!(&listed[..], [l] if l.since_ms == now - 1_000 - millis(TUNING.clock_slack)),
+        "{listed:?}"
     );
     // A listing that names it still hints it (its hinted poll finds the record and asks Snyk nothing).
     let names = ["acme/long-ago".to_owned()];
     assert_eq!(hints.take("o", &names, false).len(), 1);
     assert_eq!(hints.followed(), 1);
-}
-
-#[tokio::test]
-async fn a_listing_one_importer_shares_tells_another_of_its_jobs_without_a_request() {
-    let store = bb2snyk_store::Store::memory();
-    let (a, b) = (
-        seen((1..=60).cycle().take(600)).shared_through(store.clone()),
-        seen((1..=60).cycle().take(600)).shared_through(store.clone()),
-    );
-    for n in 0..40u64 {
-        a.follow(&poll("org", &format!("a{n}"), 1_000_000, 1_060_000));
-    }
-    // Importer B posted two jobs of the org: too few to be worth a listing of its own for a while.
-    for name in ["b1", "b2"] {
-        b.follow(&poll("org", name, 1_000_000, 1_060_000));
-    }
-    let listed = a.due(1_010_000);
-    assert!(
-        matches!(&listed[..], [Listing { ask: true, .. }]),
-        "{listed:?}"
-    );
-    // B reads the shared listing, though it has none of its own to make, and it is not there yet.
-    let heard = b.due(1_010_000);
-    assert!(
-        matches!(&heard[..], [Listing { ask: false, .. }]),
-        "{heard:?}"
-    );
-    assert_eq!(b.heard(&heard[0]).await, None);
-
-    // A's listing of Snyk names one of A's jobs and one of B's, and is shared.
-    let names = vec!["acme/a3".to_owned(), "acme/b1".to_owned()];
-    let shared = SharedListing {
-        at_ms: listed[0].at_ms,
-        since_ms: listed[0].since_ms,
-        names,
-    };
-    shared.share(&store, "org").await;
-    // A does not hear its own listing as another's.
-    let again = a.due(1_011_000);
-    assert!(
-        matches!(&again[..], [Listing { ask: false, .. }]),
-        "{again:?}"
-    );
-    assert_eq!(a.heard(&again[0]).await, None);
-    // A second on, B hears of its job from it: a hinted poll, and no request of its own.
-    let heard = b.due(1_011_000);
-    let polls = b.heard(&heard[0]).await.expect("a newer shared listing");
-    assert!(matches!(&polls[..], [p] if p.hinted && p.import.target.name == "b1"));
-    assert_eq!(b.followed(), 1);
-    // The same listing is heard once.
-    let heard = b.due(1_012_000);
-    assert_eq!(b.heard(&heard[0]).await, None);
-
-    // A listing that does not reach back to B's jobs tells nothing of them.
-    let late = SharedListing {
-        at_ms: 1_020_000,
-        since_ms: 1_000_000,
-        names: vec!["acme/b2".to_owned()],
-    };
-    late.share(&store, "org").await;
-    let heard = b.due(1_021_000);
-    assert_eq!(b.heard(&heard[0]).await, None);
-    assert_eq!(b.followed(), 1);
-}
-
-#[test]
-fn in_a_fleet_an_org_is_listed_once_the_fleet_s_jobs_are_expected_to_make_the_yield() {
-    // Jobs of 1 to 60 s; an importer follows ten of an org's jobs, alone or as one of four.
-    let (alone, one_of_four) = (
-        seen((1..=60).cycle().take(600)),
-        seen((1..=60).cycle().take(600)),
-    );
-    one_of_four.lock().importers = 4;
-    for hints in [&alone, &one_of_four] {
-        for n in 0..10u64 {
-            hints.follow(&poll("org", &format!("r{n}"), 1_000_000, 1_060_000));
-        }
-    }
-    // Ten seconds on, about a sixth of its ten are expected done: short of the yield (4) alone, but
-    // the fleet's forty, whose listing every importer hears, make it.
-    assert!(alone.due(1_010_000).is_empty());
-    assert!(matches!(
-        &one_of_four.due(1_010_000)[..],
-        [Listing { ask: true, .. }]
-    ));
 }

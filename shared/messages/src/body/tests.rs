@@ -52,7 +52,6 @@ fn kinds_are_the_serde_names() {
             polls: 2,
             requested_ms: None,
             not_before_ms: None,
-            probe_ms: None,
             hinted: false,
         }),
     ] {
@@ -195,19 +194,16 @@ fn an_import_s_policy_is_held_to_snyk_s_rules_when_read() {
     assert!(with(many).expect_err("too many").contains("at most 50"));
 }
 
-/// The previous release wrote 0 for "no time" in a poll; it reads as absent, and an absent one is left
-/// out of what this release writes.
+/// The previous release wrote 0 for "no time" in a poll, and the estimate a probe probed (`probe_ms`,
+/// no longer read): it reads, the zeros as absent, and what this release writes leaves both out.
 #[test]
-fn a_zero_time_from_the_previous_release_reads_as_absent() {
+fn a_poll_from_the_previous_release_reads() {
     let old = br#"{"type":"import.poll.v1","import":{"run_id":"r","org_id":"o","integration_id":"i","target":{"owner":"acme","name":"api"},"failed_jobs":0},"job_url":"https://api.snyk.io/v1/job","polls":0,"requested_ms":0,"not_before_ms":0,"probe_ms":5000}"#;
     let Ok(Body::PollImport(poll)) = serde_json::from_slice::<Body>(old) else {
         panic!("the previous release's poll reads");
     };
-    assert_eq!(
-        (poll.requested_ms, poll.not_before_ms, poll.probe_ms),
-        (None, None, Some(5000))
-    );
+    assert_eq!((poll.requested_ms, poll.not_before_ms), (None, None));
     let again = serde_json::to_value(Body::PollImport(poll)).expect("JSON");
     assert!(again.get("requested_ms").is_none() && again.get("not_before_ms").is_none());
-    assert_eq!(again["probe_ms"], 5000);
+    assert!(again.get("probe_ms").is_none());
 }

@@ -126,7 +126,6 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 polls: 0,
                 requested_ms: None,
                 not_before_ms: None,
-                probe_ms: None,
                 hinted: false,
             })),
             "run_id is 400 bytes",
@@ -141,7 +140,6 @@ async fn hostile_messages_are_parked_and_the_stages_go_on() {
                 polls: 0,
                 requested_ms: None,
                 not_before_ms: None,
-                probe_ms: None,
                 hinted: false,
             })
             .to_message(),

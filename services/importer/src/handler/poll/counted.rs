@@ -4,12 +4,11 @@
 use bb2snyk_messages::PollImport;
 use bb2snyk_snyk::JobStatus;
 
-/// A job's own poll: its first (a probe's, when it probes the estimate), a later one while listings tell
-/// of jobs' ends (a safety net), or a later one otherwise.
+/// A job's own poll: its first, a later one while listings tell of jobs' ends (a safety net), or a
+/// later one otherwise.
 pub(super) fn polled(poll: &PollImport, status: JobStatus, hints_trusted: bool) {
-    let kind = match (poll.polls, poll.probed_ms()) {
-        (0, 0) => "first",
-        (0, _) => "probe",
+    let kind = match poll.polls {
+        0 => "first",
         _ if hints_trusted => "safety_net",
         _ => "repeat",
     };
