@@ -102,7 +102,7 @@ return 0";
 /// The share of the limit writes (import POSTs, org creation) may spend in any window, so reads (the polls
 /// that follow them) always find slots: every import is followed by at least one poll, so imports never
 /// need more than half, and a burst of them cannot take a whole window's budget and leave polls of jobs
-/// long done waiting a minute (the benchmark's 4 importers saw completion half a minute late at p50).
+/// long done waiting a minute.
 ///
 /// An evenly paced budget has no such share: no second spends more than its share of the window, so
 /// writes cannot spend it ahead of the polls, and reads go first whenever they wait. There the half only

@@ -306,8 +306,8 @@ impl Importer {
             ..poll
         };
         self.hints.follow(&poll);
-        // With hints, a poll passes by at least every `pass_every` to see whether one recorded its job:
-        // from the longest delay queue (32 s for a minute's wait) the last of a run ended 30 s late.
+        // With hints, a poll passes by at least every `pass_every` to see whether one recorded its job,
+        // rather than waiting out the longest delay queue (32 s for a minute's wait).
         let hop = if self.hints.enabled() {
             wait.min(TUNING.pass_every)
         } else {
