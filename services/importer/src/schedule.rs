@@ -1,7 +1,9 @@
 //! When to poll an import job. Where listings tell of jobs' ends (hints are trusted, see [`crate::hints`]),
-//! a job's own polls are only a safety net: each comes the longest wait (`max`) after the last. Otherwise
-//! the first poll comes `first` after Snyk accepted the job, and each later one once the job's age has
-//! grown by `growth`, never sooner than `floor` nor later than `max` after the last.
+//! a job's own polls are only a safety net: each comes the longest wait (`max`) after the last (a first
+//! poll only while the importer follows `many_followed` jobs, so that a few jobs, or one that fails and
+//! which no listing tells of, do not wait for it). Otherwise the first poll comes `first` after Snyk
+//! accepted the job, and each later one once the job's age has grown by `growth`, never sooner than
+//! `floor` nor later than `max` after the last.
 //!
 //! Nothing about job durations is learned here: with listings at work an estimate of them does not pay
 //! (BENCHMARKS.md, the ablation).

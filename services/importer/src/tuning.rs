@@ -41,6 +41,9 @@ pub struct Tuning {
     /// The first bucket of the durations' histogram (ms), and the ratio from one bucket to the next.
     pub first_bucket_ms: f64,
     pub bucket_ratio: f64,
+    /// Jobs an importer follows from which a first poll leaves a job to listings (a safety net): with
+    /// fewer, a listing tells of few at once, and a job that fails (which no listing tells of) would wait.
+    pub many_followed: usize,
     /// With hints, the longest a poll waits in a delay queue before it looks at the ledger again.
     pub pass_every: Duration,
 }
@@ -65,6 +68,7 @@ pub const TUNING: Tuning = Tuning {
     duration_fade: 0.999,
     first_bucket_ms: 250.0,
     bucket_ratio: 1.15,
+    many_followed: 160,
     pass_every: Duration::from_secs(8),
 };
 

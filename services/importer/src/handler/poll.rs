@@ -270,7 +270,8 @@ impl Importer {
         Outcome::Ack(publishes)
     }
 
-    /// The first poll of a job Snyk just accepted (or one found in the ledger).
+    /// The first poll of a job Snyk just accepted (or one found in the ledger): a safety net where
+    /// listings work and tell of many jobs at once.
     pub(super) fn first_poll(&self, import: ImportRepo, job_url: JobUrl) -> Publish {
         let poll = PollImport {
             import,
@@ -280,7 +281,8 @@ impl Importer {
             not_before_ms: None,
             hinted: false,
         };
-        self.poll_after(poll, self.timing.first_poll(self.hints.trusted()))
+        let by_listings = self.hints.trusted() && self.hints.followed() >= TUNING.many_followed;
+        self.poll_after(poll, self.timing.first_poll(by_listings))
     }
 
     /// A poll for a job the ledger recorded (its requester stopped): its age is unknown, so it is polled
