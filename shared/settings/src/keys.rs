@@ -353,7 +353,7 @@ pub const KEYS: &[Key] = &[
         env: None,
         default: Some("5"),
         secret: false,
-        help: "the wait before an import job's first poll where listings do not tell of jobs' ends (`hint_yield` 0, or a listing failed in the last minute); then its polls come as it ages",
+        help: "the wait before an import job's first poll, unless listings tell of jobs' ends and the importer follows 160 jobs or more (then it is a safety net at `poll_max_secs`); later polls come as the job ages",
     },
     Key {
         path: "import.poll_floor_secs",
