@@ -33,8 +33,10 @@ impl Importer {
             return Outcome::defer(wait);
         }
         let import = poll.import.clone();
-        let outcome = match (self.recorded_done(&poll).await, wait) {
-            (Some(outcome), _) => outcome,
+        // A job the ledger already records imported needs no request: a hinted poll saw it done, or
+        // this poll was delivered twice.
+        let outcome = match (self.imported_record(&poll).await, wait) {
+            (Some(_), _) => Outcome::ack(),
             (None, Some(wait)) => return Outcome::defer(wait.min(TUNING.pass_every)),
             (None, None) => self.follow(poll).await,
         };
@@ -86,13 +88,6 @@ impl Importer {
                 }
             },
         }
-    }
-
-    /// A job whose target the ledger already records imported needs no request: a hinted poll saw it
-    /// done, or this poll was delivered twice.
-    async fn recorded_done(&self, poll: &PollImport) -> Option<Outcome> {
-        self.imported_record(poll).await?;
-        Some(Outcome::ack())
     }
 
     /// The ledger's record of the poll's target, when it records it imported in the poll's run (another
